@@ -1,0 +1,57 @@
+"""The project's own exception types; which of them are recoverable is decided in one place elsewhere."""
+
+from __future__ import annotations
+
+
+class BtcAiError(Exception):
+    """Base of every error btc_ai raises on purpose.
+
+    ``key`` names the config key at fault when the raiser knows it, so a repair can act on it
+    without parsing the message.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class ConfigValidationError(BtcAiError, ValueError):
+    """A training config that cannot be used as given; ``problems`` lists every fault at once."""
+
+    def __init__(self, problems: list["ConfigProblem"]) -> None:  # noqa: F821 - defined in config
+        self.problems = list(problems)
+        text = "; ".join(p.describe() for p in self.problems)
+        keys = [p.key for p in self.problems if p.key]
+        super().__init__(f"invalid config: {text}", key=keys[0] if len(keys) == 1 else None)
+
+
+class DataValidationError(BtcAiError, ValueError):
+    """Candle data that cannot be trained on; says which rows and why."""
+
+    def __init__(self, message: str, *, rows: list[int] | None = None, key: str | None = None) -> None:
+        super().__init__(message, key=key)
+        self.rows = list(rows or [])
+
+
+class NaNError(BtcAiError, ArithmeticError):
+    """Non-finite fitness, parameters or gradients appeared during training."""
+
+
+class TradingEnvironmentError(BtcAiError, RuntimeError):
+    """The trading environment is broken but can be rebuilt.
+
+    The original specification calls this ``EnvironmentError``; in Python 3 that name is an alias of
+    ``OSError`` (unrecoverable), so the recoverable kind needs its own type.
+    """
+
+
+class GPUError(BtcAiError, RuntimeError):
+    """The accelerator failed (a hardware or driver fault, not a bug in the config)."""
+
+
+class TrainingStalledError(BtcAiError, RuntimeError):
+    """A generation ran past its deadline."""
+
+
+class CheckpointError(BtcAiError, ValueError):
+    """A checkpoint is unreadable, tampered with, or does not match what it claims to hold."""

@@ -1,0 +1,48 @@
+# btc_ai — `make train` and `make test` set themselves up (a .venv here) and run.
+#
+# TORCH_SPEC chooses the PyTorch build installed before the project. The default pins the CPU
+# wheel these machines carry on disk (fast set-up); with a GPU, choose another build, e.g.
+#   make train TORCH_SPEC=torch               (latest build from PyPI, CUDA on Linux)
+#   make train TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN        := $(VENV)/bin
+STAMP      := $(VENV)/.btc_ai-installed
+PYTEST_ARGS ?=
+
+.PHONY: help setup train test e2e lint ui bench clean
+
+help:
+	@echo "make train   set up, then train on the built-in default data (local MLflow store in mlruns/)"
+	@echo "make test    set up, then run the test suite"
+	@echo "make ui      MLflow UI on the local store   make bench  benchmarks   make lint  ruff"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+train: $(STAMP)
+	$(BIN)/btc-ai train $(TRAIN_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check btc_ai tests benchmarks
+
+ui: $(STAMP)
+	@mkdir -p mlruns
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --default-artifact-root ./mlruns/artifacts --host 127.0.0.1 --port $${PORT:-5000}
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,35 @@
+"""btc_ai: train a Bitcoin trading policy with evolution strategies; training that survives failure.
+
+Importing the package stays light: torch, pandas and mlflow load when a name below is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "TrainingRecoverySystem": "btc_ai.recovery",
+    "train_model": "btc_ai.training",
+    "load_candles": "btc_ai.data",
+    "TrainingConfig": "btc_ai.config",
+    "synthetic_candles": "btc_ai.synthetic",
+    "default_candles": "btc_ai.synthetic",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'btc_ai' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

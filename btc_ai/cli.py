@@ -1,0 +1,239 @@
+"""`btc-ai`: the command line. ``main(argv) -> int`` so tests can call it as a function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .config import KNOWN_KEYS, TrainingConfig, allowed_range, normalize_key
+from .errors import ConfigValidationError, DataValidationError
+from .presets import BUCKETS
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+
+# Original flags of the training script, mapped to config keys (each also takes the dash form).
+_CONFIG_FLAGS = {
+    "bucket": ("BUCKET", str),
+    "hidden_size": ("HIDDEN_SIZE", int),
+    "learning_rate": ("LEARNING_RATE", float),
+    "es_population": ("ES_POPULATION", int),
+    "episodes": ("EPISODES", int),
+    "seed": ("SEED", int),
+    "min_checkpoint_interval": ("MIN_CHECKPOINT_INTERVAL", int),
+    "max_steps_per_episode": ("MAX_STEPS_PER_EPISODE", int),
+    "sigma": ("SIGMA", float),
+}
+
+
+class BadInput(Exception):
+    """A user mistake: reported as one line with exit code 2."""
+
+
+def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
+    dashed = name.replace("_", "-")
+    names = [f"--{name}"] + ([f"--{dashed}"] if dashed != name else [])
+    parser.add_argument(*names, dest=name, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="btc-ai", description="Train a BTC trading policy with ES, tracked in MLflow.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train a policy (a new MLflow session)")
+    _flag(train, "data_path", metavar="FILE", help="candles (CSV or Parquet); default: built-in synthetic data")
+    _flag(train, "config", metavar="FILE", help="JSON object of config keys (flags win over it)")
+    for name, (key, kind) in _CONFIG_FLAGS.items():
+        _flag(train, name, type=kind, metavar=key, help=f"{key} ({allowed_range(key)})")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key (repeatable)")
+    _flag(train, "max_retries", type=int, default=3, metavar="N", help="retries of recoverable errors (default 3)")
+    _flag(train, "enable_emergency_checkpoints", action="store_true", default=True,
+          help="write an emergency checkpoint when an error strikes (default on)")
+    _flag(train, "no_emergency_checkpoints", action="store_true", help="do not write emergency checkpoints")
+    _flag(train, "checkpoint_dir", default="checkpoints", metavar="DIR", help="local checkpoint folder (default checkpoints/)")
+    _flag(train, "tracking_uri", metavar="URI", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlruns)")
+    train.add_argument("--experiment", default="btc-ai", help="MLflow experiment name (default btc-ai)")
+    _flag(train, "quiet", action="store_true", help="print only the summary")
+
+    presets = sub.add_parser("presets", help="list the trading-style buckets and their settings")
+    presets.add_argument("--keys", action="store_true", help="list every config key with its allowed range")
+    presets.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "presets":
+            return cmd_presets(args)
+    except BadInput as exc:
+        _error(str(exc))
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_SIGINT
+    parser.error(f"unknown command {args.command}")
+    return EXIT_BAD_INPUT
+
+
+def _error(message: str) -> None:
+    print(f"btc-ai: error: {message}", file=sys.stderr)
+
+
+def _parse_assignment(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise BadInput(f"--set {text!r} is not KEY=VALUE; write e.g. --set SIGMA=0.05")
+    key, value = text.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def config_from_args(args: argparse.Namespace) -> TrainingConfig:
+    """Config file, then --set, then the named flags; every problem reported in one line."""
+    values: dict[str, Any] = {}
+    if args.config:
+        try:
+            with open(args.config, encoding="utf-8") as fh:
+                loaded = json.load(fh)
+        except FileNotFoundError:
+            raise BadInput(f"config file {args.config} does not exist; check the --config path") from None
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"config file {args.config} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                           f"{exc.msg}); fix the file or drop --config") from None
+        if not isinstance(loaded, dict):
+            raise BadInput(f"config file {args.config} must hold a JSON object of config keys, e.g. {{\"SIGMA\": 0.05}}")
+        values.update(loaded)
+    for text in args.set:
+        key, value = _parse_assignment(text)
+        values[key] = value
+    for name, (key, _) in _CONFIG_FLAGS.items():
+        if getattr(args, name) is not None:
+            values[key] = getattr(args, name)
+    try:
+        return TrainingConfig.from_dict(values)
+    except ConfigValidationError as exc:
+        raise BadInput(f"{exc}; fix these values (see `btc-ai presets --keys`)") from None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if args.max_retries < 0:
+        raise BadInput(f"--max_retries {args.max_retries} must be >= 0")
+    df = None
+    if args.data_path:
+        from .data import load_candles
+
+        try:
+            df, report = load_candles(args.data_path)
+        except FileNotFoundError:
+            raise BadInput(f"data file {args.data_path} does not exist; check --data_path") from None
+        except IsADirectoryError:
+            raise BadInput(f"--data_path {args.data_path} is a folder; give a CSV or Parquet file") from None
+        except DataValidationError as exc:
+            raise BadInput(f"{args.data_path}: {exc}") from None
+        if not args.quiet:
+            print(f"data: {report.summary()}")
+    from .recovery import TrainingRecoverySystem
+
+    reporter = ConsoleReporter(config, quiet=args.quiet)
+    system = TrainingRecoverySystem(
+        checkpoint_dir=args.checkpoint_dir,
+        max_retries=args.max_retries,
+        min_checkpoint_interval=config.MIN_CHECKPOINT_INTERVAL,
+        enable_emergency_checkpoints=not args.no_emergency_checkpoints,
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        reporter=reporter,
+    )
+    model, metrics, best_reward, elapsed = system.start_training_with_recovery(config=config, df=df)
+    reporter.close()
+    if model is None:
+        _error(f"training failed: {metrics.get('error')}")
+        return EXIT_FAILED
+    _print_summary(system, metrics, best_reward, elapsed)
+    return EXIT_OK
+
+
+def _print_summary(system: Any, metrics: Mapping[str, Any], best_reward: float, elapsed: float) -> None:
+    ret = metrics.get("validation/total_return", float("nan"))
+    hold = metrics.get("validation/buy_and_hold_return", float("nan"))
+    print(
+        f"done: session {metrics['session_run_id']} | attempts {metrics['attempts']} | "
+        f"generations {metrics['generations']} | best validation reward {best_reward:+.4f} "
+        f"(generation {metrics['best_generation']}) | {elapsed:.1f} s"
+    )
+    print(f"validation return {ret:+.2%} vs buy-and-hold {hold:+.2%} and flat +0.00%")
+    print(f"model: registered as version {metrics['model_version']}; final params sha256 {metrics['final_params_sha256'][:16]}")
+    print(f"open the UI: make ui  (or: mlflow ui --backend-store-uri {system.tracker.tracking_uri})")
+
+
+class ConsoleReporter:
+    """Progress on the terminal: a live bar on a TTY, one plain line per generation otherwise."""
+
+    def __init__(self, config: TrainingConfig, *, quiet: bool = False) -> None:
+        self.total = config.EPISODES
+        self.quiet = quiet
+        self._progress: Any = None
+        self._task: Any = None
+        self._last_val = float("nan")
+
+    def session_started(self, run_id: str, config: TrainingConfig) -> None:
+        print(f"session run {run_id} (bucket {config.BUCKET}, {config.EPISODES} generations, "
+              f"population {config.ES_POPULATION}, hidden {config.HIDDEN_SIZE})", flush=True)
+        if not self.quiet and sys.stdout.isatty():
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(TextColumn("gen {task.completed}/{task.total}"), BarColumn(),
+                                      TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+            self._progress.start()
+            self._task = self._progress.add_task("train", total=self.total, info="")
+
+    def generation_done(self, generation: int, metrics: Mapping[str, float]) -> None:
+        if "validation/total_return" in metrics:
+            self._last_val = metrics["validation/total_return"]
+        info = (f"fitness {metrics['fitness/mean']:+.4f} (max {metrics['fitness/max']:+.4f}) "
+                f"val {self._last_val:+.2%} {metrics['perf/seconds_per_generation']:.3f} s/gen")
+        if self._progress is not None:
+            self._progress.update(self._task, completed=generation, info=info)
+        elif not self.quiet:
+            print(f"gen {generation}/{self.total} {info}", flush=True)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    if args.keys:
+        fields = TrainingConfig.model_fields
+        if args.json:
+            print(json.dumps({k: {"allowed": allowed_range(k), "description": fields[k].description} for k in KNOWN_KEYS},
+                             indent=2))
+        else:
+            for key in KNOWN_KEYS:
+                print(f"{key:<24} {allowed_range(key):<32} {fields[key].description}")
+        return EXIT_OK
+    if args.json:
+        print(json.dumps({name: b.config() for name, b in BUCKETS.items()}, indent=2))
+        return EXIT_OK
+    keys = ["TIMEFRAME", "MAX_STEPS_PER_EPISODE", "LOOKBACK", "FEE_BPS", "HOLDING_COST_BPS", "DRAWDOWN_PENALTY",
+            "EPISODES_PER_EVAL"]
+    print(f"{'bucket':<10} " + " ".join(f"{normalize_key(k):>21}" for k in keys))
+    for name, bucket in BUCKETS.items():
+        values = bucket.config()
+        print(f"{name:<10} " + " ".join(f"{values[k]!s:>21}" for k in keys))
+        print(f"{'':<10} {bucket.description}")
+    print("\nany key can be overridden: btc-ai train --bucket Swing --set FEE_BPS=5  (all keys: btc-ai presets --keys)")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

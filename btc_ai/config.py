@@ -1,0 +1,203 @@
+"""`TrainingConfig`: the validated training configuration, built from a bucket preset plus overrides."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigValidationError
+from .presets import DEFAULT_BUCKET, BUCKETS, find_bucket
+
+TIMEFRAMES = ("5min", "15min", "30min", "1h", "4h", "1d")
+
+# Keys that fix the network's shape or its inputs: a resumed or repaired training must keep them.
+STRUCTURAL_KEYS = frozenset({"HIDDEN_SIZE", "HIDDEN_LAYERS", "LOOKBACK", "TIMEFRAME", "NOISE_TABLE_SIZE"})
+
+
+class TrainingConfig(BaseModel):
+    """Every knob of one training, in the original upper-case key names.
+
+    Build it with :meth:`from_dict` (or :meth:`from_json`): the named bucket's preset supplies every
+    key the caller does not give.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    BUCKET: str = Field(DEFAULT_BUCKET, description="trading style preset: " + ", ".join(BUCKETS))
+    SEED: int = Field(ge=0, le=2**31 - 1, description="all randomness of generation g derives from (SEED, g)")
+    EPISODES: int = Field(ge=1, le=1_000_000, description="ES generations to train")
+    ES_POPULATION: int = Field(ge=2, le=4096, description="population size per generation (even: mirrored pairs)")
+    LEARNING_RATE: float = Field(gt=0.0, le=1.0, description="Adam step size on the ES gradient")
+    SIGMA: float = Field(gt=0.0, le=1.0, description="standard deviation of parameter perturbations")
+    WEIGHT_DECAY: float = Field(ge=0.0, lt=1.0, description="L2 pull of parameters toward zero per update")
+    HIDDEN_SIZE: int = Field(ge=4, le=4096, description="width of each hidden layer of the policy MLP")
+    HIDDEN_LAYERS: int = Field(ge=1, le=4, description="number of hidden layers of the policy MLP")
+    MAX_STEPS_PER_EPISODE: int = Field(ge=8, le=100_000, description="decisions per training episode")
+    EPISODES_PER_EVAL: int = Field(ge=1, le=256, description="episode windows each member is scored on per generation")
+    TIMEFRAME: str = Field(description="bar size the 5-minute candles are resampled to: " + ", ".join(TIMEFRAMES))
+    LOOKBACK: int = Field(ge=2, le=1000, description="feature look-back in bars")
+    FEE_BPS: float = Field(ge=0.0, le=100.0, description="fee per unit change of position, basis points")
+    HOLDING_COST_BPS: float = Field(ge=0.0, le=100.0, description="reward shaping: cost per bar held long or short, bps")
+    DRAWDOWN_PENALTY: float = Field(ge=0.0, le=10.0, description="reward shaping: weight of the episode's max drawdown")
+    VALIDATION_FRACTION: float = Field(ge=0.05, le=0.5, description="newest share of the data kept for validation")
+    EVAL_INTERVAL: int = Field(ge=1, le=100_000, description="validate the current policy every this many generations")
+    MIN_CHECKPOINT_INTERVAL: int = Field(ge=1, le=100_000, description="generations between periodic checkpoints")
+    NOISE_TABLE_SIZE: int = Field(ge=1 << 16, le=1 << 28, description="floats in the shared ES noise table")
+
+    @field_validator("BUCKET", mode="before")
+    @classmethod
+    def _known_bucket(cls, value: Any) -> str:
+        bucket = find_bucket(str(value))
+        if bucket is None:
+            raise ValueError("unknown bucket")
+        return bucket.name
+
+    @field_validator("TIMEFRAME", mode="before")
+    @classmethod
+    def _known_timeframe(cls, value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in TIMEFRAMES:
+            raise ValueError("unknown timeframe")
+        return text
+
+    @field_validator("ES_POPULATION")
+    @classmethod
+    def _population_even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError("must be even: members come in mirrored (+noise, -noise) pairs")
+        return value
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None = None, **overrides: Any) -> TrainingConfig:
+        """Preset of the named bucket (default Scalping) overridden by ``values`` and ``overrides``.
+
+        Keys are case-insensitive and may use dashes. Raises ConfigValidationError listing every
+        problem at once: unknown keys (with the closest known key), wrong types, out-of-range values.
+        """
+        given = {**(values or {}), **overrides}
+        problems: list[ConfigProblem] = []
+        normalized: dict[str, Any] = {}
+        for raw_key, value in given.items():
+            key = normalize_key(raw_key)
+            if key not in KNOWN_KEYS:
+                problems.append(_unknown_key_problem(str(raw_key), value))
+            else:
+                normalized[key] = value
+        bucket = find_bucket(str(normalized.get("BUCKET", DEFAULT_BUCKET))) or BUCKETS[DEFAULT_BUCKET]
+        merged = {**bucket.config(), **normalized}
+        try:
+            config = cls.model_validate(merged)
+        except ValidationError as exc:
+            problems.extend(_problems_from(exc, merged))
+            raise ConfigValidationError(problems) from None
+        if problems:
+            raise ConfigValidationError(problems)
+        return config
+
+    @classmethod
+    def from_json(cls, path: str | Path, **overrides: Any) -> TrainingConfig:
+        """Read a JSON object of config keys; ``overrides`` win over the file.
+
+        A malformed file raises json.JSONDecodeError (recoverable: the backup config is used).
+        """
+        text = Path(path).read_text(encoding="utf-8")
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ConfigValidationError(
+                [ConfigProblem("", type(data).__name__, f"{path} must hold a JSON object of config keys", "{...}")]
+            )
+        return cls.from_dict(data, **overrides)
+
+    # -- use ----------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every key and value (JSON-serialisable)."""
+        return self.model_dump()
+
+    def replace(self, **changes: Any) -> TrainingConfig:
+        """A validated copy with ``changes`` applied (the bucket preset is not re-applied)."""
+        return TrainingConfig.from_dict({**self.to_dict(), **changes})
+
+    def overrides(self) -> dict[str, Any]:
+        """Keys whose value differs from the bucket preset."""
+        preset = BUCKETS[self.BUCKET].config()
+        return {k: v for k, v in self.to_dict().items() if preset.get(k) != v}
+
+    @property
+    def fee_rate(self) -> float:
+        return self.FEE_BPS * 1e-4
+
+    @property
+    def holding_cost_rate(self) -> float:
+        return self.HOLDING_COST_BPS * 1e-4
+
+
+KNOWN_KEYS: tuple[str, ...] = tuple(TrainingConfig.model_fields)
+
+
+def normalize_key(key: Any) -> str:
+    """``learning-rate`` and ``Learning_Rate`` both mean LEARNING_RATE."""
+    return str(key).strip().upper().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One fault in a config: the key, the value given, what is wrong and what is allowed."""
+
+    key: str
+    value: Any
+    message: str
+    allowed: str = ""
+
+    def describe(self) -> str:
+        where = f"{self.key}={self.value!r}" if self.key else repr(self.value)
+        allowed = f" (allowed: {self.allowed})" if self.allowed else ""
+        return f"{where}: {self.message}{allowed}"
+
+
+def allowed_range(key: str) -> str:
+    """Human-readable allowed values of ``key``, from the field's constraints."""
+    if key == "BUCKET":
+        return ", ".join(BUCKETS)
+    if key == "TIMEFRAME":
+        return ", ".join(TIMEFRAMES)
+    field = TrainingConfig.model_fields[key]
+    low = high = ""
+    for meta in field.metadata:
+        if isinstance(meta, Ge):
+            low = f"{meta.ge} <= "
+        elif isinstance(meta, Gt):
+            low = f"{meta.gt} < "
+        elif isinstance(meta, Le):
+            high = f" <= {meta.le}"
+        elif isinstance(meta, Lt):
+            high = f" < {meta.lt}"
+    kind = field.annotation.__name__ if isinstance(field.annotation, type) else str(field.annotation)
+    text = f"{low}{kind}{high}"
+    if key == "ES_POPULATION":
+        text += ", even"
+    return text
+
+
+def _unknown_key_problem(raw_key: str, value: Any) -> ConfigProblem:
+    close = difflib.get_close_matches(normalize_key(raw_key), KNOWN_KEYS, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]}?" if close else "see `btc-ai presets --keys` for the known keys"
+    return ConfigProblem(raw_key, value, f"unknown key, {hint}")
+
+
+def _problems_from(exc: ValidationError, merged: Mapping[str, Any]) -> list[ConfigProblem]:
+    problems = []
+    for err in exc.errors():
+        key = str(err["loc"][0]) if err["loc"] else ""
+        message = err["msg"].removeprefix("Value error, ")
+        problems.append(ConfigProblem(key, merged.get(key, err.get("input")), message, allowed_range(key) if key else ""))
+    return problems

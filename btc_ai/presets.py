@@ -1,0 +1,116 @@
+"""Trading-style buckets: complete config presets that a training config names and overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+# Values every bucket shares unless it says otherwise; each bucket below states only what differs.
+_COMMON: dict[str, Any] = {
+    "SEED": 42,
+    "EPISODES": 150,
+    "ES_POPULATION": 32,
+    "LEARNING_RATE": 0.02,
+    "SIGMA": 0.05,
+    "WEIGHT_DECAY": 0.005,
+    "HIDDEN_SIZE": 64,
+    "HIDDEN_LAYERS": 2,
+    "EPISODES_PER_EVAL": 4,
+    "VALIDATION_FRACTION": 0.2,
+    "EVAL_INTERVAL": 5,
+    "MIN_CHECKPOINT_INTERVAL": 5,
+    "NOISE_TABLE_SIZE": 1 << 23,
+}
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One trading style: the timeframe it trades on and every config value it implies."""
+
+    name: str
+    description: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def config(self) -> dict[str, Any]:
+        """The full preset as config keys (bucket name included)."""
+        return {**_COMMON, **self.values, "BUCKET": self.name}
+
+
+def _bucket(name: str, description: str, **values: Any) -> Bucket:
+    return Bucket(name, description, MappingProxyType(values))
+
+
+BUCKETS: Mapping[str, Bucket] = MappingProxyType(
+    {
+        b.name: b
+        for b in (
+            _bucket(
+                "Scalping",
+                "Very short holds on raw 5-minute bars; low maker-style fees, one-day episodes.",
+                TIMEFRAME="5min",
+                MAX_STEPS_PER_EPISODE=288,
+                LOOKBACK=12,
+                FEE_BPS=2.0,
+                DRAWDOWN_PENALTY=0.0,
+                HOLDING_COST_BPS=0.0,
+            ),
+            _bucket(
+                "Intraday",
+                "Positions opened and closed within days on 15-minute bars; two-day episodes.",
+                TIMEFRAME="15min",
+                MAX_STEPS_PER_EPISODE=192,
+                LOOKBACK=16,
+                FEE_BPS=4.0,
+                DRAWDOWN_PENALTY=0.1,
+                HOLDING_COST_BPS=0.0,
+            ),
+            _bucket(
+                "Swing",
+                "Multi-day swings on hourly bars; one-week episodes, drawdowns penalised.",
+                TIMEFRAME="1h",
+                MAX_STEPS_PER_EPISODE=168,
+                LOOKBACK=24,
+                FEE_BPS=7.5,
+                DRAWDOWN_PENALTY=0.25,
+                HOLDING_COST_BPS=0.1,
+                EPISODES_PER_EVAL=2,
+            ),
+            _bucket(
+                "Position",
+                "Trend following on 4-hour bars; ten-day episodes, funding-like holding cost.",
+                TIMEFRAME="4h",
+                MAX_STEPS_PER_EPISODE=60,
+                LOOKBACK=12,
+                FEE_BPS=10.0,
+                DRAWDOWN_PENALTY=0.5,
+                HOLDING_COST_BPS=0.5,
+                EPISODES_PER_EVAL=2,
+            ),
+        )
+    }
+)
+
+DEFAULT_BUCKET = "Scalping"
+
+
+def bucket_names() -> list[str]:
+    """Bucket names in their canonical spelling."""
+    return list(BUCKETS)
+
+
+def find_bucket(name: str) -> Bucket | None:
+    """The bucket called ``name`` (any case), or None."""
+    for bucket in BUCKETS.values():
+        if bucket.name.lower() == str(name).strip().lower():
+            return bucket
+    return None
+
+
+def preset_config(name: str) -> dict[str, Any]:
+    """The full preset of bucket ``name``; KeyError naming the known buckets when there is none."""
+    bucket = find_bucket(name)
+    if bucket is None:
+        raise KeyError(f"unknown bucket {name!r}; known buckets: {', '.join(BUCKETS)}")
+    return bucket.config()

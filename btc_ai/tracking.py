@@ -1,0 +1,261 @@
+"""The one module that talks to MLflow: session/attempt/repair runs, params, metrics, artifacts, registry."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from .checkpoint import TrainingState
+from .training import TrainingCallbacks, TrainingSetup
+
+DEFAULT_EXPERIMENT = "btc-ai"
+MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
+_BATCH = 1000  # MLflow's limit of metrics per log_batch
+
+TAG_KIND = "btc_ai.kind"
+TAG_STATUS = "btc_ai.status"
+TAG_ATTEMPT = "btc_ai.attempt"
+TAG_OUTCOME = "btc_ai.outcome"
+TAG_ERROR_TYPE = "btc_ai.error_type"
+TAG_FINAL_SHA = "btc_ai.final_params_sha256"
+TAG_PARENT = "mlflow.parentRunId"
+
+
+def default_tracking_uri(root: str | Path = ".") -> str:
+    """``sqlite:///<root>/mlruns/mlflow.db``: the project's local store (folder created if missing)."""
+    folder = Path(root).resolve() / "mlruns"
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """An explicit URI, else ``MLFLOW_TRACKING_URI``, else the local store under ``./mlruns``."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Artifacts of a local SQLite store live beside the database, under the same ``mlruns/`` folder."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def _param_value(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 15] + "...[truncated]"
+
+
+class Tracker:
+    """Runs of one experiment on one tracking server, always addressed by explicit run ID."""
+
+    def __init__(self, tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> None:
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        self.experiment_name = experiment
+        self.experiment_id = self._experiment_id(experiment)
+
+    def _experiment_id(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(name, artifact_location=_artifact_root(self.tracking_uri))
+        except MlflowException:  # created meanwhile by a concurrent process
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def create_run(self, kind: str, *, parent: str | None = None, name: str | None = None,
+                   tags: Mapping[str, Any] | None = None) -> str:
+        all_tags = {TAG_KIND: kind, **(tags or {})}
+        if parent:
+            all_tags[TAG_PARENT] = parent
+        run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in all_tags.items()}, run_name=name)
+        return run.info.run_id
+
+    def end_run(self, run_id: str, status: str) -> None:
+        """Close a run with a terminal status: FINISHED, FAILED or KILLED."""
+        self.client.set_terminated(run_id, status=status)
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        items = [Param(str(k), _param_value(v)) for k, v in params.items()]
+        for lo in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[lo : lo + 100], synchronous=True)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        items = [RunTag(str(k), str(v)) for k, v in tags.items()]
+        self.client.log_batch(run_id, tags=items, synchronous=True)
+
+    def log_metrics(self, run_id: str, metrics: Iterable[Metric]) -> None:
+        items = list(metrics)
+        for lo in range(0, len(items), _BATCH):
+            self.client.log_batch(run_id, metrics=items[lo : lo + _BATCH], synchronous=True)
+
+    def log_values(self, run_id: str, values: Mapping[str, float], step: int = 0) -> None:
+        """Plain numbers (summaries) as metrics at one step."""
+        stamp = int(time.time() * 1000)
+        self.log_metrics(run_id, (Metric(k, float(v), stamp, step) for k, v in values.items()))
+
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_dict(self, run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
+        self.client.log_dict(run_id, dict(data), artifact_file)
+
+    def log_table_csv(self, run_id: str, rows: list[Mapping[str, Any]], artifact_file: str) -> None:
+        """Rows with possibly different keys as one CSV artifact (missing cells left empty)."""
+        columns: list[str] = []
+        for row in rows:
+            columns.extend(k for k in row if k not in columns)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            with open(path, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(rows)
+            parent = str(Path(artifact_file).parent)
+            self.log_artifact(run_id, path, None if parent == "." else parent)
+
+    # -- model registry -----------------------------------------------------------------------
+
+    def log_and_register_model(self, run_id: str, model: Any, name: str, input_example: Any, *,
+                               alias: str = "newest", tags: Mapping[str, Any] | None = None) -> str:
+        """Log ``model`` with mlflow.pytorch under ``model/`` of ``run_id``, register it, point ``alias`` at it.
+
+        The model is stored as a traced graph (``pt2``), not a pickle, so loading it runs no code
+        from the artifact store. Returns the new version number.
+        """
+        import mlflow.pytorch
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "model"
+            mlflow.pytorch.save_model(model, str(local), serialization_format="pt2", input_example=input_example,
+                                      pip_requirements=["torch"])
+            self.client.log_artifacts(run_id, str(local), "model")
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException:  # already registered
+            pass
+        version = self.client.create_model_version(
+            name, source=f"runs:/{run_id}/model", run_id=run_id, tags={k: str(v) for k, v in (tags or {}).items()}
+        )
+        self.client.set_registered_model_alias(name, alias, version.version)
+        return str(version.version)
+
+
+class MetricWriter:
+    """Sends metrics in batches from a background thread so a generation never waits on the store.
+
+    Order is kept (one worker); :meth:`flush` blocks until everything queued so far is on the store.
+    """
+
+    def __init__(self, tracker: Tracker, run_id: str, *, max_delay: float = 1.0, max_pending: int = 500) -> None:
+        self.tracker = tracker
+        self.run_id = run_id
+        self.max_delay = max_delay
+        self.max_pending = max_pending
+        self._pending: list[Metric] = []
+        self._last_send = time.monotonic()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="btc-ai-metrics")
+        self._futures: list[Future[None]] = []
+
+    def add(self, step: int, metrics: Mapping[str, float]) -> None:
+        stamp = int(time.time() * 1000)
+        with self._lock:
+            self._pending.extend(Metric(k, float(v), stamp, step) for k, v in metrics.items())
+            due = len(self._pending) >= self.max_pending or time.monotonic() - self._last_send >= self.max_delay
+        if due:
+            self._send()
+
+    def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Future[None]:
+        """Run another store call on the writer thread, after the metrics queued before it."""
+        self._send()
+        future = self._pool.submit(fn, *args, **kwargs)
+        self._futures.append(future)
+        return future
+
+    def _send(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+            self._last_send = time.monotonic()
+        if batch:
+            self._futures.append(self._pool.submit(self.tracker.log_metrics, self.run_id, batch))
+
+    def flush(self) -> None:
+        """Wait until everything queued is stored; re-raise the first store error."""
+        self._send()
+        futures, self._futures = self._futures, []
+        errors = [f.exception() for f in futures]
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+class AttemptLogger(TrainingCallbacks):
+    """Training callbacks that record one attempt run: data facts, metrics per generation, checkpoints."""
+
+    def __init__(self, tracker: Tracker, run_id: str) -> None:
+        self.tracker = tracker
+        self.run_id = run_id
+        self.writer = MetricWriter(tracker, run_id)
+        self.last_generation = 0
+        self.last_metrics: dict[str, float] = {}
+        self.checkpoints: list[dict[str, Any]] = []
+
+    def on_start(self, setup: TrainingSetup) -> None:
+        self.writer.submit(
+            self.tracker.log_dict,
+            self.run_id,
+            {
+                "report": setup.data_report.to_dict(),
+                "fingerprint": setup.data_fingerprint,
+                "n_params": setup.n_params,
+                "feature_names": list(setup.feature_names),
+                "train_bars": setup.train_bars,
+                "validation_bars": setup.validation_bars,
+                "start_generation": setup.start_generation,
+            },
+            "data_report.json",
+        )
+        self.writer.submit(self.tracker.set_tags, self.run_id, {"btc_ai.data_fingerprint": setup.data_fingerprint,
+                                                                "btc_ai.start_generation": setup.start_generation})
+
+    def on_generation(self, generation: int, metrics: Mapping[str, float]) -> None:
+        self.last_generation = generation
+        self.last_metrics = dict(metrics)
+        self.writer.add(generation, metrics)
+
+    def on_checkpoint(self, state: TrainingState, path: Path | None, sha256: str | None, *, emergency: bool) -> None:
+        if path is None:
+            return
+        record = {"generation": state.generation, "file": path.name, "sha256": sha256, "emergency": emergency}
+        self.checkpoints.append(record)
+        self.writer.submit(self.tracker.log_artifact, self.run_id, path, "checkpoints")
+        self.writer.submit(self.tracker.set_tags, self.run_id, {f"btc_ai.checkpoint.{path.stem}": sha256})
+
+    def close(self) -> None:
+        self.writer.close()

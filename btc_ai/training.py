@@ -1,0 +1,233 @@
+"""`train_model`: the ES generation loop, reporting through callbacks and never through a tracker."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .checkpoint import TrainingState, checkpoint_name, load_checkpoint, save_checkpoint
+from .config import STRUCTURAL_KEYS, TrainingConfig
+from .data import DataReport, data_fingerprint, load_candles, resample_candles
+from .errors import CheckpointError, DataValidationError
+from .es import OpenAIES
+from .evaluation import BatchedEvaluator, PopulationEvaluator, evaluate_span
+from .market import MarketSplit, split_market
+from .policy import PolicyNet, PolicySpec
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """What the loop is about to run, handed to :meth:`TrainingCallbacks.on_start`."""
+
+    config: TrainingConfig
+    data_report: DataReport
+    data_fingerprint: str
+    n_params: int
+    feature_names: tuple[str, ...]
+    train_bars: int
+    validation_bars: int
+    start_generation: int
+
+
+class TrainingCallbacks:
+    """The loop's only window to the outside; every hook does nothing here (the null tracker)."""
+
+    def on_start(self, setup: TrainingSetup) -> None:
+        """Called once before the first generation of this call."""
+
+    def on_generation(self, generation: int, metrics: Mapping[str, float]) -> None:
+        """Called after every generation; ``generation`` is global (1-based, continuous across resumes)."""
+
+    def on_checkpoint(self, state: TrainingState, path: Path | None, sha256: str | None, *, emergency: bool) -> None:
+        """Called with every resumable state the loop hands out (written to ``path`` when saved locally)."""
+
+
+def params_sha256(params: np.ndarray) -> str:
+    """sha256 of float32 parameter bytes: equal hashes mean bit-identical policies."""
+    return hashlib.sha256(np.ascontiguousarray(params, dtype=np.float32).tobytes()).hexdigest()
+
+
+def prepare_data(df: pd.DataFrame | str | Path | None, config: TrainingConfig) -> tuple[pd.DataFrame, DataReport, str]:
+    """Validated candles resampled to the config's timeframe, the data report, and the data fingerprint.
+
+    ``df`` None means the built-in synthetic default data.
+    """
+    if df is None:
+        from .synthetic import default_candles
+
+        df = default_candles()
+    candles, report = load_candles(df)
+    fingerprint = data_fingerprint(candles)
+    return resample_candles(candles, config.TIMEFRAME), report, fingerprint
+
+
+def _resume_state(recovery_state: Any, config: TrainingConfig, fingerprint: str, allow_data_change: bool) -> TrainingState:
+    state = recovery_state if isinstance(recovery_state, TrainingState) else load_checkpoint(recovery_state)
+    changed = sorted(k for k in STRUCTURAL_KEYS if state.config.get(k) != getattr(config, k))
+    if changed:
+        detail = ", ".join(f"{k}: {state.config.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
+        raise CheckpointError(f"cannot resume with a different network shape ({detail})", key=changed[0])
+    if state.data_fingerprint != fingerprint and not allow_data_change:
+        raise DataValidationError(
+            "the data differs from the data this training started on (fingerprint mismatch); "
+            "resume with the original data or allow the change explicitly"
+        )
+    return state
+
+
+def train_model(
+    config: TrainingConfig | Mapping[str, Any],
+    df: pd.DataFrame | str | Path | None = None,
+    save_path: str | Path | None = None,
+    recovery_state: TrainingState | str | Path | None = None,
+    *,
+    callbacks: TrainingCallbacks | None = None,
+    evaluator: PopulationEvaluator | None = None,
+    emergency_checkpoints: bool = False,
+    allow_data_change: bool = False,
+) -> tuple[PolicyNet, dict[str, Any], float, float]:
+    """Train a policy with OpenAI-ES; returns ``(model, metrics, best_reward, elapsed_time)``.
+
+    ``model`` is the best policy by validation reward (a ``torch.nn.Module``); ``metrics`` holds the
+    per-generation history, the last validation report and ``final_params_sha256``. Periodic
+    checkpoints go to ``save_path`` (when given) every ``MIN_CHECKPOINT_INTERVAL`` generations and to
+    ``callbacks.on_checkpoint``. With ``recovery_state`` (a state or a checkpoint path) the training
+    continues from it and ends bit-identical to an uninterrupted one. With ``emergency_checkpoints``
+    an error or interrupt writes the last completed generation's state before propagating.
+    """
+    started = time.perf_counter()
+    config = config if isinstance(config, TrainingConfig) else TrainingConfig.from_dict(config)
+    callbacks = callbacks or TrainingCallbacks()
+    save_dir = Path(save_path) if save_path is not None else None
+
+    candles, report, fingerprint = prepare_data(df, config)
+    split = split_market(candles, config.LOOKBACK, config.VALIDATION_FRACTION)
+    spec = PolicySpec(len(split.feature_names), config.HIDDEN_SIZE, config.HIDDEN_LAYERS)
+    es = OpenAIES(
+        dim=spec.n_params,
+        population=config.ES_POPULATION,
+        sigma=config.SIGMA,
+        learning_rate=config.LEARNING_RATE,
+        weight_decay=config.WEIGHT_DECAY,
+        seed=config.SEED,
+        table_size=config.NOISE_TABLE_SIZE,
+    )
+    if recovery_state is not None:
+        state = _resume_state(recovery_state, config, fingerprint, allow_data_change)
+        state = TrainingState(config.to_dict(), state.es, fingerprint, state.elapsed_time, state.extra)
+    else:
+        state = TrainingState(config.to_dict(), es.init(spec.init_params(config.SEED)), fingerprint)
+    evaluator = evaluator or BatchedEvaluator(es, spec, split.train, config)
+
+    callbacks.on_start(
+        TrainingSetup(config, report, fingerprint, spec.n_params, split.feature_names, len(split.train),
+                      len(split.validation), state.generation)
+    )
+    prior_elapsed = state.elapsed_time
+    history: list[dict[str, float]] = []
+    validation: dict[str, float] = {}
+    try:
+        for state, metrics in _generations(config, es, spec, split, evaluator, state, started):
+            generation = state.generation
+            validation = {k: v for k, v in metrics.items() if k.startswith("validation/")} or validation
+            history.append({"generation": generation, **metrics})
+            callbacks.on_generation(generation, metrics)
+            if generation % config.MIN_CHECKPOINT_INTERVAL == 0 or generation == config.EPISODES:
+                _hand_out(state, callbacks, save_dir, emergency=False)
+    except BaseException:
+        # `state` is still the last completed generation: never the one that failed half-way.
+        if emergency_checkpoints and state_is_resumable(state):
+            _hand_out(state, callbacks, save_dir, emergency=True)
+        raise
+
+    elapsed = prior_elapsed + time.perf_counter() - started
+    es_state = state.es
+    best = es_state.best_params if es_state.best_params is not None else es_state.params
+    model = PolicyNet(spec, split.feature_names).load_flat(best)
+    metrics: dict[str, Any] = {
+        **validation,
+        "generations": es_state.generation,
+        "best_reward": es_state.best_reward,
+        "best_generation": es_state.best_generation,
+        "final_params_sha256": params_sha256(es_state.params),
+        "best_params_sha256": params_sha256(best),
+        "data": report.to_dict(),
+        "history": history,
+    }
+    if save_dir is not None:
+        save_policy(model, config, save_dir / "policy.pt")
+    return model, metrics, float(es_state.best_reward), float(elapsed)
+
+
+def state_is_resumable(state: TrainingState | None) -> bool:
+    return state is not None and bool(np.all(np.isfinite(state.es.params)))
+
+
+def _generations(
+    config: TrainingConfig,
+    es: OpenAIES,
+    spec: PolicySpec,
+    split: MarketSplit,
+    evaluator: PopulationEvaluator,
+    state: TrainingState,
+    started: float,
+) -> Iterator[tuple[TrainingState, dict[str, float]]]:
+    """Run generations up to ``config.EPISODES``, yielding each completed state and its metrics."""
+    members = np.arange(config.ES_POPULATION)
+    steps = config.ES_POPULATION * config.EPISODES_PER_EVAL * config.MAX_STEPS_PER_EPISODE
+    prior_elapsed = state.elapsed_time
+    while state.generation < config.EPISODES:
+        tick = time.perf_counter()
+        perturbations = es.ask(state.generation)
+        fitness = evaluator.evaluate(state.es.params, state.generation, members)
+        evaluated = time.perf_counter()
+        es_state, metrics = es.tell(state.es, perturbations, fitness)
+        generation = es_state.generation
+        if generation % config.EVAL_INTERVAL == 0 or generation == config.EPISODES:
+            validation = evaluate_span(spec, es_state.params, split.validation, config)
+            if validation["validation/reward"] > es_state.best_reward:
+                es_state = es_state.with_best(es_state.params, validation["validation/reward"])
+            metrics.update(validation)
+            metrics["validation/best_reward"] = es_state.best_reward
+        metrics.update(
+            {
+                "es/sigma": es.sigma,
+                "es/learning_rate": es.learning_rate,
+                "perf/seconds_per_generation": time.perf_counter() - tick,
+                "perf/evaluation_seconds": evaluated - tick,
+                "perf/env_steps_per_second": steps / max(evaluated - tick, 1e-9),
+            }
+        )
+        state = TrainingState(state.config, es_state, state.data_fingerprint, prior_elapsed + time.perf_counter() - started)
+        yield state, metrics
+
+
+def _hand_out(state: TrainingState, callbacks: TrainingCallbacks, save_dir: Path | None, *, emergency: bool) -> None:
+    path = sha = None
+    if save_dir is not None:
+        path = save_dir / checkpoint_name(state.generation, emergency=emergency)
+        sha = save_checkpoint(state, path)
+    callbacks.on_checkpoint(state, path, sha, emergency=emergency)
+
+
+def save_policy(model: PolicyNet, config: TrainingConfig, path: Path) -> None:
+    """The trained policy as a plain state dict plus what is needed to rebuild it (weights_only-safe)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spec = model.spec
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "spec": {"n_inputs": spec.n_inputs, "hidden_size": spec.hidden_size, "hidden_layers": spec.hidden_layers},
+            "feature_names": list(model.feature_names),
+            "config": config.to_dict(),
+        },
+        path,
+    )

@@ -1,0 +1,83 @@
+"""`btc-ai` end to end in a subprocess, as a user runs it, against a store under tmp_path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from conftest import TINY, btc_ai_cmd, cli_env, write_binance_csv
+from mlflow import MlflowClient
+
+
+def _run(tmp_path, *args, timeout=240):
+    return subprocess.run(btc_ai_cmd(*args), cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _tiny_flags() -> list[str]:
+    sets = [f"--set={k}={v}" for k, v in TINY.items() if k not in {"EPISODES", "HIDDEN_SIZE", "ES_POPULATION"}]
+    return ["--episodes", str(TINY["EPISODES"]), "--hidden-size", str(TINY["HIDDEN_SIZE"]),
+            "--es_population", str(TINY["ES_POPULATION"]), *sets]
+
+
+@pytest.mark.slow
+def test_train_end_to_end_records_a_finished_session_and_registers_the_model(tmp_path, candles) -> None:
+    data = write_binance_csv(tmp_path / "candles.csv", candles)
+    result = _run(tmp_path, "train", "--data_path", str(data), "--bucket", "Scalping", "--learning_rate", "0.03",
+                  "--max_retries", "1", "--enable_emergency_checkpoints", *_tiny_flags())
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("session run ") for line in lines)
+    assert sum(line.startswith("gen ") for line in lines) == TINY["EPISODES"]  # not a TTY: a line per generation
+
+    client = MlflowClient(tracking_uri=cli_env(tmp_path)["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("btc-ai")
+    runs = client.search_runs([experiment.experiment_id])
+    sessions = [r for r in runs if r.data.tags.get("btc_ai.kind") == "session"]
+    attempts = [r for r in runs if r.data.tags.get("btc_ai.kind") == "attempt"]
+    assert len(sessions) == 1 and len(attempts) == 1
+    session, attempt = sessions[0], attempts[0]
+    assert session.info.status == "FINISHED" and attempt.info.status == "FINISHED"
+    assert session.data.tags["btc_ai.status"] == "completed"
+    assert len(session.data.tags["btc_ai.final_params_sha256"]) == 64
+    assert attempt.data.tags["mlflow.parentRunId"] == session.info.run_id
+    assert attempt.data.tags["btc_ai.outcome"] == "success"
+    assert session.data.params["LEARNING_RATE"] == "0.03"
+    history = client.get_metric_history(attempt.info.run_id, "fitness/mean")
+    assert sorted(m.step for m in history) == list(range(1, TINY["EPISODES"] + 1))
+    artifacts = {a.path for a in client.list_artifacts(attempt.info.run_id, "checkpoints")}
+    assert artifacts == {"checkpoints/gen-000002.pt", "checkpoints/gen-000004.pt", "checkpoints/gen-000006.pt"}
+    assert "performance_history.csv" in {a.path for a in client.list_artifacts(session.info.run_id)}
+    version = client.get_model_version_by_alias("btc-ai-scalping", "newest")
+    assert version.run_id == session.info.run_id
+
+
+def test_bad_config_is_one_line_exit_2_and_creates_nothing(tmp_path) -> None:
+    result = _run(tmp_path, "train", "--learning_rate", "-1", "--set", "ES_POPULATON=8")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1
+    assert "LEARNING_RATE=-1.0" in errors[0] and "did you mean ES_POPULATION?" in errors[0]
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_bad_data_file_is_one_line_exit_2(tmp_path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,open,high,low,close\n2021-01-01,1,2,0.5,1.5\n2021-01-01 00:05,1,0.5,2,1.5\n")
+    result = _run(tmp_path, "train", "--data_path", str(bad))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    missing = _run(tmp_path, "train", "--data-path", str(tmp_path / "nope.csv"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_presets_lists_every_bucket(tmp_path) -> None:
+    result = _run(tmp_path, "presets", "--json")
+    assert result.returncode == 0
+    presets = json.loads(result.stdout)
+    assert set(presets) == {"Scalping", "Intraday", "Swing", "Position"}
+    assert all(p["BUCKET"] == name for name, p in presets.items())

@@ -1,0 +1,29 @@
+"""Layering: the domain never loads mlflow or tenacity, and `import btc_ai` stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+DOMAIN = ["errors", "presets", "config", "data", "synthetic", "features", "market", "policy", "noise", "es",
+          "evaluation", "checkpoint", "training"]
+
+
+def _loaded_after(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return {name.split(".")[0] for name in out.split()}
+
+
+def test_domain_and_training_modules_import_without_mlflow_or_tenacity() -> None:
+    loaded = _loaded_after("; ".join(f"import btc_ai.{m}" for m in DOMAIN))
+    assert "torch" in loaded and "pandas" in loaded  # the check really imported the modules
+    assert "mlflow" not in loaded
+    assert "tenacity" not in loaded
+
+
+def test_importing_the_package_is_light_and_names_load_on_first_use() -> None:
+    loaded = _loaded_after("import btc_ai")
+    assert not {"torch", "pandas", "mlflow"} & loaded
+    loaded = _loaded_after("from btc_ai import train_model, load_candles, TrainingRecoverySystem")
+    assert {"torch", "pandas", "mlflow"} <= loaded

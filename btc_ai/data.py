@@ -647,7 +647,7 @@ def _volume_rank(name: str) -> int | None:
         return 0
     if not (name.startswith("vol") or name.endswith("volume")):
         return None
-    return 1
+    return 2 if any(token in name for token in _QUOTE_TOKENS) else 1
 
 
 def _parse_numbers(

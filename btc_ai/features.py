@@ -26,7 +26,7 @@ class Features:
 
 def return_horizons(lookback: int) -> list[int]:
     """Look-backs (in bars) of the return features: short to ``lookback``."""
-    return sorted({1, 2, 4, max(1, lookback // 2), lookback})
+    return sorted({1, 2, 4, max(1, lookback // 2), lookback, 4 * lookback})
 
 
 def feature_names(lookback: int) -> tuple[str, ...]:

@@ -107,7 +107,7 @@ class PolicyNet(nn.Module):
 
     def load_flat(self, flat: np.ndarray) -> PolicyNet:
         """Copy a flat parameter vector (the ES layout) into the module's layers."""
-        tensor = torch.as_tensor(np.asarray(flat, dtype=np.float32))
+        tensor = torch.from_numpy(np.array(flat, dtype=np.float32))  # a copy: the ES state is read-only
         linears = [m for m in self.net if isinstance(m, nn.Linear)]
         for linear, (weight, bias) in zip(linears, self.spec.unpack(tensor.unsqueeze(0)), strict=True):
             with torch.no_grad():

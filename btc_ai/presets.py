@@ -10,7 +10,7 @@ from typing import Any
 # Values every bucket shares unless it says otherwise; each bucket below states only what differs.
 _COMMON: dict[str, Any] = {
     "SEED": 42,
-    "EPISODES": 150,
+    "EPISODES": 300,
     "ES_POPULATION": 32,
     "LEARNING_RATE": 0.02,
     "SIGMA": 0.05,

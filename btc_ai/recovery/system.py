@@ -114,7 +114,7 @@ class TrainingRecoverySystem:
         summary = {"best_reward": best_reward, "attempts": attempt_no, "elapsed_time": elapsed}
         summary.update({k: v for k, v in metrics.items() if k.startswith("validation/")})
         tracker.log_values(session, summary, step=int(metrics["generations"]))
-        example = np.zeros((1, model.spec.n_inputs), dtype=np.float32)
+        example = np.zeros((2, model.spec.n_inputs), dtype=np.float32)  # 2 rows: batch size stays dynamic
         version = tracker.log_and_register_model(session, model, registered_model_name(cfg.BUCKET), example,
                                                  tags={"session_run_id": session})
         tracker.set_tags(session, {TAG_STATUS: "completed", TAG_FINAL_SHA: metrics["final_params_sha256"],

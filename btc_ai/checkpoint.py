@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .es import ESState
 from .errors import CheckpointError
+from .es import ESState
 
 FORMAT_VERSION = 1
 

@@ -13,7 +13,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigValidationError
-from .presets import DEFAULT_BUCKET, BUCKETS, find_bucket
+from .presets import BUCKETS, DEFAULT_BUCKET, find_bucket
 
 TIMEFRAMES = ("5min", "15min", "30min", "1h", "4h", "1d")
 

@@ -18,7 +18,7 @@ class BtcAiError(Exception):
 class ConfigValidationError(BtcAiError, ValueError):
     """A training config that cannot be used as given; ``problems`` lists every fault at once."""
 
-    def __init__(self, problems: list["ConfigProblem"]) -> None:  # noqa: F821 - defined in config
+    def __init__(self, problems: list[ConfigProblem]) -> None:  # noqa: F821 - defined in config
         self.problems = list(problems)
         text = "; ".join(p.describe() for p in self.problems)
         keys = [p.key for p in self.problems if p.key]

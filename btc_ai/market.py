@@ -64,7 +64,7 @@ def split_market(candles: pd.DataFrame, lookback: int, validation_fraction: floa
     log_close = np.log(close)
     next_ret = np.diff(log_close).astype(np.float32)  # decision rows 0 .. n-2
     n = len(close)
-    split = int(round(n * (1.0 - validation_fraction)))
+    split = round(n * (1.0 - validation_fraction))
     step = (index[1:] - index[:-1]).min() if n > 1 else pd.Timedelta(minutes=5)
     bars_per_year = _YEAR / step
 

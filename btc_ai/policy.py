@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ class PolicySpec:
     @cached_property
     def layer_shapes(self) -> tuple[tuple[int, int], ...]:
         sizes = [self.n_inputs] + [self.hidden_size] * self.hidden_layers + [N_ACTIONS]
-        return tuple(zip(sizes[:-1], sizes[1:], strict=True))
+        return tuple(pairwise(sizes))
 
     @cached_property
     def n_params(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import tempfile
@@ -149,10 +150,8 @@ class Tracker:
             mlflow.pytorch.save_model(model, str(local), serialization_format="pt2", input_example=input_example,
                                       pip_requirements=["torch"])
             self.client.log_artifacts(run_id, str(local), "model")
-        try:
+        with contextlib.suppress(MlflowException):  # already registered
             self.client.create_registered_model(name)
-        except MlflowException:  # already registered
-            pass
         version = self.client.create_model_version(
             name, source=f"runs:/{run_id}/model", run_id=run_id, tags={k: str(v) for k, v in (tags or {}).items()}
         )

@@ -135,7 +135,8 @@ def train_model(
     history: list[dict[str, float]] = []
     validation: dict[str, float] = {}
     try:
-        for state, metrics in _generations(config, es, spec, split, evaluator, state, started):
+        run = _generations(config, es, spec, split, evaluator, state, started)
+        for state, metrics in run:
             generation = state.generation
             validation = {k: v for k, v in metrics.items() if k.startswith("validation/")} or validation
             history.append({"generation": generation, **metrics})

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .config import KNOWN_KEYS, TrainingConfig, allowed_range, normalize_key
 from .errors import ConfigValidationError, DataValidationError
@@ -32,6 +32,13 @@ class BadInput(Exception):
     """A user mistake: reported as one line with exit code 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (what is wrong and where to look), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
     dashed = name.replace("_", "-")
     names = [f"--{name}"] + ([f"--{dashed}"] if dashed != name else [])
@@ -39,8 +46,8 @@ def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="btc-ai", description="Train a BTC trading policy with ES, tracked in MLflow.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = _Parser(prog="btc-ai", description="Train a BTC trading policy with ES, tracked in MLflow.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a policy (a new MLflow session)")
     _flag(train, "data_path", metavar="FILE", help="candles (CSV or Parquet); default: built-in synthetic data")
@@ -95,8 +102,11 @@ def _parse_assignment(text: str) -> tuple[str, Any]:
         return key, value
 
 
-def config_from_args(args: argparse.Namespace) -> TrainingConfig:
-    """Config file, then --set, then the named flags; every problem reported in one line."""
+def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Config file, then --set, then the named flags, as given (out-of-range values are repaired later).
+
+    Problems no repair can fix (unknown keys, wrong types, unknown bucket) are reported in one line.
+    """
     values: dict[str, Any] = {}
     if args.config:
         try:
@@ -116,14 +126,20 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
     for name, (key, _) in _CONFIG_FLAGS.items():
         if getattr(args, name) is not None:
             values[key] = getattr(args, name)
+    from .recovery.repairs import validate_and_repair
+
     try:
-        return TrainingConfig.from_dict(values)
+        validate_and_repair(values)
     except ConfigValidationError as exc:
         raise BadInput(f"{exc}; fix these values (see `btc-ai presets --keys`)") from None
+    return values
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    values = config_from_args(args)
+    from .recovery.repairs import validate_and_repair
+
+    config, _ = validate_and_repair(values)
     if args.max_retries < 0:
         raise BadInput(f"--max_retries {args.max_retries} must be >= 0")
     df = None
@@ -152,10 +168,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         experiment=args.experiment,
         reporter=reporter,
     )
-    model, metrics, best_reward, elapsed = system.start_training_with_recovery(config=config, df=df)
+    model, metrics, best_reward, elapsed = system.start_training_with_recovery(config=values, df=df)
     reporter.close()
     if model is None:
-        _error(f"training failed: {metrics.get('error')}")
+        where = f" (session {metrics['session_run_id']}; error_report.md on the failed attempt runs)" \
+            if metrics.get("session_run_id") else ""
+        _error(f"training failed after {metrics.get('attempts', 0)} attempt(s): {metrics.get('error')}{where}")
         return EXIT_FAILED
     _print_summary(system, metrics, best_reward, elapsed)
     return EXIT_OK
@@ -164,6 +182,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _print_summary(system: Any, metrics: Mapping[str, Any], best_reward: float, elapsed: float) -> None:
     ret = metrics.get("validation/total_return", float("nan"))
     hold = metrics.get("validation/buy_and_hold_return", float("nan"))
+    for repair in metrics.get("repairs", []):
+        print(f"repair: {repair}")
     print(
         f"done: session {metrics['session_run_id']} | attempts {metrics['attempts']} | "
         f"generations {metrics['generations']} | best validation reward {best_reward:+.4f} "
@@ -176,6 +196,21 @@ def _print_summary(system: Any, metrics: Mapping[str, Any], best_reward: float, 
 
 class ConsoleReporter:
     """Progress on the terminal: a live bar on a TTY, one plain line per generation otherwise."""
+
+    def attempt_started(self, attempt: int, run_id: str, repair: Any) -> None:
+        if attempt > 1:
+            self._say(f"attempt {attempt} (run {run_id}) after repair {repair.summary() if repair else 'none'}")
+
+    def attempt_failed(self, attempt: int, report: Mapping[str, Any]) -> None:
+        error = report["error"]
+        self._say(f"attempt {attempt} failed at generation {report['generation_reached']}: {error['type']}: "
+                  f"{error['message']} -> {report['decision']}")
+
+    def _say(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text)
+        else:
+            print(text, flush=True)
 
     def __init__(self, config: TrainingConfig, *, quiet: bool = False) -> None:
         self.total = config.EPISODES

@@ -157,11 +157,28 @@ class ConfigProblem:
     value: Any
     message: str
     allowed: str = ""
+    kind: str = ""  # pydantic's error type ("greater_than", "int_parsing", ...) or "unknown_key"
 
     def describe(self) -> str:
         where = f"{self.key}={self.value!r}" if self.key else repr(self.value)
         allowed = f" (allowed: {self.allowed})" if self.allowed else ""
         return f"{where}: {self.message}{allowed}"
+
+
+def bounds(key: str) -> tuple[float | None, bool, float | None, bool]:
+    """(low, low_inclusive, high, high_inclusive) of a numeric key; None where unbounded."""
+    low = high = None
+    low_inc = high_inc = True
+    for meta in TrainingConfig.model_fields[key].metadata:
+        if isinstance(meta, Ge):
+            low, low_inc = meta.ge, True
+        elif isinstance(meta, Gt):
+            low, low_inc = meta.gt, False
+        elif isinstance(meta, Le):
+            high, high_inc = meta.le, True
+        elif isinstance(meta, Lt):
+            high, high_inc = meta.lt, False
+    return low, low_inc, high, high_inc
 
 
 def allowed_range(key: str) -> str:
@@ -191,7 +208,7 @@ def allowed_range(key: str) -> str:
 def _unknown_key_problem(raw_key: str, value: Any) -> ConfigProblem:
     close = difflib.get_close_matches(normalize_key(raw_key), KNOWN_KEYS, n=1, cutoff=0.5)
     hint = f"did you mean {close[0]}?" if close else "see `btc-ai presets --keys` for the known keys"
-    return ConfigProblem(raw_key, value, f"unknown key, {hint}")
+    return ConfigProblem(raw_key, value, f"unknown key, {hint}", kind="unknown_key")
 
 
 def _problems_from(exc: ValidationError, merged: Mapping[str, Any]) -> list[ConfigProblem]:
@@ -199,5 +216,7 @@ def _problems_from(exc: ValidationError, merged: Mapping[str, Any]) -> list[Conf
     for err in exc.errors():
         key = str(err["loc"][0]) if err["loc"] else ""
         message = err["msg"].removeprefix("Value error, ")
-        problems.append(ConfigProblem(key, merged.get(key, err.get("input")), message, allowed_range(key) if key else ""))
+        problems.append(
+            ConfigProblem(key, merged.get(key, err.get("input")), message, allowed_range(key) if key else "", err["type"])
+        )
     return problems

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,12 @@ def prepare_data(df: pd.DataFrame | str | Path | None, config: TrainingConfig) -
     return resample_candles(candles, config.TIMEFRAME), report, fingerprint
 
 
+def training_bars(candles: pd.DataFrame, config: TrainingConfig) -> int:
+    """Decision rows in the training span of ``candles`` under ``config`` (episodes must fit in it)."""
+    split = split_market(resample_candles(candles, config.TIMEFRAME), config.LOOKBACK, config.VALIDATION_FRACTION)
+    return len(split.train)
+
+
 def _resume_state(recovery_state: Any, config: TrainingConfig, fingerprint: str, allow_data_change: bool) -> TrainingState:
     state = recovery_state if isinstance(recovery_state, TrainingState) else load_checkpoint(recovery_state)
     changed = sorted(k for k in STRUCTURAL_KEYS if state.config.get(k) != getattr(config, k))
@@ -93,6 +99,7 @@ def train_model(
     evaluator: PopulationEvaluator | None = None,
     emergency_checkpoints: bool = False,
     allow_data_change: bool = False,
+    wrap_evaluator: Callable[[PopulationEvaluator], PopulationEvaluator] | None = None,
 ) -> tuple[PolicyNet, dict[str, Any], float, float]:
     """Train a policy with OpenAI-ES; returns ``(model, metrics, best_reward, elapsed_time)``.
 
@@ -102,6 +109,7 @@ def train_model(
     ``callbacks.on_checkpoint``. With ``recovery_state`` (a state or a checkpoint path) the training
     continues from it and ends bit-identical to an uninterrupted one. With ``emergency_checkpoints``
     an error or interrupt writes the last completed generation's state before propagating.
+    ``wrap_evaluator`` wraps the population evaluator (instrumentation, fault injection in tests).
     """
     started = time.perf_counter()
     config = config if isinstance(config, TrainingConfig) else TrainingConfig.from_dict(config)
@@ -126,6 +134,8 @@ def train_model(
     else:
         state = TrainingState(config.to_dict(), es.init(spec.init_params(config.SEED)), fingerprint)
     evaluator = evaluator or BatchedEvaluator(es, spec, split.train, config)
+    if wrap_evaluator is not None:
+        evaluator = wrap_evaluator(evaluator)
 
     callbacks.on_start(
         TrainingSetup(config, report, fingerprint, spec.n_params, split.feature_names, len(split.train),

@@ -55,12 +55,15 @@ def test_train_end_to_end_records_a_finished_session_and_registers_the_model(tmp
 
 
 def test_bad_config_is_one_line_exit_2_and_creates_nothing(tmp_path) -> None:
-    result = _run(tmp_path, "train", "--learning_rate", "-1", "--set", "ES_POPULATON=8")
+    result = _run(tmp_path, "train", "--set", "HIDDEN_SIZE=wide", "--set", "ES_POPULATON=8", "--bucket", "HODL")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1
-    assert "LEARNING_RATE=-1.0" in errors[0] and "did you mean ES_POPULATION?" in errors[0]
+    assert "HIDDEN_SIZE='wide'" in errors[0] and "did you mean ES_POPULATION?" in errors[0]
+    assert "BUCKET='HODL'" in errors[0]
+    flag = _run(tmp_path, "train", "--hidden-size", "wide")
+    assert flag.returncode == 2 and len(flag.stderr.strip().splitlines()) == 1 and "--hidden_size" in flag.stderr
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "checkpoints").exists()
 
 

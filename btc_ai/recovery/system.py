@@ -1,16 +1,36 @@
-"""`TrainingRecoverySystem`: runs a training as an MLflow session of attempts and finishes it cleanly."""
+"""`TrainingRecoverySystem`: a training as an MLflow session of attempts, retried by a tenacity policy.
+
+Each attempt is a child run; a recoverable error is classified, answered by a repair (a child run of
+the failed attempt) and retried from the last good state; every run ends with a terminal status.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_when_event_set,
+    wait_exponential_jitter,
+)
 
-from ..config import TrainingConfig
+from ..checkpoint import TrainingState
+from ..config import ConfigProblem, TrainingConfig
+from ..data import DataReport, clean_candles, data_fingerprint, load_candles
+from ..errors import ConfigValidationError, DataValidationError
+from ..presets import DEFAULT_BUCKET, preset_config
 from ..tracking import (
     TAG_ATTEMPT,
     TAG_ERROR_TYPE,
@@ -20,9 +40,20 @@ from ..tracking import (
     AttemptLogger,
     Tracker,
 )
-from ..training import train_model
+from ..training import train_model, training_bars
+from .classify import Classification, classify
+from .repairs import (
+    PresetSource,
+    Repair,
+    RepairContext,
+    choose_repair,
+    fit_episode_to_data,
+    validate_and_repair,
+)
+from .report import build_error_report, render_markdown
 
 TrainingFunc = Callable[..., tuple[Any, dict[str, Any], float, float]]
+TAG_REPAIRED_BY = "btc_ai.repaired_by"
 
 
 def registered_model_name(bucket: str) -> str:
@@ -30,8 +61,25 @@ def registered_model_name(bucket: str) -> str:
     return f"btc-ai-{bucket.lower()}"
 
 
+class ProgressReporter:
+    """What a person watching the training is told; silent here, the CLI prints."""
+
+    def session_started(self, run_id: str, config: TrainingConfig) -> None:
+        """A session run was created."""
+
+    def attempt_started(self, attempt: int, run_id: str, repair: Repair | None) -> None:
+        """An attempt run was opened (after ``repair``, if any)."""
+
+    def generation_done(self, generation: int, metrics: Mapping[str, float]) -> None:
+        """A generation finished (global generation number)."""
+
+    def attempt_failed(self, attempt: int, report: Mapping[str, Any]) -> None:
+        """An attempt ended with an error; ``report`` is its error report."""
+
+
 class TrainingRecoverySystem:
-    """Trains with a record in MLflow: one session run, one attempt run per try, the model registered."""
+    """Trains with recovery: validated and repaired config, classified retries, emergency checkpoints,
+    error reports, performance history, all recorded in MLflow."""
 
     def __init__(
         self,
@@ -44,7 +92,17 @@ class TrainingRecoverySystem:
         tracking_uri: str | None = None,
         experiment: str = "btc-ai",
         reporter: ProgressReporter | None = None,
+        error_handler: Callable[[dict[str, Any]], None] | None = None,
+        preset_source: PresetSource = preset_config,
+        extra_recoverable: tuple[type[BaseException], ...] = (),
+        backoff_initial: float = 1.0,
+        backoff_max: float = 30.0,
+        backoff_jitter: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+        stop_event: threading.Event | None = None,
     ) -> None:
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.checkpoint_dir = Path(checkpoint_dir)
         self.max_retries = max_retries
         self.min_checkpoint_interval = min_checkpoint_interval
@@ -53,6 +111,12 @@ class TrainingRecoverySystem:
         self._tracking_uri = tracking_uri
         self._experiment = experiment
         self.reporter = reporter or ProgressReporter()
+        self.error_handler = error_handler
+        self.preset_source = preset_source
+        self.extra_recoverable = tuple(extra_recoverable)
+        self.wait = wait_exponential_jitter(initial=backoff_initial, max=backoff_max, jitter=backoff_jitter)
+        self.sleep = sleep
+        self.stop_event = stop_event or threading.Event()
         self.session_run_id: str | None = None
 
     @property
@@ -61,84 +125,332 @@ class TrainingRecoverySystem:
             self._tracker = Tracker(self._tracking_uri, self._experiment)
         return self._tracker
 
+    def is_recoverable(self, exc: BaseException) -> bool:
+        """Retry predicate: the classification table (plus any configured extra types)."""
+        return classify(exc, self.extra_recoverable).recoverable
+
     def start_training_with_recovery(
         self,
         training_func: TrainingFunc = train_model,
-        config: TrainingConfig | Mapping[str, Any] | None = None,
+        config: TrainingConfig | Mapping[str, Any] | str | Path | None = None,
         df: pd.DataFrame | str | Path | None = None,
         save_path: str | Path | None = None,
-        recovery_state: Any = None,
+        recovery_state: TrainingState | str | Path | None = None,
     ) -> tuple[Any, dict[str, Any], float, float]:
-        """Train and return ``(model, metrics, best_reward, elapsed_time)``; ``model`` None on failure."""
-        started = time.perf_counter()
-        cfg = (
-            config
-            if isinstance(config, TrainingConfig)
-            else TrainingConfig.from_dict({"MIN_CHECKPOINT_INTERVAL": self.min_checkpoint_interval, **(config or {})})
-        )
-        tracker = self.tracker
-        session = tracker.create_run("session", name=f"{cfg.BUCKET.lower()}-session",
-                                     tags={TAG_STATUS: "running", "btc_ai.bucket": cfg.BUCKET})
-        self.session_run_id = session
-        self.reporter.session_started(session, cfg)
-        tracker.log_params(session, cfg.to_dict())
-        attempt_no = 1
-        attempt = tracker.create_run("attempt", parent=session, name=f"attempt-{attempt_no}",
-                                     tags={TAG_ATTEMPT: attempt_no})
-        tracker.log_params(attempt, cfg.to_dict())
-        logger = _ReportingLogger(tracker, attempt, self.reporter)
-        save_dir = Path(save_path) if save_path is not None else self.checkpoint_dir / session
+        """Train and return ``(model, metrics, best_reward, elapsed_time)``.
+
+        On failure ``model`` is None and ``metrics["error"]`` says why. ``config`` may be a dict of
+        config keys, a TrainingConfig or the path of a JSON file; ``df`` candles, a data file, or
+        None for the built-in default data.
+        """
+        session = _Session(self, training_func, save_path)
+        return session.run(config, df, recovery_state)
+
+
+@dataclass
+class _Plan:
+    """What the next attempt runs, and the repair that led to it."""
+
+    config: TrainingConfig
+    data: pd.DataFrame
+    start: TrainingState | None
+    repair: Repair | None = None
+    repair_run_id: str | None = None
+    data_changed: bool = False
+
+    def signature(self) -> tuple[Any, ...]:
+        start = self.start.generation if self.start is not None else 0
+        return json.dumps(self.config.to_dict(), sort_keys=True), data_fingerprint(self.data), start
+
+
+@dataclass
+class _AttemptRecord:
+    number: int
+    run_id: str
+    plan: _Plan
+    outcome: str = "running"
+    error: str | None = None
+    failure: tuple[str, int] | None = None  # (error type, generation reached)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Session:
+    """One call of start_training_with_recovery: the session run and its attempts."""
+
+    def __init__(self, system: TrainingRecoverySystem, training_func: TrainingFunc, save_path: str | Path | None):
+        self.system = system
+        self.tracker = system.tracker
+        self.training_func = training_func
+        self.save_path = save_path
+        self.started = time.perf_counter()
+        self.run_id = ""
+        self.plan: _Plan | None = None
+        self.attempts: list[_AttemptRecord] = []
+        self.data_report: DataReport | None = None
+        self.last_good_config: TrainingConfig | None = None
+        self.repairs: list[Repair] = []
+
+    # -- the whole session ----------------------------------------------------------------------
+
+    def run(self, config: Any, df: Any, recovery_state: Any) -> tuple[Any, dict[str, Any], float, float]:
         try:
-            model, metrics, best_reward, _ = training_func(
-                cfg, df, save_dir, recovery_state, callbacks=logger,
-                emergency_checkpoints=self.enable_emergency_checkpoints,
+            requested, cfg, repairs = self._resolve_config(config)
+            data, report, data_repair = self._resolve_data(df)
+        except (ConfigValidationError, DataValidationError, FileNotFoundError) as exc:
+            return None, {"error": f"{type(exc).__name__}: {exc}", "attempts": 0}, float("-inf"), self.elapsed()
+        if data_repair is not None:
+            repairs.append(data_repair)
+        episode_repair = fit_episode_to_data(cfg, training_bars(data, cfg))
+        if episode_repair is not None:
+            repairs.append(episode_repair)
+            cfg = episode_repair.apply(cfg)
+        self.data_report = report
+        self._open_session(requested, cfg, repairs)
+        start = _as_state(recovery_state)
+        self.plan = _Plan(cfg, data, start)
+        try:
+            model, metrics, best_reward = self._retrying()
+        except KeyboardInterrupt:
+            self._close_session("interrupted", "KILLED")
+            raise
+        except BaseException as exc:
+            self._close_session("failed", "FAILED")
+            metrics = {"error": f"{type(exc).__name__}: {exc}", "attempts": len(self.attempts),
+                       "session_run_id": self.run_id, "repairs": [r.summary() for r in self.repairs]}
+            return None, metrics, float("-inf"), self.elapsed()
+        version = self._register(model, metrics)
+        self._close_session("completed", "FINISHED", {TAG_FINAL_SHA: metrics["final_params_sha256"],
+                                                       "btc_ai.model_version": version})
+        metrics = {**metrics, "attempts": len(self.attempts), "session_run_id": self.run_id, "model_version": version,
+                   "repairs": [r.summary() for r in self.repairs]}
+        return model, metrics, best_reward, self.elapsed()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def _resolve_config(self, config: Any) -> tuple[dict[str, Any], TrainingConfig, list[Repair]]:
+        if isinstance(config, (str, Path)):
+            try:
+                raw = json.loads(Path(config).read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                preset = self.system.preset_source(DEFAULT_BUCKET)
+                repair = Repair("fall_back_to_backup_config", f"{config} is not valid JSON ({exc.msg}, line "
+                                f"{exc.lineno}): the bucket preset is used", type(exc).__name__)
+                return {"config_file": str(config)}, TrainingConfig.from_dict(preset), [repair]
+            if not isinstance(raw, dict):
+                raise ConfigValidationError([ConfigProblem("", type(raw).__name__,
+                                                           f"{config} must hold a JSON object of config keys")])
+        elif isinstance(config, TrainingConfig):
+            raw = config.to_dict()
+        else:
+            raw = dict(config or {})
+        cfg, repairs = validate_and_repair(raw, self.system.preset_source)
+        requested = {**self.system.preset_source(cfg.BUCKET), **{str(k): v for k, v in raw.items()}}
+        if "MIN_CHECKPOINT_INTERVAL" not in {str(k).upper() for k in raw}:
+            cfg = cfg.replace(MIN_CHECKPOINT_INTERVAL=self.system.min_checkpoint_interval)
+        return requested, cfg, repairs
+
+    def _resolve_data(self, df: Any) -> tuple[pd.DataFrame, DataReport, Repair | None]:
+        if df is None:
+            from ..synthetic import default_candles
+
+            df = default_candles()
+        try:
+            data, report = load_candles(df)
+            return data, report, None
+        except DataValidationError as exc:
+            if not isinstance(df, pd.DataFrame):
+                raise
+            cleaned, actions = clean_candles(df)
+            data, report = load_candles(cleaned)
+            repair = Repair("clean_data", f"the data failed validation ({exc}): cleaned", "DataValidationError",
+                            {}, cleaned, tuple(actions))
+            return data, report, repair
+
+    def _open_session(self, requested: Mapping[str, Any], cfg: TrainingConfig, repairs: list[Repair]) -> None:
+        tracker = self.tracker
+        self.run_id = tracker.create_run("session", name=f"{cfg.BUCKET.lower()}-session",
+                                         tags={TAG_STATUS: "running", "btc_ai.bucket": cfg.BUCKET})
+        self.system.session_run_id = self.run_id
+        tracker.log_params(self.run_id, requested)
+        for repair in repairs:
+            self._log_repair(repair, parent=self.run_id)
+        self.system.reporter.session_started(self.run_id, cfg)
+
+    def _close_session(self, status: str, run_status: str, tags: Mapping[str, Any] | None = None) -> None:
+        tracker = self.tracker
+        rows = [row for record in self.attempts for row in record.history]
+        if rows:
+            tracker.log_table_csv(self.run_id, rows, "performance_history.csv")
+        best = max((row.get("validation/best_reward", float("-inf")) for row in rows), default=float("-inf"))
+        summary = {"attempts": len(self.attempts), "elapsed_time": self.elapsed(), "repairs": len(self.repairs)}
+        if np.isfinite(best):
+            summary["best_reward"] = best
+        tracker.log_values(self.run_id, summary, step=max((row["generation"] for row in rows), default=0))
+        tracker.set_tags(self.run_id, {TAG_STATUS: status, **(tags or {})})
+        tracker.end_run(self.run_id, run_status)
+
+    def _register(self, model: Any, metrics: Mapping[str, Any]) -> str:
+        cfg = self.attempts[-1].plan.config
+        self.tracker.log_values(self.run_id, {k: v for k, v in metrics.items() if k.startswith("validation/")},
+                                step=int(metrics["generations"]))
+        example = np.zeros((2, model.spec.n_inputs), dtype=np.float32)  # 2 rows: the batch size stays dynamic
+        return self.tracker.log_and_register_model(self.run_id, model, registered_model_name(cfg.BUCKET), example,
+                                                   tags={"session_run_id": self.run_id})
+
+    def _log_repair(self, repair: Repair, parent: str) -> str:
+        run = self.tracker.create_run("repair", parent=parent, name=repair.rule,
+                                      tags={"btc_ai.repair_rule": repair.rule, "btc_ai.triggered_by": repair.triggered_by,
+                                            "btc_ai.session": self.run_id})
+        self.tracker.log_params(run, repair.as_params())
+        self.tracker.end_run(run, "FINISHED")
+        self.repairs.append(repair)
+        return run
+
+    # -- attempts -------------------------------------------------------------------------------
+
+    def _retrying(self) -> tuple[Any, dict[str, Any], float]:
+        system = self.system
+        retrying = Retrying(
+            retry=retry_if_exception(system.is_recoverable) & retry_if_exception(self._repair_planned),
+            stop=stop_after_attempt(system.max_retries + 1) | stop_when_event_set(system.stop_event),
+            wait=system.wait,
+            sleep=system.sleep,
+            before=self._open_attempt,
+            before_sleep=self._record_repair,
+            reraise=True,
+        )
+        return retrying(self._attempt)
+
+    def _repair_planned(self, exc: BaseException) -> bool:
+        return self.plan is not None and self.plan is not self.attempts[-1].plan
+
+    def _open_attempt(self, state: RetryCallState) -> None:
+        plan = self.plan
+        assert plan is not None
+        number = state.attempt_number
+        tags: dict[str, Any] = {TAG_ATTEMPT: number, "btc_ai.start_generation": plan.start.generation if plan.start else 0}
+        if plan.repair_run_id:
+            tags[TAG_REPAIRED_BY] = plan.repair_run_id
+        run = self.tracker.create_run("attempt", parent=self.run_id, name=f"attempt-{number}", tags=tags)
+        self.tracker.log_params(run, plan.config.to_dict())
+        self.attempts.append(_AttemptRecord(number, run, plan))
+        self.system.reporter.attempt_started(number, run, plan.repair)
+
+    def _record_repair(self, state: RetryCallState) -> None:
+        """Another attempt follows: the planned repair becomes a child run of the failed attempt."""
+        assert self.plan is not None and self.plan.repair is not None
+        self.plan.repair_run_id = self._log_repair(self.plan.repair, parent=self.attempts[-1].run_id)
+
+    def _attempt(self) -> tuple[Any, dict[str, Any], float]:
+        record = self.attempts[-1]
+        plan = record.plan
+        logger = _AttemptLogger(self.tracker, record.run_id, self.system.reporter, record.number)
+        save_dir = Path(self.save_path) if self.save_path is not None else self.system.checkpoint_dir / self.run_id
+        try:
+            model, metrics, best_reward, _ = self.training_func(
+                plan.config, plan.data, save_dir, plan.start, callbacks=logger,
+                emergency_checkpoints=self.system.enable_emergency_checkpoints, allow_data_change=plan.data_changed,
             )
         except BaseException as exc:
-            logger.close()
-            interrupted = isinstance(exc, KeyboardInterrupt)
-            tracker.set_tags(attempt, {TAG_OUTCOME: "interrupted" if interrupted else "unrecoverable_error",
-                                       TAG_ERROR_TYPE: type(exc).__name__})
-            tracker.end_run(attempt, "KILLED" if interrupted else "FAILED")
-            tracker.set_tags(session, {TAG_STATUS: "interrupted" if interrupted else "failed"})
-            tracker.end_run(session, "KILLED" if interrupted else "FAILED")
-            if interrupted:
-                raise
-            elapsed = time.perf_counter() - started
-            return None, {"error": f"{type(exc).__name__}: {exc}", "attempts": attempt_no}, float("-inf"), elapsed
+            self._attempt_failed(record, logger, exc)
+            raise
         logger.close()
-        tracker.set_tags(attempt, {TAG_OUTCOME: "success", TAG_ERROR_TYPE: ""})
-        tracker.end_run(attempt, "FINISHED")
-        elapsed = time.perf_counter() - started
-        history = [{"attempt": attempt_no, **row} for row in metrics.get("history", [])]
-        tracker.log_table_csv(session, history, "performance_history.csv")
-        summary = {"best_reward": best_reward, "attempts": attempt_no, "elapsed_time": elapsed}
-        summary.update({k: v for k, v in metrics.items() if k.startswith("validation/")})
-        tracker.log_values(session, summary, step=int(metrics["generations"]))
-        example = np.zeros((2, model.spec.n_inputs), dtype=np.float32)  # 2 rows: batch size stays dynamic
-        version = tracker.log_and_register_model(session, model, registered_model_name(cfg.BUCKET), example,
-                                                 tags={"session_run_id": session})
-        tracker.set_tags(session, {TAG_STATUS: "completed", TAG_FINAL_SHA: metrics["final_params_sha256"],
-                                   "btc_ai.model_version": version})
-        tracker.end_run(session, "FINISHED")
-        metrics = {**metrics, "attempts": attempt_no, "session_run_id": session, "model_version": version}
-        return model, metrics, best_reward, elapsed
+        record.history = logger.history
+        record.outcome = "success"
+        self.tracker.set_tags(record.run_id, {TAG_OUTCOME: "success", TAG_ERROR_TYPE: ""})
+        self.tracker.end_run(record.run_id, "FINISHED")
+        return model, metrics, best_reward
+
+    def _attempt_failed(self, record: _AttemptRecord, logger: _AttemptLogger, exc: BaseException) -> None:
+        """Close the failed attempt: plan the repair, write the report, end the run. Never raises."""
+        with contextlib.suppress(Exception):  # the store failed too; the report below still says what happened
+            logger.close()
+        record.history = logger.history
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        classification = classify(exc, self.system.extra_recoverable)
+        if logger.last_good is not None and logger.generations_done:
+            self.last_good_config = record.plan.config
+        repair, decision = (None, "interrupted: never retried") if interrupted else self._plan_next(record, logger, exc,
+                                                                                                   classification)
+        record.outcome = ("interrupted" if interrupted else
+                          "recoverable_error" if classification.recoverable else "unrecoverable_error")
+        record.error = f"{type(exc).__name__}: {exc}"
+        record.failure = (type(exc).__name__, logger.last_generation)
+        report = build_error_report(
+            exc, classification=classification, attempt=record.number, generation_reached=logger.last_generation,
+            last_metrics=logger.last_metrics, config=record.plan.config.to_dict(),
+            data_summary=self.data_report.to_dict() if self.data_report else {},
+            repair=repair.summary() if repair else None, decision=decision,
+            session_run_id=self.run_id, attempt_run_id=record.run_id,
+        )
+        try:
+            self.tracker.log_dict(record.run_id, report, "error_report.json")
+            self.tracker.log_text(record.run_id, render_markdown(report), "error_report.md")
+            self.tracker.set_tags(record.run_id, {TAG_OUTCOME: record.outcome, TAG_ERROR_TYPE: type(exc).__name__,
+                                                  "btc_ai.generation_reached": logger.last_generation})
+            self.tracker.end_run(record.run_id, "KILLED" if interrupted else "FAILED")
+        finally:
+            self.system.reporter.attempt_failed(record.number, report)
+            if self.system.error_handler is not None:
+                self.system.error_handler(report)
+
+    def _plan_next(self, record: _AttemptRecord, logger: _AttemptLogger, exc: BaseException,
+                   classification: Classification) -> tuple[Repair | None, str]:
+        """Choose the repair and the next plan; leaves ``self.plan`` unchanged when no retry makes sense."""
+        if not classification.recoverable:
+            return None, f"unrecoverable ({classification.reason}): no retry"
+        previous = self.attempts[-2] if len(self.attempts) > 1 else None
+        failure = (type(exc).__name__, logger.last_generation)
+        if previous is not None and previous.failure == failure and record.plan.repair is not None:
+            return None, (f"the same failure ({failure[0]} at generation {failure[1]}) repeated after the repair "
+                          f"'{record.plan.repair.rule}': stopping the retries")
+        plan = record.plan
+        start = logger.last_good if logger.last_good is not None else plan.start
+        ctx = RepairContext(
+            error=exc, config=plan.config, preset=self.system.preset_source(plan.config.BUCKET), data=plan.data,
+            has_checkpoints=start is not None, backup_config=self.last_good_config,
+            train_bars=training_bars(plan.data, plan.config),
+        )
+        repair = choose_repair(ctx)
+        data = repair.data if repair.data is not None else plan.data
+        next_plan = _Plan(repair.apply(plan.config), data, start, repair,
+                          data_changed=plan.data_changed or repair.data is not None)
+        if next_plan.signature() == plan.signature():
+            return repair, ("retrying would change nothing (same config, data and starting state) and the failure is "
+                            "deterministic: stopping the retries")
+        if record.number >= self.system.max_retries + 1:
+            return repair, f"no retries left (max_retries={self.system.max_retries})"
+        self.plan = next_plan
+        where = f"generation {start.generation}" if start is not None else "the start"
+        return repair, f"retry from {where} after repair '{repair.rule}'"
 
 
-class ProgressReporter:
-    """What a person watching the training is told; silent here, the CLI prints."""
+def _as_state(recovery_state: Any) -> TrainingState | None:
+    if recovery_state is None or isinstance(recovery_state, TrainingState):
+        return recovery_state
+    from ..checkpoint import load_checkpoint
 
-    def session_started(self, run_id: str, config: TrainingConfig) -> None:
-        """A session run was created."""
-
-    def generation_done(self, generation: int, metrics: Mapping[str, float]) -> None:
-        """A generation finished (global generation number)."""
+    return load_checkpoint(recovery_state)
 
 
-class _ReportingLogger(AttemptLogger):
-    def __init__(self, tracker: Tracker, run_id: str, reporter: ProgressReporter) -> None:
+class _AttemptLogger(AttemptLogger):
+    """The attempt's MLflow logger, plus what the recovery needs: history rows and the last good state."""
+
+    def __init__(self, tracker: Tracker, run_id: str, reporter: ProgressReporter, attempt: int) -> None:
         super().__init__(tracker, run_id)
         self.reporter = reporter
+        self.attempt = attempt
+        self.history: list[dict[str, Any]] = []
+        self.last_good: TrainingState | None = None
+        self.generations_done = 0
 
     def on_generation(self, generation: int, metrics: Mapping[str, float]) -> None:
         super().on_generation(generation, metrics)
+        self.generations_done += 1
+        self.history.append({"generation": generation, "attempt": self.attempt, **metrics})
         self.reporter.generation_done(generation, metrics)
+
+    def on_checkpoint(self, state: TrainingState, path: Path | None, sha256: str | None, *, emergency: bool) -> None:
+        super().on_checkpoint(state, path, sha256, emergency=emergency)
+        self.last_good = state

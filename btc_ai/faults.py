@@ -1,0 +1,108 @@
+"""Fault injection for tests and `btc-ai chaos`: raise a chosen error inside a chosen generation.
+
+The documented hook is the environment variable ``BTC_AI_FAULT`` read by the CLI, or
+:func:`inject_fault` around any ``training_func``. A spec reads ``ERROR@GENERATION[:KEY][xTIMES]``:
+``ValueError@3`` raises ValueError while generation 3 is evaluated (generation 2 is the last good
+one); ``KeyError@2:LEARNING_RATE`` names the config key at fault; ``NaN@4`` makes a member's fitness
+NaN so the ES itself detects it; ``x2`` fires twice (default once per process).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import errors
+from .evaluation import PopulationEvaluator
+
+ENV_VAR = "BTC_AI_FAULT"
+_SPEC = re.compile(r"^(?P<error>\w+)@(?P<generation>\d+)(?::(?P<key>[A-Z_]+))?(?:x(?P<times>\d+))?$")
+
+
+def _make(name: str, message: str) -> BaseException:
+    factories: dict[str, Callable[[], BaseException]] = {
+        "JSONDecodeError": lambda: json.JSONDecodeError(message, "{", 0),
+        "FileNotFoundError": lambda: FileNotFoundError(errno.ENOENT, message, "injected.csv"),
+        "PermissionError": lambda: PermissionError(errno.EACCES, message, "checkpoints"),
+        "OSError": lambda: OSError(errno.EIO, message),
+        "OutOfMemoryError": lambda: torch.OutOfMemoryError(message),
+        "EnvironmentError": lambda: errors.TradingEnvironmentError(message),
+    }
+    if name in factories:
+        return factories[name]()
+    cls = getattr(errors, name, None) or _builtin(name)
+    if cls is None or not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        raise ValueError(f"unknown fault error {name!r}")
+    return cls(message)
+
+
+def _builtin(name: str) -> Any:
+    import builtins
+
+    return getattr(builtins, name, None)
+
+
+@dataclass
+class FaultSpec:
+    """One fault: which error, in which generation (1-based), naming which key, how many times."""
+
+    error: str
+    generation: int
+    key: str | None = None
+    times: int = 1
+    fired: int = field(default=0, compare=False)
+
+    @classmethod
+    def parse(cls, text: str) -> FaultSpec:
+        match = _SPEC.match(text.strip())
+        if not match:
+            raise ValueError(f"fault spec {text!r} is not ERROR@GENERATION[:KEY][xTIMES], e.g. ValueError@3")
+        spec = cls(match["error"], int(match["generation"]), match["key"], int(match["times"] or 1))
+        if spec.error != "NaN":
+            _make(spec.error, "check")  # unknown error names fail here, not mid-training
+        return spec
+
+    def build(self) -> BaseException:
+        exc = _make(self.error, f"injected {self.error} in generation {self.generation}")
+        if self.key:
+            exc.key = self.key  # type: ignore[attr-defined]
+        if isinstance(exc, KeyError) and self.key:
+            exc.args = (self.key,)
+        return exc
+
+
+class _FaultyEvaluator:
+    def __init__(self, inner: PopulationEvaluator, spec: FaultSpec) -> None:
+        self.inner = inner
+        self.spec = spec
+
+    def evaluate(self, params: np.ndarray, generation: int, members: Sequence[int]) -> np.ndarray:
+        due = generation + 1 == self.spec.generation and self.spec.fired < self.spec.times
+        if due:
+            self.spec.fired += 1
+            if self.spec.error != "NaN":
+                raise self.spec.build()
+        fitness = self.inner.evaluate(params, generation, members)
+        if due:
+            fitness = np.array(fitness, dtype=np.float64)
+            fitness[0] = np.nan
+        return fitness
+
+
+def inject_fault(training_func: Callable[..., Any], spec: FaultSpec | str) -> Callable[..., Any]:
+    """``training_func`` with ``spec``'s fault raised inside the real generation loop."""
+    spec = FaultSpec.parse(spec) if isinstance(spec, str) else spec
+
+    def faulty(config: Any, df: Any = None, save_path: Any = None, recovery_state: Any = None, **kwargs: Any) -> Any:
+        return training_func(config, df, save_path, recovery_state,
+                             wrap_evaluator=lambda inner: _FaultyEvaluator(inner, spec), **kwargs)
+
+    faulty.fault = spec  # type: ignore[attr-defined]
+    return faulty

@@ -1,0 +1,284 @@
+"""Repairs: what to change before a first attempt (validation) and after a recoverable error.
+
+Each repair is a small function named for what it does; :func:`choose_repair` picks one by the
+error's most specific type. A repair never changes the network shape of a training that has
+checkpoints, and says in words what it changed and why.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..config import KNOWN_KEYS, STRUCTURAL_KEYS, ConfigProblem, TrainingConfig, bounds, normalize_key
+from ..data import clean_candles
+from ..errors import (
+    ConfigValidationError,
+    DataValidationError,
+    NaNError,
+    TradingEnvironmentError,
+    TrainingStalledError,
+)
+from ..presets import DEFAULT_BUCKET, find_bucket, preset_config
+
+PresetSource = Callable[[str], dict[str, Any]]
+
+# Keys of the original seed config: a config without them gets them from the preset, recorded.
+SEED_KEYS = ("LEARNING_RATE", "HIDDEN_SIZE", "ES_POPULATION", "BUCKET", "MAX_STEPS_PER_EPISODE")
+# Hyperparameters a fallback repair may revert to the preset, most likely culprit first. The job's
+# definition (bucket, seed, length, costs, data split) is never reverted.
+REVERT_ORDER = ("LEARNING_RATE", "SIGMA", "ES_POPULATION", "WEIGHT_DECAY", "MAX_STEPS_PER_EPISODE",
+                "EPISODES_PER_EVAL", "HIDDEN_SIZE", "HIDDEN_LAYERS")
+MIN_EPISODE_STEPS = 8
+
+
+@dataclass(frozen=True)
+class Repair:
+    """One repair: the rule applied, why, what triggered it, and every changed key (before, after)."""
+
+    rule: str
+    reason: str
+    triggered_by: str
+    changes: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
+    data: pd.DataFrame | None = field(default=None, repr=False, compare=False)  # cleaned candles, if any
+    data_actions: tuple[str, ...] = ()
+
+    def apply(self, config: TrainingConfig) -> TrainingConfig:
+        return config.replace(**{k: after for k, (_, after) in self.changes.items()}) if self.changes else config
+
+    def summary(self) -> str:
+        parts = [f"{k} {before!r} -> {after!r}" for k, (before, after) in self.changes.items()]
+        parts += list(self.data_actions)
+        return f"{self.rule}: " + ("; ".join(parts) if parts else "no config change") + f" ({self.reason})"
+
+    def as_params(self) -> dict[str, Any]:
+        """Flat params for the repair run: each changed key's before and after, plus the reason."""
+        params: dict[str, Any] = {"reason": self.reason, "rule": self.rule}
+        for key, (before, after) in self.changes.items():
+            params[f"{key}.before"] = before
+            params[f"{key}.after"] = after
+        for i, action in enumerate(self.data_actions):
+            params[f"data.action_{i + 1}"] = action
+        return params
+
+
+# -- validation repairs (before the first attempt) -------------------------------------------------
+
+
+def validate_and_repair(raw: Mapping[str, Any] | TrainingConfig,
+                        preset_source: PresetSource = preset_config) -> tuple[TrainingConfig, list[Repair]]:
+    """A valid config from ``raw`` plus the repairs that made it valid.
+
+    Repairs: missing seed keys filled from the preset, out-of-range values clamped to the allowed
+    range, an odd population made even. Unknown keys, wrong types and unknown buckets cannot be
+    guessed and raise ConfigValidationError with every such problem.
+    """
+    if isinstance(raw, TrainingConfig):
+        return raw, []
+    given = {normalize_key(k): v for k, v in raw.items()}
+    bucket = find_bucket(str(given.get("BUCKET", DEFAULT_BUCKET)))
+    preset = preset_source(bucket.name if bucket else DEFAULT_BUCKET)
+    repairs: list[Repair] = []
+    missing = [k for k in SEED_KEYS if k not in given]
+    if missing:
+        repairs.append(Repair("fill_missing_from_preset", f"keys missing from the config take the {preset['BUCKET']} "
+                              "preset's values", "validation", {k: (None, preset[k]) for k in missing}))
+    values = {**preset, **given}
+    try:
+        return TrainingConfig.from_dict(values), repairs
+    except ConfigValidationError as exc:
+        fixable = {p.key: p for p in exc.problems if _repairable(p)}
+        unfixable = [p for p in exc.problems if p.key not in fixable]
+        if unfixable:
+            raise ConfigValidationError(unfixable) from None
+    clamped = {k: (p.value, _clamped(k, p.value, preset)) for k, p in fixable.items() if p.kind in _RANGE_KINDS}
+    evened = {k: (p.value, _clamped(k, p.value, preset)) for k, p in fixable.items() if p.kind not in _RANGE_KINDS}
+    if clamped:
+        repairs.append(Repair("clamp_out_of_range_values", "values outside their allowed range were clamped into it "
+                              "(an excluded bound takes the preset value)", "validation", clamped))
+    if evened:
+        repairs.append(Repair("make_population_even", "mirrored sampling needs an even population", "validation", evened))
+    fixed = {k: after for k, (_, after) in {**clamped, **evened}.items()}
+    return TrainingConfig.from_dict({**values, **fixed}), repairs
+
+
+_RANGE_KINDS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+
+
+def _repairable(problem: ConfigProblem) -> bool:
+    if problem.key not in KNOWN_KEYS or problem.key in {"BUCKET", "TIMEFRAME"}:
+        return False
+    odd_population = problem.key == "ES_POPULATION" and problem.kind == "value_error"
+    return problem.kind in _RANGE_KINDS or odd_population
+
+
+def _clamped(key: str, value: Any, preset: Mapping[str, Any]) -> Any:
+    low, low_inc, high, high_inc = bounds(key)
+    new = value
+    if low is not None and (value < low or (value == low and not low_inc)):
+        new = low if low_inc else preset[key]
+    if high is not None and (value > high or (value == high and not high_inc)):
+        new = high if high_inc else preset[key]
+    if key == "ES_POPULATION" and int(new) % 2:
+        new = int(new) + 1 if high is None or int(new) + 1 <= high else int(new) - 1
+    is_int = TrainingConfig.model_fields[key].annotation is int
+    return int(new) if is_int else float(new)
+
+
+def fit_episode_to_data(config: TrainingConfig, train_bars: int) -> Repair | None:
+    """Shorten MAX_STEPS_PER_EPISODE when the training span is shorter than one episode."""
+    if train_bars >= config.MAX_STEPS_PER_EPISODE:
+        return None
+    if train_bars < MIN_EPISODE_STEPS:
+        return None  # nothing sensible to shorten to: the data is refused instead
+    return Repair("shorten_episode_to_data", f"the training span has only {train_bars} bars", "validation",
+                  {"MAX_STEPS_PER_EPISODE": (config.MAX_STEPS_PER_EPISODE, train_bars)})
+
+
+# -- repairs after a recoverable error ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RepairContext:
+    """What a repair may look at: the error, the config and data of the failed attempt, and limits."""
+
+    error: BaseException
+    config: TrainingConfig
+    preset: Mapping[str, Any]
+    data: pd.DataFrame | None = None
+    has_checkpoints: bool = False
+    backup_config: TrainingConfig | None = None
+    train_bars: int | None = None
+
+    @property
+    def locked(self) -> frozenset[str]:
+        """Keys a repair must not change: the network shape once a checkpoint exists."""
+        return STRUCTURAL_KEYS if self.has_checkpoints else frozenset()
+
+    @property
+    def triggered_by(self) -> str:
+        return type(self.error).__name__
+
+    def change(self, rule: str, reason: str, changes: Mapping[str, Any]) -> Repair | None:
+        """A repair setting ``changes`` (key -> new value); None if it would change nothing or a locked key."""
+        current = self.config.to_dict()
+        diff = {k: (current[k], v) for k, v in changes.items() if current[k] != v and k not in self.locked}
+        if not diff:
+            return None
+        return Repair(rule, reason, self.triggered_by, diff)
+
+
+def error_key(exc: BaseException) -> str | None:
+    """The config key an error blames: its ``key`` attribute, or a KeyError's missing key."""
+    key = getattr(exc, "key", None)
+    if key is None and isinstance(exc, KeyError) and exc.args:
+        key = normalize_key(exc.args[0])
+    return key if key in KNOWN_KEYS else None
+
+
+def halve_step_on_nan(ctx: RepairContext) -> Repair | None:
+    """NaN: resume from the last good state with half the learning rate and half the noise."""
+    return ctx.change("halve_learning_rate_and_sigma_on_nan", "non-finite numbers: smaller steps from the last good state",
+                      {"LEARNING_RATE": ctx.config.LEARNING_RATE / 2, "SIGMA": ctx.config.SIGMA / 2})
+
+
+def fill_key_from_preset(ctx: RepairContext) -> Repair | None:
+    """KeyError: the missing key takes the bucket preset's value."""
+    key = error_key(ctx.error)
+    if key is None:
+        return None
+    return ctx.change("fill_key_from_preset", f"{key} was missing or unusable: the preset's value is used",
+                      {key: ctx.preset[key]})
+
+
+def clamp_offending_value(ctx: RepairContext) -> Repair | None:
+    """ValueError/IndexError: pull the blamed key back into a safe range."""
+    key = error_key(ctx.error)
+    if key is None:
+        return None
+    value = getattr(ctx.config, key)
+    if key == "MAX_STEPS_PER_EPISODE":
+        limit = ctx.train_bars if ctx.train_bars is not None else value
+        new = max(MIN_EPISODE_STEPS, min(value // 2, limit))
+    elif key == "ES_POPULATION":
+        new = max(2, value // 4 * 2)
+    elif value != ctx.preset[key]:
+        new = ctx.preset[key]
+    else:
+        return None
+    return ctx.change("clamp_offending_value", f"{key}={value!r} caused {ctx.triggered_by}", {key: new})
+
+
+def clean_the_data(ctx: RepairContext) -> Repair | None:
+    """DataValidationError: drop bad rows, dedupe and sort, then retry on the cleaned candles."""
+    if ctx.data is None:
+        return None
+    cleaned, actions = clean_candles(ctx.data)
+    return Repair("clean_data", "the data failed validation: bad rows dropped, duplicates removed, rows sorted",
+                  ctx.triggered_by, {}, cleaned, tuple(actions) or ("data already clean: nothing dropped",))
+
+
+def fall_back_to_backup_config(ctx: RepairContext) -> Repair | None:
+    """JSONDecodeError: use the last good config, or the bucket preset when there is none."""
+    backup = ctx.backup_config.to_dict() if ctx.backup_config is not None else dict(ctx.preset)
+    source = "the last good config" if ctx.backup_config is not None else "the bucket preset"
+    return ctx.change("fall_back_to_backup_config", f"the config could not be parsed: {source} is used", backup)
+
+
+def rebuild_environment(ctx: RepairContext) -> Repair | None:
+    """Trading environment error: a fresh environment from the last good state, config unchanged."""
+    return Repair("rebuild_environment", "the trading environment is rebuilt and the training resumed from the "
+                  "last good state", ctx.triggered_by)
+
+
+def halve_population(ctx: RepairContext) -> Repair | None:
+    """Out of memory: half the population (still even) needs about half the memory."""
+    return ctx.change("halve_population_on_oom", "out of memory: a smaller population",
+                      {"ES_POPULATION": max(2, ctx.config.ES_POPULATION // 4 * 2)})
+
+
+def roll_back_to_last_good_state(ctx: RepairContext) -> Repair | None:
+    """A stalled generation: retry it from the last good state."""
+    return Repair("retry_from_last_good_state", "the generation stalled: it is retried from the last good state",
+                  ctx.triggered_by)
+
+
+def revert_overrides_toward_preset(ctx: RepairContext) -> Repair:
+    """Fallback when the error names no key: revert the first user override (in REVERT_ORDER) to the preset."""
+    current = ctx.config.to_dict()
+    for key in REVERT_ORDER:
+        if key not in ctx.locked and current[key] != ctx.preset[key]:
+            return Repair("revert_override_to_preset", f"{ctx.triggered_by} names no config key: one step toward the "
+                          f"{ctx.preset['BUCKET']} preset ({key} reverts to its preset value)", ctx.triggered_by,
+                          {key: (current[key], ctx.preset[key])})
+    return Repair("retry_from_last_good_state", f"{ctx.triggered_by} names no config key and no override is left to "
+                  "revert: retrying from the last good state", ctx.triggered_by)
+
+
+REPAIR_BY_ERROR: Mapping[type[BaseException], Callable[[RepairContext], Repair | None]] = {
+    NaNError: halve_step_on_nan,
+    KeyError: fill_key_from_preset,
+    ValueError: clamp_offending_value,
+    IndexError: clamp_offending_value,
+    DataValidationError: clean_the_data,
+    json.JSONDecodeError: fall_back_to_backup_config,
+    TradingEnvironmentError: rebuild_environment,
+    torch.OutOfMemoryError: halve_population,
+    TrainingStalledError: roll_back_to_last_good_state,
+}
+
+
+def choose_repair(ctx: RepairContext) -> Repair:
+    """The repair for the most specific type of the error that has one, else the fallback."""
+    for cls in type(ctx.error).__mro__:
+        if cls in REPAIR_BY_ERROR:
+            repair = REPAIR_BY_ERROR[cls](ctx)
+            if repair is not None:
+                return repair
+            break
+    return revert_overrides_toward_preset(ctx)

@@ -226,6 +226,7 @@ class AttemptLogger(TrainingCallbacks):
         self.checkpoints: list[dict[str, Any]] = []
 
     def on_start(self, setup: TrainingSetup) -> None:
+        self.last_generation = setup.start_generation
         self.writer.submit(
             self.tracker.log_dict,
             self.run_id,

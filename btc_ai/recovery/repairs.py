@@ -224,10 +224,12 @@ def clean_the_data(ctx: RepairContext) -> Repair | None:
 
 
 def fall_back_to_backup_config(ctx: RepairContext) -> Repair | None:
-    """JSONDecodeError: use the last good config, or the bucket preset when there is none."""
-    backup = ctx.backup_config.to_dict() if ctx.backup_config is not None else dict(ctx.preset)
-    source = "the last good config" if ctx.backup_config is not None else "the bucket preset"
-    return ctx.change("fall_back_to_backup_config", f"the config could not be parsed: {source} is used", backup)
+    """JSONDecodeError: use the last good config, else the bucket preset's hyperparameters."""
+    if ctx.backup_config is not None and ctx.backup_config != ctx.config:
+        return ctx.change("fall_back_to_backup_config", "a config could not be parsed: the last good config is used",
+                          ctx.backup_config.to_dict())
+    return ctx.change("fall_back_to_backup_config", "a config could not be parsed: the bucket preset's "
+                      "hyperparameters are used", {k: ctx.preset[k] for k in REVERT_ORDER})
 
 
 def rebuild_environment(ctx: RepairContext) -> Repair | None:
@@ -251,13 +253,15 @@ def roll_back_to_last_good_state(ctx: RepairContext) -> Repair | None:
 def revert_overrides_toward_preset(ctx: RepairContext) -> Repair:
     """Fallback when the error names no key: revert the first user override (in REVERT_ORDER) to the preset."""
     current = ctx.config.to_dict()
+    blamed = error_key(ctx.error)
+    why = f"{ctx.triggered_by} names no config key" if blamed is None else \
+        f"{ctx.triggered_by} blames {blamed}, which no specific repair can change further"
     for key in REVERT_ORDER:
         if key not in ctx.locked and current[key] != ctx.preset[key]:
-            return Repair("revert_override_to_preset", f"{ctx.triggered_by} names no config key: one step toward the "
-                          f"{ctx.preset['BUCKET']} preset ({key} reverts to its preset value)", ctx.triggered_by,
-                          {key: (current[key], ctx.preset[key])})
-    return Repair("retry_from_last_good_state", f"{ctx.triggered_by} names no config key and no override is left to "
-                  "revert: retrying from the last good state", ctx.triggered_by)
+            return Repair("revert_override_to_preset", f"{why}: one step toward the {ctx.preset['BUCKET']} preset "
+                          f"({key} reverts to its preset value)", ctx.triggered_by, {key: (current[key], ctx.preset[key])})
+    return Repair("retry_from_last_good_state", f"{why} and no override is left to revert: retrying from the last "
+                  "good state", ctx.triggered_by)
 
 
 REPAIR_BY_ERROR: Mapping[type[BaseException], Callable[[RepairContext], Repair | None]] = {

@@ -1,0 +1,97 @@
+"""The classification table, row by row, and the repairs' own rules."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from btc_ai.config import TrainingConfig
+from btc_ai.errors import (
+    ConfigValidationError,
+    DataValidationError,
+    GPUError,
+    NaNError,
+    TradingEnvironmentError,
+    TrainingStalledError,
+)
+from btc_ai.presets import preset_config
+from btc_ai.recovery.classify import RECOVERABLE, UNRECOVERABLE, classify, is_recoverable
+from btc_ai.recovery.repairs import RepairContext, choose_repair, validate_and_repair
+
+ROWS = [
+    (ValueError("x"), True, "ValueError"),
+    (KeyError("x"), True, "KeyError"),
+    (IndexError("x"), True, "IndexError"),
+    (AttributeError("x"), True, "AttributeError"),
+    (RuntimeError("x"), True, "RuntimeError"),
+    (DataValidationError("x"), True, "DataValidationError"),
+    (json.JSONDecodeError("x", "{", 0), True, "JSONDecodeError"),  # a ValueError, matched more specifically
+    (ZeroDivisionError("x"), True, "ZeroDivisionError"),
+    (NaNError("x"), True, "NaNError"),
+    (TradingEnvironmentError("x"), True, "TradingEnvironmentError"),
+    (TrainingStalledError("x"), True, "TrainingStalledError"),
+    (torch.OutOfMemoryError("x"), True, "OutOfMemoryError"),  # a RuntimeError
+    (ImportError("x"), False, "ImportError"),
+    (ModuleNotFoundError("x"), False, "ModuleNotFoundError"),  # an ImportError
+    (FileNotFoundError("x"), False, "FileNotFoundError"),  # an OSError
+    (PermissionError("x"), False, "PermissionError"),
+    (MemoryError("x"), False, "MemoryError"),
+    (OSError("x"), False, "OSError"),
+    (OSError("x"), False, "OSError"),  # Python 3's builtin EnvironmentError IS OSError
+    (GPUError("x"), False, "GPUError"),  # a RuntimeError, but a hardware fault
+    (KeyboardInterrupt(), False, "KeyboardInterrupt"),
+    (ConfigValidationError([]), True, "ValueError"),
+]
+
+
+@pytest.mark.parametrize(("exc", "recoverable", "matched"), ROWS, ids=[f"{type(r[0]).__name__}" for r in ROWS])
+def test_every_row_of_the_table(exc, recoverable, matched) -> None:
+    verdict = classify(exc)
+    assert (verdict.recoverable, verdict.matched) == (recoverable, matched)
+    assert verdict.reason
+    assert is_recoverable(exc) is recoverable
+
+
+def test_every_table_type_has_a_row_in_this_test() -> None:
+    tested = {r[2] for r in ROWS}
+    assert {t.__name__ for t in (*RECOVERABLE, *UNRECOVERABLE)} <= tested
+
+
+def test_unknown_types_are_unrecoverable_unless_configured() -> None:
+    class Strange(Exception):
+        pass
+
+    assert classify(Strange()).recoverable is False and classify(Strange()).matched == "unknown"
+    assert classify(Strange(), extra_recoverable=(Strange,)).recoverable is True
+
+
+def _ctx(error, config=None, **kwargs):
+    config = config or TrainingConfig.from_dict({"HIDDEN_SIZE": 32, "LEARNING_RATE": 0.05})
+    return RepairContext(error=error, config=config, preset=preset_config(config.BUCKET), **kwargs)
+
+
+def test_fallback_never_changes_the_network_shape_once_checkpoints_exist() -> None:
+    config = TrainingConfig.from_dict({"HIDDEN_SIZE": 32})  # the only override is structural
+    assert choose_repair(_ctx(RuntimeError(), config)).changes == {"HIDDEN_SIZE": (32, 64)}
+    locked = choose_repair(_ctx(RuntimeError(), config, has_checkpoints=True))
+    assert locked.changes == {} and locked.rule == "retry_from_last_good_state"
+
+
+def test_keyed_errors_change_only_their_key_and_structural_keys_stay() -> None:
+    err = ValueError("bad")
+    err.key = "HIDDEN_SIZE"
+    repair = choose_repair(_ctx(err, has_checkpoints=True))
+    assert "HIDDEN_SIZE" not in repair.changes
+    repair = choose_repair(_ctx(KeyError("learning_rate")))
+    assert repair.rule == "fill_key_from_preset" and repair.changes == {"LEARNING_RATE": (0.05, 0.02)}
+
+
+def test_validation_refuses_what_it_cannot_guess_and_repairs_the_rest() -> None:
+    with pytest.raises(ConfigValidationError) as info:
+        validate_and_repair({"BUCKET": "Moon", "SIGMA": -3, "HIDDEN_SIZE": "big"})
+    assert {p.key for p in info.value.problems} == {"BUCKET", "HIDDEN_SIZE"}
+    config, repairs = validate_and_repair({**preset_config("Swing"), "SIGMA": -3, "ES_POPULATION": 9})
+    assert (preset_config("Swing")["SIGMA"], 10) == (config.SIGMA, config.ES_POPULATION)
+    assert [r.rule for r in repairs] == ["clamp_out_of_range_values", "make_population_even"]

@@ -81,7 +81,7 @@ def test_recoverable_error_is_repaired_and_retried_from_the_last_good_state(stor
     (model, metrics, best_reward, elapsed), record = _train(store, request, fault, candles=candles)
     error_type = "NaNError" if fault.startswith("NaN") else fault.split("@")[0]
     assert model is not None, metrics.get("error")
-    assert metrics["attempts"] == 2 and elapsed > 0
+    assert metrics["attempts"] == 2 and elapsed > 0 and best_reward == metrics["best_reward"] > float("-inf")
 
     first, second = record.attempts
     assert first.info.status == "FAILED"
@@ -121,7 +121,7 @@ UNRECOVERABLE = ["ImportError", "ModuleNotFoundError", "FileNotFoundError", "Per
 
 @pytest.mark.parametrize("error", UNRECOVERABLE)
 def test_unrecoverable_error_fails_at_once_with_a_report(store, request, candles, error) -> None:
-    (model, metrics, best_reward, _), record = _train(store, request, f"{error}@3", candles=candles)
+    (model, metrics, _best_reward, _), record = _train(store, request, f"{error}@3", candles=candles)
     assert model is None
     assert error in metrics["error"] and metrics["attempts"] == 1
     (attempt,) = record.attempts
@@ -156,7 +156,7 @@ def test_retry_budget_and_backoff_come_from_the_policy_not_tenacity_defaults(sto
     waits: list[float] = []
     tracker = Tracker(store, experiment=request.node.name)
     system = TrainingRecoverySystem(checkpoint_dir=tmp_path, max_retries=2, tracker=tracker, sleep=waits.append)
-    model, metrics, _, _ = system.start_training_with_recovery(fails_a_bit_later_each_time, dict(CONFIG), candles)
+    model, _metrics, _, _ = system.start_training_with_recovery(fails_a_bit_later_each_time, dict(CONFIG), candles)
     record = Record(tracker, system.session_run_id)
     assert model is None and len(calls) == 3 and len(record.attempts) == 3  # max_retries + 1, then stop
     assert "no retries left (max_retries=2)" in record.report(record.attempts[-1])["decision"]
@@ -193,7 +193,7 @@ def test_unrepairable_config_fails_before_any_run(store, request, candles) -> No
 
 def test_error_handler_sees_every_report_and_max_retries_zero_means_one_attempt(store, request, candles) -> None:
     reports: list[dict] = []
-    (model, metrics, _, _), record = _train(store, request, "RuntimeError@2", candles=candles,
+    (model, metrics, _, _), _record = _train(store, request, "RuntimeError@2", candles=candles,
                                             error_handler=reports.append)
     assert model is not None and len(reports) == 1 and reports[0]["error"]["type"] == "RuntimeError"
     tracker = Tracker(store, experiment=request.node.name + "-zero")
@@ -207,7 +207,7 @@ def test_error_handler_sees_every_report_and_max_retries_zero_means_one_attempt(
 
 
 def test_performance_history_spans_attempts(store, request, candles, tmp_path) -> None:
-    (model, metrics, _, _), record = _train(store, request, "RuntimeError@4", candles=candles)
+    (_model, _metrics, _, _), record = _train(store, request, "RuntimeError@4", candles=candles)
     local = record.client.download_artifacts(record.session.info.run_id, "performance_history.csv", str(tmp_path))
     import pandas as pd
 

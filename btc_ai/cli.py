@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
@@ -129,10 +130,11 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     from .recovery.repairs import validate_and_repair
 
     try:
-        validate_and_repair(values)
+        config, _ = validate_and_repair(values)
     except ConfigValidationError as exc:
         raise BadInput(f"{exc}; fix these values (see `btc-ai presets --keys`)") from None
-    return values
+    # Flags override the bucket preset by design: what they leave out is not "missing".
+    return {**BUCKETS[config.BUCKET].config(), **{normalize_key(k): v for k, v in values.items()}}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -156,8 +158,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise BadInput(f"{args.data_path}: {exc}") from None
         if not args.quiet:
             print(f"data: {report.summary()}")
+    from .faults import ENV_VAR, FaultSpec, inject_fault
     from .recovery import TrainingRecoverySystem
+    from .training import train_model
 
+    training_func = train_model
+    if os.environ.get(ENV_VAR):  # the documented fault-injection hook (tests, `btc-ai chaos`)
+        try:
+            training_func = inject_fault(train_model, FaultSpec.parse(os.environ[ENV_VAR]))
+        except ValueError as exc:
+            raise BadInput(f"{ENV_VAR}: {exc}") from None
     reporter = ConsoleReporter(config, quiet=args.quiet)
     system = TrainingRecoverySystem(
         checkpoint_dir=args.checkpoint_dir,
@@ -168,7 +178,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         experiment=args.experiment,
         reporter=reporter,
     )
-    model, metrics, best_reward, elapsed = system.start_training_with_recovery(config=values, df=df)
+    model, metrics, best_reward, elapsed = system.start_training_with_recovery(training_func, config=values, df=df)
     reporter.close()
     if model is None:
         where = f" (session {metrics['session_run_id']}; error_report.md on the failed attempt runs)" \

@@ -84,3 +84,30 @@ def test_presets_lists_every_bucket(tmp_path) -> None:
     presets = json.loads(result.stdout)
     assert set(presets) == {"Scalping", "Intraday", "Swing", "Position"}
     assert all(p["BUCKET"] == name for name, p in presets.items())
+
+
+@pytest.mark.slow
+def test_fault_injected_through_the_environment_is_recovered_end_to_end(tmp_path) -> None:
+    env = {**cli_env(tmp_path), "BTC_AI_FAULT": "NaN@3"}
+    result = subprocess.run(btc_ai_cmd("train", *_tiny_flags(), "--learning_rate", "0.05"), cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "attempt 1 failed at generation 2: NaNError" in out
+    assert "retry from generation 2 after repair 'halve_learning_rate_and_sigma_on_nan'" in out
+    assert "repair: halve_learning_rate_and_sigma_on_nan: LEARNING_RATE 0.05 -> 0.025" in out
+    assert "attempts 2" in out
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("btc-ai").experiment_id])
+    kinds = sorted(r.data.tags["btc_ai.kind"] for r in runs)
+    assert kinds == ["attempt", "attempt", "repair", "session"]
+    assert all(r.info.status in {"FINISHED", "FAILED"} for r in runs)  # nothing left RUNNING
+
+
+def test_unrecoverable_fault_exits_1_with_the_reason(tmp_path) -> None:
+    env = {**cli_env(tmp_path), "BTC_AI_FAULT": "PermissionError@2"}
+    result = subprocess.run(btc_ai_cmd("train", *_tiny_flags()), cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=240)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "training failed after 1 attempt(s): PermissionError" in result.stderr

@@ -210,6 +210,7 @@ class _Session:
         self.plan = _Plan(cfg, data, start)
         try:
             model, metrics, best_reward = self._retrying()
+            version = self._register(model, metrics)
         except KeyboardInterrupt:
             self._close_session("interrupted", "KILLED")
             raise
@@ -218,7 +219,6 @@ class _Session:
             metrics = {"error": f"{type(exc).__name__}: {exc}", "attempts": len(self.attempts),
                        "session_run_id": self.run_id, "repairs": [r.summary() for r in self.repairs]}
             return None, metrics, float("-inf"), self.elapsed()
-        version = self._register(model, metrics)
         self._close_session("completed", "FINISHED", {TAG_FINAL_SHA: metrics["final_params_sha256"],
                                                        "btc_ai.model_version": version})
         metrics = {**metrics, "attempts": len(self.attempts), "session_run_id": self.run_id, "model_version": version,

@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .errors import NaNError
 from .noise import gather_slices, member_sign, noise_table, pair_offsets
@@ -123,7 +124,10 @@ class OpenAIES:
         shaped = centered_ranks(fitness)
         pair_weights = (shaped[0::2] - shaped[1::2]).astype(np.float32)
         noise = gather_slices(self.table, perturbations.offsets, self.dim)
-        grad = (pair_weights @ noise) / np.float32(self.population * self.sigma)
+        # torch, not numpy's BLAS: OpenBLAS threads left spinning after a numpy matmul compete with
+        # torch's threads in the next evaluation and slow it down by up to 2x on 2 cores.
+        grad = (torch.from_numpy(pair_weights) @ torch.from_numpy(noise)).numpy()
+        grad = grad / np.float32(self.population * self.sigma)
         grad = grad - np.float32(self.weight_decay) * state.params
         t = state.generation + 1
         m = np.float32(self.beta1) * state.m + np.float32(1 - self.beta1) * grad

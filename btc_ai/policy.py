@@ -11,12 +11,16 @@ import torch
 from torch import nn
 
 N_ACTIONS = 3  # short, flat, long
-_ACTIVATION_BUDGET_BYTES = 48 << 20  # members per chunk keep one layer's activations near L2/L3 size
+_ACTIVATION_BUDGET_BYTES = 16 << 20  # larger chunks page-fault: glibc hands big buffers back to the OS
 
 
 @dataclass(frozen=True)
 class PolicySpec:
-    """Shape of the MLP: inputs -> hidden x layers (tanh) -> 3 action logits."""
+    """Shape of the MLP: inputs -> hidden x layers (hardtanh) -> 3 action logits.
+
+    Hardtanh (clamp to [-1, 1]) rather than tanh: as bounded, and about 40x cheaper per element,
+    which at hidden 64 was half of the evaluation time.
+    """
 
     n_inputs: int
     hidden_size: int
@@ -76,9 +80,9 @@ def batched_actions(spec: PolicySpec, flat: torch.Tensor, inputs: torch.Tensor) 
         hi = min(members, lo + chunk)
         layers = spec.unpack(flat[lo:hi])
         (w0, b0), rest = layers[0], layers[1:]
-        h = torch.tanh_(torch.baddbmm(b0, inputs.expand(hi - lo, rows, inputs.shape[1]), w0))
+        h = torch.baddbmm(b0, inputs.expand(hi - lo, rows, inputs.shape[1]), w0).clamp_(-1.0, 1.0)
         for w, b in rest[:-1]:
-            h = torch.tanh_(torch.baddbmm(b, h, w))
+            h = torch.baddbmm(b, h, w).clamp_(-1.0, 1.0)
         w, b = rest[-1]
         out[lo:hi] = torch.baddbmm(b, h, w).argmax(dim=-1)
     return out
@@ -95,7 +99,7 @@ class PolicyNet(nn.Module):
         for k, (fan_in, fan_out) in enumerate(spec.layer_shapes):
             layers.append(nn.Linear(fan_in, fan_out))
             if k < len(spec.layer_shapes) - 1:
-                layers.append(nn.Tanh())
+                layers.append(nn.Hardtanh())
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

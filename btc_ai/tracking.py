@@ -101,10 +101,15 @@ class Tracker:
         items = [RunTag(str(k), str(v)) for k, v in tags.items()]
         self.client.log_batch(run_id, tags=items, synchronous=True)
 
-    def log_metrics(self, run_id: str, metrics: Iterable[Metric]) -> None:
+    def log_metrics(self, run_id: str, metrics: Iterable[Metric], tags: Mapping[str, str] | None = None) -> None:
+        """Metrics (and optionally tags) in as few store transactions as MLflow's batch limits allow."""
         items = list(metrics)
-        for lo in range(0, len(items), _BATCH):
-            self.client.log_batch(run_id, metrics=items[lo : lo + _BATCH], synchronous=True)
+        tag_items = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        for lo in range(0, max(len(items), 1), _BATCH):
+            chunk_tags = tag_items[:100] if lo == 0 else []
+            self.client.log_batch(run_id, metrics=items[lo : lo + _BATCH], tags=chunk_tags, synchronous=True)
+        for lo in range(100, len(tag_items), 100):
+            self.client.log_batch(run_id, tags=tag_items[lo : lo + 100], synchronous=True)
 
     def log_values(self, run_id: str, values: Mapping[str, float], step: int = 0) -> None:
         """Plain numbers (summaries) as metrics at one step."""
@@ -171,6 +176,7 @@ class MetricWriter:
         self.max_delay = max_delay
         self.max_pending = max_pending
         self._pending: list[Metric] = []
+        self._tags: dict[str, str] = {}
         self._last_send = time.monotonic()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="btc-ai-metrics")
@@ -184,6 +190,11 @@ class MetricWriter:
         if due:
             self._send()
 
+    def tag(self, key: str, value: Any) -> None:
+        """A tag sent with the next metric batch (one store transaction for both)."""
+        with self._lock:
+            self._tags[key] = str(value)
+
     def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Future[None]:
         """Run another store call on the writer thread, after the metrics queued before it."""
         self._send()
@@ -194,9 +205,10 @@ class MetricWriter:
     def _send(self) -> None:
         with self._lock:
             batch, self._pending = self._pending, []
+            tags, self._tags = self._tags, {}
             self._last_send = time.monotonic()
-        if batch:
-            self._futures.append(self._pool.submit(self.tracker.log_metrics, self.run_id, batch))
+        if batch or tags:
+            self._futures.append(self._pool.submit(self.tracker.log_metrics, self.run_id, batch, tags))
 
     def flush(self) -> None:
         """Wait until everything queued is stored; re-raise the first store error."""
@@ -255,7 +267,7 @@ class AttemptLogger(TrainingCallbacks):
         record = {"generation": state.generation, "file": path.name, "sha256": sha256, "emergency": emergency}
         self.checkpoints.append(record)
         self.writer.submit(self.tracker.log_artifact, self.run_id, path, "checkpoints")
-        self.writer.submit(self.tracker.set_tags, self.run_id, {f"btc_ai.checkpoint.{path.stem}": sha256})
+        self.writer.tag(f"btc_ai.checkpoint.{path.stem}", sha256)
 
     def close(self) -> None:
         self.writer.close()

@@ -195,6 +195,7 @@ def _generations(
     members = np.arange(config.ES_POPULATION)
     steps = config.ES_POPULATION * config.EPISODES_PER_EVAL * config.MAX_STEPS_PER_EPISODE
     prior_elapsed = state.elapsed_time
+    first = state.generation
     while state.generation < config.EPISODES:
         tick = time.perf_counter()
         perturbations = es.ask(state.generation)
@@ -208,15 +209,10 @@ def _generations(
                 es_state = es_state.with_best(es_state.params, validation["validation/reward"])
             metrics.update(validation)
             metrics["validation/best_reward"] = es_state.best_reward
-        metrics.update(
-            {
-                "es/sigma": es.sigma,
-                "es/learning_rate": es.learning_rate,
-                "perf/seconds_per_generation": time.perf_counter() - tick,
-                "perf/evaluation_seconds": evaluated - tick,
-                "perf/env_steps_per_second": steps / max(evaluated - tick, 1e-9),
-            }
-        )
+        if state.generation == first:  # hyperparameters change only between calls (a repair, a resume)
+            metrics.update({"es/sigma": es.sigma, "es/learning_rate": es.learning_rate})
+        metrics["perf/seconds_per_generation"] = time.perf_counter() - tick
+        metrics["perf/env_steps_per_second"] = steps / max(evaluated - tick, 1e-9)
         state = TrainingState(state.config, es_state, state.data_fingerprint, prior_elapsed + time.perf_counter() - started)
         yield state, metrics
 

@@ -74,7 +74,7 @@ def _ctx(error, config=None, **kwargs):
 
 def test_fallback_never_changes_the_network_shape_once_checkpoints_exist() -> None:
     config = TrainingConfig.from_dict({"HIDDEN_SIZE": 32})  # the only override is structural
-    assert choose_repair(_ctx(RuntimeError(), config)).changes == {"HIDDEN_SIZE": (32, 64)}
+    assert choose_repair(_ctx(RuntimeError(), config)).changes == {"HIDDEN_SIZE": (32, preset_config("Scalping")["HIDDEN_SIZE"])}
     locked = choose_repair(_ctx(RuntimeError(), config, has_checkpoints=True))
     assert locked.changes == {} and locked.rule == "retry_from_last_good_state"
 

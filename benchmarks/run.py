@@ -1,0 +1,169 @@
+"""Run the btc_ai benchmarks in one process; write results.json and results.md and refresh README's block.
+
+Usage from the project root: ``python -m benchmarks.run`` (or ``python benchmarks/run.py``), optionally
+``--only eval`` (repeatable) to run one family and merge its records into the existing results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and `btc_ai` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from benchmarks import bench_default, bench_es, bench_eval, bench_tracking
+from benchmarks.common import THREADS, CpuMeter, Record, benchmark_candles
+
+HERE = Path(__file__).resolve().parent
+RESULTS_JSON = HERE / "results.json"
+RESULTS_MD = HERE / "results.md"
+CONTEXT_TXT = HERE / "results_context.txt"  # the run's header lines, for --readme-from-results
+README = HERE.parent / "README.md"
+START_MARK, END_MARK = "<!-- bench:start -->", "<!-- bench:end -->"
+
+# default runs first so its max-RSS reading is not the high-water mark of the big h512 cases
+FAMILIES: dict[str, Callable[[], list[Record]]] = {
+    "default": bench_default.run,
+    "eval": bench_eval.run,
+    "es": bench_es.run,
+    "tracking": bench_tracking.run,
+}
+
+# (record, comparison, threshold, label)
+TARGETS: tuple[tuple[str, str, float, str], ...] = (
+    ("eval_speedup_pop64_h512", ">=", 25.0, "batched evaluation >= 25x the naive loop (p64, h512)"),
+    ("eval_matmul_efficiency_pop64_h512", ">=", 50.0, "evaluation >= 50% of the machine's bmm rate (p64, h512)"),
+    ("es_bookkeeping_share_pop64_h512", "<", 10.0, "ES ask + tell < 10% of a generation (p64, h512)"),
+    ("es_bookkeeping_with_materialise_share_pop64_h512", "<", 10.0,
+     "ES ask + tell + member_params < 10% of a generation (p64, h512)"),
+    ("generation_speedup_vs_evotorch_pop64_h512", ">=", 2.0, "generation >= 2x faster than EvoTorch (p64, h512)"),
+    ("generation_speedup_vs_evotorch_pop8_h512", ">=", 2.0, "generation >= 2x faster than EvoTorch (p8, h512)"),
+    ("generation_speedup_vs_evotorch_pop64_h64", ">=", 2.0, "generation >= 2x faster than EvoTorch (p64, h64)"),
+    ("generation_speedup_vs_evotorch_pop8_h64", ">=", 2.0, "generation >= 2x faster than EvoTorch (p8, h64)"),
+    ("tracking_overhead_pct", "<=", 3.0, "tracking + checkpointing <= 3% of training wall time (default config)"),
+)
+
+
+def format_value(value: float) -> str:
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.1f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.4f}"
+
+
+def targets_table(records: dict[str, Record]) -> list[str]:
+    lines = ["| Target | Measured | Met |", "|---|---:|:---:|"]
+    for name, op, threshold, label in TARGETS:
+        record = records.get(name)
+        if record is None:
+            lines.append(f"| {label} | not run | - |")
+            continue
+        met = record.value >= threshold if op == ">=" else record.value < threshold
+        lines.append(f"| {label} | {format_value(record.value)} {record.unit} | {'yes' if met else '**no**'} |")
+    return lines
+
+
+def markdown(records: list[Record], context: Iterable[str], *, compact: bool = False) -> str:
+    """The results table and the targets; ``compact`` (README) drops notes and diag_ rows."""
+    by_name = {r.name: r for r in records}
+    if compact:
+        lines = [*context, "", "| Benchmark | Value | Unit |", "|---|---:|---|"]
+        lines += [f"| `{r.name}` | {format_value(r.value)} | {r.unit} |" for r in records if not r.name.startswith("diag_")]
+    else:
+        lines = [*context, "", "| Benchmark | Value | Unit | Note |", "|---|---:|---|---|"]
+        lines += [f"| `{r.name}` | {format_value(r.value)} | {r.unit} | {r.note.replace('|', '/')} |" for r in records]
+    lines += ["", *targets_table(by_name)]
+    return "\n".join(lines) + "\n"
+
+
+def readme_table(records: list[Record], context: list[str]) -> str:
+    return markdown(records, [*context, "Notes and diagnostics: `benchmarks/results.md`."], compact=True)
+
+
+def update_readme(table: str, readme: Path = README) -> bool:
+    """Replace the block between the bench markers in README.md; False (and no change) when absent."""
+    if not readme.exists():
+        return False
+    text = readme.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(START_MARK) + r".*?" + re.escape(END_MARK), re.DOTALL)
+    if not pattern.search(text):
+        return False
+    block = f"{START_MARK}\n{table}{END_MARK}"
+    readme.write_text(pattern.sub(lambda _: block, text, count=1), encoding="utf-8")
+    return True
+
+
+def load_previous() -> list[Record]:
+    try:
+        return [Record(**row) for row in json.loads(RESULTS_JSON.read_text(encoding="utf-8"))]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", choices=sorted(FAMILIES), help="run just this family (repeatable)")
+    parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    parser.add_argument("--readme-from-results", action="store_true",
+                        help="run nothing; rewrite README's block from the existing results.json")
+    args = parser.parse_args(argv)
+    if args.readme_from_results:
+        previous = load_previous()
+        context = [CONTEXT_TXT.read_text(encoding="utf-8")] if CONTEXT_TXT.exists() else []
+        done = bool(previous) and update_readme(readme_table(previous, context))
+        print(f"[bench] README block {'updated' if done else 'not updated (no results or no markers)'}", file=sys.stderr)
+        return 0 if done else 1
+
+    torch.set_num_threads(THREADS)
+    chosen = [name for name in FAMILIES if not args.only or name in args.only]
+    started = time.perf_counter()
+    records: list[Record] = []
+    loads: list[str] = []
+    for name in chosen:
+        tick = time.perf_counter()
+        with CpuMeter() as meter:
+            family = FAMILIES[name]()
+        load = "n/a" if meter.foreign_cores is None else f"{meter.foreign_cores:.2f}"
+        loads.append(f"{name} {time.perf_counter() - tick:.0f} s (foreign load {load} cores)")
+        print(f"[bench] {loads[-1]}", file=sys.stderr, flush=True)
+        records.extend(family)
+
+    if args.only:  # keep the other families' last numbers, each record where it was
+        fresh = {r.name: r for r in records}
+        previous = load_previous()
+        merged = [fresh.pop(r.name, r) for r in previous]
+        records = merged + [r for r in records if r.name in fresh]
+
+    _, data_source = benchmark_candles()
+    context = [
+        f"Benchmarks of btc_ai ({time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__} with {THREADS} threads, python {platform.python_version()}).",
+        f"Data: {data_source}. Families run: {'; '.join(loads)}; total {time.perf_counter() - started:.0f} s.",
+        "Times are medians after warm-up. Foreign load is CPU other processes used meanwhile (the machine "
+        "is shared); above ~0.1 core the 2-thread numbers are noisy, so such cases are waited for and rerun.",
+    ]
+    table = markdown(records, context)
+    RESULTS_JSON.write_text(json.dumps([r.as_dict() for r in records], indent=2) + "\n", encoding="utf-8")
+    RESULTS_MD.write_text(table, encoding="utf-8")
+    CONTEXT_TXT.write_text("\n".join(context), encoding="utf-8")
+    print(table)
+    if not args.no_readme and update_readme(readme_table(records, context)):
+        print(f"[bench] updated the benchmark block of {README}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -170,7 +170,7 @@ class MetricWriter:
     Order is kept (one worker); :meth:`flush` blocks until everything queued so far is on the store.
     """
 
-    def __init__(self, tracker: Tracker, run_id: str, *, max_delay: float = 1.0, max_pending: int = 500) -> None:
+    def __init__(self, tracker: Tracker, run_id: str, *, max_delay: float = 5.0, max_pending: int = 2000) -> None:
         self.tracker = tracker
         self.run_id = run_id
         self.max_delay = max_delay
@@ -196,8 +196,7 @@ class MetricWriter:
             self._tags[key] = str(value)
 
     def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Future[None]:
-        """Run another store call on the writer thread, after the metrics queued before it."""
-        self._send()
+        """Run another store call on the writer thread (metrics keep their own batches)."""
         future = self._pool.submit(fn, *args, **kwargs)
         self._futures.append(future)
         return future

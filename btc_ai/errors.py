@@ -55,3 +55,7 @@ class TrainingStalledError(BtcAiError, RuntimeError):
 
 class CheckpointError(BtcAiError, ValueError):
     """A checkpoint is unreadable, tampered with, or does not match what it claims to hold."""
+
+
+class ResumeError(BtcAiError, ValueError):
+    """A resume that cannot go ahead: unknown run or model, a session busy elsewhere, other data."""

@@ -78,6 +78,9 @@ class Tracker:
                 raise
             return found.experiment_id
 
+    def experiment_of(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.experiment_id
+
     # -- runs ---------------------------------------------------------------------------------
 
     def create_run(self, kind: str, *, parent: str | None = None, name: str | None = None,
@@ -115,6 +118,25 @@ class Tracker:
         """Plain numbers (summaries) as metrics at one step."""
         stamp = int(time.time() * 1000)
         self.log_metrics(run_id, (Metric(k, float(v), stamp, step) for k, v in values.items()))
+
+    def delete_artifact(self, run_id: str, artifact_path: str) -> bool:
+        """Remove one artifact (checkpoint retention); False where the artifact store cannot delete."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        repo = get_artifact_repository(self.client.get_run(run_id).info.artifact_uri)
+        try:
+            repo.delete_artifacts(artifact_path)
+        except (NotImplementedError, MlflowException):
+            return False
+        return True
+
+    def metric_rows(self, run_id: str, attempt: int) -> list[dict[str, Any]]:
+        """Every metric of a run as one row per step (performance history of an earlier process)."""
+        rows: dict[int, dict[str, Any]] = {}
+        for key in self.client.get_run(run_id).data.metrics:
+            for metric in self.client.get_metric_history(run_id, key):
+                rows.setdefault(metric.step, {"generation": metric.step, "attempt": attempt})[key] = metric.value
+        return [rows[step] for step in sorted(rows)]
 
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
@@ -164,54 +186,59 @@ class Tracker:
         return str(version.version)
 
 
-class MetricWriter:
-    """Sends metrics in batches from a background thread so a generation never waits on the store.
+class RunWriter:
+    """Writes one run's metrics and checkpoints from a background thread; a generation never waits.
 
-    Order is kept (one worker); :meth:`flush` blocks until everything queued so far is on the store.
+    Metrics are committed with checkpoints: the metrics of every generation up to a checkpoint go to
+    the store in one transaction with that checkpoint's sha256 tag, after its file is uploaded. A
+    process killed at any moment so leaves the run consistent: metrics for every generation up to
+    the newest recorded checkpoint and none beyond it; a resume continues right after it, so no
+    generation is logged twice. :meth:`flush` sends everything (the end of an attempt).
     """
 
-    def __init__(self, tracker: Tracker, run_id: str, *, max_delay: float = 5.0, max_pending: int = 2000) -> None:
+    def __init__(self, tracker: Tracker, run_id: str, *, keep_periodic: int | None = None) -> None:
         self.tracker = tracker
         self.run_id = run_id
-        self.max_delay = max_delay
-        self.max_pending = max_pending
+        self.keep_periodic = keep_periodic
         self._pending: list[Metric] = []
-        self._tags: dict[str, str] = {}
-        self._last_send = time.monotonic()
+        self._periodic: list[str] = []  # uploaded periodic checkpoint artifact paths, oldest first
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="btc-ai-metrics")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="btc-ai-writer")
         self._futures: list[Future[None]] = []
 
     def add(self, step: int, metrics: Mapping[str, float]) -> None:
         stamp = int(time.time() * 1000)
         with self._lock:
             self._pending.extend(Metric(k, float(v), stamp, step) for k, v in metrics.items())
-            due = len(self._pending) >= self.max_pending or time.monotonic() - self._last_send >= self.max_delay
-        if due:
-            self._send()
-
-    def tag(self, key: str, value: Any) -> None:
-        """A tag sent with the next metric batch (one store transaction for both)."""
-        with self._lock:
-            self._tags[key] = str(value)
 
     def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Future[None]:
-        """Run another store call on the writer thread (metrics keep their own batches)."""
+        """Run another store call on the writer thread, in order with the rest."""
         future = self._pool.submit(fn, *args, **kwargs)
         self._futures.append(future)
         return future
 
-    def _send(self) -> None:
+    def checkpoint(self, generation: int, path: Path, sha256: str, *, emergency: bool) -> None:
+        """Upload ``path``, then commit it (its sha256 tag) with the metrics of every generation up to it."""
         with self._lock:
             batch, self._pending = self._pending, []
-            tags, self._tags = self._tags, {}
-            self._last_send = time.monotonic()
-        if batch or tags:
-            self._futures.append(self._pool.submit(self.tracker.log_metrics, self.run_id, batch, tags))
+        tags = {f"btc_ai.checkpoint.{path.stem}": sha256, "btc_ai.last_checkpoint": generation}
+        self.submit(self._commit_checkpoint, path, batch, tags, emergency)
+
+    def _commit_checkpoint(self, path: Path, batch: list[Metric], tags: Mapping[str, Any], emergency: bool) -> None:
+        self.tracker.log_artifact(self.run_id, path, "checkpoints")
+        self.tracker.log_metrics(self.run_id, batch, {k: str(v) for k, v in tags.items()})
+        if emergency or self.keep_periodic is None:
+            return
+        self._periodic.append(f"checkpoints/{path.name}")
+        while len(self._periodic) > self.keep_periodic:
+            self.tracker.delete_artifact(self.run_id, self._periodic.pop(0))
 
     def flush(self) -> None:
-        """Wait until everything queued is stored; re-raise the first store error."""
-        self._send()
+        """Send every pending metric and wait until all queued work is stored; re-raise the first error."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if batch:
+            self.submit(self.tracker.log_metrics, self.run_id, batch)
         futures, self._futures = self._futures, []
         errors = [f.exception() for f in futures]
         first = next((e for e in errors if e is not None), None)
@@ -228,13 +255,12 @@ class MetricWriter:
 class AttemptLogger(TrainingCallbacks):
     """Training callbacks that record one attempt run: data facts, metrics per generation, checkpoints."""
 
-    def __init__(self, tracker: Tracker, run_id: str) -> None:
+    def __init__(self, tracker: Tracker, run_id: str, *, keep_periodic: int | None = None) -> None:
         self.tracker = tracker
         self.run_id = run_id
-        self.writer = MetricWriter(tracker, run_id)
+        self.writer = RunWriter(tracker, run_id, keep_periodic=keep_periodic)
         self.last_generation = 0
         self.last_metrics: dict[str, float] = {}
-        self.checkpoints: list[dict[str, Any]] = []
 
     def on_start(self, setup: TrainingSetup) -> None:
         self.last_generation = setup.start_generation
@@ -261,12 +287,8 @@ class AttemptLogger(TrainingCallbacks):
         self.writer.add(generation, metrics)
 
     def on_checkpoint(self, state: TrainingState, path: Path | None, sha256: str | None, *, emergency: bool) -> None:
-        if path is None:
-            return
-        record = {"generation": state.generation, "file": path.name, "sha256": sha256, "emergency": emergency}
-        self.checkpoints.append(record)
-        self.writer.submit(self.tracker.log_artifact, self.run_id, path, "checkpoints")
-        self.writer.tag(f"btc_ai.checkpoint.{path.stem}", sha256)
+        if path is not None and sha256 is not None:
+            self.writer.checkpoint(state.generation, path, sha256, emergency=emergency)
 
     def close(self) -> None:
         self.writer.close()

@@ -27,9 +27,9 @@ from tenacity import (
 )
 
 from ..checkpoint import TrainingState
-from ..config import ConfigProblem, TrainingConfig
+from ..config import STRUCTURAL_KEYS, ConfigProblem, TrainingConfig, normalize_key
 from ..data import DataReport, clean_candles, data_fingerprint, load_candles
-from ..errors import ConfigValidationError, DataValidationError
+from ..errors import CheckpointError, ConfigValidationError, DataValidationError, ResumeError
 from ..presets import DEFAULT_BUCKET, preset_config
 from ..tracking import (
     TAG_ATTEMPT,
@@ -51,9 +51,21 @@ from .repairs import (
     validate_and_repair,
 )
 from .report import build_error_report, render_markdown
+from .state import (
+    LEASE_HEARTBEAT,
+    LEASE_OWNER,
+    TAG_DATA_SOURCE,
+    RecoveryState,
+    attempt_runs,
+    claim_lease,
+    heartbeat,
+    lease_token,
+)
 
 TrainingFunc = Callable[..., tuple[Any, dict[str, Any], float, float]]
 TAG_REPAIRED_BY = "btc_ai.repaired_by"
+BUILTIN_DATA = "builtin:default"
+HEARTBEAT_S = 20.0
 
 
 def registered_model_name(bucket: str) -> str:
@@ -100,6 +112,8 @@ class TrainingRecoverySystem:
         backoff_jitter: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
         stop_event: threading.Event | None = None,
+        keep_checkpoints: int | None = 3,
+        allow_data_change: bool = False,
     ) -> None:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
@@ -118,6 +132,8 @@ class TrainingRecoverySystem:
         self.sleep = sleep
         self.stop_event = stop_event or threading.Event()
         self.session_run_id: str | None = None
+        self.keep_checkpoints = keep_checkpoints
+        self.allow_data_change = allow_data_change
 
     @property
     def tracker(self) -> Tracker:
@@ -189,25 +205,45 @@ class _Session:
         self.data_report: DataReport | None = None
         self.last_good_config: TrainingConfig | None = None
         self.repairs: list[Repair] = []
+        self.attempt_offset = 0  # attempts of this session made by earlier processes
+        self.resumed_from: RecoveryState | None = None
+        self.previous_rows: list[dict[str, Any]] = []
 
     # -- the whole session ----------------------------------------------------------------------
 
     def run(self, config: Any, df: Any, recovery_state: Any) -> tuple[Any, dict[str, Any], float, float]:
+        resume = _resume_ref(recovery_state)
         try:
-            requested, cfg, repairs = self._resolve_config(config)
-            data, report, data_repair = self._resolve_data(df)
-        except (ConfigValidationError, DataValidationError, FileNotFoundError) as exc:
-            return None, {"error": f"{type(exc).__name__}: {exc}", "attempts": 0}, float("-inf"), self.elapsed()
-        if data_repair is not None:
-            repairs.append(data_repair)
+            if resume is not None:
+                rs = resume if isinstance(resume, RecoveryState) else RecoveryState.from_run(resume, self.tracker)
+                cfg = _resumed_config(rs, config)
+                if rs.completed and rs.generation >= cfg.EPISODES:
+                    return self._already_completed(rs)
+                data, report, _ = self._resolve_data(df if df is not None else _recorded_source(rs))
+                data_changed = self._check_fingerprint(rs, data)
+                start, requested, repairs = rs.training_state, {}, []
+            else:
+                requested, cfg, repairs = self._resolve_config(config)
+                data, report, data_repair = self._resolve_data(df)
+                repairs += [data_repair] if data_repair is not None else []
+                start, data_changed = _as_state(recovery_state), False
+        except (ConfigValidationError, DataValidationError, FileNotFoundError, ResumeError, CheckpointError) as exc:
+            return None, {"error": f"{type(exc).__name__}: {exc}", "attempts": 0, "bad_input": True}, \
+                float("-inf"), self.elapsed()
         episode_repair = fit_episode_to_data(cfg, training_bars(data, cfg))
         if episode_repair is not None:
             repairs.append(episode_repair)
             cfg = episode_repair.apply(cfg)
         self.data_report = report
-        self._open_session(requested, cfg, repairs)
-        start = _as_state(recovery_state)
-        self.plan = _Plan(cfg, data, start)
+        if resume is not None:
+            try:
+                self._reopen_session(rs, cfg)
+            except ResumeError as exc:
+                return None, {"error": f"ResumeError: {exc}", "attempts": 0, "bad_input": True}, float("-inf"), \
+                    self.elapsed()
+        else:
+            self._open_session(requested, cfg, repairs, _source_label(df))
+        self.plan = _Plan(cfg, data, start, data_changed=data_changed)
         try:
             model, metrics, best_reward = self._retrying()
             version = self._register(model, metrics)
@@ -227,6 +263,37 @@ class _Session:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
+
+    def _already_completed(self, rs: RecoveryState) -> tuple[Any, dict[str, Any], float, float]:
+        self.run_id = self.system.session_run_id = rs.session_run_id
+        best = rs.training_state.es.best_reward if rs.training_state is not None else float("-inf")
+        message = (f"session {rs.session_run_id} already completed {rs.generation} generations "
+                   f"(final params sha256 {rs.final_params_sha256}); nothing to do (pass more episodes to extend it)")
+        return None, {"already_completed": True, "message": message, "session_run_id": rs.session_run_id,
+                      "final_params_sha256": rs.final_params_sha256, "attempts": 0}, best, 0.0
+
+    def _check_fingerprint(self, rs: RecoveryState, data: pd.DataFrame) -> bool:
+        """True when the data changed and the change is allowed; ResumeError when it is not allowed."""
+        if rs.data_fingerprint is None or data_fingerprint(data) == rs.data_fingerprint:
+            return False
+        if not self.system.allow_data_change:
+            raise ResumeError(f"the data differs from the data session {rs.session_run_id} trained on "
+                              "(fingerprint mismatch); pass the original data, or allow the change with "
+                              "--allow-data-change")
+        return True
+
+    def _reopen_session(self, rs: RecoveryState, cfg: TrainingConfig) -> None:
+        """Continue an existing session: claim its lease, reopen its run, carry on its numbering."""
+        self.run_id = self.system.session_run_id = rs.session_run_id
+        claim_lease(self.tracker, self.run_id)
+        self.tracker.client.update_run(self.run_id, status="RUNNING")
+        self.tracker.set_tags(self.run_id, {TAG_STATUS: "running"})
+        self.attempt_offset = rs.attempts
+        self.resumed_from = rs
+        self.previous_rows = [row for run in attempt_runs(self.tracker, self.run_id)
+                              for row in self.tracker.metric_rows(run.info.run_id,
+                                                                  int(run.data.tags.get(TAG_ATTEMPT, 0)))]
+        self.system.reporter.session_started(self.run_id, cfg)
 
     def _resolve_config(self, config: Any) -> tuple[dict[str, Any], TrainingConfig, list[Repair]]:
         if isinstance(config, (str, Path)):
@@ -251,7 +318,7 @@ class _Session:
         return requested, cfg, repairs
 
     def _resolve_data(self, df: Any) -> tuple[pd.DataFrame, DataReport, Repair | None]:
-        if df is None:
+        if df is None or (isinstance(df, str) and df == BUILTIN_DATA):
             from ..synthetic import default_candles
 
             df = default_candles()
@@ -267,10 +334,13 @@ class _Session:
                             {}, cleaned, tuple(actions))
             return data, report, repair
 
-    def _open_session(self, requested: Mapping[str, Any], cfg: TrainingConfig, repairs: list[Repair]) -> None:
+    def _open_session(self, requested: Mapping[str, Any], cfg: TrainingConfig, repairs: list[Repair],
+                      data_source: str) -> None:
         tracker = self.tracker
         self.run_id = tracker.create_run("session", name=f"{cfg.BUCKET.lower()}-session",
-                                         tags={TAG_STATUS: "running", "btc_ai.bucket": cfg.BUCKET})
+                                         tags={TAG_STATUS: "running", "btc_ai.bucket": cfg.BUCKET,
+                                               TAG_DATA_SOURCE: data_source, LEASE_OWNER: lease_token(),
+                                               LEASE_HEARTBEAT: f"{time.time():.0f}"})
         self.system.session_run_id = self.run_id
         tracker.log_params(self.run_id, requested)
         for repair in repairs:
@@ -279,7 +349,7 @@ class _Session:
 
     def _close_session(self, status: str, run_status: str, tags: Mapping[str, Any] | None = None) -> None:
         tracker = self.tracker
-        rows = [row for record in self.attempts for row in record.history]
+        rows = self.previous_rows + [row for record in self.attempts for row in record.history]
         if rows:
             tracker.log_table_csv(self.run_id, rows, "performance_history.csv")
         best = max((row.get("validation/best_reward", float("-inf")) for row in rows), default=float("-inf"))
@@ -287,7 +357,7 @@ class _Session:
         if np.isfinite(best):
             summary["best_reward"] = best
         tracker.log_values(self.run_id, summary, step=max((row["generation"] for row in rows), default=0))
-        tracker.set_tags(self.run_id, {TAG_STATUS: status, **(tags or {})})
+        tracker.set_tags(self.run_id, {TAG_STATUS: status, LEASE_OWNER: "", **(tags or {})})
         tracker.end_run(self.run_id, run_status)
 
     def _register(self, model: Any, metrics: Mapping[str, Any]) -> str:
@@ -328,10 +398,18 @@ class _Session:
     def _open_attempt(self, state: RetryCallState) -> None:
         plan = self.plan
         assert plan is not None
-        number = state.attempt_number
+        number = self.attempt_offset + state.attempt_number
         tags: dict[str, Any] = {TAG_ATTEMPT: number, "btc_ai.start_generation": plan.start.generation if plan.start else 0}
         if plan.repair_run_id:
             tags[TAG_REPAIRED_BY] = plan.repair_run_id
+        if self.resumed_from is not None and state.attempt_number == 1:
+            rs = self.resumed_from
+            tags["btc_ai.resumed_from"] = rs.checkpoint.artifact_path + "@" + rs.checkpoint.run_id if rs.checkpoint \
+                else "generation 0 (no usable checkpoint)"
+            if rs.skipped:
+                tags["btc_ai.skipped_checkpoints"] = " | ".join(rs.skipped)[:5000]
+            if rs.stale:
+                tags["btc_ai.stale_attempts"] = " | ".join(rs.stale)[:5000]
         run = self.tracker.create_run("attempt", parent=self.run_id, name=f"attempt-{number}", tags=tags)
         self.tracker.log_params(run, plan.config.to_dict())
         self.attempts.append(_AttemptRecord(number, run, plan))
@@ -345,7 +423,8 @@ class _Session:
     def _attempt(self) -> tuple[Any, dict[str, Any], float]:
         record = self.attempts[-1]
         plan = record.plan
-        logger = _AttemptLogger(self.tracker, record.run_id, self.system.reporter, record.number)
+        logger = _AttemptLogger(self.tracker, record.run_id, self.system.reporter, record.number, self.run_id,
+                                self.system.keep_checkpoints)
         save_dir = Path(self.save_path) if self.save_path is not None else self.system.checkpoint_dir / self.run_id
         try:
             model, metrics, best_reward, _ = self.training_func(
@@ -426,6 +505,47 @@ class _Session:
         return repair, f"retry from {where} after repair '{repair.rule}'"
 
 
+def _resume_ref(recovery_state: Any) -> RecoveryState | str | None:
+    """A run ID or model URI (or a RecoveryState) to resume from; None for a local state or checkpoint file."""
+    if isinstance(recovery_state, RecoveryState):
+        return recovery_state
+    if isinstance(recovery_state, str) and not Path(recovery_state).exists():
+        return recovery_state
+    return None
+
+
+def _resumed_config(rs: RecoveryState, overrides: Any) -> TrainingConfig:
+    """The recovered config (after repairs) with the caller's overrides, e.g. more EPISODES."""
+    if isinstance(overrides, TrainingConfig):
+        overrides = overrides.overrides()
+    changes = {normalize_key(k): v for k, v in dict(overrides or {}).items()}
+    changes = {k: v for k, v in changes.items() if rs.config.to_dict().get(k) != v}
+    structural = sorted(set(changes) & STRUCTURAL_KEYS)
+    if structural and rs.training_state is not None:
+        raise ResumeError(f"cannot change {', '.join(structural)} when resuming: the checkpoint fixes the network shape")
+    return rs.config.replace(**changes) if changes else rs.config
+
+
+def _source_label(df: Any) -> str:
+    if df is None:
+        return BUILTIN_DATA
+    if isinstance(df, (str, Path)):
+        return str(Path(df).resolve())
+    return "dataframe"
+
+
+def _recorded_source(rs: RecoveryState) -> Any:
+    if rs.data_source in (None, BUILTIN_DATA):
+        return None
+    if rs.data_source == "dataframe":
+        raise ResumeError(f"session {rs.session_run_id} trained on a DataFrame passed in Python; pass the same data "
+                          "again (df=... or --data_path)")
+    if not Path(rs.data_source).exists():
+        raise ResumeError(f"the data file {rs.data_source} of session {rs.session_run_id} is not here; pass it "
+                          "with --data_path")
+    return rs.data_source
+
+
 def _as_state(recovery_state: Any) -> TrainingState | None:
     if recovery_state is None or isinstance(recovery_state, TrainingState):
         return recovery_state
@@ -437,8 +557,11 @@ def _as_state(recovery_state: Any) -> TrainingState | None:
 class _AttemptLogger(AttemptLogger):
     """The attempt's MLflow logger, plus what the recovery needs: history rows and the last good state."""
 
-    def __init__(self, tracker: Tracker, run_id: str, reporter: ProgressReporter, attempt: int) -> None:
-        super().__init__(tracker, run_id)
+    def __init__(self, tracker: Tracker, run_id: str, reporter: ProgressReporter, attempt: int, session_id: str,
+                 keep_checkpoints: int | None) -> None:
+        super().__init__(tracker, run_id, keep_periodic=keep_checkpoints)
+        self.session_id = session_id
+        self.last_heartbeat = time.monotonic()
         self.reporter = reporter
         self.attempt = attempt
         self.history: list[dict[str, Any]] = []
@@ -454,3 +577,6 @@ class _AttemptLogger(AttemptLogger):
     def on_checkpoint(self, state: TrainingState, path: Path | None, sha256: str | None, *, emergency: bool) -> None:
         super().on_checkpoint(state, path, sha256, emergency=emergency)
         self.last_good = state
+        if time.monotonic() - self.last_heartbeat > HEARTBEAT_S:
+            self.last_heartbeat = time.monotonic()
+            self.writer.submit(heartbeat, self.tracker, self.session_id)

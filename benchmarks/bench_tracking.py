@@ -15,7 +15,8 @@ from btc_ai.training import train_model
 
 from .common import Record, guarded
 
-REPEATS = 3
+REPEATS = 5
+GENERATIONS = 150  # each pair of runs ~10 s; more, shorter pairs average out the machine's drift
 
 
 def run() -> list[Record]:
@@ -41,7 +42,7 @@ def _tracked(config: TrainingConfig, data, tracker: Tracker, folder: Path) -> fl
 
 
 def measure() -> list[Record]:
-    config = TrainingConfig.from_dict({})
+    config = TrainingConfig.from_dict({"EPISODES": GENERATIONS})
     data = default_candles()
     train_model(config.replace(EPISODES=5), data)  # warm: imports, noise table
     with tempfile.TemporaryDirectory() as tmp:

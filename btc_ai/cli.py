@@ -64,6 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(train, "tracking_uri", metavar="URI", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlruns)")
     train.add_argument("--experiment", default="btc-ai", help="MLflow experiment name (default btc-ai)")
     _flag(train, "quiet", action="store_true", help="print only the summary")
+    _flag(train, "resume", metavar="REF", help="continue a training instead (same as `btc-ai resume REF`)")
+    _flag(train, "allow_data_change", action="store_true", help="with --resume: allow data that differs")
+
+    resume = sub.add_parser("resume", help="continue an interrupted training from its MLflow run ID or model URI")
+    resume.add_argument("ref", metavar="REF", help="session or attempt run ID, or models:/<name>/<version|@alias>")
+    _flag(resume, "data_path", metavar="FILE", help="the data (default: the file the session recorded)")
+    _flag(resume, "episodes", type=int, metavar="N", help="train up to N generations (extends a finished training)")
+    _flag(resume, "allow_data_change", action="store_true", help="resume even if the data differs")
+    _flag(resume, "max_retries", type=int, default=3, metavar="N", help="retries of recoverable errors (default 3)")
+    _flag(resume, "no_emergency_checkpoints", action="store_true", help="do not write emergency checkpoints")
+    _flag(resume, "checkpoint_dir", default="checkpoints", metavar="DIR", help="local checkpoint folder")
+    _flag(resume, "tracking_uri", metavar="URI", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlruns)")
+    resume.add_argument("--experiment", default="btc-ai", help=argparse.SUPPRESS)
+    _flag(resume, "quiet", action="store_true", help="print only the summary")
 
     presets = sub.add_parser("presets", help="list the trading-style buckets and their settings")
     presets.add_argument("--keys", action="store_true", help="list every config key with its allowed range")
@@ -79,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_train(args)
         if args.command == "presets":
             return cmd_presets(args)
+        if args.command == "resume":
+            return cmd_resume(args)
     except BadInput as exc:
         _error(str(exc))
         return EXIT_BAD_INPUT
@@ -138,49 +154,87 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    values = config_from_args(args)
-    from .recovery.repairs import validate_and_repair
+    if args.resume:
+        given = [f"--{name}" for name in [*_CONFIG_FLAGS, "config"] if getattr(args, name) is not None] + \
+            (["--set"] if args.set else [])
+        if given:
+            raise BadInput(f"--resume continues a training with its recorded config; drop {', '.join(given)} "
+                           "(to train longer: btc-ai resume REF --episodes N)")
+        return _run(args, None, args.resume)
+    return _run(args, config_from_args(args), None)
 
-    config, _ = validate_and_repair(values)
-    if args.max_retries < 0:
-        raise BadInput(f"--max_retries {args.max_retries} must be >= 0")
-    df = None
-    if args.data_path:
-        from .data import load_candles
 
-        try:
-            df, report = load_candles(args.data_path)
-        except FileNotFoundError:
-            raise BadInput(f"data file {args.data_path} does not exist; check --data_path") from None
-        except IsADirectoryError:
-            raise BadInput(f"--data_path {args.data_path} is a folder; give a CSV or Parquet file") from None
-        except DataValidationError as exc:
-            raise BadInput(f"{args.data_path}: {exc}") from None
-        if not args.quiet:
-            print(f"data: {report.summary()}")
+def cmd_resume(args: argparse.Namespace) -> int:
+    overrides = {"EPISODES": args.episodes} if args.episodes is not None else {}
+    return _run(args, overrides, args.ref)
+
+
+def _check_data(args: argparse.Namespace) -> None:
+    """Refuse a data file that cannot be trained on before anything is created."""
+    from .data import load_candles
+
+    try:
+        _, report = load_candles(args.data_path)
+    except FileNotFoundError:
+        raise BadInput(f"data file {args.data_path} does not exist; check --data_path") from None
+    except IsADirectoryError:
+        raise BadInput(f"--data_path {args.data_path} is a folder; give a CSV or Parquet file") from None
+    except DataValidationError as exc:
+        raise BadInput(f"{args.data_path}: {exc}") from None
+    if not args.quiet:
+        print(f"data: {report.summary()}")
+
+
+def _training_func() -> Any:
     from .faults import ENV_VAR, FaultSpec, inject_fault
-    from .recovery import TrainingRecoverySystem
     from .training import train_model
 
-    training_func = train_model
-    if os.environ.get(ENV_VAR):  # the documented fault-injection hook (tests, `btc-ai chaos`)
-        try:
-            training_func = inject_fault(train_model, FaultSpec.parse(os.environ[ENV_VAR]))
-        except ValueError as exc:
-            raise BadInput(f"{ENV_VAR}: {exc}") from None
-    reporter = ConsoleReporter(config, quiet=args.quiet)
+    if not os.environ.get(ENV_VAR):
+        return train_model
+    try:  # the documented fault-injection hook (tests, `btc-ai chaos`)
+        return inject_fault(train_model, FaultSpec.parse(os.environ[ENV_VAR]))
+    except ValueError as exc:
+        raise BadInput(f"{ENV_VAR}: {exc}") from None
+
+
+def _run(args: argparse.Namespace, values: dict[str, Any] | None, resume: str | None) -> int:
+    """Train (``values``: config keys) or resume (``resume``: a run ID or model URI; ``values``: overrides)."""
+    if args.max_retries < 0:
+        raise BadInput(f"--max_retries {args.max_retries} must be >= 0")
+    if args.data_path:
+        _check_data(args)
+    training_func = _training_func()
+    from .recovery import TrainingRecoverySystem
+    from .recovery.signals import TrainingInterrupted, graceful_interrupts
+
+    reporter = ConsoleReporter(quiet=args.quiet)
     system = TrainingRecoverySystem(
         checkpoint_dir=args.checkpoint_dir,
         max_retries=args.max_retries,
-        min_checkpoint_interval=config.MIN_CHECKPOINT_INTERVAL,
         enable_emergency_checkpoints=not args.no_emergency_checkpoints,
         tracking_uri=args.tracking_uri,
         experiment=args.experiment,
         reporter=reporter,
+        allow_data_change=getattr(args, "allow_data_change", False),
     )
-    model, metrics, best_reward, elapsed = system.start_training_with_recovery(training_func, config=values, df=df)
+    try:
+        with graceful_interrupts(system.stop_event):
+            model, metrics, best_reward, elapsed = system.start_training_with_recovery(
+                training_func, config=values, df=args.data_path or None, recovery_state=resume)
+    except KeyboardInterrupt as exc:
+        reporter.close()
+        code = exc.exit_code if isinstance(exc, TrainingInterrupted) else EXIT_SIGINT
+        session = system.session_run_id
+        _error(f"interrupted ({exc or 'SIGINT'}): the last completed generation is saved"
+               + (f"; continue with: btc-ai resume {session}" if session else ""))
+        return code
     reporter.close()
+    if metrics.get("already_completed"):
+        print(metrics["message"])
+        return EXIT_OK
     if model is None:
+        if metrics.get("bad_input"):
+            raise BadInput(str(metrics["error"]))
         where = f" (session {metrics['session_run_id']}; error_report.md on the failed attempt runs)" \
             if metrics.get("session_run_id") else ""
         _error(f"training failed after {metrics.get('attempts', 0)} attempt(s): {metrics.get('error')}{where}")
@@ -222,14 +276,15 @@ class ConsoleReporter:
         else:
             print(text, flush=True)
 
-    def __init__(self, config: TrainingConfig, *, quiet: bool = False) -> None:
-        self.total = config.EPISODES
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.total = 0
         self.quiet = quiet
         self._progress: Any = None
         self._task: Any = None
         self._last_val = float("nan")
 
     def session_started(self, run_id: str, config: TrainingConfig) -> None:
+        self.total = config.EPISODES
         print(f"session run {run_id} (bucket {config.BUCKET}, {config.EPISODES} generations, "
               f"population {config.ES_POPULATION}, hidden {config.HIDDEN_SIZE})", flush=True)
         if not self.quiet and sys.stdout.isatty():

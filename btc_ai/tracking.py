@@ -64,6 +64,7 @@ class Tracker:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         self.experiment_name = experiment
+        self._repos: dict[str, Any] = {}
         self.experiment_id = self._experiment_id(experiment)
 
     def _experiment_id(self, name: str) -> str:
@@ -119,13 +120,20 @@ class Tracker:
         stamp = int(time.time() * 1000)
         self.log_metrics(run_id, (Metric(k, float(v), stamp, step) for k, v in values.items()))
 
+    def _artifacts(self, run_id: str) -> Any:
+        """The run's artifact repository, resolved once: MlflowClient.log_artifact reads the whole run
+        (params, tags, latest metrics) from the store on every call to find it."""
+        repo = self._repos.get(run_id)
+        if repo is None:
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            repo = self._repos[run_id] = get_artifact_repository(self.client.get_run(run_id).info.artifact_uri)
+        return repo
+
     def delete_artifact(self, run_id: str, artifact_path: str) -> bool:
         """Remove one artifact (checkpoint retention); False where the artifact store cannot delete."""
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-        repo = get_artifact_repository(self.client.get_run(run_id).info.artifact_uri)
         try:
-            repo.delete_artifacts(artifact_path)
+            self._artifacts(run_id).delete_artifacts(artifact_path)
         except (NotImplementedError, MlflowException):
             return False
         return True
@@ -139,7 +147,7 @@ class Tracker:
         return [rows[step] for step in sorted(rows)]
 
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(path), artifact_path)
+        self._artifacts(run_id).log_artifact(str(path), artifact_path)
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
@@ -201,7 +209,7 @@ class RunWriter:
         self.run_id = run_id
         self.keep_periodic = keep_periodic
         self._pending: list[Metric] = []
-        self._periodic: list[str] = []  # uploaded periodic checkpoint artifact paths, oldest first
+        self._periodic: list[Path] = []  # uploaded periodic checkpoints (local paths), oldest first
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="btc-ai-writer")
         self._futures: list[Future[None]] = []
@@ -218,20 +226,26 @@ class RunWriter:
         return future
 
     def checkpoint(self, generation: int, path: Path, sha256: str, *, emergency: bool) -> None:
-        """Upload ``path``, then commit it (its sha256 tag) with the metrics of every generation up to it."""
+        """Upload ``path``, then commit it (its sha256 tag) with the metrics of every generation up to it.
+
+        Returns once committed; a store error is raised here.
+        """
         with self._lock:
             batch, self._pending = self._pending, []
         tags = {f"btc_ai.checkpoint.{path.stem}": sha256, "btc_ai.last_checkpoint": generation}
-        self.submit(self._commit_checkpoint, path, batch, tags, emergency)
+        # Waiting for the commit bounds what a SIGKILL can lose to the generations since this checkpoint.
+        self.submit(self._commit_checkpoint, path, batch, tags, emergency).result()
 
     def _commit_checkpoint(self, path: Path, batch: list[Metric], tags: Mapping[str, Any], emergency: bool) -> None:
         self.tracker.log_artifact(self.run_id, path, "checkpoints")
         self.tracker.log_metrics(self.run_id, batch, {k: str(v) for k, v in tags.items()})
         if emergency or self.keep_periodic is None:
             return
-        self._periodic.append(f"checkpoints/{path.name}")
-        while len(self._periodic) > self.keep_periodic:
-            self.tracker.delete_artifact(self.run_id, self._periodic.pop(0))
+        self._periodic.append(path)
+        while len(self._periodic) > self.keep_periodic:  # retention: the store and the local folder alike
+            old = self._periodic.pop(0)
+            self.tracker.delete_artifact(self.run_id, f"checkpoints/{old.name}")
+            old.unlink(missing_ok=True)
 
     def flush(self) -> None:
         """Send every pending metric and wait until all queued work is stored; re-raise the first error."""

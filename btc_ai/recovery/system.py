@@ -285,6 +285,7 @@ class _Session:
     def _reopen_session(self, rs: RecoveryState, cfg: TrainingConfig) -> None:
         """Continue an existing session: claim its lease, reopen its run, carry on its numbering."""
         self.run_id = self.system.session_run_id = rs.session_run_id
+        self.tracker.experiment_id = self.tracker.experiment_of(self.run_id)  # attempts join the session's experiment
         claim_lease(self.tracker, self.run_id)
         self.tracker.client.update_run(self.run_id, status="RUNNING")
         self.tracker.set_tags(self.run_id, {TAG_STATUS: "running"})

@@ -1,0 +1,222 @@
+"""Resume from the tracking server alone, bit for bit: real processes killed with real signals."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import btc_ai_cmd, cli_env
+from mlflow import MlflowClient
+
+from btc_ai.checkpoint import load_checkpoint
+from btc_ai.errors import CheckpointError
+
+# ~20-40 ms per generation: slow enough to kill mid-training, fast enough for the suite
+FLAGS = ["--episodes", "40", "--hidden-size", "48", "--es-population", "16", "--set", "MAX_STEPS_PER_EPISODE=128",
+         "--set", "EPISODES_PER_EVAL=4", "--set", "EVAL_INTERVAL=4", "--min-checkpoint-interval", "3",
+         "--set", "NOISE_TABLE_SIZE=262144"]
+
+
+def _client(tmp_path: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=cli_env(tmp_path)["MLFLOW_TRACKING_URI"])
+
+
+def _sessions(tmp_path: Path) -> list:
+    client = _client(tmp_path)
+    experiment = client.get_experiment_by_name("btc-ai")
+    return client.search_runs([experiment.experiment_id], "tags.`btc_ai.kind` = 'session'",
+                              order_by=["attribute.start_time ASC"])
+
+
+def _attempts(tmp_path: Path, session_id: str) -> list:
+    client = _client(tmp_path)
+    runs = client.search_runs([client.get_run(session_id).info.experiment_id],
+                              f"tags.`mlflow.parentRunId` = '{session_id}'")
+    runs = [r for r in runs if r.data.tags["btc_ai.kind"] == "attempt"]
+    return sorted(runs, key=lambda r: int(r.data.tags["btc_ai.attempt"]))
+
+
+def _run_cli(tmp_path: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(btc_ai_cmd(*args), cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _interrupt_at(tmp_path: Path, generation: int, sig: int, *extra: str) -> tuple[int, str, str]:
+    """Start `btc-ai train`, send ``sig`` once it reports ``generation``; returns (exit code, stdout, stderr)."""
+    proc = subprocess.Popen(btc_ai_cmd("train", *FLAGS, *extra), cwd=tmp_path, env=cli_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(f"gen {generation}/"):
+            proc.send_signal(sig)
+            break
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, "".join(seen) + out, err
+
+
+def _final_sha(tmp_path: Path, session_id: str) -> str:
+    return _client(tmp_path).get_run(session_id).data.tags["btc_ai.final_params_sha256"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_sha(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    result = _run_cli(folder, "train", *FLAGS)
+    assert result.returncode == 0, result.stderr
+    (session,) = _sessions(folder)
+    return _final_sha(folder, session.info.run_id)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("generation", [5, 17, 29])
+def test_sigkill_then_resume_by_run_id_ends_bit_identical(tmp_path, uninterrupted_sha, generation) -> None:
+    code, out, _ = _interrupt_at(tmp_path, generation, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    (session,) = _sessions(tmp_path)
+    session_id = session.info.run_id
+    assert session.info.status == "RUNNING"  # a killed process cannot close its runs
+    shutil.rmtree(tmp_path / "checkpoints")  # nothing local: the tracking server alone must do
+
+    result = _run_cli(tmp_path, "resume", session_id)
+    assert result.returncode == 0, result.stderr
+    assert _final_sha(tmp_path, session_id) == uninterrupted_sha
+    first, second = _attempts(tmp_path, session_id)
+    assert first.info.status == "FAILED" and first.data.tags["btc_ai.outcome"] == "interrupted"
+    assert "last generation seen" in first.data.tags["btc_ai.note"]
+    start = int(second.data.tags["btc_ai.start_generation"])
+    assert generation - 3 <= start <= 40  # lost work: at most MIN_CHECKPOINT_INTERVAL generations before the kill
+    client = _client(tmp_path)
+    steps = [m.step for run in (first, second) for m in client.get_metric_history(run.info.run_id, "fitness/mean")]
+    assert sorted(steps) == list(range(1, 41))  # every generation once: no gap, nothing logged twice
+    assert _client(tmp_path).get_run(session_id).info.status == "FINISHED"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_sigint_write_an_emergency_checkpoint_and_end_interrupted(tmp_path, uninterrupted_sha, sig,
+                                                                              code) -> None:
+    exit_code, out, err = _interrupt_at(tmp_path, 10, sig)
+    assert exit_code == code, err
+    assert "Traceback" not in err and "btc-ai resume" in err
+    (session,) = _sessions(tmp_path)
+    assert session.info.status == "KILLED" and session.data.tags["btc_ai.status"] == "interrupted"
+    (attempt,) = _attempts(tmp_path, session.info.run_id)
+    assert attempt.info.status == "KILLED" and attempt.data.tags["btc_ai.outcome"] == "interrupted"
+    artifacts = {a.path for a in _client(tmp_path).list_artifacts(attempt.info.run_id, "checkpoints")}
+    emergency = [p for p in artifacts if "emergency" in p]
+    assert len(emergency) == 1
+    reached = int(attempt.data.tags["btc_ai.generation_reached"])
+    assert emergency[0] == f"checkpoints/emergency-gen-{reached:06d}.pt" and reached >= 10
+    # by attempt run ID this time
+    result = _run_cli(tmp_path, "resume", attempt.info.run_id)
+    assert result.returncode == 0, result.stderr
+    assert _final_sha(tmp_path, session.info.run_id) == uninterrupted_sha
+    (_, second) = _attempts(tmp_path, session.info.run_id)
+    assert int(second.data.tags["btc_ai.start_generation"]) == reached  # nothing lost beyond the generation in progress
+
+
+@pytest.mark.slow
+def test_resume_by_model_uri_extends_a_finished_training_and_a_plain_resume_is_a_no_op(tmp_path) -> None:
+    short = [*FLAGS]
+    short[1] = "12"
+    assert _run_cli(tmp_path, "train", *short).returncode == 0
+    (session,) = _sessions(tmp_path)
+    again = _run_cli(tmp_path, "resume", session.info.run_id)
+    assert again.returncode == 0 and "already completed 12 generations" in again.stdout
+    assert len(_attempts(tmp_path, session.info.run_id)) == 1
+    extended = _run_cli(tmp_path, "resume", "models:/btc-ai-scalping/1", "--episodes", "15")
+    assert extended.returncode == 0, extended.stderr
+    first, second = _attempts(tmp_path, session.info.run_id)
+    assert int(second.data.tags["btc_ai.start_generation"]) == 12
+    client = _client(tmp_path)
+    assert sorted(m.step for m in client.get_metric_history(second.info.run_id, "fitness/mean")) == [13, 14, 15]
+    assert int(client.get_registered_model("btc-ai-scalping").aliases["newest"]) == 2
+    missing = _run_cli(tmp_path, "resume", "models:/btc-ai-scalping/7")
+    assert missing.returncode == 2 and "no such registered model version" in missing.stderr
+
+
+def _crash_run(tmp_path, generation: int = 11):
+    """A training that died of an unrecoverable error in ``generation`` (checkpoints every 3 before it)."""
+    env = {**cli_env(tmp_path), "BTC_AI_FAULT": f"PermissionError@{generation}"}
+    result = subprocess.run(btc_ai_cmd("train", *FLAGS), cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1, result.stderr
+    (session,) = _sessions(tmp_path)
+    return session.info.run_id
+
+
+@pytest.mark.slow
+def test_corrupted_newest_checkpoints_are_skipped_for_the_previous_good_one(tmp_path, uninterrupted_sha) -> None:
+    session_id = _crash_run(tmp_path)
+    (attempt,) = _attempts(tmp_path, session_id)
+    root = Path(_client(tmp_path).get_run(attempt.info.run_id).info.artifact_uri.removeprefix("file://"))
+    (root / "checkpoints" / "emergency-gen-000010.pt").write_bytes(b"PK\x03\x04 cut short")  # truncated
+    data = bytearray((root / "checkpoints" / "gen-000009.pt").read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit
+    (root / "checkpoints" / "gen-000009.pt").write_bytes(bytes(data))
+    result = _run_cli(tmp_path, "resume", session_id)
+    assert result.returncode == 0, result.stderr
+    _, second = _attempts(tmp_path, session_id)
+    assert second.data.tags["btc_ai.resumed_from"].startswith("checkpoints/gen-000006.pt")
+    skipped = second.data.tags["btc_ai.skipped_checkpoints"]
+    assert "emergency-gen-000010.pt" in skipped and "gen-000009.pt" in skipped and "sha256" in skipped
+    assert _final_sha(tmp_path, session_id) == uninterrupted_sha
+
+
+@pytest.mark.slow
+def test_concurrent_resume_is_refused_and_other_data_needs_permission(tmp_path, candles) -> None:
+    session_id = _crash_run(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+
+        _client(tmp_path).set_tag(session_id, "btc_ai.lease.owner", f"{socket.gethostname()}:{holder.pid}")
+        busy = _run_cli(tmp_path, "resume", session_id)
+        assert busy.returncode == 2 and "being trained right now" in busy.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    from conftest import write_binance_csv
+
+    other = write_binance_csv(tmp_path / "other.csv", candles)
+    refused = _run_cli(tmp_path, "resume", session_id, "--data_path", str(other))
+    assert refused.returncode == 2 and "fingerprint mismatch" in refused.stderr and "--allow-data-change" in refused.stderr
+    allowed = _run_cli(tmp_path, "resume", session_id, "--data_path", str(other), "--allow-data-change")
+    assert allowed.returncode == 0, allowed.stderr
+
+
+def test_retention_keeps_the_newest_periodic_checkpoints_and_every_emergency_one(tmp_path) -> None:
+    session_id = _crash_run(tmp_path, generation=17)  # periodic checkpoints at 3, 6, 9, 12, 15
+    (attempt,) = _attempts(tmp_path, session_id)
+    names = {a.path for a in _client(tmp_path).list_artifacts(attempt.info.run_id, "checkpoints")}
+    assert names == {"checkpoints/gen-000009.pt", "checkpoints/gen-000012.pt", "checkpoints/gen-000015.pt",
+                     "checkpoints/emergency-gen-000016.pt"}
+    local = {p.name for p in (tmp_path / "checkpoints" / session_id).iterdir()}
+    assert local == {"gen-000009.pt", "gen-000012.pt", "gen-000015.pt", "emergency-gen-000016.pt"}
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_a_crafted_malicious_checkpoint_is_refused_without_running_it(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    torch.save({"format_version": 1, "payload": _Evil()}, path)
+    with pytest.raises(CheckpointError, match="cannot be read safely"):
+        load_checkpoint(path)
+    raw = tmp_path / "evil.pkl"
+    raw.write_bytes(pickle.dumps(_Evil()))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(raw)
+    assert not (tmp_path / "pwned").exists()

@@ -244,8 +244,9 @@ def _run(args: argparse.Namespace, values: dict[str, Any] | None, resume: str | 
 
 
 def _print_summary(system: Any, metrics: Mapping[str, Any], best_reward: float, elapsed: float) -> None:
-    ret = metrics.get("validation/total_return", float("nan"))
-    hold = metrics.get("validation/buy_and_hold_return", float("nan"))
+    ret = metrics.get("best/validation_total_return", float("nan"))
+    hold = metrics.get("best/validation_buy_and_hold_return", float("nan"))
+    trades = metrics.get("best/validation_trades", float("nan"))
     for repair in metrics.get("repairs", []):
         print(f"repair: {repair}")
     print(
@@ -253,7 +254,8 @@ def _print_summary(system: Any, metrics: Mapping[str, Any], best_reward: float, 
         f"generations {metrics['generations']} | best validation reward {best_reward:+.4f} "
         f"(generation {metrics['best_generation']}) | {elapsed:.1f} s"
     )
-    print(f"validation return {ret:+.2%} vs buy-and-hold {hold:+.2%} and flat +0.00%")
+    print(f"best policy on the validation span: return {ret:+.2%} ({trades:.0f} trades) vs buy-and-hold {hold:+.2%} "
+          "and flat +0.00%")
     print(f"model: registered as version {metrics['model_version']}; final params sha256 {metrics['final_params_sha256'][:16]}")
     print(f"open the UI: make ui  (or: mlflow ui --backend-store-uri {system.tracker.tracking_uri})")
 

@@ -163,8 +163,12 @@ def train_model(
     es_state = state.es
     best = es_state.best_params if es_state.best_params is not None else es_state.params
     model = PolicyNet(spec, split.feature_names).load_flat(best)
+    # the returned model's own validation record (the last validation above is of the final parameters)
+    best_validation = {k.replace("validation/", "best/validation_"): v
+                       for k, v in evaluate_span(spec, best, split.validation, config).items()}
     metrics: dict[str, Any] = {
         **validation,
+        **best_validation,
         "generations": es_state.generation,
         "best_reward": es_state.best_reward,
         "best_generation": es_state.best_generation,

@@ -85,7 +85,8 @@ def test_keyed_errors_change_only_their_key_and_structural_keys_stay() -> None:
     repair = choose_repair(_ctx(err, has_checkpoints=True))
     assert "HIDDEN_SIZE" not in repair.changes
     repair = choose_repair(_ctx(KeyError("learning_rate")))
-    assert repair.rule == "fill_key_from_preset" and repair.changes == {"LEARNING_RATE": (0.05, 0.02)}
+    assert repair.rule == "fill_key_from_preset"
+    assert repair.changes == {"LEARNING_RATE": (0.05, preset_config("Scalping")["LEARNING_RATE"])}
 
 
 def test_validation_refuses_what_it_cannot_guess_and_repairs_the_rest() -> None:

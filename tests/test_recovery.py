@@ -9,12 +9,14 @@ import pytest
 from conftest import TINY
 
 from btc_ai.faults import inject_fault
+from btc_ai.presets import preset_config
 from btc_ai.recovery import TrainingRecoverySystem
 from btc_ai.tracking import Tracker
 from btc_ai.training import train_model
 
 # Overrides that the repairs act on (each differs from the Scalping preset).
 CONFIG = {**TINY, "LEARNING_RATE": 0.05, "SIGMA": 0.1, "BUCKET": "Scalping"}
+LR, SIGMA = preset_config("Scalping")["LEARNING_RATE"], preset_config("Scalping")["SIGMA"]
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +61,15 @@ def _train(store, request, fault, config=None, candles=None, **kwargs):
 
 RECOVERABLE_ROWS = [
     # fault, repair rule, changed key -> (before, after)
-    ("ValueError@3:LEARNING_RATE", "clamp_offending_value", {"LEARNING_RATE": (0.05, 0.02)}),
-    ("ValueError@3", "revert_override_to_preset", {"LEARNING_RATE": (0.05, 0.02)}),
-    ("KeyError@3:SIGMA", "fill_key_from_preset", {"SIGMA": (0.1, 0.05)}),
+    ("ValueError@3:LEARNING_RATE", "clamp_offending_value", {"LEARNING_RATE": (0.05, LR)}),
+    ("ValueError@3", "revert_override_to_preset", {"LEARNING_RATE": (0.05, LR)}),
+    ("KeyError@3:SIGMA", "fill_key_from_preset", {"SIGMA": (0.1, SIGMA)}),
     ("IndexError@3:MAX_STEPS_PER_EPISODE", "clamp_offending_value", {"MAX_STEPS_PER_EPISODE": (64, 32)}),
-    ("AttributeError@3", "revert_override_to_preset", {"LEARNING_RATE": (0.05, 0.02)}),
-    ("RuntimeError@3", "revert_override_to_preset", {"LEARNING_RATE": (0.05, 0.02)}),
+    ("AttributeError@3", "revert_override_to_preset", {"LEARNING_RATE": (0.05, LR)}),
+    ("RuntimeError@3", "revert_override_to_preset", {"LEARNING_RATE": (0.05, LR)}),
     ("DataValidationError@3", "clean_data", {}),
-    ("JSONDecodeError@3", "fall_back_to_backup_config", {"LEARNING_RATE": (0.05, 0.02), "SIGMA": (0.1, 0.05)}),
-    ("ZeroDivisionError@3", "revert_override_to_preset", {"LEARNING_RATE": (0.05, 0.02)}),
+    ("JSONDecodeError@3", "fall_back_to_backup_config", {"LEARNING_RATE": (0.05, LR), "SIGMA": (0.1, SIGMA)}),
+    ("ZeroDivisionError@3", "revert_override_to_preset", {"LEARNING_RATE": (0.05, LR)}),
     ("NaN@3", "halve_learning_rate_and_sigma_on_nan", {"LEARNING_RATE": (0.05, 0.025), "SIGMA": (0.1, 0.05)}),
     ("TradingEnvironmentError@3", "rebuild_environment", {}),
     ("TrainingStalledError@3", "retry_from_last_good_state", {}),

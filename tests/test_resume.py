@@ -79,7 +79,7 @@ def uninterrupted_sha(tmp_path_factory) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("generation", [5, 17, 29])
 def test_sigkill_then_resume_by_run_id_ends_bit_identical(tmp_path, uninterrupted_sha, generation) -> None:
-    code, out, _ = _interrupt_at(tmp_path, generation, signal.SIGKILL)
+    code, _out, _ = _interrupt_at(tmp_path, generation, signal.SIGKILL)
     assert code == -signal.SIGKILL
     (session,) = _sessions(tmp_path)
     session_id = session.info.run_id
@@ -104,7 +104,7 @@ def test_sigkill_then_resume_by_run_id_ends_bit_identical(tmp_path, uninterrupte
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_sigterm_and_sigint_write_an_emergency_checkpoint_and_end_interrupted(tmp_path, uninterrupted_sha, sig,
                                                                               code) -> None:
-    exit_code, out, err = _interrupt_at(tmp_path, 10, sig)
+    exit_code, _out, err = _interrupt_at(tmp_path, 10, sig)
     assert exit_code == code, err
     assert "Traceback" not in err and "btc-ai resume" in err
     (session,) = _sessions(tmp_path)
@@ -135,7 +135,7 @@ def test_resume_by_model_uri_extends_a_finished_training_and_a_plain_resume_is_a
     assert len(_attempts(tmp_path, session.info.run_id)) == 1
     extended = _run_cli(tmp_path, "resume", "models:/btc-ai-scalping/1", "--episodes", "15")
     assert extended.returncode == 0, extended.stderr
-    first, second = _attempts(tmp_path, session.info.run_id)
+    _first, second = _attempts(tmp_path, session.info.run_id)
     assert int(second.data.tags["btc_ai.start_generation"]) == 12
     client = _client(tmp_path)
     assert sorted(m.step for m in client.get_metric_history(second.info.run_id, "fitness/mean")) == [13, 14, 15]

@@ -363,8 +363,8 @@ class _Session:
 
     def _register(self, model: Any, metrics: Mapping[str, Any]) -> str:
         cfg = self.attempts[-1].plan.config
-        self.tracker.log_values(self.run_id, {k: v for k, v in metrics.items() if k.startswith("validation/")},
-                                step=int(metrics["generations"]))
+        self.tracker.log_values(self.run_id, {k: v for k, v in metrics.items()
+                                              if k.startswith(("validation/", "best/"))}, step=int(metrics["generations"]))
         example = np.zeros((2, model.spec.n_inputs), dtype=np.float32)  # 2 rows: the batch size stays dynamic
         return self.tracker.log_and_register_model(self.run_id, model, registered_model_name(cfg.BUCKET), example,
                                                    tags={"session_run_id": self.run_id})

@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `btc_ai`
 
 import torch
 
-from benchmarks import bench_default, bench_es, bench_eval, bench_tracking
+from benchmarks import bench_default, bench_es, bench_eval, bench_resume, bench_tracking
 from benchmarks.common import THREADS, CpuMeter, Record, benchmark_candles
 
 HERE = Path(__file__).resolve().parent
@@ -37,6 +37,7 @@ FAMILIES: dict[str, Callable[[], list[Record]]] = {
     "eval": bench_eval.run,
     "es": bench_es.run,
     "tracking": bench_tracking.run,
+    "resume": bench_resume.run,
 }
 
 # (record, comparison, threshold, label)
@@ -51,6 +52,9 @@ TARGETS: tuple[tuple[str, str, float, str], ...] = (
     ("generation_speedup_vs_evotorch_pop64_h64", ">=", 2.0, "generation >= 2x faster than EvoTorch (p64, h64)"),
     ("generation_speedup_vs_evotorch_pop8_h64", ">=", 2.0, "generation >= 2x faster than EvoTorch (p8, h64)"),
     ("tracking_overhead_pct", "<=", 3.0, "tracking + checkpointing <= 3% of training wall time (default config)"),
+    ("resume_latency_seconds", "<", 3.0, "resume latency < 3 s (default config, local store)"),
+    ("checkpoint_save_ms_h512", "<", 100.0, "checkpoint save < 100 ms at hidden 512"),
+    ("checkpoint_load_ms_h512", "<", 100.0, "checkpoint load < 100 ms at hidden 512"),
 )
 
 

@@ -23,7 +23,7 @@ def run() -> list[Record]:
 
 
 class _Keep(TrainingCallbacks):
-    def on_checkpoint(self, state, path, sha256, *, emergency):  # noqa: ANN001
+    def on_checkpoint(self, state, path, sha256, *, emergency):
         self.state = state
 
 
@@ -31,7 +31,7 @@ class _FirstGeneration(ProgressReporter):
     def __init__(self) -> None:
         self.first: float | None = None
 
-    def generation_done(self, generation, metrics):  # noqa: ANN001
+    def generation_done(self, generation, metrics):
         if self.first is None:
             self.first = time.perf_counter()
 

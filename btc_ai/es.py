@@ -142,10 +142,8 @@ class OpenAIES:
         metrics = {
             "fitness/mean": float(fitness.mean()),
             "fitness/max": float(fitness.max()),
-            "fitness/min": float(fitness.min()),
             "fitness/std": float(fitness.std()),
             "es/grad_norm": float(np.linalg.norm(grad)),
-            "es/update_norm": float(np.linalg.norm(step)),
             "es/param_norm": float(np.linalg.norm(params)),
         }
         return new_state, metrics

@@ -52,6 +52,33 @@ def _artifact_root(uri: str) -> str | None:
     return None
 
 
+_SQLITE_TUNED = False
+
+
+def _tune_sqlite() -> None:
+    """WAL journal with synchronous=NORMAL for every SQLite store this process opens.
+
+    A commit then appends to the write-ahead log without an fsync (about 10 ms each here), a killed
+    process loses nothing that was committed (only a power cut could lose the newest commits), and
+    readers such as the UI no longer block the training's writes.
+    """
+    global _SQLITE_TUNED
+    if _SQLITE_TUNED:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+        if type(dbapi_connection).__module__.startswith("sqlite3"):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+    _SQLITE_TUNED = True
+
+
 def _param_value(value: Any) -> str:
     text = str(value)
     return text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 15] + "...[truncated]"
@@ -62,6 +89,8 @@ class Tracker:
 
     def __init__(self, tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        if self.tracking_uri.startswith("sqlite:"):
+            _tune_sqlite()
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         self.experiment_name = experiment
         self._repos: dict[str, Any] = {}
@@ -213,6 +242,7 @@ class RunWriter:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="btc-ai-writer")
         self._futures: list[Future[None]] = []
+        self._in_flight: Future[None] | None = None
 
     def add(self, step: int, metrics: Mapping[str, float]) -> None:
         stamp = int(time.time() * 1000)
@@ -228,13 +258,16 @@ class RunWriter:
     def checkpoint(self, generation: int, path: Path, sha256: str, *, emergency: bool) -> None:
         """Upload ``path``, then commit it (its sha256 tag) with the metrics of every generation up to it.
 
-        Returns once committed; a store error is raised here.
+        The commit runs while the next generations train; the previous checkpoint's commit is awaited
+        first, so at most one is ever in flight (what a SIGKILL can lose is bounded) and a store error
+        surfaces here.
         """
+        if self._in_flight is not None:
+            self._in_flight.result()
         with self._lock:
             batch, self._pending = self._pending, []
         tags = {f"btc_ai.checkpoint.{path.stem}": sha256, "btc_ai.last_checkpoint": generation}
-        # Waiting for the commit bounds what a SIGKILL can lose to the generations since this checkpoint.
-        self.submit(self._commit_checkpoint, path, batch, tags, emergency).result()
+        self._in_flight = self.submit(self._commit_checkpoint, path, batch, tags, emergency)
 
     def _commit_checkpoint(self, path: Path, batch: list[Metric], tags: Mapping[str, Any], emergency: bool) -> None:
         self.tracker.log_artifact(self.run_id, path, "checkpoints")

@@ -188,18 +188,13 @@ def allowed_range(key: str) -> str:
     if key == "TIMEFRAME":
         return ", ".join(TIMEFRAMES)
     field = TrainingConfig.model_fields[key]
-    low = high = ""
-    for meta in field.metadata:
-        if isinstance(meta, Ge):
-            low = f"{meta.ge} <= "
-        elif isinstance(meta, Gt):
-            low = f"{meta.gt} < "
-        elif isinstance(meta, Le):
-            high = f" <= {meta.le}"
-        elif isinstance(meta, Lt):
-            high = f" < {meta.lt}"
+    low, low_inc, high, high_inc = bounds(key)
     kind = field.annotation.__name__ if isinstance(field.annotation, type) else str(field.annotation)
-    text = f"{low}{kind}{high}"
+    text = kind
+    if low is not None:
+        text = f"{low} {'<=' if low_inc else '<'} {text}"
+    if high is not None:
+        text = f"{text} {'<=' if high_inc else '<'} {high}"
     if key == "ES_POPULATION":
         text += ", even"
     return text

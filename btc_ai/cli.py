@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -34,7 +35,12 @@ class BadInput(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line (what is wrong and where to look), exit code 2."""
+    """argparse, but a usage mistake is one line (what is wrong and where to look), exit code 2, and no
+    abbreviated flags (``--learning_rat`` must not silently mean ``--learning_rate``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
@@ -57,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         _flag(train, name, type=kind, metavar=key, help=f"{key} ({allowed_range(key)})")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key (repeatable)")
     _flag(train, "max_retries", type=int, default=3, metavar="N", help="retries of recoverable errors (default 3)")
-    _flag(train, "enable_emergency_checkpoints", action="store_true", default=True,
-          help="write an emergency checkpoint when an error strikes (default on)")
+    _flag(train, "enable_emergency_checkpoints", action="store_true",
+          help="write an emergency checkpoint when an error strikes (the default)")
     _flag(train, "no_emergency_checkpoints", action="store_true", help="do not write emergency checkpoints")
     _flag(train, "checkpoint_dir", default="checkpoints", metavar="DIR", help="local checkpoint folder (default checkpoints/)")
     _flag(train, "tracking_uri", metavar="URI", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlruns)")
@@ -86,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # MLflow's and alembic's INFO lines (store creation, migrations) are noise on a user's terminal;
+    # MLflow sets its level from this variable when it is first imported, which is later
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -188,6 +198,24 @@ def _check_data(args: argparse.Namespace) -> None:
         print(f"data: {report.summary()}")
 
 
+def _check_tracking_uri(uri: str | None) -> None:
+    """An HTTP tracking server must answer before anything starts (a few seconds at most, not MLflow's
+    minutes of retries)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri or not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as response:
+            response.read()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise BadInput(f"cannot reach the tracking server at {uri} ({reason}); start it, or check --tracking-uri / "
+                       "MLFLOW_TRACKING_URI") from None
+
+
 def _training_func() -> Any:
     from .faults import ENV_VAR, FaultSpec, inject_fault
     from .training import train_model
@@ -204,6 +232,9 @@ def _run(args: argparse.Namespace, values: dict[str, Any] | None, resume: str | 
     """Train (``values``: config keys) or resume (``resume``: a run ID or model URI; ``values``: overrides)."""
     if args.max_retries < 0:
         raise BadInput(f"--max_retries {args.max_retries} must be >= 0")
+    if getattr(args, "enable_emergency_checkpoints", False) and args.no_emergency_checkpoints:
+        raise BadInput("--enable_emergency_checkpoints and --no-emergency-checkpoints contradict each other; keep one")
+    _check_tracking_uri(args.tracking_uri)
     if args.data_path:
         _check_data(args)
     training_func = _training_func()
@@ -237,7 +268,7 @@ def _run(args: argparse.Namespace, values: dict[str, Any] | None, resume: str | 
         return EXIT_OK
     if model is None:
         if metrics.get("bad_input"):
-            raise BadInput(str(metrics["error"]))
+            raise BadInput(str(metrics.get("message") or metrics["error"]))
         where = f" (session {metrics['session_run_id']}; error_report.md on the failed attempt runs)" \
             if metrics.get("session_run_id") else ""
         _error(f"training failed after {metrics.get('attempts', 0)} attempt(s): {metrics.get('error')}{where}")

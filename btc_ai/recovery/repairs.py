@@ -131,11 +131,17 @@ def _clamped(key: str, value: Any, preset: Mapping[str, Any]) -> Any:
 
 
 def fit_episode_to_data(config: TrainingConfig, train_bars: int) -> Repair | None:
-    """Shorten MAX_STEPS_PER_EPISODE when the training span is shorter than one episode."""
+    """Shorten MAX_STEPS_PER_EPISODE when the training span is shorter than one episode.
+
+    Raises DataValidationError when the span is too short for any episode at all.
+    """
     if train_bars >= config.MAX_STEPS_PER_EPISODE:
         return None
     if train_bars < MIN_EPISODE_STEPS:
-        return None  # nothing sensible to shorten to: the data is refused instead
+        raise DataValidationError(
+            f"the data leaves {train_bars} bars to train on after the {config.TIMEFRAME} resampling, the feature "
+            f"warm-up and the validation split; at least {MIN_EPISODE_STEPS} are needed: give more candles "
+            "(or a finer TIMEFRAME / shorter LOOKBACK)", key="MAX_STEPS_PER_EPISODE")
     return Repair("shorten_episode_to_data", f"the training span has only {train_bars} bars", "validation",
                   {"MAX_STEPS_PER_EPISODE": (config.MAX_STEPS_PER_EPISODE, train_bars)})
 

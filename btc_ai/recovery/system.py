@@ -195,7 +195,6 @@ class _Session:
 
     def __init__(self, system: TrainingRecoverySystem, training_func: TrainingFunc, save_path: str | Path | None):
         self.system = system
-        self.tracker = system.tracker
         self.training_func = training_func
         self.save_path = save_path
         self.started = time.perf_counter()
@@ -227,20 +226,20 @@ class _Session:
                 data, report, data_repair = self._resolve_data(df)
                 repairs += [data_repair] if data_repair is not None else []
                 start, data_changed = _as_state(recovery_state), False
+            episode_repair = fit_episode_to_data(cfg, training_bars(data, cfg))
+            if episode_repair is not None:
+                repairs.append(episode_repair)
+                cfg = episode_repair.apply(cfg)
         except (ConfigValidationError, DataValidationError, FileNotFoundError, ResumeError, CheckpointError) as exc:
-            return None, {"error": f"{type(exc).__name__}: {exc}", "attempts": 0, "bad_input": True}, \
-                float("-inf"), self.elapsed()
-        episode_repair = fit_episode_to_data(cfg, training_bars(data, cfg))
-        if episode_repair is not None:
-            repairs.append(episode_repair)
-            cfg = episode_repair.apply(cfg)
+            return None, {"error": f"{type(exc).__name__}: {exc}", "message": str(exc), "attempts": 0,
+                          "bad_input": True}, float("-inf"), self.elapsed()
         self.data_report = report
         if resume is not None:
             try:
                 self._reopen_session(rs, cfg)
             except ResumeError as exc:
-                return None, {"error": f"ResumeError: {exc}", "attempts": 0, "bad_input": True}, float("-inf"), \
-                    self.elapsed()
+                return None, {"error": f"ResumeError: {exc}", "message": str(exc), "attempts": 0,
+                              "bad_input": True}, float("-inf"), self.elapsed()
         else:
             self._open_session(requested, cfg, repairs, _source_label(df))
         self.plan = _Plan(cfg, data, start, data_changed=data_changed)
@@ -260,6 +259,11 @@ class _Session:
         metrics = {**metrics, "attempts": len(self.attempts), "session_run_id": self.run_id, "model_version": version,
                    "repairs": [r.summary() for r in self.repairs]}
         return model, metrics, best_reward, self.elapsed()
+
+    @property
+    def tracker(self) -> Tracker:
+        """Opened on first use: bad input found before that leaves no store behind."""
+        return self.system.tracker
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -344,6 +348,9 @@ class _Session:
                                                LEASE_HEARTBEAT: f"{time.time():.0f}"})
         self.system.session_run_id = self.run_id
         tracker.log_params(self.run_id, requested)
+        if self.data_report is not None:  # the data as read from its source, with what the loader repaired
+            tracker.log_dict(self.run_id, {"source": data_source, "report": self.data_report.to_dict()},
+                             "data_report.json")
         for repair in repairs:
             self._log_repair(repair, parent=self.run_id)
         self.system.reporter.session_started(self.run_id, cfg)

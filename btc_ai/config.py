@@ -50,6 +50,8 @@ class TrainingConfig(BaseModel):
     EVAL_INTERVAL: int = Field(ge=1, le=100_000, description="validate the current policy every this many generations")
     MIN_CHECKPOINT_INTERVAL: int = Field(ge=1, le=100_000, description="generations between periodic checkpoints")
     NOISE_TABLE_SIZE: int = Field(ge=1 << 16, le=1 << 28, description="floats in the shared ES noise table")
+    STALL_FACTOR: float = Field(ge=2.0, le=10_000.0, description="a generation stalls past this x the median time")
+    STALL_MIN_SECONDS: float = Field(ge=0.1, le=86_400.0, description="a generation never stalls sooner than this")
 
     @field_validator("BUCKET", mode="before")
     @classmethod

@@ -128,6 +128,8 @@ class OpenAIES:
         # torch's threads in the next evaluation and slow it down by up to 2x on 2 cores.
         grad = (torch.from_numpy(pair_weights) @ torch.from_numpy(noise)).numpy()
         grad = grad / np.float32(self.population * self.sigma)
+        if not np.all(np.isfinite(grad)):
+            raise NaNError(f"non-finite ES gradient in generation {perturbations.generation + 1}", key="SIGMA")
         grad = grad - np.float32(self.weight_decay) * state.params
         t = state.generation + 1
         m = np.float32(self.beta1) * state.m + np.float32(1 - self.beta1) * grad

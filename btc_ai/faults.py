@@ -4,7 +4,8 @@ The documented hook is the environment variable ``BTC_AI_FAULT`` read by the CLI
 :func:`inject_fault` around any ``training_func``. A spec reads ``ERROR@GENERATION[:KEY][xTIMES]``:
 ``ValueError@3`` raises ValueError while generation 3 is evaluated (generation 2 is the last good
 one); ``KeyError@2:LEARNING_RATE`` names the config key at fault; ``NaN@4`` makes a member's fitness
-NaN so the ES itself detects it; ``x2`` fires twice (default once per process).
+NaN so the ES itself detects it; ``Stall@4`` hangs generation 4 (the stall watchdog ends it);
+``x2`` fires twice (default once per process).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,7 +67,7 @@ class FaultSpec:
         if not match:
             raise ValueError(f"fault spec {text!r} is not ERROR@GENERATION[:KEY][xTIMES], e.g. ValueError@3")
         spec = cls(match["error"], int(match["generation"]), match["key"], int(match["times"] or 1))
-        if spec.error != "NaN":
+        if spec.error not in {"NaN", "Stall"}:
             _make(spec.error, "check")  # unknown error names fail here, not mid-training
         return spec
 
@@ -87,7 +89,9 @@ class _FaultyEvaluator:
         due = generation + 1 == self.spec.generation and self.spec.fired < self.spec.times
         if due:
             self.spec.fired += 1
-            if self.spec.error != "NaN":
+            if self.spec.error == "Stall":
+                time.sleep(3600)  # a hung step: the stall watchdog must end it
+            elif self.spec.error != "NaN":
                 raise self.spec.build()
         fitness = self.inner.evaluate(params, generation, members)
         if due:

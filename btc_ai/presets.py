@@ -22,6 +22,8 @@ _COMMON: dict[str, Any] = {
     "EVAL_INTERVAL": 5,
     "MIN_CHECKPOINT_INTERVAL": 5,
     "NOISE_TABLE_SIZE": 1 << 23,
+    "STALL_FACTOR": 20.0,
+    "STALL_MIN_SECONDS": 60.0,
 }
 
 

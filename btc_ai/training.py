@@ -21,6 +21,7 @@ from .es import OpenAIES
 from .evaluation import BatchedEvaluator, PopulationEvaluator, evaluate_span
 from .market import MarketSplit, split_market
 from .policy import PolicyNet, PolicySpec
+from .watchdog import StallWatchdog
 
 
 @dataclass(frozen=True)
@@ -144,19 +145,26 @@ def train_model(
     prior_elapsed = state.elapsed_time
     history: list[dict[str, float]] = []
     validation: dict[str, float] = {}
+    watchdog = StallWatchdog(config.STALL_FACTOR, config.STALL_MIN_SECONDS)
     try:
-        run = _generations(config, es, spec, split, evaluator, state, started)
-        for state, metrics in run:
-            generation = state.generation
-            validation = {k: v for k, v in metrics.items() if k.startswith("validation/")} or validation
-            history.append({"generation": generation, **metrics})
-            callbacks.on_generation(generation, metrics)
-            if generation % config.MIN_CHECKPOINT_INTERVAL == 0 or generation == config.EPISODES:
-                _hand_out(state, callbacks, save_dir, emergency=False)
-    except BaseException:
+        with watchdog.running():
+            run = _generations(config, es, spec, split, evaluator, state, started)
+            while state.generation < config.EPISODES:
+                with watchdog.generation(state.generation + 1):
+                    state, metrics = next(run)
+                    generation = state.generation
+                    validation = {k: v for k, v in metrics.items() if k.startswith("validation/")} or validation
+                    history.append({"generation": generation, **metrics})
+                    callbacks.on_generation(generation, metrics)
+                    if generation % config.MIN_CHECKPOINT_INTERVAL == 0 or generation == config.EPISODES:
+                        _hand_out(state, callbacks, save_dir, emergency=False)
+    except BaseException as exc:
         # `state` is still the last completed generation: never the one that failed half-way.
         if emergency_checkpoints and state_is_resumable(state):
             _hand_out(state, callbacks, save_dir, emergency=True)
+        detailed = watchdog.take(exc)
+        if detailed is not exc:
+            raise detailed from None
         raise
 
     elapsed = prior_elapsed + time.perf_counter() - started

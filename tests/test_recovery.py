@@ -15,7 +15,7 @@ from btc_ai.tracking import Tracker
 from btc_ai.training import train_model
 
 # Overrides that the repairs act on (each differs from the Scalping preset).
-CONFIG = {**TINY, "LEARNING_RATE": 0.05, "SIGMA": 0.1, "BUCKET": "Scalping"}
+CONFIG = {**TINY, "LEARNING_RATE": 0.05, "SIGMA": 0.1, "BUCKET": "Scalping", "STALL_MIN_SECONDS": 1.0}
 LR, SIGMA = preset_config("Scalping")["LEARNING_RATE"], preset_config("Scalping")["SIGMA"]
 
 
@@ -73,6 +73,7 @@ RECOVERABLE_ROWS = [
     ("NaN@3", "halve_learning_rate_and_sigma_on_nan", {"LEARNING_RATE": (0.05, 0.025), "SIGMA": (0.1, 0.05)}),
     ("TradingEnvironmentError@3", "rebuild_environment", {}),
     ("TrainingStalledError@3", "retry_from_last_good_state", {}),
+    ("Stall@3", "retry_from_last_good_state", {}),  # a real hang, ended by the stall watchdog
     ("OutOfMemoryError@3", "halve_population_on_oom", {"ES_POPULATION": (8, 4)}),
 ]
 
@@ -81,7 +82,7 @@ RECOVERABLE_ROWS = [
 def test_recoverable_error_is_repaired_and_retried_from_the_last_good_state(store, request, candles, fault, rule,
                                                                            changes) -> None:
     (model, metrics, best_reward, elapsed), record = _train(store, request, fault, candles=candles)
-    error_type = "NaNError" if fault.startswith("NaN") else fault.split("@")[0]
+    error_type = {"NaN": "NaNError", "Stall": "TrainingStalledError"}.get(fault.split("@")[0], fault.split("@")[0])
     assert model is not None, metrics.get("error")
     assert metrics["attempts"] == 2 and elapsed > 0 and best_reward == metrics["best_reward"] > float("-inf")
 
@@ -97,6 +98,8 @@ def test_recoverable_error_is_repaired_and_retried_from_the_last_good_state(stor
     assert report["repair"].startswith(rule) and "retry from generation 2" in report["decision"]
     assert report["generation_reached"] == 2 and "Traceback" in report["error"]["traceback"]
     assert {"python", "torch", "mlflow", "btc_ai"} <= set(report["versions"])
+    if fault.startswith("Stall"):  # every thread's stack, the hung one included
+        assert "btc-ai-watchdog" in report["error"]["thread_stacks"] and "sleep" in report["error"]["thread_stacks"]
     assert report["config"]["LEARNING_RATE"] == 0.05 and report["data"]["rows"] == len(candles)
 
     (repair,) = record.repairs
@@ -217,3 +220,24 @@ def test_performance_history_spans_attempts(store, request, candles, tmp_path) -
     assert history["generation"].tolist() == [1, 2, 3, 4, 5, 6]
     assert history["attempt"].tolist() == [1, 1, 1, 2, 2, 2]
     assert {"fitness/mean", "fitness/max", "perf/seconds_per_generation"} <= set(history.columns)
+
+
+def test_divergence_stops_after_max_nan_repairs(store, request, candles, tmp_path) -> None:
+    calls = []
+
+    def nan_a_bit_later_each_time(config, df, save_path, recovery_state=None, **kwargs):
+        calls.append(1)
+        return inject_fault(train_model, f"NaN@{len(calls) + 1}")(config, df, save_path, recovery_state, **kwargs)
+
+    tracker = Tracker(store, experiment=request.node.name)
+    system = TrainingRecoverySystem(checkpoint_dir=tmp_path, max_retries=5, max_nan_repairs=2, tracker=tracker,
+                                    sleep=lambda s: None)
+    model, metrics, _, _ = system.start_training_with_recovery(nan_a_bit_later_each_time, dict(CONFIG), candles)
+    assert "NaNError" in metrics["error"]
+    record = Record(tracker, system.session_run_id)
+    assert model is None and len(record.attempts) == 3
+    assert [r.data.tags["btc_ai.error_type"] for r in record.attempts] == ["NaNError"] * 3
+    assert "more than max_nan_repairs=2" in record.report(record.attempts[-1])["decision"]
+    # each repair halved the step again, and no checkpoint holds non-finite parameters
+    lrs = [float(r.data.params["LEARNING_RATE"]) for r in record.attempts]
+    assert lrs == [0.05, 0.025, 0.0125]

@@ -62,6 +62,7 @@ def build_error_report(
             "message": str(exc),
             "key": getattr(exc, "key", None),
             "traceback": "".join(traceback.format_exception(exc)),
+            "thread_stacks": getattr(exc, "stacks", None),  # every thread, for a stalled generation
         },
         "classification": {
             "recoverable": classification.recoverable,
@@ -115,6 +116,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         error["traceback"].rstrip(),
         "```",
         "",
+        *(["## Every thread's stack when the generation stalled", "", "```", error["thread_stacks"].rstrip(), "```", ""]
+          if error.get("thread_stacks") else []),
         "## Last metrics",
         "",
     ]

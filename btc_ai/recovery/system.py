@@ -29,7 +29,7 @@ from tenacity import (
 from ..checkpoint import TrainingState
 from ..config import STRUCTURAL_KEYS, ConfigProblem, TrainingConfig, normalize_key
 from ..data import DataReport, clean_candles, data_fingerprint, load_candles
-from ..errors import CheckpointError, ConfigValidationError, DataValidationError, ResumeError
+from ..errors import CheckpointError, ConfigValidationError, DataValidationError, NaNError, ResumeError
 from ..presets import DEFAULT_BUCKET, preset_config
 from ..tracking import (
     TAG_ATTEMPT,
@@ -114,6 +114,7 @@ class TrainingRecoverySystem:
         stop_event: threading.Event | None = None,
         keep_checkpoints: int | None = 3,
         allow_data_change: bool = False,
+        max_nan_repairs: int = 3,
     ) -> None:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
@@ -133,6 +134,7 @@ class TrainingRecoverySystem:
         self.stop_event = stop_event or threading.Event()
         self.session_run_id: str | None = None
         self.keep_checkpoints = keep_checkpoints
+        self.max_nan_repairs = max_nan_repairs
         self.allow_data_change = allow_data_change
 
     @property
@@ -187,6 +189,7 @@ class _AttemptRecord:
     outcome: str = "running"
     error: str | None = None
     failure: tuple[str, int] | None = None  # (error type, generation reached)
+    error_obj: BaseException | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -463,6 +466,7 @@ class _Session:
         record.outcome = ("interrupted" if interrupted else
                           "recoverable_error" if classification.recoverable else "unrecoverable_error")
         record.error = f"{type(exc).__name__}: {exc}"
+        record.error_obj = exc
         record.failure = (type(exc).__name__, logger.last_generation)
         report = build_error_report(
             exc, classification=classification, attempt=record.number, generation_reached=logger.last_generation,
@@ -489,6 +493,10 @@ class _Session:
             return None, f"unrecoverable ({classification.reason}): no retry"
         previous = self.attempts[-2] if len(self.attempts) > 1 else None
         failure = (type(exc).__name__, logger.last_generation)
+        nans = 1 + sum(isinstance(r.error_obj, NaNError) for r in self.attempts[:-1])  # this failure included
+        if isinstance(exc, NaNError) and nans > self.system.max_nan_repairs:
+            return None, (f"non-finite numbers {nans} times in this session, more than max_nan_repairs="
+                          f"{self.system.max_nan_repairs}: the training diverges, stopping")
         if previous is not None and previous.failure == failure and record.plan.repair is not None:
             return None, (f"the same failure ({failure[0]} at generation {failure[1]}) repeated after the repair "
                           f"'{record.plan.repair.rule}': stopping the retries")

@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--experiment", default="btc-ai", help=argparse.SUPPRESS)
     _flag(resume, "quiet", action="store_true", help="print only the summary")
 
+    chaos = sub.add_parser("chaos", help="run every failure scenario against a scratch store and judge the recovery")
+    chaos.add_argument("--scenario", action="append", metavar="NAME", help="run only this scenario (repeatable)")
+    chaos.add_argument("--list", action="store_true", help="list the scenarios")
+
     presets = sub.add_parser("presets", help="list the trading-style buckets and their settings")
     presets.add_argument("--keys", action="store_true", help="list every config key with its allowed range")
     presets.add_argument("--json", action="store_true", help="machine-readable output")
@@ -105,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_presets(args)
         if args.command == "resume":
             return cmd_resume(args)
+        if args.command == "chaos":
+            return cmd_chaos(args)
     except BadInput as exc:
         _error(str(exc))
         return EXIT_BAD_INPUT
@@ -345,6 +351,18 @@ class ConsoleReporter:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from .chaos import run_chaos, scenarios
+
+    if args.list:
+        print("\n".join(scenarios()))
+        return EXIT_OK
+    try:
+        return run_chaos(args.scenario)
+    except KeyError as exc:
+        raise BadInput(str(exc.args[0])) from None
 
 
 def cmd_presets(args: argparse.Namespace) -> int:

@@ -1,0 +1,209 @@
+"""`btc-ai chaos`: every failure scenario run end to end against a scratch store, judged against what
+the recovery system promises (the original design's recovery test script, as a command)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .faults import inject_fault
+from .recovery import TrainingRecoverySystem
+from .recovery.classify import RECOVERABLE, UNRECOVERABLE
+from .tracking import Tracker
+from .training import train_model
+
+# Small enough that a scenario takes about a second in process.
+CONFIG = {"EPISODES": 8, "ES_POPULATION": 8, "HIDDEN_SIZE": 8, "MAX_STEPS_PER_EPISODE": 64, "EPISODES_PER_EVAL": 2,
+          "EVAL_INTERVAL": 2, "MIN_CHECKPOINT_INTERVAL": 2, "NOISE_TABLE_SIZE": 1 << 16, "LEARNING_RATE": 0.05,
+          "SIGMA": 0.1, "STALL_MIN_SECONDS": 1.0, "BUCKET": "Scalping"}
+# The same for the CLI scenarios, slower per generation so a signal lands mid-training.
+CLI_FLAGS = ["--episodes", "30", "--hidden-size", "48", "--es-population", "16", "--set", "MAX_STEPS_PER_EPISODE=128",
+             "--set", "EPISODES_PER_EVAL=4", "--min-checkpoint-interval", "3", "--set", "NOISE_TABLE_SIZE=262144"]
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    classification: str
+    attempts: int
+    repairs: str
+    outcome: str
+    seconds: float
+    passed: bool
+    detail: str = ""
+
+
+@dataclass
+class Scratch:
+    """A throw-away folder with its own SQLite store and synthetic data."""
+
+    root: Path
+
+    @property
+    def uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlruns' / 'mlflow.db'}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "BTC_AI_FAULT"))}
+        return {**env, "MLFLOW_TRACKING_URI": self.uri, "PYTHONUNBUFFERED": "1"}
+
+
+def _in_process(name: str, fault: str, expect_recovered: bool) -> Callable[[Scratch], Outcome]:
+    def scenario(scratch: Scratch) -> Outcome:
+        from .synthetic import synthetic_candles
+
+        tracker = Tracker(scratch.uri, experiment=f"chaos-{name}")
+        system = TrainingRecoverySystem(checkpoint_dir=scratch.root / "ck" / name, max_retries=2, tracker=tracker,
+                                        sleep=lambda s: None)
+        tick = time.perf_counter()
+        model, _, _, _ = system.start_training_with_recovery(inject_fault(train_model, fault), dict(CONFIG),
+                                                                  synthetic_candles(4032, seed=11))
+        seconds = time.perf_counter() - tick
+        runs = tracker.client.search_runs([tracker.experiment_id])
+        attempts = sorted((r for r in runs if r.data.tags.get("btc_ai.kind") == "attempt"),
+                          key=lambda r: int(r.data.tags["btc_ai.attempt"]))
+        repairs = [r.data.tags["btc_ai.repair_rule"] for r in runs if r.data.tags.get("btc_ai.kind") == "repair"]
+        first = attempts[0].data.tags.get("btc_ai.outcome", "?") if attempts else "none"
+        if expect_recovered:
+            passed = model is not None and len(attempts) == 2 and first == "recoverable_error" and len(repairs) == 1
+        else:
+            passed = model is None and len(attempts) == 1 and first == "unrecoverable_error" and not repairs
+        nothing_running = all(r.info.status != "RUNNING" for r in runs)
+        return Outcome(name, "recoverable" if expect_recovered else "unrecoverable", len(attempts),
+                       ", ".join(repairs) or "-", "completed" if model is not None else "failed", seconds,
+                       passed and nothing_running, "" if nothing_running else "a run was left RUNNING")
+    return scenario
+
+
+def _cli(scratch: Scratch, *args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "btc_ai", *args], cwd=scratch.root, env=env or scratch.env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _signal_at(scratch: Scratch, generation: int, sig: int) -> int:
+    proc = subprocess.Popen([sys.executable, "-m", "btc_ai", "train", *CLI_FLAGS], cwd=scratch.root, env=scratch.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(f"gen {generation}/"):
+            proc.send_signal(sig)
+            break
+    proc.communicate(timeout=120)
+    return proc.returncode
+
+
+def _sessions(scratch: Scratch) -> list[Any]:
+    tracker = Tracker(scratch.uri)
+    return tracker.client.search_runs([tracker.experiment_id], "tags.`btc_ai.kind` = 'session'",
+                                      order_by=["attribute.start_time ASC"])
+
+
+def _final_sha(scratch: Scratch, session_id: str) -> str | None:
+    return Tracker(scratch.uri).client.get_run(session_id).data.tags.get("btc_ai.final_params_sha256")
+
+
+def _baseline_sha(scratch: Scratch) -> str | None:
+    base = Scratch(scratch.root / "baseline")
+    base.root.mkdir(exist_ok=True)
+    _cli(base, "train", *CLI_FLAGS)
+    sessions = _sessions(base)
+    return _final_sha(base, sessions[0].info.run_id) if sessions else None
+
+
+def scenario_sigterm(scratch: Scratch) -> Outcome:
+    tick = time.perf_counter()
+    code = _signal_at(scratch, 8, signal.SIGTERM)
+    (session,) = _sessions(scratch)
+    resumed = _cli(scratch, "resume", session.info.run_id)
+    passed = code == 143 and resumed.returncode == 0 and _final_sha(scratch, session.info.run_id) is not None
+    return Outcome("sigterm", "interrupt (never retried)", 2, "-", f"exit {code}, resumed", time.perf_counter() - tick,
+                   passed)
+
+
+def scenario_sigkill_resume(scratch: Scratch) -> Outcome:
+    tick = time.perf_counter()
+    code = _signal_at(scratch, 11, signal.SIGKILL)
+    (session,) = _sessions(scratch)
+    shutil.rmtree(scratch.root / "checkpoints", ignore_errors=True)
+    resumed = _cli(scratch, "resume", session.info.run_id)
+    same = _final_sha(scratch, session.info.run_id) == _baseline_sha(scratch)
+    passed = code == -signal.SIGKILL and resumed.returncode == 0 and same
+    return Outcome("sigkill+resume", "process died", 2, "-", "bit-identical" if same else "DIFFERS",
+                   time.perf_counter() - tick, passed)
+
+
+def scenario_corrupted_checkpoint(scratch: Scratch) -> Outcome:
+    tick = time.perf_counter()
+    env = {**scratch.env(), "BTC_AI_FAULT": "PermissionError@8"}
+    _cli(scratch, "train", *CLI_FLAGS, env=env)
+    (session,) = _sessions(scratch)
+    tracker = Tracker(scratch.uri)
+    attempt = tracker.client.search_runs([tracker.experiment_id], "tags.`btc_ai.kind` = 'attempt'")[0]
+    folder = Path(attempt.info.artifact_uri.removeprefix("file://")) / "checkpoints"
+    newest = max(folder.glob("*.pt"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated
+    resumed = _cli(scratch, "resume", session.info.run_id)
+    runs = tracker.client.search_runs([tracker.experiment_id], "tags.`btc_ai.kind` = 'attempt'")
+    skipped = any(newest.name in r.data.tags.get("btc_ai.skipped_checkpoints", "") for r in runs)
+    return Outcome("corrupted checkpoint", "checkpoint skipped", len(runs), "-", "resumed from the previous one",
+                   time.perf_counter() - tick, resumed.returncode == 0 and skipped)
+
+
+def scenario_tracking_server_down(scratch: Scratch) -> Outcome:
+    tick = time.perf_counter()
+    result = _cli(scratch, "train", *CLI_FLAGS, "--tracking-uri", "http://127.0.0.1:9", timeout=60)
+    seconds = time.perf_counter() - tick
+    passed = result.returncode == 2 and "cannot reach" in result.stderr and seconds < 30
+    return Outcome("tracking server down at start", "bad input", 0, "-", f"exit {result.returncode}", seconds, passed,
+                   "a server lost mid-training is not journaled yet")
+
+
+def scenarios() -> dict[str, Callable[[Scratch], Outcome]]:
+    table: dict[str, Callable[[Scratch], Outcome]] = {}
+    for cls in RECOVERABLE:
+        table[cls.__name__] = _in_process(cls.__name__, f"{cls.__name__}@3", True)
+    for cls in UNRECOVERABLE:
+        if cls is not KeyboardInterrupt:  # the signal scenarios below cover interrupts
+            table[cls.__name__] = _in_process(cls.__name__, f"{cls.__name__}@3", False)
+    table["NaN"] = _in_process("NaN", "NaN@3", True)
+    table["stall"] = _in_process("stall", "Stall@3", True)
+    table["sigterm"] = scenario_sigterm
+    table["sigkill+resume"] = scenario_sigkill_resume
+    table["corrupted-checkpoint"] = scenario_corrupted_checkpoint
+    table["tracking-server-down"] = scenario_tracking_server_down
+    return table
+
+
+def run_chaos(names: list[str] | None = None, out: Callable[[str], None] = print) -> int:
+    """Run the scenarios (all, or ``names``); print the table; 0 only if every one behaved as expected."""
+    table = scenarios()
+    unknown = [n for n in names or [] if n not in table]
+    if unknown:
+        raise KeyError(f"unknown scenario {', '.join(unknown)}; known: {', '.join(table)}")
+    chosen = names or list(table)
+    results = []
+    out(f"{'scenario':<26} {'classification':<26} {'attempts':>8} {'repairs':<38} {'outcome':<22} {'time':>7}  result")
+    with tempfile.TemporaryDirectory(prefix="btc-ai-chaos-") as tmp:
+        for name in chosen:
+            scratch = Scratch(Path(tmp) / name.replace("+", "_"))
+            scratch.root.mkdir()
+            try:
+                result = table[name](scratch)
+            except Exception as exc:  # a scenario that crashes is a failed scenario, not a crashed command
+                result = Outcome(name, "?", 0, "-", f"crashed: {type(exc).__name__}", 0.0, False, str(exc)[:200])
+            results.append(result)
+            out(f"{result.scenario:<26} {result.classification:<26} {result.attempts:>8} {result.repairs:<38} "
+                f"{result.outcome:<22} {result.seconds:>6.1f}s  {'PASS' if result.passed else 'FAIL'}"
+                + (f"  ({result.detail})" if result.detail else ""))
+    failed = [r.scenario for r in results if not r.passed]
+    out(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return 0 if not failed else 1

@@ -103,19 +103,27 @@ def save_checkpoint(state: TrainingState, path: str | Path) -> str:
     A crash at any moment leaves either the old file or the complete new one, never half of one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(state.to_dict(), buffer)
     data = buffer.getvalue()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        # same type (PermissionError stays unrecoverable as such), but the message names the folder
+        raise type(exc)(exc.errno, f"cannot write checkpoint {path.name} in {path.parent}: {exc.strerror or exc}",
+                        str(path.parent)) from exc
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return hashlib.sha256(data).hexdigest()
 

@@ -99,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # MLflow's and alembic's INFO lines (store creation, migrations) are noise on a user's terminal;
     # MLflow sets its level from this variable when it is first imported, which is later
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    for name in ("mlflow", "alembic"):  # and if it was imported already (tests, notebooks)
+        logging.getLogger(name).setLevel(logging.WARNING)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -161,7 +161,10 @@ def train_model(
     except BaseException as exc:
         # `state` is still the last completed generation: never the one that failed half-way.
         if emergency_checkpoints and state_is_resumable(state):
-            _hand_out(state, callbacks, save_dir, emergency=True)
+            try:
+                _hand_out(state, callbacks, save_dir, emergency=True)
+            except Exception as failed:  # the original error matters more; keep both
+                exc.add_note(f"the emergency checkpoint could not be written: {type(failed).__name__}: {failed}")
         detailed = watchdog.take(exc)
         if detailed is not exc:
             raise detailed from None

@@ -254,14 +254,19 @@ class _Session:
             raise
         except BaseException as exc:
             self._close_session("failed", "FAILED")
-            metrics = {"error": f"{type(exc).__name__}: {exc}", "attempts": len(self.attempts),
+            metrics = {"error": f"{type(exc).__name__}: {exc}", "attempts": self.total_attempts,
                        "session_run_id": self.run_id, "repairs": [r.summary() for r in self.repairs]}
             return None, metrics, float("-inf"), self.elapsed()
         self._close_session("completed", "FINISHED", {TAG_FINAL_SHA: metrics["final_params_sha256"],
                                                        "btc_ai.model_version": version})
-        metrics = {**metrics, "attempts": len(self.attempts), "session_run_id": self.run_id, "model_version": version,
+        metrics = {**metrics, "attempts": self.total_attempts, "session_run_id": self.run_id, "model_version": version,
                    "repairs": [r.summary() for r in self.repairs]}
         return model, metrics, best_reward, self.elapsed()
+
+    @property
+    def total_attempts(self) -> int:
+        """Attempts of the whole session, earlier processes' included."""
+        return self.attempt_offset + len(self.attempts)
 
     @property
     def tracker(self) -> Tracker:
@@ -364,7 +369,7 @@ class _Session:
         if rows:
             tracker.log_table_csv(self.run_id, rows, "performance_history.csv")
         best = max((row.get("validation/best_reward", float("-inf")) for row in rows), default=float("-inf"))
-        summary = {"attempts": len(self.attempts), "elapsed_time": self.elapsed(), "repairs": len(self.repairs)}
+        summary = {"attempts": self.total_attempts, "elapsed_time": self.elapsed(), "repairs": len(self.repairs)}
         if np.isfinite(best):
             summary["best_reward"] = best
         tracker.log_values(self.run_id, summary, step=max((row["generation"] for row in rows), default=0))

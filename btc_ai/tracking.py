@@ -223,12 +223,6 @@ class Tracker:
         return str(version.version)
 
 
-def _lower_priority() -> None:
-    """Let the training's threads go first: the writer fills their idle moments (Linux: per-thread nice)."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-
-
 class RunWriter:
     """Writes one run's metrics and checkpoints from a background thread; a generation never waits.
 
@@ -246,7 +240,7 @@ class RunWriter:
         self._pending: list[Metric] = []
         self._periodic: list[Path] = []  # uploaded periodic checkpoints (local paths), oldest first
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="btc-ai-writer", initializer=_lower_priority)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="btc-ai-writer")
         self._futures: list[Future[None]] = []
 
     def add(self, step: int, metrics: Mapping[str, float]) -> None:

@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--experiment", default="btc-ai", help=argparse.SUPPRESS)
     _flag(resume, "quiet", action="store_true", help="print only the summary")
 
+    report = sub.add_parser("report", help="what happened in a session: attempts, repairs, checkpoints, model")
+    report.add_argument("ref", metavar="RUN_ID", help="session or attempt run ID, or models:/<name>/<version>")
+    report.add_argument("--json", action="store_true", help="machine-readable output")
+    _flag(report, "tracking_uri", metavar="URI", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlruns)")
+
     chaos = sub.add_parser("chaos", help="run every failure scenario against a scratch store and judge the recovery")
     chaos.add_argument("--scenario", action="append", metavar="NAME", help="run only this scenario (repeatable)")
     chaos.add_argument("--list", action="store_true", help="list the scenarios")
@@ -112,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_resume(args)
         if args.command == "chaos":
             return cmd_chaos(args)
+        if args.command == "report":
+            return cmd_report(args)
     except BadInput as exc:
         _error(str(exc))
         return EXIT_BAD_INPUT
@@ -352,6 +359,20 @@ class ConsoleReporter:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    _check_tracking_uri(args.tracking_uri)
+    from .errors import ResumeError
+    from .recovery.summary import render_summary, session_summary
+    from .tracking import Tracker
+
+    try:
+        summary = session_summary(Tracker(args.tracking_uri), args.ref)
+    except ResumeError as exc:
+        raise BadInput(str(exc)) from None
+    print(json.dumps(summary, indent=2, default=str) if args.json else render_summary(summary))
+    return EXIT_OK
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:

@@ -220,3 +220,25 @@ def test_a_crafted_malicious_checkpoint_is_refused_without_running_it(tmp_path, 
     with pytest.raises(CheckpointError):
         load_checkpoint(raw)
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.slow
+def test_report_shows_and_marks_a_dead_attempt_then_the_resume(tmp_path) -> None:
+    code, _, _ = _interrupt_at(tmp_path, 8, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    (session,) = _sessions(tmp_path)
+    result = _run_cli(tmp_path, "report", session.info.run_id, "--json")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    summary = json.loads(result.stdout)
+    (attempt,) = summary["attempts"]
+    assert attempt["status"] == "FAILED" and attempt["outcome"] == "interrupted"
+    assert "last generation seen" in attempt["note"] and summary["stale_marked"]
+    assert summary["resume"] == f"btc-ai resume {session.info.run_id}"
+    assert any(c["verified"] for c in summary["checkpoints"])
+    text = _run_cli(tmp_path, "report", attempt["run_id"])  # an attempt ID finds its session too
+    assert text.returncode == 0 and f"to continue: btc-ai resume {session.info.run_id}" in text.stdout
+    assert "interrupted" in text.stdout
+    missing = _run_cli(tmp_path, "report", "0" * 32)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -132,7 +132,7 @@ def attempt_runs(tracker: Tracker, session_id: str) -> list[Any]:
                   key=lambda r: int(r.data.tags.get("btc_ai.attempt", 0)))
 
 
-def _checkpoint_refs(tracker: Tracker, attempts: list[Any]) -> list[CheckpointRef]:
+def checkpoint_refs(tracker: Tracker, attempts: list[Any]) -> list[CheckpointRef]:
     refs = []
     for run in attempts:
         for artifact in tracker.client.list_artifacts(run.info.run_id, "checkpoints"):
@@ -150,7 +150,7 @@ def _newest_good_checkpoint(tracker: Tracker, attempts: list[Any]) -> tuple[Trai
                                                                            list[str]]:
     skipped: list[str] = []
     with tempfile.TemporaryDirectory(prefix="btc-ai-resume-") as tmp:
-        for ref in _checkpoint_refs(tracker, attempts):
+        for ref in checkpoint_refs(tracker, attempts):
             if ref.sha256 is None:
                 # uploaded but never committed (the process died in between): its metrics are not on the store
                 skipped.append(f"{ref.artifact_path} of run {ref.run_id}: never committed (no recorded sha256)")

@@ -233,17 +233,14 @@ class _Session:
             if episode_repair is not None:
                 repairs.append(episode_repair)
                 cfg = episode_repair.apply(cfg)
+            self.data_report = report
+            if resume is not None:
+                self._reopen_session(rs, cfg)  # a session busy elsewhere is refused here
         except (ConfigValidationError, DataValidationError, FileNotFoundError, ResumeError, CheckpointError) as exc:
+            # the caller's mistake, found before any attempt: nothing was trained, nothing half-written
             return None, {"error": f"{type(exc).__name__}: {exc}", "message": str(exc), "attempts": 0,
                           "bad_input": True}, float("-inf"), self.elapsed()
-        self.data_report = report
-        if resume is not None:
-            try:
-                self._reopen_session(rs, cfg)
-            except ResumeError as exc:
-                return None, {"error": f"ResumeError: {exc}", "message": str(exc), "attempts": 0,
-                              "bad_input": True}, float("-inf"), self.elapsed()
-        else:
+        if resume is None:
             self._open_session(requested, cfg, repairs, _source_label(df))
         self.plan = _Plan(cfg, data, start, data_changed=data_changed)
         try:

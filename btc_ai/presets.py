@@ -97,11 +97,6 @@ BUCKETS: Mapping[str, Bucket] = MappingProxyType(
 DEFAULT_BUCKET = "Scalping"
 
 
-def bucket_names() -> list[str]:
-    """Bucket names in their canonical spelling."""
-    return list(BUCKETS)
-
-
 def find_bucket(name: str) -> Bucket | None:
     """The bucket called ``name`` (any case), or None."""
     for bucket in BUCKETS.values():

@@ -212,10 +212,6 @@ def heartbeat(tracker: Tracker, session_id: str) -> None:
     tracker.set_tags(session_id, {LEASE_HEARTBEAT: f"{time.time():.0f}"})
 
 
-def release_lease(tracker: Tracker, session_id: str) -> None:
-    tracker.set_tags(session_id, {LEASE_OWNER: ""})
-
-
 def mark_stale_attempts(tracker: Tracker, session: Any, attempts: list[Any]) -> list[str]:
     """Attempts left RUNNING by a process that is gone: FAILED, outcome ``interrupted``, with a note."""
     busy = session_busy(session)

@@ -370,6 +370,7 @@ class _Session:
         if np.isfinite(best):
             summary["best_reward"] = best
         tracker.log_values(self.run_id, summary, step=max((row["generation"] for row in rows), default=0))
+        # the lease is released in the same write as the final status
         tracker.set_tags(self.run_id, {TAG_STATUS: status, LEASE_OWNER: "", **(tags or {})})
         tracker.end_run(self.run_id, run_status)
 

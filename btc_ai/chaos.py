@@ -23,11 +23,12 @@ from .training import train_model
 
 # Small enough that a scenario takes about a second in process.
 CONFIG = {"EPISODES": 8, "ES_POPULATION": 8, "HIDDEN_SIZE": 8, "MAX_STEPS_PER_EPISODE": 64, "EPISODES_PER_EVAL": 2,
-          "EVAL_INTERVAL": 2, "MIN_CHECKPOINT_INTERVAL": 2, "NOISE_TABLE_SIZE": 1 << 16, "LEARNING_RATE": 0.05,
-          "SIGMA": 0.1, "STALL_MIN_SECONDS": 1.0, "BUCKET": "Scalping"}
+          "EVAL_INTERVAL": 2, "MIN_CHECKPOINT_INTERVAL": 2, "CHECKPOINT_MIN_SECONDS": 0.0, "NOISE_TABLE_SIZE": 1 << 16,
+          "LEARNING_RATE": 0.05, "SIGMA": 0.1, "STALL_MIN_SECONDS": 1.0, "BUCKET": "Scalping"}
 # The same for the CLI scenarios, slower per generation so a signal lands mid-training.
 CLI_FLAGS = ["--episodes", "30", "--hidden-size", "48", "--es-population", "16", "--set", "MAX_STEPS_PER_EPISODE=128",
-             "--set", "EPISODES_PER_EVAL=4", "--min-checkpoint-interval", "3", "--set", "NOISE_TABLE_SIZE=262144"]
+             "--set", "EPISODES_PER_EVAL=4", "--min-checkpoint-interval", "3", "--set", "NOISE_TABLE_SIZE=262144",
+             "--set", "CHECKPOINT_MIN_SECONDS=0"]
 
 
 @dataclass

@@ -49,6 +49,9 @@ class TrainingConfig(BaseModel):
     VALIDATION_FRACTION: float = Field(ge=0.05, le=0.5, description="newest share of the data kept for validation")
     EVAL_INTERVAL: int = Field(ge=1, le=100_000, description="validate the current policy every this many generations")
     MIN_CHECKPOINT_INTERVAL: int = Field(ge=1, le=100_000, description="generations between periodic checkpoints")
+    CHECKPOINT_MIN_SECONDS: float = Field(
+        ge=0.0, le=86_400.0, description="periodic checkpoints are at least this many seconds of training apart"
+    )
     NOISE_TABLE_SIZE: int = Field(ge=1 << 16, le=1 << 28, description="floats in the shared ES noise table")
     STALL_FACTOR: float = Field(ge=2.0, le=10_000.0, description="a generation stalls past this x the median time")
     STALL_MIN_SECONDS: float = Field(ge=0.1, le=86_400.0, description="a generation never stalls sooner than this")

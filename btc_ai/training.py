@@ -18,7 +18,7 @@ from .config import STRUCTURAL_KEYS, TrainingConfig
 from .data import DataReport, data_fingerprint, load_candles, resample_candles
 from .errors import CheckpointError, DataValidationError
 from .es import OpenAIES
-from .evaluation import BatchedEvaluator, PopulationEvaluator, evaluate_span
+from .evaluation import BatchedEvaluator, EquityCurve, PopulationEvaluator, equity_curve, evaluate_span
 from .market import MarketSplit, split_market
 from .policy import PolicyNet, PolicySpec
 from .watchdog import StallWatchdog
@@ -76,6 +76,25 @@ def training_bars(candles: pd.DataFrame, config: TrainingConfig) -> int:
     return len(split.train)
 
 
+def validation_equity(policy: np.ndarray | torch.nn.Module, config: TrainingConfig | Mapping[str, Any],
+                      df: pd.DataFrame | str | Path | None = None) -> EquityCurve:
+    """Per-bar equity of ``policy`` on the validation span of ``df``, as the trainer splits and scores it.
+
+    ``policy`` is a flat parameter vector (the ES layout) or a module with the policy's state dict (a
+    :class:`PolicyNet`, or the model loaded back from MLflow); ``df`` as for :func:`train_model`. The
+    last point matches the ``best/validation_total_return`` the training reported for that policy.
+    """
+    config = config if isinstance(config, TrainingConfig) else TrainingConfig.from_dict(config)
+    candles, _, _ = prepare_data(df, config)
+    split = split_market(candles, config.LOOKBACK, config.VALIDATION_FRACTION)
+    spec = PolicySpec(len(split.feature_names), config.HIDDEN_SIZE, config.HIDDEN_LAYERS)
+    if isinstance(policy, torch.nn.Module):
+        net = PolicyNet(spec, split.feature_names)
+        net.load_state_dict(policy.state_dict())
+        policy = net.flat_params()
+    return equity_curve(spec, np.asarray(policy, dtype=np.float32), split.validation, config)
+
+
 def _resume_state(recovery_state: Any, config: TrainingConfig, fingerprint: str, allow_data_change: bool) -> TrainingState:
     state = recovery_state if isinstance(recovery_state, TrainingState) else load_checkpoint(recovery_state)
     changed = sorted(k for k in STRUCTURAL_KEYS if state.config.get(k) != getattr(config, k))
@@ -106,8 +125,10 @@ def train_model(
 
     ``model`` is the best policy by validation reward (a ``torch.nn.Module``); ``metrics`` holds the
     per-generation history, the last validation report and ``final_params_sha256``. Periodic
-    checkpoints go to ``save_path`` (when given) every ``MIN_CHECKPOINT_INTERVAL`` generations and to
-    ``callbacks.on_checkpoint``. With ``recovery_state`` (a state or a checkpoint path) the training
+    checkpoints go to ``save_path`` (when given) and to ``callbacks.on_checkpoint`` every
+    ``MIN_CHECKPOINT_INTERVAL`` generations, but no sooner than ``CHECKPOINT_MIN_SECONDS`` after the
+    previous one (fast generations would otherwise spend their time writing checkpoints), and after
+    the last generation. With ``recovery_state`` (a state or a checkpoint path) the training
     continues from it and ends bit-identical to an uninterrupted one. With ``emergency_checkpoints``
     an error or interrupt writes the last completed generation's state before propagating.
     ``wrap_evaluator`` wraps the population evaluator (instrumentation, fault injection in tests).
@@ -146,6 +167,7 @@ def train_model(
     history: list[dict[str, float]] = []
     validation: dict[str, float] = {}
     watchdog = StallWatchdog(config.STALL_FACTOR, config.STALL_MIN_SECONDS)
+    last_checkpoint = time.perf_counter()
     try:
         with watchdog.running():
             run = _generations(config, es, spec, split, evaluator, state, started)
@@ -156,8 +178,11 @@ def train_model(
                     validation = {k: v for k, v in metrics.items() if k.startswith("validation/")} or validation
                     history.append({"generation": generation, **metrics})
                     callbacks.on_generation(generation, metrics)
-                    if generation % config.MIN_CHECKPOINT_INTERVAL == 0 or generation == config.EPISODES:
+                    due = generation % config.MIN_CHECKPOINT_INTERVAL == 0 and \
+                        time.perf_counter() - last_checkpoint >= config.CHECKPOINT_MIN_SECONDS
+                    if due or generation == config.EPISODES:
                         _hand_out(state, callbacks, save_dir, emergency=False)
+                        last_checkpoint = time.perf_counter()
     except BaseException as exc:
         # `state` is still the last completed generation: never the one that failed half-way.
         if emergency_checkpoints and state_is_resumable(state):

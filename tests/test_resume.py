@@ -21,6 +21,7 @@ from btc_ai.errors import CheckpointError
 # ~20-40 ms per generation: slow enough to kill mid-training, fast enough for the suite
 FLAGS = ["--episodes", "40", "--hidden-size", "48", "--es-population", "16", "--set", "MAX_STEPS_PER_EPISODE=128",
          "--set", "EPISODES_PER_EVAL=4", "--set", "EVAL_INTERVAL=4", "--min-checkpoint-interval", "3",
+         "--set", "CHECKPOINT_MIN_SECONDS=0",
          "--set", "NOISE_TABLE_SIZE=262144"]
 
 

@@ -42,6 +42,18 @@ def test_returns_a_torch_policy_metrics_and_continuous_generations(candles, tiny
     assert model(x).shape == (3, 3)
 
 
+def test_periodic_checkpoints_respect_the_time_floor(candles, tiny) -> None:
+    """Fast generations are not checkpointed more often than CHECKPOINT_MIN_SECONDS; the last one always is."""
+    recorder = Recorder()
+    train_model({**tiny, "EPISODES": 8, "MIN_CHECKPOINT_INTERVAL": 1, "CHECKPOINT_MIN_SECONDS": 3600.0}, candles,
+                callbacks=recorder)
+    assert sorted(recorder.states) == [8]
+    recorder = Recorder()
+    train_model({**tiny, "EPISODES": 8, "MIN_CHECKPOINT_INTERVAL": 1, "CHECKPOINT_MIN_SECONDS": 0.0}, candles,
+                callbacks=recorder)
+    assert sorted(recorder.states) == list(range(1, 9))
+
+
 def test_same_seed_same_parameters_and_different_seed_differs(candles, tiny) -> None:
     a = train_model(tiny, candles)[1]["final_params_sha256"]
     b = train_model(tiny, candles)[1]["final_params_sha256"]

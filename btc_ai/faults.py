@@ -5,7 +5,8 @@ The documented hook is the environment variable ``BTC_AI_FAULT`` read by the CLI
 ``ValueError@3`` raises ValueError while generation 3 is evaluated (generation 2 is the last good
 one); ``KeyError@2:LEARNING_RATE`` names the config key at fault; ``NaN@4`` makes a member's fitness
 NaN so the ES itself detects it; ``Stall@4`` hangs generation 4 (the stall watchdog ends it);
-``x2`` fires twice (default once per process).
+``Slow@4`` adds 0.1 s to generation 4 and every later one (paces a training so a test can act on it
+mid-way, e.g. stop a tracking server); ``x2`` fires twice (default once per process).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from . import errors
 from .evaluation import PopulationEvaluator
 
 ENV_VAR = "BTC_AI_FAULT"
+SLOW_SECONDS = 0.1
 _SPEC = re.compile(r"^(?P<error>\w+)@(?P<generation>\d+)(?::(?P<key>[A-Z_]+))?(?:x(?P<times>\d+))?$")
 
 
@@ -67,7 +69,7 @@ class FaultSpec:
         if not match:
             raise ValueError(f"fault spec {text!r} is not ERROR@GENERATION[:KEY][xTIMES], e.g. ValueError@3")
         spec = cls(match["error"], int(match["generation"]), match["key"], int(match["times"] or 1))
-        if spec.error not in {"NaN", "Stall"}:
+        if spec.error not in {"NaN", "Stall", "Slow"}:
             _make(spec.error, "check")  # unknown error names fail here, not mid-training
         return spec
 
@@ -86,6 +88,10 @@ class _FaultyEvaluator:
         self.spec = spec
 
     def evaluate(self, params: np.ndarray, generation: int, members: Sequence[int]) -> np.ndarray:
+        if self.spec.error == "Slow":
+            if generation + 1 >= self.spec.generation:
+                time.sleep(SLOW_SECONDS)
+            return self.inner.evaluate(params, generation, members)
         due = generation + 1 == self.spec.generation and self.spec.fired < self.spec.times
         if due:
             self.spec.fired += 1

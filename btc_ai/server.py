@@ -1,0 +1,81 @@
+"""A real `mlflow server` on 127.0.0.1 with its own SQLite store: for `btc-ai chaos`, tests and benchmarks
+that need a tracking server to lose and get back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalMlflowServer:
+    """``mlflow server`` over ``folder/mlflow.db`` with artifacts in ``folder/artifacts``, on one port for
+    its whole life (a restart comes back at the same URL, like a real server after a crash)."""
+
+    def __init__(self, folder: str | Path, port: int | None = None) -> None:
+        self.folder = Path(folder).resolve()
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = self.folder / "server.log"
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Start and wait until ``/health`` answers."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        mlflow = Path(sys.executable).with_name("mlflow")
+        command = [str(mlflow) if mlflow.exists() else "mlflow", "server",
+                   "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
+                   "--artifacts-destination", str(self.folder / "artifacts"),
+                   "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {self.proc.returncode}; see {self.log}")
+            if self.healthy():
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"mlflow server did not answer within {timeout:.0f} s; see {self.log}")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """Kill the server and its workers (a crash, not a graceful goodbye); wait until the port is closed."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+        self.proc = None
+        deadline = time.monotonic() + 10
+        while self.healthy() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def __enter__(self) -> LocalMlflowServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

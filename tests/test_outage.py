@@ -1,0 +1,147 @@
+"""Tracking-server outages: a real `mlflow server` on 127.0.0.1, killed and restarted around a real training.
+
+Nothing may be lost or doubled: every generation's metrics exactly once, every checkpoint with its
+sha256 tag, every run closed with its true status, the model registered; writes made while the server
+was down are journaled on disk and replayed in order, during the training or by the next command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import btc_ai_cmd, cli_env
+from mlflow import MlflowClient
+
+from btc_ai.journal import Journal, journal_dir
+from btc_ai.server import LocalMlflowServer
+
+pytestmark = pytest.mark.slow
+
+FLAGS = ["--hidden-size", "16", "--es-population", "8", "--set", "MAX_STEPS_PER_EPISODE=64",
+         "--set", "EPISODES_PER_EVAL=2", "--set", "EVAL_INTERVAL=2", "--min-checkpoint-interval", "2",
+         "--set", "CHECKPOINT_MIN_SECONDS=0", "--set", "NOISE_TABLE_SIZE=65536"]
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    srv = LocalMlflowServer(tmp_path / "server")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def _env(tmp_path: Path, url: str) -> dict[str, str]:
+    env = cli_env(tmp_path)
+    env["MLFLOW_TRACKING_URI"] = url
+    env["BTC_AI_FAULT"] = "Slow@1"  # 0.1 s more per generation: time to act between generations
+    return env
+
+
+def _wait_for(proc: subprocess.Popen, lines: list[str], prefix: str) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(prefix):
+            return
+    raise AssertionError(f"training ended before {prefix!r}:\n{''.join(lines)}")
+
+
+def _check_store(url: str, generations: int, checkpoint_dir: Path) -> str:
+    """The server holds one completed session: metrics of every generation once, the checkpoints the
+    training kept (sha256 matching the tag), closed runs, a registered model. Returns the session ID."""
+    client = MlflowClient(url)
+    experiment = client.get_experiment_by_name("btc-ai")
+    runs = client.search_runs([experiment.experiment_id])
+    sessions = [r for r in runs if r.data.tags["btc_ai.kind"] == "session"]
+    assert len(sessions) == 1
+    session = sessions[0]
+    assert session.info.status == "FINISHED" and session.data.tags["btc_ai.status"] == "completed"
+    assert all(r.info.status != "RUNNING" for r in runs)
+    attempts = [r for r in runs if r.data.tags["btc_ai.kind"] == "attempt"]
+    assert len(attempts) == 1
+    attempt = attempts[0].info.run_id
+    for key in ("fitness/mean", "fitness/max", "perf/seconds_per_generation"):
+        steps = [m.step for m in client.get_metric_history(attempt, key)]
+        assert sorted(steps) == list(range(1, generations + 1)), key  # none lost, none doubled
+    tags = client.get_run(attempt).data.tags
+    stored = {a.path.split("/")[-1] for a in client.list_artifacts(attempt, "checkpoints")}
+    local = {p.name for p in checkpoint_dir.rglob("*.pt") if p.name != "policy.pt"}
+    assert stored == local and f"gen-{generations:06d}.pt" in stored
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in stored:
+            data = Path(client.download_artifacts(attempt, f"checkpoints/{name}", tmp)).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == tags[f"btc_ai.checkpoint.{Path(name).stem}"]
+    names = {a.path for a in client.list_artifacts(session.info.run_id)}
+    assert {"performance_history.csv", "model"} <= names
+    version = client.get_model_version_by_alias("btc-ai-scalping", "newest")
+    assert version.run_id == session.info.run_id
+    assert len(client.search_model_versions("name = 'btc-ai-scalping'")) == 1  # registered once
+    return session.info.run_id
+
+
+def test_server_lost_and_back_mid_training_loses_and_doubles_nothing(tmp_path: Path, server) -> None:
+    episodes = 40
+    proc = subprocess.Popen(btc_ai_cmd("train", "--episodes", str(episodes), *FLAGS), cwd=tmp_path,
+                            env=_env(tmp_path, server.url), stdout=subprocess.PIPE,
+                            stderr=open(tmp_path / "stderr.txt", "w"), text=True)
+    lines: list[str] = []
+    try:
+        _wait_for(proc, lines, "gen 6/")
+        server.stop()  # a crash: training must go on, writing to the journal
+        _wait_for(proc, lines, "gen 14/")
+        proc.send_signal(signal.SIGSTOP)  # hold the training while the server restarts (seconds here)
+        server.start()
+        proc.send_signal(signal.SIGCONT)
+        rest, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines.append(rest)
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert proc.returncode == 0, "".join(lines) + stderr
+    assert "unreachable" in stderr and "reachable again" in stderr  # replayed during the same training
+    assert "wait in the journal" not in "".join(lines)
+    _check_store(server.url, episodes, tmp_path / "checkpoints")
+    assert Journal(journal_dir(server.url, tmp_path / "mlruns" / "journal")).pending_count() == 0
+
+
+def test_writes_of_a_training_that_ended_offline_are_sent_by_the_next_command(tmp_path: Path, server) -> None:
+    episodes = 16
+    env = _env(tmp_path, server.url)
+    proc = subprocess.Popen(btc_ai_cmd("train", "--episodes", str(episodes), *FLAGS), cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    _wait_for(proc, lines, "gen 4/")
+    server.stop()
+    started = time.monotonic()
+    out, err = proc.communicate(timeout=300)
+    offline_seconds = time.monotonic() - started
+    assert proc.returncode == 0, out + err  # the training finished although the server is gone
+    assert "wait in the journal" in out and "btc-ai sync" in out
+    # 12 offline generations of ~0.1 s: a dead server must not add seconds per call
+    assert offline_seconds < 60
+    journal = Journal(journal_dir(server.url, tmp_path / "mlruns" / "journal"))
+    waiting = journal.pending_count()
+    assert waiting > 0
+
+    sync = subprocess.run(btc_ai_cmd("sync"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert sync.returncode == 1 and "cannot reach the tracking server" in sync.stderr
+    assert len(sync.stderr.strip().splitlines()) == 1 and journal.pending_count() == waiting  # nothing lost
+
+    server.start()
+    session = MlflowClient(server.url).search_runs(
+        [MlflowClient(server.url).get_experiment_by_name("btc-ai").experiment_id],
+        "tags.`btc_ai.kind` = 'session'")[0].info.run_id
+    report = subprocess.run(btc_ai_cmd("report", session), cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert report.returncode == 0, report.stderr  # opening the store sent the journal first
+    assert journal.pending_count() == 0
+    assert _check_store(server.url, episodes, tmp_path / "checkpoints") == session
+    again = subprocess.run(btc_ai_cmd("sync"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "nothing to send" in again.stdout

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
+import logging
 import os
+import sqlite3
 import tempfile
 import threading
 import time
+import urllib.request
+import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +23,10 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from .checkpoint import TrainingState
+from .journal import Entry, Journal, is_placeholder, journal_dir, new_placeholder, substitute
 from .training import TrainingCallbacks, TrainingSetup
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "btc-ai"
 MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
@@ -31,6 +39,35 @@ TAG_OUTCOME = "btc_ai.outcome"
 TAG_ERROR_TYPE = "btc_ai.error_type"
 TAG_FINAL_SHA = "btc_ai.final_params_sha256"
 TAG_PARENT = "mlflow.parentRunId"
+TAG_CLIENT_KEY = "btc_ai.client_key"  # set at creation: a replayed creation finds the run instead of doubling it
+HTTP_TIMEOUT_S = "5"  # one call to an unresponsive server (MLflow's default: 120 s, then 7 retries)
+REPLAY_INTERVAL_S = 1.0
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for errors that mean "the tracking store cannot be reached now", not "the request is wrong":
+    connection refused or reset, timeouts, 502/503/504 answers, a locked or unopenable SQLite file."""
+    import requests
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                                ConnectionError, TimeoutError)):
+            return True
+        if isinstance(current, sqlite3.OperationalError) and any(
+                text in str(current) for text in ("locked", "unable to open", "disk I/O")):
+            return True
+        if isinstance(current, MlflowException):
+            text = str(current)
+            if "failed with exception" in text or "Max retries exceeded" in text:
+                return True
+            status = getattr(current, "get_http_status_code", lambda: None)()
+            if status in (502, 503, 504) or "TEMPORARILY_UNAVAILABLE" in text:
+                return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def default_tracking_uri(root: str | Path = ".") -> str:
@@ -91,9 +128,24 @@ class Tracker:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         if self.tracking_uri.startswith("sqlite:"):
             _tune_sqlite()
+        if self.tracking_uri.startswith(("http://", "https://")):
+            # bounded calls: a dead server must cost a generation milliseconds, not MLflow's minutes of retries
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_S)
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         self.experiment_name = experiment
         self._repos: dict[str, Any] = {}
+        self.journal = Journal(journal_dir(self.tracking_uri))
+        self._write_lock = threading.Lock()
+        self._ids: dict[str, str] = {}  # placeholder -> real run ID, for runs created while offline
+        self._offline = self.journal.pending_count() > 0  # entries of an earlier process go first
+        self._replayer: threading.Thread | None = None
+        self._closing = threading.Event()
+        self.outage: str | None = None  # the first error of the current outage, for messages
+        if self._offline:
+            self.replay()
+            if self._offline:
+                self._start_replayer()
         self.experiment_id = self._experiment_id(experiment)
 
     def _experiment_id(self, name: str) -> str:
@@ -113,36 +165,165 @@ class Tracker:
 
     # -- runs ---------------------------------------------------------------------------------
 
+    # -- the write path: straight to the store, or to the journal while the store is unreachable --------
+
+    def _write(self, op: str, args: dict[str, Any], files: Mapping[str, str | Path] | None = None) -> Any:
+        """Apply one write now, or journal it (in order) when the store is unreachable or earlier writes
+        still wait in the journal. A journaled ``create_run`` returns a placeholder run ID."""
+        if op == "create_run":
+            args = {**args, "placeholder": new_placeholder()}
+        with self._write_lock:
+            if self._ids:  # runs created while offline, known by their real IDs since
+                args = substitute(args, self._ids)
+            if not self._offline:
+                try:
+                    return self._apply(op, args, {})
+                except Exception as exc:
+                    if not is_outage(exc):
+                        raise
+                    self._go_offline(exc)
+            self.journal.append(op, args, dict(files or {}))
+            return args.get("placeholder")
+
+    def _go_offline(self, exc: BaseException) -> None:
+        self._offline = True
+        self.outage = f"{type(exc).__name__}: {str(exc)[:200]}"
+        _log.warning("tracking store %s unreachable (%s); writes go to the journal in %s and are replayed when "
+                     "it is back", self.tracking_uri, self.outage, self.journal.folder)
+        self._start_replayer()
+
+    @property
+    def offline(self) -> bool:
+        return self._offline
+
+    def pending(self) -> int:
+        """Writes waiting in the journal for the store."""
+        return self.journal.pending_count()
+
+    def _start_replayer(self) -> None:
+        if self._replayer is not None and self._replayer.is_alive():
+            return
+        self._replayer = threading.Thread(target=self._replay_loop, name="btc-ai-journal", daemon=True)
+        self._replayer.start()
+
+    def _replay_loop(self) -> None:
+        while self._offline and not self._closing.wait(REPLAY_INTERVAL_S):
+            if self.reachable():
+                self.replay()
+
+    def reachable(self) -> bool:
+        """A cheap probe before replaying: the server's /health for HTTP stores; SQLite is simply tried."""
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return True
+        try:
+            with urllib.request.urlopen(f"{self.tracking_uri.rstrip('/')}/health", timeout=1) as response:
+                response.read()
+            return True
+        except OSError:
+            return False
+
+    def replay(self) -> int:
+        """Send every journaled write, in order; returns how many were sent (fewer when the store is still
+        unreachable). Back to direct writes once the journal is empty."""
+        try:
+            sent = self.journal.replay(self._apply_entry)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            return 0
+        with self._write_lock:  # this process journals only under this lock: nothing of ours slips in
+            self._ids.update(self.journal.ids())
+            if self._offline and self.journal.pending_count() == 0:
+                _log.warning("tracking store %s reachable again: %d journaled writes sent", self.tracking_uri, sent)
+                self._offline = False
+                self.outage = None
+        return sent
+
+    def close(self) -> None:
+        """Stop the background replay (what is still journaled waits for the next command or `btc-ai sync`)."""
+        self._closing.set()
+
+    def _apply_entry(self, entry: Entry, ids: dict[str, str]) -> str | None:
+        args = substitute(entry.args, ids)
+        try:
+            return self._apply(entry.op, args, ids)
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            # the store answered but refuses this write: it will never succeed, so it must not block
+            # everything behind it; it is kept beside the journal with the reason
+            with open(self.journal.folder / "rejected.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"seq": entry.seq, "op": entry.op, "args": args, "error": str(exc)[:2000]}) + "\n")
+            _log.warning("journal entry %s (%s) rejected by the store: %s", entry.seq, entry.op, exc)
+            return None
+
+    def _apply(self, op: str, args: dict[str, Any], ids: dict[str, str]) -> Any:
+        """One write against the store. Each is idempotent, so replaying an entry twice changes nothing."""
+        client = self.client
+        run_id = args.get("run_id")
+        if run_id is not None and is_placeholder(run_id):  # its creation was rejected: so is this
+            raise _Unresolved(f"run {run_id} was never created on the store")
+        if op == "create_run":
+            tags = args["tags"]
+            found = client.search_runs([args["experiment_id"]], f"tags.`{TAG_CLIENT_KEY}` = '{tags[TAG_CLIENT_KEY]}'")
+            if found:
+                return found[0].info.run_id
+            run = client.create_run(args["experiment_id"], tags=tags, run_name=args.get("name"),
+                                    start_time=args.get("start_time"))
+            return run.info.run_id
+        if op == "log_batch":
+            metrics = [Metric(k, v, ts, step) for k, v, ts, step in args.get("metrics", [])]
+            params = [Param(k, v) for k, v in args.get("params", [])]
+            tags = [RunTag(k, v) for k, v in args.get("tags", [])]
+            for lo in range(0, max(len(metrics), 1), _BATCH):
+                client.log_batch(run_id, metrics=metrics[lo : lo + _BATCH], params=params if lo == 0 else [],
+                                 tags=tags if lo == 0 else [], synchronous=True)
+            return None
+        if op == "set_terminated":
+            client.set_terminated(run_id, status=args["status"], end_time=args.get("end_time"))
+            return None
+        if op == "log_artifact":
+            self._artifacts(run_id).log_artifact(args["path"], args.get("artifact_path"))
+            return None
+        if op == "log_artifacts":
+            self._artifacts(run_id).log_artifacts(args["path"], args.get("artifact_path"))
+            return None
+        if op == "delete_artifact":
+            with contextlib.suppress(NotImplementedError, MlflowException, FileNotFoundError):
+                self._artifacts(run_id).delete_artifacts(args["artifact_path"])
+            return None
+        if op == "register_model":
+            return self._register(run_id, args["name"], args["alias"], args["tags"])
+        raise ValueError(f"unknown tracking operation {op!r}")
+
     def create_run(self, kind: str, *, parent: str | None = None, name: str | None = None,
                    tags: Mapping[str, Any] | None = None) -> str:
-        all_tags = {TAG_KIND: kind, **(tags or {})}
+        all_tags = {TAG_KIND: kind, **(tags or {}), TAG_CLIENT_KEY: uuid.uuid4().hex}
         if parent:
             all_tags[TAG_PARENT] = parent
-        run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in all_tags.items()}, run_name=name)
-        return run.info.run_id
+        return self._write("create_run", {"experiment_id": self.experiment_id, "name": name,
+                                          "tags": {k: str(v) for k, v in all_tags.items()},
+                                          "start_time": int(time.time() * 1000)})
 
     def end_run(self, run_id: str, status: str) -> None:
         """Close a run with a terminal status: FINISHED, FAILED or KILLED."""
-        self.client.set_terminated(run_id, status=status)
+        self._write("set_terminated", {"run_id": run_id, "status": status, "end_time": int(time.time() * 1000)})
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        items = [Param(str(k), _param_value(v)) for k, v in params.items()]
+        items = [[str(k), _param_value(v)] for k, v in params.items()]
         for lo in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[lo : lo + 100], synchronous=True)
+            self._write("log_batch", {"run_id": run_id, "params": items[lo : lo + 100]})
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        items = [RunTag(str(k), str(v)) for k, v in tags.items()]
-        self.client.log_batch(run_id, tags=items, synchronous=True)
+        self.log_metrics(run_id, [], tags)
 
     def log_metrics(self, run_id: str, metrics: Iterable[Metric], tags: Mapping[str, str] | None = None) -> None:
         """Metrics (and optionally tags) in as few store transactions as MLflow's batch limits allow."""
-        items = list(metrics)
-        tag_items = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-        for lo in range(0, max(len(items), 1), _BATCH):
-            chunk_tags = tag_items[:100] if lo == 0 else []
-            self.client.log_batch(run_id, metrics=items[lo : lo + _BATCH], tags=chunk_tags, synchronous=True)
+        items = [[m.key, m.value, m.timestamp, m.step] for m in metrics]
+        tag_items = [[str(k), str(v)] for k, v in (tags or {}).items()]
+        self._write("log_batch", {"run_id": run_id, "metrics": items, "tags": tag_items[:100]})
         for lo in range(100, len(tag_items), 100):
-            self.client.log_batch(run_id, tags=tag_items[lo : lo + 100], synchronous=True)
+            self._write("log_batch", {"run_id": run_id, "tags": tag_items[lo : lo + 100]})
 
     def log_values(self, run_id: str, values: Mapping[str, float], step: int = 0) -> None:
         """Plain numbers (summaries) as metrics at one step."""
@@ -159,13 +340,9 @@ class Tracker:
             repo = self._repos[run_id] = get_artifact_repository(self.client.get_run(run_id).info.artifact_uri)
         return repo
 
-    def delete_artifact(self, run_id: str, artifact_path: str) -> bool:
-        """Remove one artifact (checkpoint retention); False where the artifact store cannot delete."""
-        try:
-            self._artifacts(run_id).delete_artifacts(artifact_path)
-        except (NotImplementedError, MlflowException):
-            return False
-        return True
+    def delete_artifact(self, run_id: str, artifact_path: str) -> None:
+        """Remove one artifact (checkpoint retention) where the artifact store can delete."""
+        self._write("delete_artifact", {"run_id": run_id, "artifact_path": artifact_path})
 
     def metric_rows(self, run_id: str, attempt: int) -> list[dict[str, Any]]:
         """Every metric of a run as one row per step (performance history of an earlier process)."""
@@ -176,13 +353,18 @@ class Tracker:
         return [rows[step] for step in sorted(rows)]
 
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
-        self._artifacts(run_id).log_artifact(str(path), artifact_path)
+        self._write("log_artifact", {"run_id": run_id, "path": str(path), "artifact_path": artifact_path},
+                    files={"path": path})
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
-        self.client.log_text(run_id, text, artifact_file)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            path.write_text(text, encoding="utf-8")
+            parent = str(Path(artifact_file).parent)
+            self.log_artifact(run_id, path, None if parent == "." else parent)
 
     def log_dict(self, run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
-        self.client.log_dict(run_id, dict(data), artifact_file)
+        self.log_text(run_id, json.dumps(dict(data), indent=2, default=str), artifact_file)
 
     def log_table_csv(self, run_id: str, rows: list[Mapping[str, Any]], artifact_file: str) -> None:
         """Rows with possibly different keys as one CSV artifact (missing cells left empty)."""
@@ -213,14 +395,34 @@ class Tracker:
             local = Path(tmp) / "model"
             mlflow.pytorch.save_model(model, str(local), serialization_format="pt2", input_example=input_example,
                                       pip_requirements=["torch"])
-            self.client.log_artifacts(run_id, str(local), "model")
+            self._write("log_artifacts", {"run_id": run_id, "path": str(local), "artifact_path": "model"},
+                        files={"path": local})
+        tags = {**{k: str(v) for k, v in (tags or {}).items()}, TAG_CLIENT_KEY: uuid.uuid4().hex}
+        version = self._write("register_model", {"run_id": run_id, "name": name, "alias": alias, "tags": tags})
+        return "pending" if version is None else str(version)
+
+    def _register(self, run_id: str, name: str, alias: str, tags: Mapping[str, str]) -> str:
+        """Register ``runs:/<run_id>/model`` once (a replay finds the version it made) and point ``alias`` at it."""
         with contextlib.suppress(MlflowException):  # already registered
             self.client.create_registered_model(name)
-        version = self.client.create_model_version(
-            name, source=f"runs:/{run_id}/model", run_id=run_id, tags={k: str(v) for k, v in (tags or {}).items()}
-        )
+        found = self.client.search_model_versions(f"name = '{name}' and tag.`{TAG_CLIENT_KEY}` = "
+                                                  f"'{tags[TAG_CLIENT_KEY]}'")
+        version = found[0] if found else self.client.create_model_version(
+            name, source=f"runs:/{run_id}/model", run_id=run_id, tags=dict(tags))
         self.client.set_registered_model_alias(name, alias, version.version)
         return str(version.version)
+
+    def load_model(self, run_id: str, artifact_path: str = "model") -> Any:
+        """The torch module :meth:`log_and_register_model` logged on ``run_id``, read back from this store
+        (downloaded first: ``mlflow.pytorch`` alone would resolve run URIs against the global tracking URI)."""
+        import mlflow.pytorch
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return mlflow.pytorch.load_model(self.client.download_artifacts(run_id, artifact_path, tmp))
+
+
+class _Unresolved(Exception):
+    """An entry names a run whose creation has not been replayed (it failed): it waits."""
 
 
 class RunWriter:

@@ -17,6 +17,7 @@ help:
 	@echo "make train   set up, then train on the built-in default data (local MLflow store in mlruns/)"
 	@echo "make test    set up, then run the test suite"
 	@echo "make ui      MLflow UI on the local store   make bench  benchmarks   make lint  ruff"
+	@echo "make e2e     the MLflow UI checked in headless Chromium (screenshots in test-output/ui/)"
 
 setup: $(STAMP)
 
@@ -32,6 +33,13 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# needs Debian's chromium (apt-get install chromium); nothing downloads a browser. `make test` runs it too
+# where Chromium is installed and says why it skips where it is not.
+e2e: $(STAMP)
+	@command -v chromium >/dev/null || test -x /usr/bin/chromium || \
+		{ echo "make e2e needs Chromium: apt-get install chromium"; exit 1; }
+	$(BIN)/python -m pytest -m e2e tests/test_ui_e2e.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check btc_ai tests benchmarks

@@ -21,7 +21,15 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `btc_ai`
 
 import torch
 
-from benchmarks import bench_default, bench_es, bench_eval, bench_resume, bench_tracking
+from benchmarks import (
+    bench_backup,
+    bench_default,
+    bench_es,
+    bench_eval,
+    bench_outage,
+    bench_resume,
+    bench_tracking,
+)
 from benchmarks.common import THREADS, CpuMeter, Record, benchmark_candles
 
 HERE = Path(__file__).resolve().parent
@@ -38,6 +46,8 @@ FAMILIES: dict[str, Callable[[], list[Record]]] = {
     "es": bench_es.run,
     "tracking": bench_tracking.run,
     "resume": bench_resume.run,
+    "backup": bench_backup.run,
+    "outage": bench_outage.run,
 }
 
 # (record, comparison, threshold, label)
@@ -53,6 +63,11 @@ TARGETS: tuple[tuple[str, str, float, str], ...] = (
     ("generation_speedup_vs_evotorch_pop8_h64", ">=", 2.0, "generation >= 2x faster than EvoTorch (p8, h64)"),
     ("tracking_overhead_pct", "<=", 3.0, "tracking + checkpointing <= 3% of training wall time (default config)"),
     ("resume_latency_seconds", "<", 3.0, "resume latency < 3 s (default config, local store)"),
+    ("outage_dead_server_overhead_pct", "<", 10.0, "a dead tracking server adds < 10% to training wall time"),
+    ("outage_30s_metrics_lost", "<", 0.5, "no metrics lost across a 30 s tracking-server outage"),
+    ("outage_30s_metrics_duplicated", "<", 0.5, "no metrics duplicated across a 30 s tracking-server outage"),
+    ("backup_seconds_20_sessions", "<", 10.0, "backup of a store with 20 sessions < 10 s"),
+    ("backup_restore_mismatched_files", "<", 0.5, "every archived artifact and checkpoint restored byte for byte"),
     ("checkpoint_save_ms_h512", "<", 100.0, "checkpoint save < 100 ms at hidden 512"),
     ("checkpoint_load_ms_h512", "<", 100.0, "checkpoint load < 100 ms at hidden 512"),
 )

@@ -88,11 +88,43 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="what happened in a session: attempts, repairs, checkpoints, model")
     report.add_argument("ref", metavar="RUN_ID", help="session or attempt run ID, or models:/<name>/<version>")
     report.add_argument("--json", action="store_true", help="machine-readable output")
+    report.add_argument("--plots", action="store_true",
+                        help="redraw the fitness history and equity curve PNGs (written to --out, logged on the session)")
+    report.add_argument("--out", metavar="DIR", help="folder for --plots (default ./plots/<session run ID>/)")
     _flag(report, "tracking_uri", metavar="URI", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlruns)")
 
     chaos = sub.add_parser("chaos", help="run every failure scenario against a scratch store and judge the recovery")
     chaos.add_argument("--scenario", action="append", metavar="NAME", help="run only this scenario (repeatable)")
     chaos.add_argument("--list", action="store_true", help="list the scenarios")
+
+    backup = sub.add_parser(
+        "backup", help="archive the local store, artifacts, checkpoints and configs in one verified zip",
+        description="Write <dest>/BTC_AI_<YYYY-MM-DD>_v<VERSION>_<DESCRIPTION>.zip: a consistent snapshot of the "
+                    "local SQLite tracking database (safe while a training writes), the artifact folders it refers "
+                    "to, checkpoints/, configs/ and any --include paths, with a manifest of sha256 hashes and "
+                    "sessions. An existing archive is never overwritten. With --verify ZIP: check an archive's "
+                    "manifest and every hash instead. Exit codes: 0 done (or archive intact); 2 bad input, "
+                    "including an archive that is damaged, altered or not a btc-ai backup.")
+    _flag(backup, "version", metavar="VERSION", help="numbers separated by dots, e.g. 1.4 (a leading v is dropped)")
+    _flag(backup, "description", metavar="TEXT", help="1-64 letters, digits, '_' or '-', e.g. post_training_stable")
+    _flag(backup, "dest", metavar="DIR", help="folder for the archive (default backups/)")
+    _flag(backup, "include", action="append", default=[], metavar="PATH",
+          help="also archive this file or folder of the project (repeatable)")
+    _flag(backup, "tracking_uri", metavar="URI",
+          help="the SQLite store to back up (default $MLFLOW_TRACKING_URI or ./mlruns/mlflow.db)")
+    _flag(backup, "verify", metavar="ZIP", help="only check this archive: manifest, entry names and every sha256")
+
+    restore = sub.add_parser(
+        "restore", help="verify a backup, then restore it into a new or empty folder",
+        description="Check every entry name and hash of ZIP before writing anything, restore it into DIR (which "
+                    "must not exist or be empty) and point the database's artifact locations at DIR/mlruns, so "
+                    "`cd DIR && btc-ai report|resume ...` works from the restored store alone. Exit codes: 0 "
+                    "restored; 2 bad input (a damaged, altered or unsafe archive, or a non-empty DIR).")
+    restore.add_argument("archive", metavar="ZIP", help="a btc-ai backup archive")
+    _flag(restore, "into", metavar="DIR", required=True, help="the folder to restore into (new or empty)")
+
+    sync = sub.add_parser("sync", help="send tracking writes journaled while the tracking server was unreachable")
+    _flag(sync, "tracking_uri", metavar="URI", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlruns)")
 
     presets = sub.add_parser("presets", help="list the trading-style buckets and their settings")
     presets.add_argument("--keys", action="store_true", help="list every config key with its allowed range")
@@ -106,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("mlflow", "alembic"):  # and if it was imported already (tests, notebooks)
         logging.getLogger(name).setLevel(logging.WARNING)
+    _show_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -113,12 +146,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_train(args)
         if args.command == "presets":
             return cmd_presets(args)
+        if args.command == "sync":
+            return cmd_sync(args)
         if args.command == "resume":
             return cmd_resume(args)
         if args.command == "chaos":
             return cmd_chaos(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "backup":
+            return cmd_backup(args)
+        if args.command == "restore":
+            return cmd_restore(args)
     except BadInput as exc:
         _error(str(exc))
         return EXIT_BAD_INPUT
@@ -130,6 +169,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     parser.error(f"unknown command {args.command}")
     return EXIT_BAD_INPUT
+
+
+def _show_warnings() -> None:
+    """btc_ai's own warnings (tracking server lost and back, plots skipped) as `btc-ai: warning: ...` lines."""
+    logger = logging.getLogger("btc_ai")
+    if not any(getattr(h, "_btc_ai", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("btc-ai: warning: %(message)s"))
+        handler._btc_ai = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
 
 
 def _error(message: str) -> None:
@@ -277,6 +328,7 @@ def _run(args: argparse.Namespace, values: dict[str, Any] | None, resume: str | 
                + (f"; continue with: btc-ai resume {session}" if session else ""))
         return code
     reporter.close()
+    _settle_journal(system)
     if metrics.get("already_completed"):
         print(metrics["message"])
         return EXIT_OK
@@ -288,6 +340,47 @@ def _run(args: argparse.Namespace, values: dict[str, Any] | None, resume: str | 
         _error(f"training failed after {metrics.get('attempts', 0)} attempt(s): {metrics.get('error')}{where}")
         return EXIT_FAILED
     _print_summary(system, metrics, best_reward, elapsed)
+    return EXIT_OK
+
+
+def _settle_journal(system: Any) -> None:
+    """After a training: send what waits in the journal if the store is back, else say where it waits."""
+    tracker = system.opened_tracker
+    if tracker is None or not tracker.offline:
+        return
+    tracker.close()
+    if tracker.reachable():
+        tracker.replay()
+    left = tracker.pending()
+    if left:
+        print(f"tracking server unreachable ({tracker.outage or 'no answer'}): {left} writes wait in the journal "
+              f"{tracker.journal.folder}; they are sent by the next btc-ai command or `btc-ai sync`", flush=True)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from .tracking import Tracker, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    from .journal import Journal, journal_dir
+
+    journal = Journal(journal_dir(uri))
+    waiting = journal.pending_count()
+    if not waiting:
+        print(f"nothing to send: the journal for {uri} is empty")
+        return EXIT_OK
+    try:
+        _check_tracking_uri(uri)
+    except BadInput as exc:
+        _error(f"{exc}; {waiting} writes stay in the journal {journal.folder}")
+        return EXIT_FAILED
+    tracker = Tracker(uri)  # opening the store replays the journal
+    tracker.close()
+    left = tracker.pending()
+    if left:
+        _error(f"{waiting - left} of {waiting} journaled writes sent; {left} still wait in {journal.folder} "
+               f"({tracker.outage or 'the store stopped answering'}); run `btc-ai sync` again")
+        return EXIT_FAILED
+    print(f"sent {waiting} journaled writes to {uri}; nothing pending")
     return EXIT_OK
 
 
@@ -304,16 +397,35 @@ def _print_summary(system: Any, metrics: Mapping[str, Any], best_reward: float, 
     )
     print(f"best policy on the validation span: return {ret:+.2%} ({trades:.0f} trades) vs buy-and-hold {hold:+.2%} "
           "and flat +0.00%")
-    print(f"model: registered as version {metrics['model_version']}; final params sha256 {metrics['final_params_sha256'][:16]}")
+    version = metrics["model_version"]
+    registered = f"registered as version {version}" if version != "pending" else \
+        "registration journaled (tracking server unreachable)"
+    print(f"model: {registered}; final params sha256 {metrics['final_params_sha256'][:16]}")
     print(f"open the UI: make ui  (or: mlflow ui --backend-store-uri {system.tracker.tracking_uri})")
 
 
+PROGRESS_EVERY_ENV = "BTC_AI_PROGRESS_EVERY"  # plain progress: a line every N generations (tests set 1)
+
+
+def _hms(seconds: float) -> str:
+    import math
+
+    if not math.isfinite(seconds):
+        return "-:--:--"
+    total = round(max(seconds, 0.0))
+    return f"{total // 3600}:{total // 60 % 60:02d}:{total % 60:02d}"
+
+
 class ConsoleReporter:
-    """Progress on the terminal: a live bar on a TTY, one plain line per generation otherwise."""
+    """Progress on the terminal: a live bar (generation, fitness, validation return, ETA) on a TTY; where output
+    is not a terminal (CI, logs), one plain line every N generations (about 25 lines a run, N from
+    $BTC_AI_PROGRESS_EVERY if set), always the first generation of each attempt and the last one."""
 
     def attempt_started(self, attempt: int, run_id: str, repair: Any) -> None:
+        self._last_tick = None  # set-up, backoff and repair are not generation time
         if attempt > 1:
             self._say(f"attempt {attempt} (run {run_id}) after repair {repair.summary() if repair else 'none'}")
+            self._first_of_attempt = True
 
     def attempt_failed(self, attempt: int, report: Mapping[str, Any]) -> None:
         error = report["error"]
@@ -332,9 +444,16 @@ class ConsoleReporter:
         self._progress: Any = None
         self._task: Any = None
         self._last_val = float("nan")
+        self.every = 1
+        self._first_of_attempt = True
+        self._last_tick: float | None = None
+        self._seconds = 0.0  # generation time seen by this process, for the ETA
+        self._generations = 0
 
     def session_started(self, run_id: str, config: TrainingConfig) -> None:
         self.total = config.EPISODES
+        every = os.environ.get(PROGRESS_EVERY_ENV, "").strip()
+        self.every = int(every) if every.isdigit() and int(every) > 0 else max(1, self.total // 25)
         print(f"session run {run_id} (bucket {config.BUCKET}, {config.EPISODES} generations, "
               f"population {config.ES_POPULATION}, hidden {config.HIDDEN_SIZE})", flush=True)
         if not self.quiet and sys.stdout.isatty():
@@ -345,15 +464,33 @@ class ConsoleReporter:
             self._progress.start()
             self._task = self._progress.add_task("train", total=self.total, info="")
 
+    def _eta(self, generation: int, metrics: Mapping[str, float]) -> float:
+        """Seconds left: the average wall time per generation so far (the first generation of an attempt
+        counts its own measured time, not the set-up before it) times the generations left."""
+        import time
+
+        now = time.monotonic()
+        if self._last_tick is None:
+            self._seconds += float(metrics.get("perf/seconds_per_generation", 0.0))
+        else:
+            self._seconds += now - self._last_tick
+        self._last_tick = now
+        self._generations += 1
+        return self._seconds / self._generations * max(self.total - generation, 0)
+
     def generation_done(self, generation: int, metrics: Mapping[str, float]) -> None:
         if "validation/total_return" in metrics:
             self._last_val = metrics["validation/total_return"]
+        eta = self._eta(generation, metrics)
         info = (f"fitness {metrics['fitness/mean']:+.4f} (max {metrics['fitness/max']:+.4f}) "
                 f"val {self._last_val:+.2%} {metrics['perf/seconds_per_generation']:.3f} s/gen")
+        first, self._first_of_attempt = self._first_of_attempt, False
         if self._progress is not None:
+            if first and generation > 1:  # a resume or retry: the bar's speed counts from here, not from 0
+                self._progress.reset(self._task, completed=generation - 1, info=info)
             self._progress.update(self._task, completed=generation, info=info)
-        elif not self.quiet:
-            print(f"gen {generation}/{self.total} {info}", flush=True)
+        elif not self.quiet and (first or generation % self.every == 0 or generation >= self.total):
+            print(f"gen {generation}/{self.total} {info} ETA {_hms(eta)}", flush=True)
 
     def close(self) -> None:
         if self._progress is not None:
@@ -367,11 +504,89 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .recovery.summary import render_summary, session_summary
     from .tracking import Tracker
 
+    tracker = Tracker(args.tracking_uri)
     try:
-        summary = session_summary(Tracker(args.tracking_uri), args.ref)
+        summary = session_summary(tracker, args.ref)
     except ResumeError as exc:
         raise BadInput(str(exc)) from None
+    if args.plots:
+        from .recovery.plots_data import write_session_plots
+
+        session_id = summary["session_run_id"]
+        plots = write_session_plots(tracker, session_id, args.out or os.path.join("plots", session_id))
+        summary["plots"] = [str(path.resolve()) for path in plots.paths]
+        summary["equity_plot_skipped"] = plots.equity_skipped
     print(json.dumps(summary, indent=2, default=str) if args.json else render_summary(summary))
+    if args.plots and not args.json:
+        for path in summary["plots"]:
+            print(f"plot: {path} (also logged as plots/{os.path.basename(path)} on the session run)")
+        if summary["equity_plot_skipped"]:
+            print(f"equity curve not drawn: {summary['equity_plot_skipped']}")
+    return EXIT_OK
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from .backup import BackupError, BackupInterrupted, create_backup, sigterm_interrupts, verify_backup
+
+    try:
+        if args.verify:
+            given = [f"--{n}" for n in ("version", "description", "dest") if getattr(args, n) is not None]
+            given += ["--include"] if args.include else []
+            if given:
+                raise BadInput(f"--verify checks an existing archive; drop {', '.join(given)}")
+            checked = verify_backup(args.verify)
+            print(f"OK: {checked.path} | {checked.files} files, {_size(checked.payload_bytes)}, "
+                  f"{len(checked.sessions)} sessions, every sha256 matches its manifest")
+            return EXIT_OK
+        if args.version is None or args.description is None:
+            raise BadInput("backup needs --version and --description, e.g. btc-ai backup --version 1.4 "
+                           "--description post_training_stable (or --verify ZIP)")
+        uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        with sigterm_interrupts():
+            result = create_backup(args.version, args.description, dest=args.dest or "backups", tracking_uri=uri,
+                                   include=args.include)
+    except BackupError as exc:
+        raise BadInput(str(exc)) from None
+    except KeyboardInterrupt as exc:
+        _error("interrupted: no archive was written")
+        return exc.exit_code if isinstance(exc, BackupInterrupted) else EXIT_SIGINT
+    for warning in result.warnings:
+        print(f"btc-ai: warning: {warning}", file=sys.stderr)
+    print(f"backup: {result.path}")
+    print(f"  {result.files} files ({_size(result.payload_bytes)}, archive {_size(result.archive_bytes)}), "
+          f"{len(result.sessions)} sessions, {result.seconds:.1f} s")
+    print(f"  check it: btc-ai backup --verify {result.path}")
+    print(f"  restore it: btc-ai restore {result.path} --into DIR")
+    return EXIT_OK
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from .backup import BackupError, BackupInterrupted, restore_backup, sigterm_interrupts
+
+    try:
+        with sigterm_interrupts():
+            result = restore_backup(args.archive, args.into)
+    except BackupError as exc:
+        raise BadInput(str(exc)) from None
+    except KeyboardInterrupt as exc:
+        _error(f"interrupted: nothing was restored into {args.into}")
+        return exc.exit_code if isinstance(exc, BackupInterrupted) else EXIT_SIGINT
+    print(f"restored {result.files} files and {len(result.sessions)} sessions into {result.path} "
+          f"(artifact locations moved from {result.original_store} to {result.path / 'mlruns'}: "
+          f"{result.rewritten} entries)")
+    for session in result.sessions[-5:]:
+        print(f"  session {session['run_id']} {session.get('name') or ''} ({session.get('status') or session.get('run_status')})")
+    example = result.sessions[-1]["run_id"] if result.sessions else "<RUN_ID>"
+    print(f"use it: cd {result.path} && btc-ai report {example}   (with MLFLOW_TRACKING_URI unset)")
+    print(f"    or: MLFLOW_TRACKING_URI={result.tracking_uri} btc-ai report {example}")
     return EXIT_OK
 
 

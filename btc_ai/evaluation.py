@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .config import ConfigProblem, TrainingConfig
@@ -100,3 +101,37 @@ def evaluate_span(spec: PolicySpec, params: np.ndarray, market: MarketData, conf
     metrics["validation/long_share"] = float((positions > 0).mean())
     metrics["validation/short_share"] = float((positions < 0).mean())
     return metrics
+
+
+@dataclass(frozen=True)
+class EquityCurve:
+    """One policy's equity bar by bar over a span, beside buy-and-hold (flat stays at 1.0).
+
+    Point 0 is the span's start (1.0); point t+1 is the equity after decision t is held over its bar,
+    so ``equity[-1] - 1`` is the span's total return as :func:`evaluate_span` reports it.
+    """
+
+    index: pd.DatetimeIndex  # n + 1 timestamps: each decision row, then one bar after the last
+    equity: np.ndarray  # (n + 1,) float64
+    buy_and_hold: np.ndarray  # (n + 1,) float64, paying the fee of the opening buy like the metric
+    positions: np.ndarray  # (n,) the policy's positions (-1, 0, +1)
+
+    @property
+    def total_return(self) -> float:
+        return float(self.equity[-1] - 1.0)
+
+
+def equity_curve(spec: PolicySpec, params: np.ndarray, market: MarketData, config: TrainingConfig) -> EquityCurve:
+    """The per-bar record behind :func:`evaluate_span`: same positions, same rewards, same fees."""
+    positions = policy_positions(spec, params, market)
+    returns = market.next_log_return
+    rewards = step_rewards(positions, returns, config.fee_rate, config.holding_cost_rate).astype(np.float64)
+    hold = step_rewards(np.ones_like(positions), returns, config.fee_rate, 0.0).astype(np.float64)
+    index = market.index
+    step = index[-1] - index[-2] if len(index) > 1 else pd.Timedelta(config.TIMEFRAME)
+    return EquityCurve(
+        index=index.append(pd.DatetimeIndex([index[-1] + step])) if len(index) else index,
+        equity=np.exp(np.concatenate([[0.0], np.cumsum(rewards)])),
+        buy_and_hold=np.exp(np.concatenate([[0.0], np.cumsum(hold)])),
+        positions=positions,
+    )

@@ -3,6 +3,7 @@ that need a tracking server to lose and get back."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -63,10 +64,8 @@ class LocalMlflowServer:
         """Kill the server and its workers (a crash, not a graceful goodbye); wait until the port is closed."""
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(timeout=30)
         self.proc = None
         deadline = time.monotonic() + 10

@@ -337,7 +337,8 @@ class Tracker:
         if repo is None:
             from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-            repo = self._repos[run_id] = get_artifact_repository(self.client.get_run(run_id).info.artifact_uri)
+            repo = self._repos[run_id] = get_artifact_repository(
+                self.client.get_run(run_id).info.artifact_uri, tracking_uri=self.tracking_uri)
         return repo
 
     def delete_artifact(self, run_id: str, artifact_path: str) -> None:

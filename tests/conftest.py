@@ -59,6 +59,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     env["PYTHONUNBUFFERED"] = "1"
+    env["BTC_AI_PROGRESS_EVERY"] = "1"  # a progress line per generation: tests act on `gen N/` lines
     return env
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import shutil
 import subprocess
 
 import pytest
@@ -111,3 +114,37 @@ def test_unrecoverable_fault_exits_1_with_the_reason(tmp_path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "training failed after 1 attempt(s): PermissionError" in result.stderr
+
+
+def _progress_run(tmp_path, *wrap: str) -> subprocess.CompletedProcess:
+    """A 50-generation training with the default progress output (no per-generation override)."""
+    env = {k: v for k, v in cli_env(tmp_path).items() if k != "BTC_AI_PROGRESS_EVERY"}
+    flags = [*_tiny_flags(), "--set=EVAL_INTERVAL=10"]
+    flags[1] = "50"
+    cmd = btc_ai_cmd("train", *flags)
+    if wrap:  # run under a pseudo-terminal: `script -qec CMD /dev/null`
+        cmd = [*wrap, shlex.join(cmd), "/dev/null"]
+        env["COLUMNS"] = "200"
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.slow
+def test_progress_off_a_terminal_is_a_line_every_few_generations_with_eta(tmp_path) -> None:
+    result = _progress_run(tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("gen ")]
+    assert 2 <= len(lines) <= 30, lines  # not one per generation
+    assert lines[0].startswith("gen 1/50 ") and lines[-1].startswith("gen 50/50 ")  # the first and the last
+    assert all(re.search(r"fitness [-+]\d\.\d{4} .* val [-+]?\S+% .* ETA \d+:\d\d:\d\d$", line) for line in lines), lines
+    assert lines[-1].endswith("ETA 0:00:00")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("script") is None, reason="no `script` (util-linux) to fake a terminal")
+def test_progress_on_a_terminal_is_a_live_bar_with_fitness_validation_and_eta(tmp_path) -> None:
+    result = _progress_run(tmp_path, "script", "-qec")
+    assert result.returncode == 0, result.stdout + result.stderr
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stdout)  # without the terminal control sequences
+    assert "gen 50/50" in screen and "ETA" not in screen  # the bar, not the plain lines
+    final = [part for part in re.split(r"[\r\n]+", screen) if part.startswith("gen 50/50")][-1]
+    assert re.search(r"fitness [-+]\d\.\d{4} .* val [-+]?\S+% .* s/gen\s+\d+:\d\d:\d\d", final), final

@@ -87,9 +87,9 @@ def _check_store(url: str, generations: int, checkpoint_dir: Path) -> str:
 
 def test_server_lost_and_back_mid_training_loses_and_doubles_nothing(tmp_path: Path, server) -> None:
     episodes = 40
-    proc = subprocess.Popen(btc_ai_cmd("train", "--episodes", str(episodes), *FLAGS), cwd=tmp_path,
-                            env=_env(tmp_path, server.url), stdout=subprocess.PIPE,
-                            stderr=open(tmp_path / "stderr.txt", "w"), text=True)
+    with open(tmp_path / "stderr.txt", "w") as stderr_file:
+        proc = subprocess.Popen(btc_ai_cmd("train", "--episodes", str(episodes), *FLAGS), cwd=tmp_path,
+                                env=_env(tmp_path, server.url), stdout=subprocess.PIPE, stderr=stderr_file, text=True)
     lines: list[str] = []
     try:
         _wait_for(proc, lines, "gen 6/")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -40,7 +41,7 @@ from ..tracking import (
     AttemptLogger,
     Tracker,
 )
-from ..training import train_model, training_bars
+from ..training import train_model, training_bars, validation_equity
 from .classify import Classification, classify
 from .repairs import (
     PresetSource,
@@ -66,6 +67,7 @@ TrainingFunc = Callable[..., tuple[Any, dict[str, Any], float, float]]
 TAG_REPAIRED_BY = "btc_ai.repaired_by"
 BUILTIN_DATA = "builtin:default"
 HEARTBEAT_S = 20.0
+_log = logging.getLogger(__name__)
 
 
 def registered_model_name(bucket: str) -> str:
@@ -141,6 +143,11 @@ class TrainingRecoverySystem:
     def tracker(self) -> Tracker:
         if self._tracker is None:
             self._tracker = Tracker(self._tracking_uri, self._experiment)
+        return self._tracker
+
+    @property
+    def opened_tracker(self) -> Tracker | None:
+        """The tracker if this system opened (or was given) one, without opening it."""
         return self._tracker
 
     def is_recoverable(self, exc: BaseException) -> bool:
@@ -246,6 +253,7 @@ class _Session:
         try:
             model, metrics, best_reward = self._retrying()
             version = self._register(model, metrics)
+            self._log_plots(model)
         except KeyboardInterrupt:
             self._close_session("interrupted", "KILLED")
             raise
@@ -381,6 +389,25 @@ class _Session:
         example = np.zeros((2, model.spec.n_inputs), dtype=np.float32)  # 2 rows: the batch size stays dynamic
         return self.tracker.log_and_register_model(self.run_id, model, registered_model_name(cfg.BUCKET), example,
                                                    tags={"session_run_id": self.run_id})
+
+    def _log_plots(self, model: Any) -> None:
+        """Fitness history and equity curve PNGs under ``plots/`` of the session: a picture that cannot be
+        drawn is a warning (tag ``btc_ai.plots_warning``), never a failed training."""
+        from .plots_data import write_session_plots
+
+        plan = self.attempts[-1].plan
+        try:
+            if self.tracker.offline:  # they are drawn from the store's records
+                raise ConnectionError(f"the tracking store is unreachable; later: btc-ai report {self.run_id} --plots")
+            plots = write_session_plots(self.tracker, self.run_id,
+                                        equity=lambda: validation_equity(model, plan.config, plan.data))
+            warning = plots.equity_skipped and f"equity curve skipped: {plots.equity_skipped}"
+        except Exception as exc:
+            warning = f"plots skipped: {type(exc).__name__}: {exc}"
+        if warning:
+            _log.warning("session %s: %s", self.run_id, warning)
+            with contextlib.suppress(Exception):
+                self.tracker.set_tags(self.run_id, {"btc_ai.plots_warning": warning[:5000]})
 
     def _log_repair(self, repair: Repair, parent: str) -> str:
         run = self.tracker.create_run("repair", parent=parent, name=repair.rule,

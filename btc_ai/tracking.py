@@ -411,6 +411,8 @@ class Tracker:
         version = found[0] if found else self.client.create_model_version(
             name, source=f"runs:/{run_id}/model", run_id=run_id, tags=dict(tags))
         self.client.set_registered_model_alias(name, alias, version.version)
+        # recorded on the run by the registration itself: right also when it was journaled and replayed
+        self.client.set_tag(run_id, "btc_ai.model_version", str(version.version))
         return str(version.version)
 
     def load_model(self, run_id: str, artifact_path: str = "model") -> Any:

@@ -81,6 +81,7 @@ def _check_store(url: str, generations: int, checkpoint_dir: Path) -> str:
     assert {"performance_history.csv", "model"} <= names
     version = client.get_model_version_by_alias("btc-ai-scalping", "newest")
     assert version.run_id == session.info.run_id
+    assert client.get_run(session.info.run_id).data.tags["btc_ai.model_version"] == version.version
     assert len(client.search_model_versions("name = 'btc-ai-scalping'")) == 1  # registered once
     return session.info.run_id
 

@@ -262,8 +262,7 @@ class _Session:
             metrics = {"error": f"{type(exc).__name__}: {exc}", "attempts": self.total_attempts,
                        "session_run_id": self.run_id, "repairs": [r.summary() for r in self.repairs]}
             return None, metrics, float("-inf"), self.elapsed()
-        self._close_session("completed", "FINISHED", {TAG_FINAL_SHA: metrics["final_params_sha256"],
-                                                       "btc_ai.model_version": version})
+        self._close_session("completed", "FINISHED", {TAG_FINAL_SHA: metrics["final_params_sha256"]})
         metrics = {**metrics, "attempts": self.total_attempts, "session_run_id": self.run_id, "model_version": version,
                    "repairs": [r.summary() for r in self.repairs]}
         return model, metrics, best_reward, self.elapsed()

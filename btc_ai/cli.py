@@ -378,7 +378,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     left = tracker.pending()
     if left:
         _error(f"{waiting - left} of {waiting} journaled writes sent; {left} still wait in {journal.folder} "
-               f"({tracker.outage or 'the store stopped answering'}); run `btc-ai sync` again")
+               f"({tracker.outage or 'the store stopped answering, or another btc-ai process is sending them'}); "
+               "run `btc-ai sync` again")
         return EXIT_FAILED
     print(f"sent {waiting} journaled writes to {uri}; nothing pending")
     return EXIT_OK

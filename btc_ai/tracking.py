@@ -163,8 +163,6 @@ class Tracker:
     def experiment_of(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.experiment_id
 
-    # -- runs ---------------------------------------------------------------------------------
-
     # -- the write path: straight to the store, or to the journal while the store is unreachable --------
 
     def _write(self, op: str, args: dict[str, Any], files: Mapping[str, str | Path] | None = None) -> Any:
@@ -177,7 +175,7 @@ class Tracker:
                 args = substitute(args, self._ids)
             if not self._offline:
                 try:
-                    return self._apply(op, args, {})
+                    return self._apply(op, args)
                 except Exception as exc:
                     if not is_outage(exc):
                         raise
@@ -246,7 +244,7 @@ class Tracker:
     def _apply_entry(self, entry: Entry, ids: dict[str, str]) -> str | None:
         args = substitute(entry.args, ids)
         try:
-            return self._apply(entry.op, args, ids)
+            return self._apply(entry.op, args)
         except Exception as exc:
             if is_outage(exc):
                 raise
@@ -257,7 +255,7 @@ class Tracker:
             _log.warning("journal entry %s (%s) rejected by the store: %s", entry.seq, entry.op, exc)
             return None
 
-    def _apply(self, op: str, args: dict[str, Any], ids: dict[str, str]) -> Any:
+    def _apply(self, op: str, args: dict[str, Any]) -> Any:
         """One write against the store. Each is idempotent, so replaying an entry twice changes nothing."""
         client = self.client
         run_id = args.get("run_id")
@@ -295,6 +293,8 @@ class Tracker:
         if op == "register_model":
             return self._register(run_id, args["name"], args["alias"], args["tags"])
         raise ValueError(f"unknown tracking operation {op!r}")
+
+    # -- runs ---------------------------------------------------------------------------------
 
     def create_run(self, kind: str, *, parent: str | None = None, name: str | None = None,
                    tags: Mapping[str, Any] | None = None) -> str:

@@ -73,6 +73,16 @@ class LocalMlflowServer:
         while self.healthy() and time.monotonic() < deadline:
             time.sleep(0.1)
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections are still accepted by the kernel but never answered —
+        a hung server, the worst case for a client."""
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def unpause(self) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+
     def __enter__(self) -> LocalMlflowServer:
         self.start()
         return self

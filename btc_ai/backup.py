@@ -274,6 +274,27 @@ def _walk(folder: Path) -> Iterator[Path]:
                 yield path
 
 
+def _pin(trees: Sequence[Path], skip: set[Path], folder: Path, pinned: dict[Path, Path]) -> None:
+    """Hard-link (copy where links are impossible) every file under ``trees`` not pinned yet into ``folder``:
+    the archive then reads these, whatever the training deletes or adds meanwhile."""
+    folder.mkdir(exist_ok=True)
+    for tree in trees:
+        for path in ([tree] if tree.is_file() else _walk(tree) if tree.is_dir() else []):
+            if path in pinned or path in skip or _inside(path, folder.parent):
+                continue
+            target = folder / f"{len(pinned)}{path.suffix}"
+            try:
+                os.link(path, target)
+            except FileNotFoundError:
+                continue  # deleted since it was listed
+            except OSError:
+                try:
+                    shutil.copy2(path, target)
+                except FileNotFoundError:
+                    continue
+            pinned[path] = target
+
+
 def _add_file(zf: zipfile.ZipFile, path: Path, arcname: str) -> dict[str, Any] | None:
     """Stream ``path`` into the archive, hashing what is written; None when it vanished meanwhile."""
     try:
@@ -326,16 +347,21 @@ def create_backup(version: str, description: str, *, dest: str | Path = "backups
     dest.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".btc_ai_backup-", dir=dest))
     try:
+        # A training may be writing: files are pinned (hard links) before and after the database snapshot,
+        # so a checkpoint the snapshot records is archived even if retention deletes it meanwhile.
+        skip = {database.with_name(database.name + s) for s in _DB_SIDE_FILES}
+        trees = [store, root / "checkpoints", root / "configs", *extra]
+        staged: dict[Path, Path] = {}
+        _pin(trees, skip, work / "pinned", staged)
         snapshot = work / "mlflow.db"
         _snapshot(database, snapshot)
+        _pin(trees, skip, work / "pinned", staged)
         db = sqlite3.connect(snapshot)
         try:
             sessions = _sessions(db)
             folders, outside = _artifact_folders(db, store, aliases)
         finally:
             db.close()
-        skip = {database.with_name(database.name + s) for s in _DB_SIDE_FILES}
-
         def sources() -> Iterator[tuple[Path, str]]:
             yield snapshot, DATABASE
             for folder in folders:
@@ -360,7 +386,7 @@ def create_backup(version: str, description: str, *, dest: str | Path = "backups
                 if arcname in seen or arcname == MANIFEST:
                     continue
                 seen.add(arcname)
-                entry = _add_file(zf, path, arcname)
+                entry = _add_file(zf, staged.get(path, path), arcname)
                 if entry is None:
                     skipped.append(arcname)
                 else:

@@ -4,12 +4,17 @@ checkpoint intact and readable, leaves no temporary file, and is classified per 
 from __future__ import annotations
 
 import json
+import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, TINY
 
 from btc_ai.checkpoint import load_checkpoint
@@ -55,3 +60,38 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == ["gen-000001.pt"]  # no half-written file, no temp file
     assert load_checkpoint(folder / "gen-000001.pt").generation == 1
     assert Path(folder / "gen-000001.pt").stat().st_size == small
+
+
+PACED = SCRIPT.replace("train_model(config,", "inject_fault(train_model, 'Slow@2')(config,").replace(
+    "from btc_ai.training import train_model", "from btc_ai.training import train_model\nfrom btc_ai.faults import inject_fault")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root (to run the training as another user) and setpriv")
+def test_a_folder_that_becomes_unwritable_keeps_the_previous_checkpoint_and_is_unrecoverable() -> None:
+    """Permission denied for real: the training runs as `nobody` (root ignores file modes), and its checkpoint
+    folder is made read-only once the first checkpoint is there."""
+    work = Path(tempfile.mkdtemp(prefix="btc-ai-perm-"))  # not under pytest's tmp_path: that is private to root
+    try:
+        work.chmod(0o777)
+        folder = work / "ck"
+        folder.mkdir()
+        os.chown(folder, 65534, 65534)
+        config = {**TINY, "MIN_CHECKPOINT_INTERVAL": 1, "EPISODES": 8}
+        env = {**os.environ, "HOME": str(work), "PYTHONDONTWRITEBYTECODE": "1"}
+        proc = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                                 PACED.format(tests=str(ROOT / "tests")), json.dumps(config), str(folder)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=work)
+        first = folder / "gen-000001.pt"
+        deadline = time.monotonic() + 120
+        while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        folder.chmod(0o555)  # generation 2 is 0.1 s away (Slow@2)
+        out, err = proc.communicate(timeout=120)
+        outcome = json.loads(out.strip().splitlines()[-1])
+        assert outcome["type"] == "PermissionError" and outcome["recoverable"] is False, err
+        assert str(folder) in outcome["message"] and "gen-000002.pt" in outcome["message"]  # names the folder
+        assert sorted(p.name for p in folder.iterdir()) == ["gen-000001.pt"]
+        assert load_checkpoint(first).generation == 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -326,6 +326,7 @@ def _run(args: argparse.Namespace, values: dict[str, Any] | None, resume: str | 
         session = system.session_run_id
         _error(f"interrupted ({exc or 'SIGINT'}): the last completed generation is saved"
                + (f"; continue with: btc-ai resume {session}" if session else ""))
+        _settle_journal(system)
         return code
     reporter.close()
     _settle_journal(system)

@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import os
+import re
 import sqlite3
 import tempfile
 import threading
@@ -42,6 +43,23 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_CLIENT_KEY = "btc_ai.client_key"  # set at creation: a replayed creation finds the run instead of doubling it
 HTTP_TIMEOUT_S = "5"  # one call to an unresponsive server (MLflow's default: 120 s, then 7 retries)
 REPLAY_INTERVAL_S = 1.0
+
+
+def outage_reason(exc: BaseException) -> str:
+    """A short reason for an outage error: "[Errno 111] Connection refused", "timed out", ..."""
+    chain, current = [], exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    text = " ".join(str(e) for e in chain)
+    errno_text = re.search(r"\[Errno -?\d+\] [^'\")\]]+", text)
+    if errno_text:
+        return errno_text.group(0).strip()
+    for pattern, reason in (("timed out", "timed out"), ("RemoteDisconnected", "connection closed by the server"),
+                            ("Connection aborted", "connection aborted"), ("Connection reset", "connection reset")):
+        if pattern.lower() in text.lower():
+            return reason
+    return type(chain[-1]).__name__
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -185,7 +203,7 @@ class Tracker:
 
     def _go_offline(self, exc: BaseException) -> None:
         self._offline = True
-        self.outage = f"{type(exc).__name__}: {str(exc)[:200]}"
+        self.outage = outage_reason(exc)
         _log.warning("tracking store %s unreachable (%s); writes go to the journal in %s and are replayed when "
                      "it is back", self.tracking_uri, self.outage, self.journal.folder)
         self._start_replayer()

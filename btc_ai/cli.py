@@ -359,11 +359,10 @@ def _settle_journal(system: Any) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    from .journal import Journal, journal_dir
     from .tracking import Tracker, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
-    from .journal import Journal, journal_dir
-
     journal = Journal(journal_dir(uri))
     waiting = journal.pending_count()
     if not waiting:

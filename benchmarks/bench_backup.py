@@ -9,14 +9,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from btc_ai.backup import create_backup, restore_backup, verify_backup
-from btc_ai.faults import inject_fault
-from btc_ai.recovery import TrainingRecoverySystem
-from btc_ai.synthetic import default_candles
-from btc_ai.tracking import Tracker
-from btc_ai.training import train_model
+from tests.common import Record, guarded, median_seconds
 
-from .common import Record, guarded, median_seconds
+from btc_ai.desk.backup import create_backup, restore_backup, verify_backup
+from btc_ai.domain.synthetic import default_candles
+from btc_ai.recovery import TrainingRecoverySystem
+from btc_ai.tracking.store import Tracker
+from btc_ai.training.faults import inject_fault
+from btc_ai.training.loop import train_model
 
 SESSIONS = 20
 CRASHED_EVERY = 4  # every 4th session dies of an unrecoverable error (emergency checkpoint, no model)

@@ -8,11 +8,11 @@ import sys
 import time
 import tracemalloc
 
-from btc_ai.config import TrainingConfig
-from btc_ai.noise import noise_table
-from btc_ai.training import train_model
+from tests.common import Record, guarded
 
-from .common import Record, guarded
+from btc_ai.domain.config import TrainingConfig
+from btc_ai.domain.noise import noise_table
+from btc_ai.training.loop import train_model
 
 SHORT_EPISODES = 30
 TRACEMALLOC_EPISODES = 10

@@ -8,12 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tests.bench_eval import Setup, make_setup
+from tests.common import Record, guarded, median_seconds
 
-from btc_ai.market import positions_from_actions, shaped_fitness, step_rewards
-from btc_ai.policy import batched_actions
-
-from .bench_eval import Setup, make_setup
-from .common import Record, guarded, median_seconds
+from btc_ai.domain.market import positions_from_actions, shaped_fitness, step_rewards
+from btc_ai.domain.policy import batched_actions
 
 SHAPES: tuple[tuple[int, int], ...] = ((8, 64), (64, 64), (8, 512), (64, 512))
 WARMUP_GENERATIONS = 1

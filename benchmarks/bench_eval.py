@@ -7,14 +7,21 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tests.common import (
+    EVAL_EPISODES,
+    EVAL_STEPS,
+    Record,
+    bench_config,
+    guarded,
+    median_seconds,
+    train_market,
+)
 
-from btc_ai.config import TrainingConfig
-from btc_ai.es import OpenAIES
-from btc_ai.evaluation import BatchedEvaluator, episode_starts
-from btc_ai.market import TradingEnv
-from btc_ai.policy import PolicyNet, PolicySpec, batched_actions
-
-from .common import EVAL_EPISODES, EVAL_STEPS, Record, bench_config, guarded, median_seconds, train_market
+from btc_ai.domain.config import TrainingConfig
+from btc_ai.domain.es import OpenAIES
+from btc_ai.domain.evaluation import BatchedEvaluator, episode_starts
+from btc_ai.domain.market import TradingEnv
+from btc_ai.domain.policy import PolicyNet, PolicySpec, batched_actions
 
 SHAPES: tuple[tuple[int, int], ...] = ((8, 64), (64, 64), (8, 512), (64, 512))
 GENERATION = 3  # any fixed generation: the same episode windows for every repetition and both loops

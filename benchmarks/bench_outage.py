@@ -15,15 +15,15 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from btc_ai.config import TrainingConfig
+from tests.common import Record, guarded
+
+from btc_ai.domain.config import TrainingConfig
+from btc_ai.domain.synthetic import default_candles
 from btc_ai.recovery import TrainingRecoverySystem
 from btc_ai.recovery.system import ProgressReporter
-from btc_ai.server import LocalMlflowServer
-from btc_ai.synthetic import default_candles
-from btc_ai.tracking import Tracker
-from btc_ai.training import train_model
-
-from .common import Record, guarded
+from btc_ai.tracking.server import LocalMlflowServer
+from btc_ai.tracking.store import Tracker
+from btc_ai.training.loop import train_model
 
 OUTAGE_S = 30.0
 

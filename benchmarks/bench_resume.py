@@ -6,16 +6,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from btc_ai.checkpoint import load_checkpoint, save_checkpoint
-from btc_ai.config import TrainingConfig
-from btc_ai.faults import inject_fault
+from tests.common import Record, guarded, median_seconds
+
+from btc_ai.domain.config import TrainingConfig
+from btc_ai.domain.synthetic import default_candles
 from btc_ai.recovery import TrainingRecoverySystem
 from btc_ai.recovery.system import ProgressReporter
-from btc_ai.synthetic import default_candles
-from btc_ai.tracking import Tracker
-from btc_ai.training import TrainingCallbacks, train_model
-
-from .common import Record, guarded, median_seconds
+from btc_ai.tracking.store import Tracker
+from btc_ai.training.checkpoint import load_checkpoint, save_checkpoint
+from btc_ai.training.faults import inject_fault
+from btc_ai.training.loop import TrainingCallbacks, train_model
 
 
 def run() -> list[Record]:

@@ -7,13 +7,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from btc_ai.config import TrainingConfig
-from btc_ai.recovery import TrainingRecoverySystem
-from btc_ai.synthetic import default_candles
-from btc_ai.tracking import AttemptLogger, Tracker
-from btc_ai.training import train_model
+from tests.common import Record, guarded
 
-from .common import Record, guarded
+from btc_ai.domain.config import TrainingConfig
+from btc_ai.domain.synthetic import default_candles
+from btc_ai.recovery import TrainingRecoverySystem
+from btc_ai.tracking.store import AttemptLogger, Tracker
+from btc_ai.training.loop import train_model
 
 REPEATS = 5
 GENERATIONS = 150  # each pair of runs ~10 s; more, shorter pairs average out the machine's drift

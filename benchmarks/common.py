@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from btc_ai.config import TrainingConfig
-from btc_ai.market import MarketData, split_market
+from btc_ai.domain.config import TrainingConfig
+from btc_ai.domain.market import MarketData, split_market
 
 THREADS = 2
 EVAL_STEPS = 500
@@ -146,8 +146,8 @@ def benchmark_candles() -> tuple[pd.DataFrame, str]:
     numbers stay comparable between families of one run.
     """
     try:
-        from btc_ai.data import load_candles, resample_candles
-        from btc_ai.synthetic import default_candles
+        from btc_ai.domain.data import load_candles, resample_candles
+        from btc_ai.domain.synthetic import default_candles
     except ImportError:
         return _random_walk_candles(), "stand-in random walk (btc_ai.synthetic/data absent), 8640 5-min bars"
     config = TrainingConfig.from_dict({})

@@ -13,10 +13,10 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "TrainingRecoverySystem": "btc_ai.recovery",
     "train_model": "btc_ai.training",
-    "load_candles": "btc_ai.data",
-    "TrainingConfig": "btc_ai.config",
-    "synthetic_candles": "btc_ai.synthetic",
-    "default_candles": "btc_ai.synthetic",
+    "load_candles": "btc_ai.domain.data",
+    "TrainingConfig": "btc_ai.domain.config",
+    "synthetic_candles": "btc_ai.domain.synthetic",
+    "default_candles": "btc_ai.domain.synthetic",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -30,7 +30,7 @@ TINY = {
 @pytest.fixture(scope="session")
 def candles() -> pd.DataFrame:
     """Three weeks of synthetic 5-minute candles."""
-    from btc_ai.synthetic import synthetic_candles
+    from btc_ai.domain.synthetic import synthetic_candles
 
     return synthetic_candles(n_rows=6048, seed=3)
 
@@ -39,7 +39,7 @@ def candles() -> pd.DataFrame:
 def real_candles() -> pd.DataFrame:
     if not REAL_DATA.exists():
         pytest.skip(f"real data not present at {REAL_DATA}")
-    from btc_ai.data import load_candles
+    from btc_ai.domain.data import load_candles
 
     return load_candles(REAL_DATA)[0]
 

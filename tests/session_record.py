@@ -90,8 +90,8 @@ def session_record(tracking_uri: str, session_id: str) -> dict[str, Any]:
 def reference_training(tmp_path: Path) -> tuple[str, str]:
     """Train the reference session into a new store under ``tmp_path``; (tracking URI, session run ID)."""
     from btc_ai import TrainingRecoverySystem, train_model
-    from btc_ai.faults import inject_fault
-    from btc_ai.synthetic import synthetic_candles
+    from btc_ai.domain.synthetic import synthetic_candles
+    from btc_ai.training.faults import inject_fault
 
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     (tmp_path / "mlruns").mkdir(parents=True, exist_ok=True)

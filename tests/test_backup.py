@@ -21,7 +21,7 @@ from conftest import btc_ai_cmd, cli_env
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from btc_ai.backup import BackupError, check_entry_name, restore_backup, verify_backup
+from btc_ai.desk.backup import BackupError, check_entry_name, restore_backup, verify_backup
 
 TINY_FLAGS = ["--episodes", "8", "--hidden-size", "8", "--es-population", "8", "--set", "MAX_STEPS_PER_EPISODE=64",
               "--set", "EPISODES_PER_EVAL=2", "--set", "EVAL_INTERVAL=2", "--min-checkpoint-interval", "2",
@@ -313,7 +313,7 @@ def test_restore_into_a_non_empty_folder_is_refused_and_into_an_empty_one_works(
 
 @pytest.mark.slow
 def test_an_interrupted_backup_leaves_no_archive_and_no_temporary_files(store, tmp_path, monkeypatch) -> None:
-    import btc_ai.backup as backup
+    import btc_ai.desk.backup as backup
 
     real, calls = backup._add_file, []
 
@@ -330,7 +330,7 @@ def test_an_interrupted_backup_leaves_no_archive_and_no_temporary_files(store, t
 
 
 def test_the_backup_module_does_not_load_mlflow() -> None:
-    code = "import sys, btc_ai.backup, btc_ai.cli; print('mlflow' in sys.modules)"
+    code = "import sys, btc_ai.desk.backup, btc_ai.cli; print('mlflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 

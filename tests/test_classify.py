@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from btc_ai.config import TrainingConfig
-from btc_ai.errors import (
+from btc_ai.domain.config import TrainingConfig
+from btc_ai.domain.errors import (
     ConfigValidationError,
     DataValidationError,
     GPUError,
@@ -16,7 +16,7 @@ from btc_ai.errors import (
     TradingEnvironmentError,
     TrainingStalledError,
 )
-from btc_ai.presets import preset_config
+from btc_ai.domain.presets import preset_config
 from btc_ai.recovery.classify import RECOVERABLE, UNRECOVERABLE, classify, is_recoverable
 from btc_ai.recovery.repairs import RepairContext, choose_repair, validate_and_repair
 

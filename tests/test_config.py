@@ -7,9 +7,9 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from btc_ai.config import KNOWN_KEYS, STRUCTURAL_KEYS, TrainingConfig
-from btc_ai.errors import ConfigValidationError
-from btc_ai.presets import BUCKETS, preset_config
+from btc_ai.domain.config import KNOWN_KEYS, STRUCTURAL_KEYS, TrainingConfig
+from btc_ai.domain.errors import ConfigValidationError
+from btc_ai.domain.presets import BUCKETS, preset_config
 
 
 def test_defaults_are_the_scalping_preset() -> None:

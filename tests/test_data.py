@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from btc_ai.data import (
+from btc_ai.domain.data import (
     COLUMNS,
     DataReport,
     clean_candles,
@@ -19,7 +19,7 @@ from btc_ai.data import (
     resample_candles,
     validate_candles,
 )
-from btc_ai.errors import DataValidationError
+from btc_ai.domain.errors import DataValidationError
 
 REAL_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "btcusdt_5m_2021-06_binance.csv"
 START = pd.Timestamp("2021-06-01 00:00", tz="UTC")

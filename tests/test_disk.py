@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, TINY
 
-from btc_ai.checkpoint import load_checkpoint
+from btc_ai.training.checkpoint import load_checkpoint
 
 SCRIPT = """
 import json, sys
 sys.path.insert(0, {tests!r})
-from btc_ai.synthetic import synthetic_candles
+from btc_ai.domain.synthetic import synthetic_candles
 from btc_ai.training import train_model
 from btc_ai.recovery.classify import classify
 config = dict(json.loads(sys.argv[1]))
@@ -63,7 +63,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path) -> None:
 
 
 PACED = SCRIPT.replace("train_model(config,", "inject_fault(train_model, 'Slow@2')(config,").replace(
-    "from btc_ai.training import train_model", "from btc_ai.training import train_model\nfrom btc_ai.faults import inject_fault")
+    "from btc_ai.training import train_model", "from btc_ai.training import train_model\nfrom btc_ai.training.faults import inject_fault")
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from btc_ai.features import CLIP, compute_features, feature_names, warmup_bars
+from btc_ai.domain.features import CLIP, compute_features, feature_names, warmup_bars
 
 
 def test_changing_candles_after_t_changes_no_feature_at_or_before_t(candles) -> None:

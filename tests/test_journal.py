@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from btc_ai.journal import Entry, Journal, is_placeholder, journal_dir, new_placeholder, substitute
-from btc_ai.tracking import Tracker, is_outage
+from btc_ai.tracking.journal import Entry, Journal, is_placeholder, journal_dir, new_placeholder, substitute
+from btc_ai.tracking.store import Tracker, is_outage
 
 
 class Store:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-DOMAIN = ["errors", "presets", "config", "data", "synthetic", "features", "market", "policy", "noise", "es",
-          "evaluation", "checkpoint", "training"]
+DOMAIN = ["domain.errors", "domain.presets", "domain.config", "domain.data", "domain.synthetic", "domain.features",
+          "domain.market", "domain.policy", "domain.noise", "domain.es", "domain.evaluation", "training.checkpoint",
+          "training.loop"]
 
 
 def _loaded_after(statement: str) -> set[str]:

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from btc_ai.config import TrainingConfig
-from btc_ai.errors import TradingEnvironmentError
-from btc_ai.es import OpenAIES
-from btc_ai.evaluation import BatchedEvaluator, episode_starts
-from btc_ai.market import TradingEnv, episode_stats, max_drawdown, split_market, step_rewards
-from btc_ai.policy import PolicyNet, PolicySpec
+from btc_ai.domain.config import TrainingConfig
+from btc_ai.domain.errors import TradingEnvironmentError
+from btc_ai.domain.es import OpenAIES
+from btc_ai.domain.evaluation import BatchedEvaluator, episode_starts
+from btc_ai.domain.market import TradingEnv, episode_stats, max_drawdown, split_market, step_rewards
+from btc_ai.domain.policy import PolicyNet, PolicySpec
 
 
 def test_rewards_match_a_hand_computed_episode() -> None:

@@ -17,10 +17,10 @@ NOTEBOOK = ROOT / "notebooks" / "compare_attempts.ipynb"
 @pytest.fixture
 def store_with_a_session(tmp_path, monkeypatch) -> tuple[str, str]:
     """A store in tmp_path with one session of two attempts (one recoverable error) on the built-in data."""
-    from btc_ai.faults import inject_fault
     from btc_ai.recovery import TrainingRecoverySystem
-    from btc_ai.tracking import Tracker
-    from btc_ai.training import train_model
+    from btc_ai.tracking.store import Tracker
+    from btc_ai.training.faults import inject_fault
+    from btc_ai.training.loop import train_model
 
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     tracker = Tracker(uri)

@@ -20,8 +20,8 @@ import pytest
 from conftest import btc_ai_cmd, cli_env
 from mlflow import MlflowClient
 
-from btc_ai.journal import Journal, journal_dir
-from btc_ai.server import LocalMlflowServer
+from btc_ai.tracking.journal import Journal, journal_dir
+from btc_ai.tracking.server import LocalMlflowServer
 
 pytestmark = pytest.mark.slow
 

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 from conftest import TINY, btc_ai_cmd, cli_env, write_binance_csv
 
-from btc_ai.config import TrainingConfig
-from btc_ai.faults import inject_fault
-from btc_ai.plots import plot_equity_curve, plot_fitness_history
+from btc_ai.desk.plots import plot_equity_curve, plot_fitness_history
+from btc_ai.desk.session_plots import fitness_attempts, session_equity
+from btc_ai.domain.config import TrainingConfig
 from btc_ai.recovery import TrainingRecoverySystem
-from btc_ai.recovery.plots_data import fitness_attempts, session_equity
-from btc_ai.tracking import Tracker
-from btc_ai.training import train_model, validation_equity
+from btc_ai.tracking.store import Tracker
+from btc_ai.training.faults import inject_fault
+from btc_ai.training.loop import train_model, validation_equity
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CONFIG = {**TINY, "LEARNING_RATE": 0.05, "BUCKET": "Scalping"}
@@ -34,7 +34,7 @@ class Trained:
     """One short training on a data file, with one recoverable error (so two attempts and a repair)."""
 
     def __init__(self, root) -> None:
-        from btc_ai.synthetic import synthetic_candles
+        from btc_ai.domain.synthetic import synthetic_candles
 
         self.root = root
         self.data = write_binance_csv(root / "candles.csv", synthetic_candles(n_rows=6048, seed=3))
@@ -124,7 +124,7 @@ def test_report_plots_without_the_data_file_draws_the_fitness_plot_and_says_why(
 
 
 def test_a_plot_that_fails_never_fails_the_training(tmp_path, candles, monkeypatch) -> None:
-    import btc_ai.plots
+    import btc_ai.desk.plots
 
     def broken(*args, **kwargs):
         raise RuntimeError("no canvas today")
@@ -168,5 +168,5 @@ def test_plots_know_no_mlflow_and_a_training_loads_matplotlib_only_at_its_end() 
         return set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
 
     assert "matplotlib" not in loaded("import btc_ai.recovery.system")
-    drawn = loaded("import btc_ai.plots; btc_ai.plots.fitness_figure([])")
+    drawn = loaded("import btc_ai.desk.plots; btc_ai.plots.fitness_figure([])")
     assert "matplotlib" in drawn and not {"mlflow", "torch"} & {name.split(".")[0] for name in drawn}

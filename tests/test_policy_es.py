@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from btc_ai.errors import NaNError
-from btc_ai.es import OpenAIES, centered_ranks
-from btc_ai.noise import noise_table
-from btc_ai.policy import PolicyNet, PolicySpec, batched_actions
+from btc_ai.domain.errors import NaNError
+from btc_ai.domain.es import OpenAIES, centered_ranks
+from btc_ai.domain.noise import noise_table
+from btc_ai.domain.policy import PolicyNet, PolicySpec, batched_actions
 
 
 def test_batched_actions_equal_each_members_module_forward() -> None:

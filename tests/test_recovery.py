@@ -8,11 +8,11 @@ import json
 import pytest
 from conftest import TINY
 
-from btc_ai.faults import inject_fault
-from btc_ai.presets import preset_config
+from btc_ai.domain.presets import preset_config
 from btc_ai.recovery import TrainingRecoverySystem
-from btc_ai.tracking import Tracker
-from btc_ai.training import train_model
+from btc_ai.tracking.store import Tracker
+from btc_ai.training.faults import inject_fault
+from btc_ai.training.loop import train_model
 
 # Overrides that the repairs act on (each differs from the Scalping preset).
 CONFIG = {**TINY, "LEARNING_RATE": 0.05, "SIGMA": 0.1, "BUCKET": "Scalping", "STALL_MIN_SECONDS": 1.0}

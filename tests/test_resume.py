@@ -15,8 +15,8 @@ import torch
 from conftest import btc_ai_cmd, cli_env
 from mlflow import MlflowClient
 
-from btc_ai.checkpoint import load_checkpoint
-from btc_ai.errors import CheckpointError
+from btc_ai.domain.errors import CheckpointError
+from btc_ai.training.checkpoint import load_checkpoint
 
 # ~20-40 ms per generation: slow enough to kill mid-training, fast enough for the suite
 FLAGS = ["--episodes", "40", "--hidden-size", "48", "--es-population", "16", "--set", "MAX_STEPS_PER_EPISODE=128",

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from btc_ai.data import COLUMNS, data_fingerprint, load_candles, validate_candles
-from btc_ai.synthetic import _simulate, default_candles, synthetic_candles
+from btc_ai.domain.data import COLUMNS, data_fingerprint, load_candles, validate_candles
+from btc_ai.domain.synthetic import _simulate, default_candles, synthetic_candles
 
 BARS_PER_YEAR = 365.25 * 288
 SEEDS = [0, 1, 2, 3]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from btc_ai.checkpoint import TrainingState, load_checkpoint, save_checkpoint
-from btc_ai.errors import CheckpointError, DataValidationError
-from btc_ai.training import TrainingCallbacks, params_sha256, train_model
+from btc_ai.domain.errors import CheckpointError, DataValidationError
+from btc_ai.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from btc_ai.training.loop import TrainingCallbacks, params_sha256, train_model
 
 
 class Recorder(TrainingCallbacks):

@@ -1,5 +1,5 @@
 """Recovery around the trainer: sessions and attempts on MLflow, classified retries, repairs, reports."""
 
-from .system import TrainingRecoverySystem
+from btc_ai.recovery.system import TrainingRecoverySystem
 
 __all__ = ["TrainingRecoverySystem"]

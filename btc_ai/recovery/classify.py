@@ -8,7 +8,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import DataValidationError, GPUError, NaNError, TradingEnvironmentError, TrainingStalledError
+from btc_ai.domain.errors import (
+    DataValidationError,
+    GPUError,
+    NaNError,
+    TradingEnvironmentError,
+    TrainingStalledError,
+)
 
 
 @dataclass(frozen=True)

@@ -15,16 +15,23 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..config import KNOWN_KEYS, STRUCTURAL_KEYS, ConfigProblem, TrainingConfig, bounds, normalize_key
-from ..data import clean_candles
-from ..errors import (
+from btc_ai.domain.config import (
+    KNOWN_KEYS,
+    STRUCTURAL_KEYS,
+    ConfigProblem,
+    TrainingConfig,
+    bounds,
+    normalize_key,
+)
+from btc_ai.domain.data import clean_candles
+from btc_ai.domain.errors import (
     ConfigValidationError,
     DataValidationError,
     NaNError,
     TradingEnvironmentError,
     TrainingStalledError,
 )
-from ..presets import DEFAULT_BUCKET, find_bucket, preset_config
+from btc_ai.domain.presets import DEFAULT_BUCKET, find_bucket, preset_config
 
 PresetSource = Callable[[str], dict[str, Any]]
 

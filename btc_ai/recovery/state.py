@@ -17,10 +17,10 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
-from ..checkpoint import TrainingState, load_checkpoint
-from ..config import TrainingConfig
-from ..errors import CheckpointError, ResumeError
-from ..tracking import TAG_KIND, TAG_OUTCOME, TAG_PARENT, Tracker
+from btc_ai.domain.config import TrainingConfig
+from btc_ai.domain.errors import CheckpointError, ResumeError
+from btc_ai.tracking.store import TAG_KIND, TAG_OUTCOME, TAG_PARENT, Tracker
+from btc_ai.training.checkpoint import TrainingState, load_checkpoint
 
 LEASE_OWNER = "btc_ai.lease.owner"
 LEASE_HEARTBEAT = "btc_ai.lease.heartbeat"

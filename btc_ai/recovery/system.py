@@ -27,23 +27,19 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from ..checkpoint import TrainingState
-from ..config import STRUCTURAL_KEYS, ConfigProblem, TrainingConfig, normalize_key
-from ..data import DataReport, clean_candles, data_fingerprint, load_candles
-from ..errors import CheckpointError, ConfigValidationError, DataValidationError, NaNError, ResumeError
-from ..presets import DEFAULT_BUCKET, preset_config
-from ..tracking import (
-    TAG_ATTEMPT,
-    TAG_ERROR_TYPE,
-    TAG_FINAL_SHA,
-    TAG_OUTCOME,
-    TAG_STATUS,
-    AttemptLogger,
-    Tracker,
+from btc_ai.domain.config import STRUCTURAL_KEYS, ConfigProblem, TrainingConfig, normalize_key
+from btc_ai.domain.data import DataReport, clean_candles, data_fingerprint, load_candles
+from btc_ai.domain.errors import (
+    CheckpointError,
+    ConfigValidationError,
+    DataValidationError,
+    NaNError,
+    ResumeError,
 )
-from ..training import train_model, training_bars, validation_equity
-from .classify import Classification, classify
-from .repairs import (
+from btc_ai.domain.presets import DEFAULT_BUCKET, preset_config
+from btc_ai.recovery.classify import Classification, classify
+from btc_ai.recovery.error_report import build_error_report, render_markdown
+from btc_ai.recovery.repairs import (
     PresetSource,
     Repair,
     RepairContext,
@@ -51,8 +47,7 @@ from .repairs import (
     fit_episode_to_data,
     validate_and_repair,
 )
-from .report import build_error_report, render_markdown
-from .state import (
+from btc_ai.recovery.state import (
     LEASE_HEARTBEAT,
     LEASE_OWNER,
     TAG_DATA_SOURCE,
@@ -62,6 +57,17 @@ from .state import (
     heartbeat,
     lease_token,
 )
+from btc_ai.tracking.store import (
+    TAG_ATTEMPT,
+    TAG_ERROR_TYPE,
+    TAG_FINAL_SHA,
+    TAG_OUTCOME,
+    TAG_STATUS,
+    AttemptLogger,
+    Tracker,
+)
+from btc_ai.training.checkpoint import TrainingState
+from btc_ai.training.loop import train_model, training_bars, validation_equity
 
 TrainingFunc = Callable[..., tuple[Any, dict[str, Any], float, float]]
 TAG_REPAIRED_BY = "btc_ai.repaired_by"
@@ -336,7 +342,7 @@ class _Session:
 
     def _resolve_data(self, df: Any) -> tuple[pd.DataFrame, DataReport, Repair | None]:
         if df is None or (isinstance(df, str) and df == BUILTIN_DATA):
-            from ..synthetic import default_candles
+            from btc_ai.domain.synthetic import default_candles
 
             df = default_candles()
         try:
@@ -392,7 +398,7 @@ class _Session:
     def _log_plots(self, model: Any) -> None:
         """Fitness history and equity curve PNGs under ``plots/`` of the session: a picture that cannot be
         drawn is a warning (tag ``btc_ai.plots_warning``), never a failed training."""
-        from .plots_data import write_session_plots
+        from btc_ai.desk.session_plots import write_session_plots
 
         plan = self.attempts[-1].plan
         try:
@@ -594,7 +600,7 @@ def _recorded_source(rs: RecoveryState) -> Any:
 def _as_state(recovery_state: Any) -> TrainingState | None:
     if recovery_state is None or isinstance(recovery_state, TrainingState):
         return recovery_state
-    from ..checkpoint import load_checkpoint
+    from btc_ai.training.checkpoint import load_checkpoint
 
     return load_checkpoint(recovery_state)
 

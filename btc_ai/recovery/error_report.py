@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
 
-from .classify import Classification
+from btc_ai.recovery.classify import Classification
 
 
 def _version(package: str) -> str:

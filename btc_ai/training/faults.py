@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import errors
-from .evaluation import PopulationEvaluator
+from btc_ai.domain import errors
+from btc_ai.domain.evaluation import PopulationEvaluator
 
 ENV_VAR = "BTC_AI_FAULT"
 SLOW_SECONDS = 0.1

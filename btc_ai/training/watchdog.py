@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from .errors import TrainingStalledError
+from btc_ai.domain.errors import TrainingStalledError
 
 _SIGNAL = signal.SIGUSR1
 

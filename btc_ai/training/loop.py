@@ -13,15 +13,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .checkpoint import TrainingState, checkpoint_name, load_checkpoint, save_checkpoint
-from .config import STRUCTURAL_KEYS, TrainingConfig
-from .data import DataReport, data_fingerprint, load_candles, resample_candles
-from .errors import CheckpointError, DataValidationError
-from .es import OpenAIES
-from .evaluation import BatchedEvaluator, EquityCurve, PopulationEvaluator, equity_curve, evaluate_span
-from .market import MarketSplit, split_market
-from .policy import PolicyNet, PolicySpec
-from .watchdog import StallWatchdog
+from btc_ai.domain.config import STRUCTURAL_KEYS, TrainingConfig
+from btc_ai.domain.data import DataReport, data_fingerprint, load_candles, resample_candles
+from btc_ai.domain.errors import CheckpointError, DataValidationError
+from btc_ai.domain.es import OpenAIES
+from btc_ai.domain.evaluation import (
+    BatchedEvaluator,
+    EquityCurve,
+    PopulationEvaluator,
+    equity_curve,
+    evaluate_span,
+)
+from btc_ai.domain.market import MarketSplit, split_market
+from btc_ai.domain.policy import PolicyNet, PolicySpec
+from btc_ai.training.checkpoint import TrainingState, checkpoint_name, load_checkpoint, save_checkpoint
+from btc_ai.training.watchdog import StallWatchdog
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,7 @@ def prepare_data(df: pd.DataFrame | str | Path | None, config: TrainingConfig) -
     ``df`` None means the built-in synthetic default data.
     """
     if df is None:
-        from .synthetic import default_candles
+        from btc_ai.domain.synthetic import default_candles
 
         df = default_candles()
     candles, report = load_candles(df)

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .faults import inject_fault
-from .recovery import TrainingRecoverySystem
-from .recovery.classify import RECOVERABLE, UNRECOVERABLE
-from .tracking import Tracker
-from .training import train_model
+from btc_ai.recovery import TrainingRecoverySystem
+from btc_ai.recovery.classify import RECOVERABLE, UNRECOVERABLE
+from btc_ai.tracking.store import Tracker
+from btc_ai.training.faults import inject_fault
+from btc_ai.training.loop import train_model
 
 # Small enough that a scenario takes about a second in process.
 CONFIG = {"EPISODES": 8, "ES_POPULATION": 8, "HIDDEN_SIZE": 8, "MAX_STEPS_PER_EPISODE": 64, "EPISODES_PER_EVAL": 2,
@@ -60,7 +60,7 @@ class Scratch:
 
 def _in_process(name: str, fault: str, expect_recovered: bool) -> Callable[[Scratch], Outcome]:
     def scenario(scratch: Scratch) -> Outcome:
-        from .synthetic import synthetic_candles
+        from btc_ai.domain.synthetic import synthetic_candles
 
         tracker = Tracker(scratch.uri, experiment=f"chaos-{name}")
         system = TrainingRecoverySystem(checkpoint_dir=scratch.root / "ck" / name, max_retries=2, tracker=tracker,
@@ -172,7 +172,7 @@ def scenario_tracking_server_lost(scratch: Scratch) -> Outcome:
     cannot send, replays it when the server is back; the server ends with every generation exactly once."""
     from mlflow import MlflowClient
 
-    from .server import LocalMlflowServer
+    from btc_ai.tracking.server import LocalMlflowServer
 
     episodes = 24
     server = LocalMlflowServer(scratch.root / "server")

@@ -15,12 +15,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import ConfigProblem, TrainingConfig
-from .errors import ConfigValidationError
-from .es import OpenAIES
-from .market import MarketData, episode_stats, positions_from_actions, shaped_fitness, step_rewards
-from .noise import generation_rng
-from .policy import PolicySpec, batched_actions
+from btc_ai.domain.config import ConfigProblem, TrainingConfig
+from btc_ai.domain.errors import ConfigValidationError
+from btc_ai.domain.es import OpenAIES
+from btc_ai.domain.market import (
+    MarketData,
+    episode_stats,
+    positions_from_actions,
+    shaped_fitness,
+    step_rewards,
+)
+from btc_ai.domain.noise import generation_rng
+from btc_ai.domain.policy import PolicySpec, batched_actions
 
 _EPISODE_STREAM = 0xE915
 

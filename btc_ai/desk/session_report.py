@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..tracking import TAG_PARENT, Tracker
-from .state import attempt_runs, checkpoint_refs, mark_stale_attempts, resolve_session, session_busy
+from btc_ai.recovery.state import (
+    attempt_runs,
+    checkpoint_refs,
+    mark_stale_attempts,
+    resolve_session,
+    session_busy,
+)
+from btc_ai.tracking.store import TAG_PARENT, Tracker
 
 
 def session_summary(tracker: Tracker, ref: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from btc_ai.errors import DataValidationError
+from btc_ai.domain.errors import DataValidationError
 
 COLUMNS = ["open", "high", "low", "close", "volume"]
 PRICES = COLUMNS[:4]

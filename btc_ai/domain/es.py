@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import NaNError
-from .noise import gather_slices, member_sign, noise_table, pair_offsets
+from btc_ai.domain.errors import NaNError
+from btc_ai.domain.noise import gather_slices, member_sign, noise_table, pair_offsets
 
 
 def centered_ranks(values: np.ndarray) -> np.ndarray:

@@ -12,8 +12,8 @@ from typing import Any
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigValidationError
-from .presets import BUCKETS, DEFAULT_BUCKET, find_bucket
+from btc_ai.domain.errors import ConfigValidationError
+from btc_ai.domain.presets import BUCKETS, DEFAULT_BUCKET, find_bucket
 
 TIMEFRAMES = ("5min", "15min", "30min", "1h", "4h", "1d")
 

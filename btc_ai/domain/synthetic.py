@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from btc_ai.data import COLUMNS, LAYOUT_ATTR
+from btc_ai.domain.data import COLUMNS, LAYOUT_ATTR
 
 ANNUAL_VOL = 0.60  # long-run volatility target; BTC has mostly lived between 40% and 90%
 T_DOF = 5.0  # Student-t degrees of freedom: fat tails with a finite fourth moment

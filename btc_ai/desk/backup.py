@@ -418,7 +418,7 @@ def create_backup(version: str, description: str, *, dest: str | Path = "backups
 
 
 def _btc_ai_version() -> str:
-    from . import __version__
+    from btc_ai import __version__
 
     return __version__
 

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import CheckpointError
-from .es import ESState
+from btc_ai.domain.errors import CheckpointError
+from btc_ai.domain.es import ESState
 
 FORMAT_VERSION = 1
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import TrainingConfig
-from ..evaluation import EquityCurve
-from ..tracking import TAG_ATTEMPT, TAG_KIND, TAG_OUTCOME, TAG_PARENT, Tracker
-from .state import TAG_DATA_SOURCE, resolve_session
-from .system import BUILTIN_DATA
+from btc_ai.domain.config import TrainingConfig
+from btc_ai.domain.evaluation import EquityCurve
+from btc_ai.recovery.state import TAG_DATA_SOURCE, resolve_session
+from btc_ai.recovery.system import BUILTIN_DATA
+from btc_ai.tracking.store import TAG_ATTEMPT, TAG_KIND, TAG_OUTCOME, TAG_PARENT, Tracker
 
 PLOTS_DIR = "plots"
 FITNESS_PNG = "fitness_history.png"
@@ -87,8 +87,8 @@ def session_equity(tracker: Tracker, session_id: str) -> EquityCurve:
     The model is the one logged (and registered) on the session run; the config is that of the
     attempt that produced it. PlotDataMissing when any of them cannot be had.
     """
-    from ..data import data_fingerprint, load_candles
-    from ..training import validation_equity
+    from btc_ai.domain.data import data_fingerprint, load_candles
+    from btc_ai.training.loop import validation_equity
 
     client = tracker.client
     session = client.get_run(session_id)
@@ -122,7 +122,7 @@ def write_session_plots(tracker: Tracker, ref: str, out_dir: str | Path | None =
     from the store when the caller holds it. The fitness plot is always drawn; when the equity curve
     cannot be had, ``equity_skipped`` says why.
     """
-    from ..plots import plot_equity_curve, plot_fitness_history
+    from btc_ai.desk.plots import plot_equity_curve, plot_fitness_history
 
     session = resolve_session(tracker, ref)
     session_id = session.info.run_id

@@ -10,9 +10,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
-from .config import KNOWN_KEYS, TrainingConfig, allowed_range, normalize_key
-from .errors import ConfigValidationError, DataValidationError
-from .presets import BUCKETS
+from btc_ai.domain.config import KNOWN_KEYS, TrainingConfig, allowed_range, normalize_key
+from btc_ai.domain.errors import ConfigValidationError, DataValidationError
+from btc_ai.domain.presets import BUCKETS
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 
@@ -221,7 +221,7 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     for name, (key, _) in _CONFIG_FLAGS.items():
         if getattr(args, name) is not None:
             values[key] = getattr(args, name)
-    from .recovery.repairs import validate_and_repair
+    from btc_ai.recovery.repairs import validate_and_repair
 
     try:
         config, _ = validate_and_repair(values)
@@ -249,7 +249,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def _check_data(args: argparse.Namespace) -> None:
     """Refuse a data file that cannot be trained on before anything is created."""
-    from .data import load_candles
+    from btc_ai.domain.data import load_candles
 
     try:
         _, report = load_candles(args.data_path)
@@ -282,8 +282,8 @@ def _check_tracking_uri(uri: str | None) -> None:
 
 
 def _training_func() -> Any:
-    from .faults import ENV_VAR, FaultSpec, inject_fault
-    from .training import train_model
+    from btc_ai.training.faults import ENV_VAR, FaultSpec, inject_fault
+    from btc_ai.training.loop import train_model
 
     if not os.environ.get(ENV_VAR):
         return train_model
@@ -303,8 +303,8 @@ def _run(args: argparse.Namespace, values: dict[str, Any] | None, resume: str | 
     if args.data_path:
         _check_data(args)
     training_func = _training_func()
-    from .recovery import TrainingRecoverySystem
-    from .recovery.signals import TrainingInterrupted, graceful_interrupts
+    from btc_ai.recovery import TrainingRecoverySystem
+    from btc_ai.recovery.signals import TrainingInterrupted, graceful_interrupts
 
     reporter = ConsoleReporter(quiet=args.quiet)
     system = TrainingRecoverySystem(
@@ -359,8 +359,8 @@ def _settle_journal(system: Any) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from .journal import Journal, journal_dir
-    from .tracking import Tracker, resolve_tracking_uri
+    from btc_ai.tracking.journal import Journal, journal_dir
+    from btc_ai.tracking.store import Tracker, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     journal = Journal(journal_dir(uri))
@@ -501,9 +501,9 @@ class ConsoleReporter:
 
 def cmd_report(args: argparse.Namespace) -> int:
     _check_tracking_uri(args.tracking_uri)
-    from .errors import ResumeError
-    from .recovery.summary import render_summary, session_summary
-    from .tracking import Tracker
+    from btc_ai.desk.session_report import render_summary, session_summary
+    from btc_ai.domain.errors import ResumeError
+    from btc_ai.tracking.store import Tracker
 
     tracker = Tracker(args.tracking_uri)
     try:
@@ -511,7 +511,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ResumeError as exc:
         raise BadInput(str(exc)) from None
     if args.plots:
-        from .recovery.plots_data import write_session_plots
+        from btc_ai.desk.session_plots import write_session_plots
 
         session_id = summary["session_run_id"]
         plots = write_session_plots(tracker, session_id, args.out or os.path.join("plots", session_id))
@@ -535,7 +535,13 @@ def _size(n: float) -> str:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from .backup import BackupError, BackupInterrupted, create_backup, sigterm_interrupts, verify_backup
+    from btc_ai.desk.backup import (
+        BackupError,
+        BackupInterrupted,
+        create_backup,
+        sigterm_interrupts,
+        verify_backup,
+    )
 
     try:
         if args.verify:
@@ -570,7 +576,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from .backup import BackupError, BackupInterrupted, restore_backup, sigterm_interrupts
+    from btc_ai.desk.backup import BackupError, BackupInterrupted, restore_backup, sigterm_interrupts
 
     try:
         with sigterm_interrupts():
@@ -592,7 +598,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
-    from .chaos import run_chaos, scenarios
+    from btc_ai.desk.chaos import run_chaos, scenarios
 
     if args.list:
         print("\n".join(scenarios()))

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .errors import TradingEnvironmentError
-from .features import compute_features
+from btc_ai.domain.errors import TradingEnvironmentError
+from btc_ai.domain.features import compute_features
 
 ACTIONS = np.array([-1.0, 0.0, 1.0], dtype=np.float32)  # action index -> position (short, flat, long)
 _YEAR = pd.Timedelta(days=365)

@@ -23,9 +23,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from .checkpoint import TrainingState
-from .journal import Entry, Journal, is_placeholder, journal_dir, new_placeholder, substitute
-from .training import TrainingCallbacks, TrainingSetup
+from btc_ai.tracking.journal import Entry, Journal, is_placeholder, journal_dir, new_placeholder, substitute
+from btc_ai.training.checkpoint import TrainingState
+from btc_ai.training.loop import TrainingCallbacks, TrainingSetup
 
 _log = logging.getLogger(__name__)
 

@@ -1,0 +1,5 @@
+"""The desk floor: what a user reads and keeps: the session report, plots, backup and restore, chaos.
+
+May import every floor below it (recovery, tracking, training, domain); MLflow only through the
+tracking floor's run model.
+"""

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from btc_ai.domain.config import KNOWN_KEYS, TrainingConfig, allowed_range, normalize_key
-from btc_ai.domain.errors import ConfigValidationError, DataValidationError
+from btc_ai.domain.errors import ConfigValidationError, DataValidationError, UserInputError
 from btc_ai.domain.presets import BUCKETS
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
@@ -30,8 +30,8 @@ _CONFIG_FLAGS = {
 }
 
 
-class BadInput(Exception):
-    """A user mistake: reported as one line with exit code 2."""
+class BadInput(UserInputError):
+    """A user mistake found by the command line itself: reported as one line with exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_backup(args)
         if args.command == "restore":
             return cmd_restore(args)
-    except BadInput as exc:
+    except UserInputError as exc:
         _error(str(exc))
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
@@ -304,7 +304,7 @@ def _run(args: argparse.Namespace, values: dict[str, Any] | None, resume: str | 
         _check_data(args)
     training_func = _training_func()
     from btc_ai.recovery import TrainingRecoverySystem
-    from btc_ai.recovery.signals import TrainingInterrupted, graceful_interrupts
+    from btc_ai.recovery.signals import exit_code, graceful_interrupts
 
     reporter = ConsoleReporter(quiet=args.quiet)
     system = TrainingRecoverySystem(
@@ -322,7 +322,7 @@ def _run(args: argparse.Namespace, values: dict[str, Any] | None, resume: str | 
                 training_func, config=values, df=args.data_path or None, recovery_state=resume)
     except KeyboardInterrupt as exc:
         reporter.close()
-        code = exc.exit_code if isinstance(exc, TrainingInterrupted) else EXIT_SIGINT
+        code = exit_code(exc)
         session = system.session_run_id
         _error(f"interrupted ({exc or 'SIGINT'}): the last completed generation is saved"
                + (f"; continue with: btc-ai resume {session}" if session else ""))
@@ -535,13 +535,8 @@ def _size(n: float) -> str:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from btc_ai.desk.backup import (
-        BackupError,
-        BackupInterrupted,
-        create_backup,
-        sigterm_interrupts,
-        verify_backup,
-    )
+    from btc_ai.desk.backup import BackupError, create_backup, verify_backup
+    from btc_ai.recovery.signals import exit_code, graceful_interrupts
 
     try:
         if args.verify:
@@ -557,14 +552,14 @@ def cmd_backup(args: argparse.Namespace) -> int:
             raise BadInput("backup needs --version and --description, e.g. btc-ai backup --version 1.4 "
                            "--description post_training_stable (or --verify ZIP)")
         uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        with sigterm_interrupts():
+        with graceful_interrupts():
             result = create_backup(args.version, args.description, dest=args.dest or "backups", tracking_uri=uri,
                                    include=args.include)
     except BackupError as exc:
         raise BadInput(str(exc)) from None
     except KeyboardInterrupt as exc:
         _error("interrupted: no archive was written")
-        return exc.exit_code if isinstance(exc, BackupInterrupted) else EXIT_SIGINT
+        return exit_code(exc)
     for warning in result.warnings:
         print(f"btc-ai: warning: {warning}", file=sys.stderr)
     print(f"backup: {result.path}")
@@ -576,16 +571,17 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from btc_ai.desk.backup import BackupError, BackupInterrupted, restore_backup, sigterm_interrupts
+    from btc_ai.desk.backup import BackupError, restore_backup
+    from btc_ai.recovery.signals import exit_code, graceful_interrupts
 
     try:
-        with sigterm_interrupts():
+        with graceful_interrupts():
             result = restore_backup(args.archive, args.into)
     except BackupError as exc:
         raise BadInput(str(exc)) from None
     except KeyboardInterrupt as exc:
         _error(f"interrupted: nothing was restored into {args.into}")
-        return exc.exit_code if isinstance(exc, BackupInterrupted) else EXIT_SIGINT
+        return exit_code(exc)
     print(f"restored {result.files} files and {len(result.sessions)} sessions into {result.path} "
           f"(artifact locations moved from {result.original_store} to {result.path / 'mlruns'}: "
           f"{result.rewritten} entries)")

@@ -20,11 +20,9 @@ import json
 import os
 import re
 import shutil
-import signal
 import sqlite3
 import stat
 import tempfile
-import threading
 import time
 import zipfile
 import zlib
@@ -32,9 +30,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from types import FrameType
 from typing import Any
 from urllib.parse import unquote, urlparse
+
+from btc_ai.domain.errors import BackupError
 
 FORMAT = "btc_ai-backup"
 FORMAT_VERSION = 1
@@ -52,18 +51,6 @@ _STORED_SUFFIXES = {".pt", ".pt2", ".pth", ".ckpt", ".zip", ".gz", ".bz2", ".xz"
 # columns of MLflow's schema that hold artifact locations (absolute paths or file:// URIs)
 _LOCATION_COLUMNS = {"artifact_location", "artifact_uri", "storage_location", "source", "trace_archival_location"}
 _DB_SIDE_FILES = ("", "-wal", "-shm", "-journal")
-
-
-class BackupError(Exception):
-    """A backup or restore that cannot be done as asked; one line saying what and what to do."""
-
-
-class BackupInterrupted(KeyboardInterrupt):
-    """SIGTERM while a backup or restore ran (raised in the main thread; temporary files are removed)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.exit_code = 128 + signum
 
 
 @dataclass(frozen=True)
@@ -164,23 +151,6 @@ def _is_link(info: zipfile.ZipInfo) -> bool:
 
 
 # -- backup ----------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """While inside: SIGTERM raises BackupInterrupted in the main thread, so temporary files are removed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise BackupInterrupted(signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _snapshot(database: Path, target: Path) -> None:

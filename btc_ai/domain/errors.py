@@ -1,4 +1,5 @@
-"""The project's own exception types; which of them are recoverable is decided in one place elsewhere."""
+"""The project's own exception types; which of them are recoverable is decided in one place elsewhere
+(`btc_ai.recovery.classify`), and every user mistake is a `UserInputError`, mapped once by the face."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ class BtcAiError(Exception):
         self.key = key
 
 
-class ConfigValidationError(BtcAiError, ValueError):
+class UserInputError(BtcAiError):
+    """A mistake of the user's (a bad config, data file, flag, reference, archive, credential): the face
+    reports it as one line naming the problem and the fix, with exit code 2, and nothing is created."""
+
+
+class ConfigValidationError(UserInputError, ValueError):
     """A training config that cannot be used as given; ``problems`` lists every fault at once."""
 
     def __init__(self, problems: list[ConfigProblem]) -> None:  # noqa: F821 - defined in config
@@ -25,7 +31,7 @@ class ConfigValidationError(BtcAiError, ValueError):
         super().__init__(f"invalid config: {text}", key=keys[0] if len(keys) == 1 else None)
 
 
-class DataValidationError(BtcAiError, ValueError):
+class DataValidationError(UserInputError, ValueError):
     """Candle data that cannot be trained on; says which rows and why."""
 
     def __init__(self, message: str, *, rows: list[int] | None = None, key: str | None = None) -> None:
@@ -53,9 +59,17 @@ class TrainingStalledError(BtcAiError, RuntimeError):
     """A generation ran past its deadline."""
 
 
-class CheckpointError(BtcAiError, ValueError):
+class CheckpointError(UserInputError, ValueError):
     """A checkpoint is unreadable, tampered with, or does not match what it claims to hold."""
 
 
-class ResumeError(BtcAiError, ValueError):
+class ResumeError(UserInputError, ValueError):
     """A resume that cannot go ahead: unknown run or model, a session busy elsewhere, other data."""
+
+
+class BackupError(UserInputError):
+    """A backup or restore that cannot go ahead: bad names, a damaged or unsafe archive, a busy target."""
+
+
+class CredentialsError(UserInputError):
+    """The tracking server refused who we are (wrong or missing credentials, no permission)."""

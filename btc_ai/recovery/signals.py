@@ -1,4 +1,5 @@
-"""SIGINT and SIGTERM during training: the first ends the attempt cleanly, a second exits at once."""
+"""SIGINT and SIGTERM: the one mechanism that turns them into an exception (a training, a backup, a
+restore). The first signal raises `Interrupted` in the main thread; a second one exits at once."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 
-class TrainingInterrupted(KeyboardInterrupt):
+class Interrupted(KeyboardInterrupt):
     """Raised in the main thread by the first SIGINT or SIGTERM; never retried."""
 
     def __init__(self, signum: int) -> None:
@@ -23,11 +24,17 @@ class TrainingInterrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
+def exit_code(exc: KeyboardInterrupt) -> int:
+    """130 for a plain Ctrl-C, 128 + the signal number for an `Interrupted`."""
+    return exc.exit_code if isinstance(exc, Interrupted) else 128 + signal.SIGINT
+
+
 @contextmanager
 def graceful_interrupts(stop_event: threading.Event | None = None) -> Iterator[None]:
-    """While inside: the first SIGINT/SIGTERM sets ``stop_event`` and raises TrainingInterrupted (the loop then
-    writes its emergency checkpoint and the attempt ends as interrupted); a second one exits the process at
-    once. Checkpoints are written atomically, so exiting mid-write leaves the previous one intact."""
+    """While inside: the first SIGINT/SIGTERM sets ``stop_event`` and raises `Interrupted` (a training then
+    writes its emergency checkpoint and ends the attempt as interrupted; a backup removes its temporary
+    files); a second one exits the process at once. Files are written atomically, so exiting mid-write
+    leaves the previous one intact."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be installed from the main thread
         return
@@ -39,7 +46,7 @@ def graceful_interrupts(stop_event: threading.Event | None = None) -> Iterator[N
             stop_event.set()
         if len(received) > 1:
             os._exit(128 + signum)
-        raise TrainingInterrupted(signum)
+        raise Interrupted(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.common import Record, guarded, median_seconds
+from benchmarks.common import Record, guarded, median_seconds
 
 from btc_ai.desk.backup import create_backup, restore_backup, verify_backup
 from btc_ai.domain.synthetic import default_candles

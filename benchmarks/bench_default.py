@@ -8,7 +8,7 @@ import sys
 import time
 import tracemalloc
 
-from tests.common import Record, guarded
+from benchmarks.common import Record, guarded
 
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.noise import noise_table

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tests.bench_eval import Setup, make_setup
-from tests.common import Record, guarded, median_seconds
+from benchmarks.bench_eval import Setup, make_setup
+from benchmarks.common import Record, guarded, median_seconds
 
 from btc_ai.domain.market import positions_from_actions, shaped_fitness, step_rewards
 from btc_ai.domain.policy import batched_actions

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tests.common import (
+from benchmarks.common import (
     EVAL_EPISODES,
     EVAL_STEPS,
     Record,

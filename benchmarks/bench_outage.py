@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from tests.common import Record, guarded
+from benchmarks.common import Record, guarded
 
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.synthetic import default_candles

@@ -6,7 +6,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.common import Record, guarded, median_seconds
+from benchmarks.common import Record, guarded, median_seconds
 
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.synthetic import default_candles

@@ -7,7 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.common import Record, guarded
+from benchmarks.common import Record, guarded
 
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.synthetic import default_candles

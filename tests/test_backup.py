@@ -314,8 +314,9 @@ def test_restore_into_a_non_empty_folder_is_refused_and_into_an_empty_one_works(
 @pytest.mark.slow
 def test_an_interrupted_backup_leaves_no_archive_and_no_temporary_files(store, tmp_path, monkeypatch) -> None:
     import btc_ai.desk.backup as backup
+    from btc_ai.desk.backup import create as backup_create
 
-    real, calls = backup._add_file, []
+    real, calls = backup_create._add_file, []
 
     def add_then_interrupt(zf, path, arcname):
         calls.append(arcname)
@@ -323,7 +324,7 @@ def test_an_interrupted_backup_leaves_no_archive_and_no_temporary_files(store, t
             raise KeyboardInterrupt
         return real(zf, path, arcname)
 
-    monkeypatch.setattr(backup, "_add_file", add_then_interrupt)
+    monkeypatch.setattr(backup_create, "_add_file", add_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         backup.create_backup("9", "interrupted", dest=tmp_path / "out", root=store.orig, tracking_uri=store.uri)
     assert list((tmp_path / "out").iterdir()) == []

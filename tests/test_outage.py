@@ -73,7 +73,7 @@ def _check_store(url: str, generations: int, checkpoint_dir: Path) -> str:
         assert sorted(steps) == list(range(1, generations + 1)), key  # none lost, none doubled
     tags = client.get_run(attempt).data.tags
     stored = {a.path.split("/")[-1] for a in client.list_artifacts(attempt, "checkpoints")}
-    local = {p.name for p in checkpoint_dir.rglob("*.pt") if p.name != "policy.pt"}
+    local = {p.name for p in checkpoint_dir.rglob("*.pt")}
     assert stored == local and f"gen-{generations:06d}.pt" in stored
     with tempfile.TemporaryDirectory() as tmp:
         for name in stored:

@@ -100,7 +100,7 @@ def test_checkpoint_round_trip_and_tamper_detection(candles, tiny, tmp_path) -> 
 def test_checkpoint_write_is_atomic_and_leaves_no_temporary_files(candles, tiny, tmp_path) -> None:
     train_model(tiny, candles, tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["gen-000002.pt", "gen-000004.pt", "gen-000006.pt", "policy.pt"]
+    assert names == ["gen-000002.pt", "gen-000004.pt", "gen-000006.pt"]
 
 
 class Boom(RuntimeError):
@@ -121,7 +121,7 @@ class FailingEvaluator:
 
 
 def test_error_writes_an_emergency_checkpoint_of_the_last_good_generation(candles, tiny, tmp_path, monkeypatch) -> None:
-    from btc_ai import training
+    from btc_ai.training import loop as training
 
     recorder = Recorder()
     failing = FailingEvaluator(fail_at=4)

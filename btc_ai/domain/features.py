@@ -19,10 +19,6 @@ class Features:
     names: tuple[str, ...]
     valid_from: int
 
-    @property
-    def n_features(self) -> int:
-        return len(self.names)
-
 
 def return_horizons(lookback: int) -> list[int]:
     """Look-backs (in bars) of the return features: short to ``lookback``."""

@@ -89,14 +89,6 @@ def checkpoint_name(generation: int, *, emergency: bool = False) -> str:
     return f"{'emergency-' if emergency else ''}gen-{generation:06d}.pt"
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_checkpoint(state: TrainingState, path: str | Path) -> str:
     """Write ``state`` atomically (temporary file, fsync, rename) and return its sha256.
 

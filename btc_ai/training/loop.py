@@ -219,8 +219,6 @@ def train_model(
         "data": report.to_dict(),
         "history": history,
     }
-    if save_dir is not None:
-        save_policy(model, config, save_dir / "policy.pt")
     return model, metrics, float(es_state.best_reward), float(elapsed)
 
 
@@ -269,18 +267,3 @@ def _hand_out(state: TrainingState, callbacks: TrainingCallbacks, save_dir: Path
         path = save_dir / checkpoint_name(state.generation, emergency=emergency)
         sha = save_checkpoint(state, path)
     callbacks.on_checkpoint(state, path, sha, emergency=emergency)
-
-
-def save_policy(model: PolicyNet, config: TrainingConfig, path: Path) -> None:
-    """The trained policy as a plain state dict plus what is needed to rebuild it (weights_only-safe)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    spec = model.spec
-    torch.save(
-        {
-            "state_dict": model.state_dict(),
-            "spec": {"n_inputs": spec.n_inputs, "hidden_size": spec.hidden_size, "hidden_layers": spec.hidden_layers},
-            "feature_names": list(model.feature_names),
-            "config": config.to_dict(),
-        },
-        path,
-    )

@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from btc_ai.recovery import TrainingRecoverySystem
 from btc_ai.recovery.classify import RECOVERABLE, UNRECOVERABLE
+from btc_ai.tracking.run_model import ARTIFACT_CHECKPOINTS, METRIC_FITNESS_MEAN, RunModel, SessionRecord
 from btc_ai.tracking.store import Tracker
 from btc_ai.training.faults import inject_fault
 from btc_ai.training.loop import train_model
@@ -69,16 +69,16 @@ def _in_process(name: str, fault: str, expect_recovered: bool) -> Callable[[Scra
         model, _, _, _ = system.start_training_with_recovery(inject_fault(train_model, fault), dict(CONFIG),
                                                                   synthetic_candles(4032, seed=11))
         seconds = time.perf_counter() - tick
-        runs = tracker.client.search_runs([tracker.experiment_id])
-        attempts = sorted((r for r in runs if r.data.tags.get("btc_ai.kind") == "attempt"),
-                          key=lambda r: int(r.data.tags["btc_ai.attempt"]))
-        repairs = [r.data.tags["btc_ai.repair_rule"] for r in runs if r.data.tags.get("btc_ai.kind") == "repair"]
-        first = attempts[0].data.tags.get("btc_ai.outcome", "?") if attempts else "none"
+        runs = RunModel(tracker)
+        (session,) = runs.sessions()
+        attempts = runs.attempts(session)
+        repairs = [r.rule or "?" for r in runs.repairs(session)]
+        first = (attempts[0].outcome or "?") if attempts else "none"
         if expect_recovered:
             passed = model is not None and len(attempts) == 2 and first == "recoverable_error" and len(repairs) == 1
         else:
             passed = model is None and len(attempts) == 1 and first == "unrecoverable_error" and not repairs
-        nothing_running = all(r.info.status != "RUNNING" for r in runs)
+        nothing_running = not runs.running_runs()
         return Outcome(name, "recoverable" if expect_recovered else "unrecoverable", len(attempts),
                        ", ".join(repairs) or "-", "completed" if model is not None else "failed", seconds,
                        passed and nothing_running, "" if nothing_running else "a run was left RUNNING")
@@ -102,14 +102,12 @@ def _signal_at(scratch: Scratch, generation: int, sig: int) -> int:
     return proc.returncode
 
 
-def _sessions(scratch: Scratch) -> list[Any]:
-    tracker = Tracker(scratch.uri)
-    return tracker.client.search_runs([tracker.experiment_id], "tags.`btc_ai.kind` = 'session'",
-                                      order_by=["attribute.start_time ASC"])
+def _sessions(scratch: Scratch) -> list[SessionRecord]:
+    return RunModel(Tracker(scratch.uri)).sessions()
 
 
 def _final_sha(scratch: Scratch, session_id: str) -> str | None:
-    return Tracker(scratch.uri).client.get_run(session_id).data.tags.get("btc_ai.final_params_sha256")
+    return RunModel(Tracker(scratch.uri)).session(session_id).final_params_sha256
 
 
 def _baseline_sha(scratch: Scratch) -> str | None:
@@ -117,15 +115,15 @@ def _baseline_sha(scratch: Scratch) -> str | None:
     base.root.mkdir(exist_ok=True)
     _cli(base, "train", *CLI_FLAGS)
     sessions = _sessions(base)
-    return _final_sha(base, sessions[0].info.run_id) if sessions else None
+    return _final_sha(base, sessions[0].run_id) if sessions else None
 
 
 def scenario_sigterm(scratch: Scratch) -> Outcome:
     tick = time.perf_counter()
     code = _signal_at(scratch, 8, signal.SIGTERM)
     (session,) = _sessions(scratch)
-    resumed = _cli(scratch, "resume", session.info.run_id)
-    passed = code == 143 and resumed.returncode == 0 and _final_sha(scratch, session.info.run_id) is not None
+    resumed = _cli(scratch, "resume", session.run_id)
+    passed = code == 143 and resumed.returncode == 0 and _final_sha(scratch, session.run_id) is not None
     return Outcome("sigterm", "interrupt (never retried)", 2, "-", f"exit {code}, resumed", time.perf_counter() - tick,
                    passed)
 
@@ -135,8 +133,8 @@ def scenario_sigkill_resume(scratch: Scratch) -> Outcome:
     code = _signal_at(scratch, 11, signal.SIGKILL)
     (session,) = _sessions(scratch)
     shutil.rmtree(scratch.root / "checkpoints", ignore_errors=True)
-    resumed = _cli(scratch, "resume", session.info.run_id)
-    same = _final_sha(scratch, session.info.run_id) == _baseline_sha(scratch)
+    resumed = _cli(scratch, "resume", session.run_id)
+    same = _final_sha(scratch, session.run_id) == _baseline_sha(scratch)
     passed = code == -signal.SIGKILL and resumed.returncode == 0 and same
     return Outcome("sigkill+resume", "process died", 2, "-", "bit-identical" if same else "DIFFERS",
                    time.perf_counter() - tick, passed)
@@ -147,15 +145,15 @@ def scenario_corrupted_checkpoint(scratch: Scratch) -> Outcome:
     env = {**scratch.env(), "BTC_AI_FAULT": "PermissionError@8"}
     _cli(scratch, "train", *CLI_FLAGS, env=env)
     (session,) = _sessions(scratch)
-    tracker = Tracker(scratch.uri)
-    attempt = tracker.client.search_runs([tracker.experiment_id], "tags.`btc_ai.kind` = 'attempt'")[0]
-    folder = Path(attempt.info.artifact_uri.removeprefix("file://")) / "checkpoints"
+    runs = RunModel(Tracker(scratch.uri))
+    attempt = runs.attempts(session)[0]
+    folder = runs.artifact_folder(attempt.run_id) / ARTIFACT_CHECKPOINTS
     newest = max(folder.glob("*.pt"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
     newest.write_bytes(newest.read_bytes()[:100])  # truncated
-    resumed = _cli(scratch, "resume", session.info.run_id)
-    runs = tracker.client.search_runs([tracker.experiment_id], "tags.`btc_ai.kind` = 'attempt'")
-    skipped = any(newest.name in r.data.tags.get("btc_ai.skipped_checkpoints", "") for r in runs)
-    return Outcome("corrupted checkpoint", "checkpoint skipped", len(runs), "-", "resumed from the previous one",
+    resumed = _cli(scratch, "resume", session.run_id)
+    attempts = runs.attempts(session)
+    skipped = any(newest.name in (a.skipped_checkpoints or "") for a in attempts)
+    return Outcome("corrupted checkpoint", "checkpoint skipped", len(attempts), "-", "resumed from the previous one",
                    time.perf_counter() - tick, resumed.returncode == 0 and skipped)
 
 
@@ -170,8 +168,6 @@ def scenario_tracking_server_down(scratch: Scratch) -> Outcome:
 def scenario_tracking_server_lost(scratch: Scratch) -> Outcome:
     """A real `mlflow server` killed mid-training and started again: the training goes on, journals what it
     cannot send, replays it when the server is back; the server ends with every generation exactly once."""
-    from mlflow import MlflowClient
-
     from btc_ai.tracking.server import LocalMlflowServer
 
     episodes = 24
@@ -192,16 +188,17 @@ def scenario_tracking_server_lost(scratch: Scratch) -> Outcome:
                 proc.send_signal(signal.SIGCONT)
                 break
         proc.communicate(timeout=300)
-        client = MlflowClient(server.url)
-        runs = client.search_runs([client.get_experiment_by_name("btc-ai").experiment_id])
-        attempts = [r for r in runs if r.data.tags.get("btc_ai.kind") == "attempt"]
-        steps = sorted(m.step for a in attempts for m in client.get_metric_history(a.info.run_id, "fitness/mean"))
+        runs = RunModel(Tracker(server.url))
+        (session,) = runs.sessions()
+        attempts = runs.attempts(session)
+        steps = sorted(step for a in attempts for step, _ in runs.metric_history(a.run_id, METRIC_FITNESS_MEAN))
+        closed = not runs.running_runs()
+        runs.tracker.close()
     finally:
         if proc.poll() is None:
             proc.kill()
         server.stop()
     exact = steps == list(range(1, episodes + 1))
-    closed = all(r.info.status == "FINISHED" for r in runs)
     passed = proc.returncode == 0 and exact and closed
     return Outcome("tracking server lost", "outage (journaled)", len(attempts), "-",
                    "all metrics, once" if exact else f"{len(steps)} of {episodes} metrics", time.perf_counter() - tick,

@@ -114,13 +114,7 @@ class TrainingConfig(BaseModel):
 
         A malformed file raises json.JSONDecodeError (recoverable: the backup config is used).
         """
-        text = Path(path).read_text(encoding="utf-8")
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ConfigValidationError(
-                [ConfigProblem("", type(data).__name__, f"{path} must hold a JSON object of config keys", "{...}")]
-            )
-        return cls.from_dict(data, **overrides)
+        return cls.from_dict(read_config_file(path), **overrides)
 
     # -- use ----------------------------------------------------------------------------------
 
@@ -147,6 +141,20 @@ class TrainingConfig(BaseModel):
 
 
 KNOWN_KEYS: tuple[str, ...] = tuple(TrainingConfig.model_fields)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The JSON object of config keys in ``path`` (the one reader of config files).
+
+    A malformed file raises json.JSONDecodeError (recoverable in a training: the backup config is used),
+    one that holds no object ConfigValidationError, a missing one FileNotFoundError.
+    """
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ConfigValidationError(
+            [ConfigProblem("", type(data).__name__, f"{path} must hold a JSON object of config keys", "{...}")]
+        )
+    return data
 
 
 def normalize_key(key: Any) -> str:

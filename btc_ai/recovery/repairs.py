@@ -137,7 +137,7 @@ def _clamped(key: str, value: Any, preset: Mapping[str, Any]) -> Any:
     return int(new) if is_int else float(new)
 
 
-def fit_episode_to_data(config: TrainingConfig, train_bars: int) -> Repair | None:
+def shorten_episode_to_data(config: TrainingConfig, train_bars: int) -> Repair | None:
     """Shorten MAX_STEPS_PER_EPISODE when the training span is shorter than one episode.
 
     Raises DataValidationError when the span is too short for any episode at all.
@@ -194,7 +194,7 @@ def error_key(exc: BaseException) -> str | None:
     return key if key in KNOWN_KEYS else None
 
 
-def halve_step_on_nan(ctx: RepairContext) -> Repair | None:
+def halve_learning_rate_and_sigma_on_nan(ctx: RepairContext) -> Repair | None:
     """NaN: resume from the last good state with half the learning rate and half the noise."""
     return ctx.change("halve_learning_rate_and_sigma_on_nan", "non-finite numbers: smaller steps from the last good state",
                       {"LEARNING_RATE": ctx.config.LEARNING_RATE / 2, "SIGMA": ctx.config.SIGMA / 2})
@@ -227,7 +227,7 @@ def clamp_offending_value(ctx: RepairContext) -> Repair | None:
     return ctx.change("clamp_offending_value", f"{key}={value!r} caused {ctx.triggered_by}", {key: new})
 
 
-def clean_the_data(ctx: RepairContext) -> Repair | None:
+def clean_data(ctx: RepairContext) -> Repair | None:
     """DataValidationError: drop bad rows, dedupe and sort, then retry on the cleaned candles."""
     if ctx.data is None:
         return None
@@ -251,19 +251,19 @@ def rebuild_environment(ctx: RepairContext) -> Repair | None:
                   "last good state", ctx.triggered_by)
 
 
-def halve_population(ctx: RepairContext) -> Repair | None:
+def halve_population_on_oom(ctx: RepairContext) -> Repair | None:
     """Out of memory: half the population (still even) needs about half the memory."""
     return ctx.change("halve_population_on_oom", "out of memory: a smaller population",
                       {"ES_POPULATION": max(2, ctx.config.ES_POPULATION // 4 * 2)})
 
 
-def roll_back_to_last_good_state(ctx: RepairContext) -> Repair | None:
+def retry_from_last_good_state(ctx: RepairContext) -> Repair | None:
     """A stalled generation: retry it from the last good state."""
     return Repair("retry_from_last_good_state", "the generation stalled: it is retried from the last good state",
                   ctx.triggered_by)
 
 
-def revert_overrides_toward_preset(ctx: RepairContext) -> Repair:
+def revert_override_to_preset(ctx: RepairContext) -> Repair:
     """Fallback when the error names no key: revert the first user override (in REVERT_ORDER) to the preset."""
     current = ctx.config.to_dict()
     blamed = error_key(ctx.error)
@@ -278,15 +278,15 @@ def revert_overrides_toward_preset(ctx: RepairContext) -> Repair:
 
 
 REPAIR_BY_ERROR: Mapping[type[BaseException], Callable[[RepairContext], Repair | None]] = {
-    NaNError: halve_step_on_nan,
+    NaNError: halve_learning_rate_and_sigma_on_nan,
     KeyError: fill_key_from_preset,
     ValueError: clamp_offending_value,
     IndexError: clamp_offending_value,
-    DataValidationError: clean_the_data,
+    DataValidationError: clean_data,
     json.JSONDecodeError: fall_back_to_backup_config,
     TradingEnvironmentError: rebuild_environment,
-    torch.OutOfMemoryError: halve_population,
-    TrainingStalledError: roll_back_to_last_good_state,
+    torch.OutOfMemoryError: halve_population_on_oom,
+    TrainingStalledError: retry_from_last_good_state,
 }
 
 
@@ -298,4 +298,4 @@ def choose_repair(ctx: RepairContext) -> Repair:
             if repair is not None:
                 return repair
             break
-    return revert_overrides_toward_preset(ctx)
+    return revert_override_to_preset(ctx)

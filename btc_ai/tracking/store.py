@@ -1,4 +1,8 @@
-"""The one module that talks to MLflow: session/attempt/repair runs, params, metrics, artifacts, registry."""
+"""The tracking store: one experiment on one MLflow store, every write through one path that goes
+straight to the store or, while it is unreachable, to the outage journal (replayed in order later).
+
+Knows runs, params, metrics, tags and artifacts by explicit run ID; what they mean is the run model's.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,12 @@ import csv
 import json
 import logging
 import os
-import re
-import sqlite3
 import tempfile
 import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from btc_ai.tracking.journal import Entry, Journal, is_placeholder, journal_dir, new_placeholder, substitute
-from btc_ai.training.checkpoint import TrainingState
-from btc_ai.training.loop import TrainingCallbacks, TrainingSetup
+from btc_ai.tracking.outage import HTTP_TIMEOUT_S, is_outage, outage_reason
+from btc_ai.tracking.run_model import TAG_CLIENT_KEY, TAG_KIND, TAG_PARENT
 
 _log = logging.getLogger(__name__)
 
@@ -33,59 +34,7 @@ DEFAULT_EXPERIMENT = "btc-ai"
 MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
 _BATCH = 1000  # MLflow's limit of metrics per log_batch
 
-TAG_KIND = "btc_ai.kind"
-TAG_STATUS = "btc_ai.status"
-TAG_ATTEMPT = "btc_ai.attempt"
-TAG_OUTCOME = "btc_ai.outcome"
-TAG_ERROR_TYPE = "btc_ai.error_type"
-TAG_FINAL_SHA = "btc_ai.final_params_sha256"
-TAG_PARENT = "mlflow.parentRunId"
-TAG_CLIENT_KEY = "btc_ai.client_key"  # set at creation: a replayed creation finds the run instead of doubling it
-HTTP_TIMEOUT_S = "5"  # one call to an unresponsive server (MLflow's default: 120 s, then 7 retries)
 REPLAY_INTERVAL_S = 1.0
-
-
-def outage_reason(exc: BaseException) -> str:
-    """A short reason for an outage error: "[Errno 111] Connection refused", "timed out", ..."""
-    chain, current = [], exc
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    text = " ".join(str(e) for e in chain)
-    errno_text = re.search(r"\[Errno -?\d+\] [^'\")\]]+", text)
-    if errno_text:
-        return errno_text.group(0).strip()
-    for pattern, reason in (("timed out", "timed out"), ("RemoteDisconnected", "connection closed by the server"),
-                            ("Connection aborted", "connection aborted"), ("Connection reset", "connection reset")):
-        if pattern.lower() in text.lower():
-            return reason
-    return type(chain[-1]).__name__
-
-
-def is_outage(exc: BaseException) -> bool:
-    """True for errors that mean "the tracking store cannot be reached now", not "the request is wrong":
-    connection refused or reset, timeouts, 502/503/504 answers, a locked or unopenable SQLite file."""
-    import requests
-
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                                ConnectionError, TimeoutError)):
-            return True
-        if isinstance(current, sqlite3.OperationalError) and any(
-                text in str(current) for text in ("locked", "unable to open", "disk I/O")):
-            return True
-        if isinstance(current, MlflowException):
-            text = str(current)
-            if "failed with exception" in text or "Max retries exceeded" in text:
-                return True
-            status = getattr(current, "get_http_status_code", lambda: None)()
-            if status in (502, 503, 504) or "TEMPORARILY_UNAVAILABLE" in text:
-                return True
-        current = current.__cause__ or current.__context__
-    return False
 
 
 def default_tracking_uri(root: str | Path = ".") -> str:
@@ -275,42 +224,13 @@ class Tracker:
 
     def _apply(self, op: str, args: dict[str, Any]) -> Any:
         """One write against the store. Each is idempotent, so replaying an entry twice changes nothing."""
-        client = self.client
         run_id = args.get("run_id")
         if run_id is not None and is_placeholder(run_id):  # its creation was rejected: so is this
             raise _Unresolved(f"run {run_id} was never created on the store")
-        if op == "create_run":
-            tags = args["tags"]
-            found = client.search_runs([args["experiment_id"]], f"tags.`{TAG_CLIENT_KEY}` = '{tags[TAG_CLIENT_KEY]}'")
-            if found:
-                return found[0].info.run_id
-            run = client.create_run(args["experiment_id"], tags=tags, run_name=args.get("name"),
-                                    start_time=args.get("start_time"))
-            return run.info.run_id
-        if op == "log_batch":
-            metrics = [Metric(k, v, ts, step) for k, v, ts, step in args.get("metrics", [])]
-            params = [Param(k, v) for k, v in args.get("params", [])]
-            tags = [RunTag(k, v) for k, v in args.get("tags", [])]
-            for lo in range(0, max(len(metrics), 1), _BATCH):
-                client.log_batch(run_id, metrics=metrics[lo : lo + _BATCH], params=params if lo == 0 else [],
-                                 tags=tags if lo == 0 else [], synchronous=True)
-            return None
-        if op == "set_terminated":
-            client.set_terminated(run_id, status=args["status"], end_time=args.get("end_time"))
-            return None
-        if op == "log_artifact":
-            self._artifacts(run_id).log_artifact(args["path"], args.get("artifact_path"))
-            return None
-        if op == "log_artifacts":
-            self._artifacts(run_id).log_artifacts(args["path"], args.get("artifact_path"))
-            return None
-        if op == "delete_artifact":
-            with contextlib.suppress(NotImplementedError, MlflowException, FileNotFoundError):
-                self._artifacts(run_id).delete_artifacts(args["artifact_path"])
-            return None
-        if op == "register_model":
-            return self._register(run_id, args["name"], args["alias"], args["tags"])
-        raise ValueError(f"unknown tracking operation {op!r}")
+        operation = _OPERATIONS.get(op)
+        if operation is None:
+            raise ValueError(f"unknown tracking operation {op!r}")
+        return operation(self, args)
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -322,6 +242,10 @@ class Tracker:
         return self._write("create_run", {"experiment_id": self.experiment_id, "name": name,
                                           "tags": {k: str(v) for k, v in all_tags.items()},
                                           "start_time": int(time.time() * 1000)})
+
+    def set_status(self, run_id: str, status: str) -> None:
+        """MLflow's run status (a resumed session is RUNNING again) without ending the run."""
+        self._write("set_status", {"run_id": run_id, "status": status})
 
     def end_run(self, run_id: str, status: str) -> None:
         """Close a run with a terminal status: FINISHED, FAILED or KILLED."""
@@ -348,7 +272,7 @@ class Tracker:
         stamp = int(time.time() * 1000)
         self.log_metrics(run_id, (Metric(k, float(v), stamp, step) for k, v in values.items()))
 
-    def _artifacts(self, run_id: str) -> Any:
+    def artifact_repository(self, run_id: str) -> Any:
         """The run's artifact repository, resolved once: MlflowClient.log_artifact reads the whole run
         (params, tags, latest metrics) from the store on every call to find it."""
         repo = self._repos.get(run_id)
@@ -363,17 +287,18 @@ class Tracker:
         """Remove one artifact (checkpoint retention) where the artifact store can delete."""
         self._write("delete_artifact", {"run_id": run_id, "artifact_path": artifact_path})
 
-    def metric_rows(self, run_id: str, attempt: int) -> list[dict[str, Any]]:
-        """Every metric of a run as one row per step (performance history of an earlier process)."""
-        rows: dict[int, dict[str, Any]] = {}
-        for key in self.client.get_run(run_id).data.metrics:
-            for metric in self.client.get_metric_history(run_id, key):
-                rows.setdefault(metric.step, {"generation": metric.step, "attempt": attempt})[key] = metric.value
-        return [rows[step] for step in sorted(rows)]
-
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
         self._write("log_artifact", {"run_id": run_id, "path": str(path), "artifact_path": artifact_path},
                     files={"path": path})
+
+    def log_artifacts(self, run_id: str, folder: str | Path, artifact_path: str | None = None) -> None:
+        """A whole folder (copied into the journal while the store is unreachable)."""
+        self._write("log_artifacts", {"run_id": run_id, "path": str(folder), "artifact_path": artifact_path},
+                    files={"path": folder})
+
+    def register_model(self, run_id: str, name: str, alias: str, tags: Mapping[str, str]) -> str | None:
+        """Register the run's logged model (see `btc_ai.tracking.registry`); None while journaled."""
+        return self._write("register_model", {"run_id": run_id, "name": name, "alias": alias, "tags": dict(tags)})
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -399,163 +324,61 @@ class Tracker:
             parent = str(Path(artifact_file).parent)
             self.log_artifact(run_id, path, None if parent == "." else parent)
 
-    # -- model registry -----------------------------------------------------------------------
-
-    def log_and_register_model(self, run_id: str, model: Any, name: str, input_example: Any, *,
-                               alias: str = "newest", tags: Mapping[str, Any] | None = None) -> str:
-        """Log ``model`` with mlflow.pytorch under ``model/`` of ``run_id``, register it, point ``alias`` at it.
-
-        The model is stored as a traced graph (``pt2``), not a pickle, so loading it runs no code
-        from the artifact store. Returns the new version number.
-        """
-        import mlflow.pytorch
-
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / "model"
-            mlflow.pytorch.save_model(model, str(local), serialization_format="pt2", input_example=input_example,
-                                      pip_requirements=["torch"])
-            self._write("log_artifacts", {"run_id": run_id, "path": str(local), "artifact_path": "model"},
-                        files={"path": local})
-        tags = {**{k: str(v) for k, v in (tags or {}).items()}, TAG_CLIENT_KEY: uuid.uuid4().hex}
-        version = self._write("register_model", {"run_id": run_id, "name": name, "alias": alias, "tags": tags})
-        return "pending" if version is None else str(version)
-
-    def _register(self, run_id: str, name: str, alias: str, tags: Mapping[str, str]) -> str:
-        """Register ``runs:/<run_id>/model`` once (a replay finds the version it made) and point ``alias`` at it."""
-        with contextlib.suppress(MlflowException):  # already registered
-            self.client.create_registered_model(name)
-        found = self.client.search_model_versions(f"name = '{name}' and tag.`{TAG_CLIENT_KEY}` = "
-                                                  f"'{tags[TAG_CLIENT_KEY]}'")
-        version = found[0] if found else self.client.create_model_version(
-            name, source=f"runs:/{run_id}/model", run_id=run_id, tags=dict(tags))
-        self.client.set_registered_model_alias(name, alias, version.version)
-        # recorded on the run by the registration itself: right also when it was journaled and replayed
-        self.client.set_tag(run_id, "btc_ai.model_version", str(version.version))
-        return str(version.version)
-
-    def load_model(self, run_id: str, artifact_path: str = "model") -> Any:
-        """The torch module :meth:`log_and_register_model` logged on ``run_id``, read back from this store
-        (downloaded first: ``mlflow.pytorch`` alone would resolve run URIs against the global tracking URI)."""
-        import mlflow.pytorch
-
-        with tempfile.TemporaryDirectory() as tmp:
-            return mlflow.pytorch.load_model(self.client.download_artifacts(run_id, artifact_path, tmp))
-
-
 class _Unresolved(Exception):
     """An entry names a run whose creation has not been replayed (it failed): it waits."""
 
 
-class RunWriter:
-    """Writes one run's metrics and checkpoints from a background thread; a generation never waits.
-
-    Metrics are committed with checkpoints: the metrics of every generation up to a checkpoint go to
-    the store in one transaction with that checkpoint's sha256 tag, after its file is uploaded. A
-    process killed at any moment so leaves the run consistent: metrics for every generation up to
-    the newest recorded checkpoint and none beyond it; a resume continues right after it, so no
-    generation is logged twice. :meth:`flush` sends everything (the end of an attempt).
-    """
-
-    def __init__(self, tracker: Tracker, run_id: str, *, keep_periodic: int | None = None) -> None:
-        self.tracker = tracker
-        self.run_id = run_id
-        self.keep_periodic = keep_periodic
-        self._pending: list[Metric] = []
-        self._periodic: list[Path] = []  # uploaded periodic checkpoints (local paths), oldest first
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="btc-ai-writer")
-        self._futures: list[Future[None]] = []
-
-    def add(self, step: int, metrics: Mapping[str, float]) -> None:
-        stamp = int(time.time() * 1000)
-        with self._lock:
-            self._pending.extend(Metric(k, float(v), stamp, step) for k, v in metrics.items())
-
-    def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Future[None]:
-        """Run another store call on the writer thread, in order with the rest."""
-        future = self._pool.submit(fn, *args, **kwargs)
-        self._futures.append(future)
-        return future
-
-    def checkpoint(self, generation: int, path: Path, sha256: str, *, emergency: bool) -> None:
-        """Upload ``path``, then commit it (its sha256 tag) with the metrics of every generation up to it.
-
-        Returns once committed, so a SIGKILL loses at most the generations since this checkpoint; a
-        store error surfaces here. (Letting the commit run on while training goes on was tried: under
-        full CPU load the commit then lagged a whole interval, doubling what a SIGKILL could lose.)
-        """
-        with self._lock:
-            batch, self._pending = self._pending, []
-        tags = {f"btc_ai.checkpoint.{path.stem}": sha256, "btc_ai.last_checkpoint": generation}
-        self.submit(self._commit_checkpoint, path, batch, tags, emergency).result()
-
-    def _commit_checkpoint(self, path: Path, batch: list[Metric], tags: Mapping[str, Any], emergency: bool) -> None:
-        self.tracker.log_artifact(self.run_id, path, "checkpoints")
-        self.tracker.log_metrics(self.run_id, batch, {k: str(v) for k, v in tags.items()})
-        if emergency or self.keep_periodic is None:
-            return
-        self._periodic.append(path)
-        while len(self._periodic) > self.keep_periodic:  # retention: the store and the local folder alike
-            old = self._periodic.pop(0)
-            self.tracker.delete_artifact(self.run_id, f"checkpoints/{old.name}")
-            old.unlink(missing_ok=True)
-
-    def flush(self) -> None:
-        """Send every pending metric and wait until all queued work is stored; re-raise the first error."""
-        with self._lock:
-            batch, self._pending = self._pending, []
-        if batch:
-            self.submit(self.tracker.log_metrics, self.run_id, batch)
-        futures, self._futures = self._futures, []
-        errors = [f.exception() for f in futures]
-        first = next((e for e in errors if e is not None), None)
-        if first is not None:
-            raise first
-
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            self._pool.shutdown(wait=True)
+# -- the journaled operations: each takes the tracker and its recorded arguments ------------------------
 
 
-class AttemptLogger(TrainingCallbacks):
-    """Training callbacks that record one attempt run: data facts, metrics per generation, checkpoints."""
+def _create_run(tracker: Tracker, args: dict[str, Any]) -> str:
+    tags = args["tags"]
+    found = tracker.client.search_runs([args["experiment_id"]], f"tags.`{TAG_CLIENT_KEY}` = '{tags[TAG_CLIENT_KEY]}'")
+    if found:
+        return found[0].info.run_id
+    run = tracker.client.create_run(args["experiment_id"], tags=tags, run_name=args.get("name"),
+                                    start_time=args.get("start_time"))
+    return run.info.run_id
 
-    def __init__(self, tracker: Tracker, run_id: str, *, keep_periodic: int | None = None) -> None:
-        self.tracker = tracker
-        self.run_id = run_id
-        self.writer = RunWriter(tracker, run_id, keep_periodic=keep_periodic)
-        self.last_generation = 0
-        self.last_metrics: dict[str, float] = {}
 
-    def on_start(self, setup: TrainingSetup) -> None:
-        self.last_generation = setup.start_generation
-        self.writer.submit(
-            self.tracker.log_dict,
-            self.run_id,
-            {
-                "report": setup.data_report.to_dict(),
-                "fingerprint": setup.data_fingerprint,
-                "n_params": setup.n_params,
-                "feature_names": list(setup.feature_names),
-                "train_bars": setup.train_bars,
-                "validation_bars": setup.validation_bars,
-                "start_generation": setup.start_generation,
-            },
-            "data_report.json",
-        )
-        self.writer.submit(self.tracker.set_tags, self.run_id, {"btc_ai.data_fingerprint": setup.data_fingerprint,
-                                                                "btc_ai.start_generation": setup.start_generation})
+def _log_batch(tracker: Tracker, args: dict[str, Any]) -> None:
+    metrics = [Metric(k, v, ts, step) for k, v, ts, step in args.get("metrics", [])]
+    params = [Param(k, v) for k, v in args.get("params", [])]
+    tags = [RunTag(k, v) for k, v in args.get("tags", [])]
+    for lo in range(0, max(len(metrics), 1), _BATCH):
+        tracker.client.log_batch(args["run_id"], metrics=metrics[lo : lo + _BATCH], params=params if lo == 0 else [],
+                                 tags=tags if lo == 0 else [], synchronous=True)
 
-    def on_generation(self, generation: int, metrics: Mapping[str, float]) -> None:
-        self.last_generation = generation
-        self.last_metrics = dict(metrics)
-        self.writer.add(generation, metrics)
 
-    def on_checkpoint(self, state: TrainingState, path: Path | None, sha256: str | None, *, emergency: bool) -> None:
-        if path is not None and sha256 is not None:
-            self.writer.checkpoint(state.generation, path, sha256, emergency=emergency)
+def _set_status(tracker: Tracker, args: dict[str, Any]) -> None:
+    tracker.client.update_run(args["run_id"], status=args["status"])
 
-    def close(self) -> None:
-        self.writer.close()
+
+def _set_terminated(tracker: Tracker, args: dict[str, Any]) -> None:
+    tracker.client.set_terminated(args["run_id"], status=args["status"], end_time=args.get("end_time"))
+
+
+def _log_artifact(tracker: Tracker, args: dict[str, Any]) -> None:
+    tracker.artifact_repository(args["run_id"]).log_artifact(args["path"], args.get("artifact_path"))
+
+
+def _log_artifacts(tracker: Tracker, args: dict[str, Any]) -> None:
+    tracker.artifact_repository(args["run_id"]).log_artifacts(args["path"], args.get("artifact_path"))
+
+
+def _delete_artifact(tracker: Tracker, args: dict[str, Any]) -> None:
+    with contextlib.suppress(NotImplementedError, MlflowException, FileNotFoundError):
+        tracker.artifact_repository(args["run_id"]).delete_artifacts(args["artifact_path"])
+
+
+def _register_model(tracker: Tracker, args: dict[str, Any]) -> str:
+    from btc_ai.tracking.registry import register
+
+    return register(tracker.client, args["run_id"], args["name"], args["alias"], args["tags"])
+
+
+_OPERATIONS: dict[str, Callable[[Tracker, dict[str, Any]], Any]] = {
+    "create_run": _create_run, "log_batch": _log_batch, "set_status": _set_status, "set_terminated": _set_terminated,
+    "log_artifact": _log_artifact, "log_artifacts": _log_artifacts, "delete_artifact": _delete_artifact,
+    "register_model": _register_model,
+}

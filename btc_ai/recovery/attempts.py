@@ -1,0 +1,103 @@
+"""Attempts: one try of a session as an MLflow attempt run — opened, trained, and closed with its outcome,
+its error report and the decision on what comes next."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from btc_ai.recovery.classify import classify
+from btc_ai.recovery.error_report import build_error_report, render_markdown
+from btc_ai.recovery.lease import heartbeat
+from btc_ai.recovery.retry import Failure, Plan, Retry, Stop
+from btc_ai.tracking.attempt_logger import AttemptLogger
+from btc_ai.tracking.run_model import ARTIFACT_ERROR_JSON, ARTIFACT_ERROR_MD, RunModel
+from btc_ai.training.checkpoint import TrainingState
+
+if TYPE_CHECKING:
+    from btc_ai.recovery.system import ProgressReporter
+
+HEARTBEAT_S = 20.0
+
+
+@dataclass
+class Attempt:
+    """An attempt of this command: its number in the session, its run, its plan, and how it ended."""
+
+    number: int
+    run_id: str
+    plan: Plan
+    outcome: str = "running"
+    error: str | None = None
+    failure: Failure | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class RecoveryLogger(AttemptLogger):
+    """The attempt's MLflow logger, plus what the recovery needs: history rows, the last good state, the
+    progress reporter and the session lease's heartbeat."""
+
+    def __init__(self, runs: RunModel, run_id: str, reporter: ProgressReporter, attempt: int, session_id: str,
+                 keep_checkpoints: int | None) -> None:
+        super().__init__(runs.tracker, run_id, keep_periodic=keep_checkpoints)
+        self.runs = runs
+        self.session_id = session_id
+        self.last_heartbeat = time.monotonic()
+        self.reporter = reporter
+        self.attempt = attempt
+        self.history: list[dict[str, Any]] = []
+        self.last_good: TrainingState | None = None
+        self.generations_done = 0
+
+    def on_generation(self, generation: int, metrics: Mapping[str, float]) -> None:
+        super().on_generation(generation, metrics)
+        self.generations_done += 1
+        self.history.append({"generation": generation, "attempt": self.attempt, **metrics})
+        self.reporter.generation_done(generation, metrics)
+
+    def on_checkpoint(self, state: TrainingState, path: Path | None, sha256: str | None, *, emergency: bool) -> None:
+        super().on_checkpoint(state, path, sha256, emergency=emergency)
+        self.last_good = state
+        if time.monotonic() - self.last_heartbeat > HEARTBEAT_S:
+            self.last_heartbeat = time.monotonic()
+            self.writer.submit(heartbeat, self.runs, self.session_id)
+
+
+def close_failed_attempt(session: Any, attempt: Attempt, logger: RecoveryLogger, exc: BaseException) -> Retry | Stop:
+    """Close a failed attempt: decide what comes next, write the error report, end the run. Never raises
+    for the store's sake (the report still says what happened)."""
+    system = session.system
+    with contextlib.suppress(Exception):  # the store failed too; the report below still says what happened
+        logger.close()
+    attempt.history = logger.history
+    classification = classify(exc, system.extra_recoverable)
+    if logger.last_good is not None and logger.generations_done:
+        session.last_good_config = attempt.plan.config
+    failure = Failure(exc, classification, logger.last_generation, logger.last_good, attempt.plan)
+    decision = session.decide(failure)
+    attempt.failure = failure
+    attempt.outcome = ("interrupted" if failure.interrupted else
+                       "recoverable_error" if classification.recoverable else "unrecoverable_error")
+    attempt.error = f"{type(exc).__name__}: {exc}"
+    report = build_error_report(
+        exc, classification=classification, attempt=attempt.number, generation_reached=logger.last_generation,
+        last_metrics=logger.last_metrics, config=attempt.plan.config.to_dict(),
+        data_summary=session.data_report.to_dict() if session.data_report else {},
+        repair=decision.repair.summary() if decision.repair else None, decision=decision.reason,
+        session_run_id=session.run_id, attempt_run_id=attempt.run_id,
+    )
+    runs = session.runs
+    try:
+        runs.tracker.log_dict(attempt.run_id, report, ARTIFACT_ERROR_JSON)
+        runs.tracker.log_text(attempt.run_id, render_markdown(report), ARTIFACT_ERROR_MD)
+        runs.attempt_failed(attempt.run_id, outcome=attempt.outcome, error_type=type(exc).__name__,
+                            generation_reached=logger.last_generation, interrupted=failure.interrupted)
+    finally:
+        system.reporter.attempt_failed(attempt.number, report)
+        if system.error_handler is not None:
+            system.error_handler(report)
+    return decision

@@ -1,0 +1,167 @@
+"""What a session trains on: the config (validated and repaired), the data, and where it starts — for a new
+session or for a resumed one. Every mistake found here is a `UserInputError`, raised before anything is
+created on the store."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from btc_ai.domain.config import STRUCTURAL_KEYS, TrainingConfig, normalize_key, read_config_file
+from btc_ai.domain.data import DataReport, clean_candles, data_fingerprint, load_candles
+from btc_ai.domain.errors import DataValidationError, ResumeError
+from btc_ai.domain.presets import DEFAULT_BUCKET
+from btc_ai.recovery.repairs import Repair, shorten_episode_to_data, validate_and_repair
+from btc_ai.recovery.state import RecoveryState
+from btc_ai.tracking.run_model import BUILTIN_DATA, DATAFRAME_DATA
+from btc_ai.training import training_bars
+from btc_ai.training.checkpoint import TrainingState
+
+if TYPE_CHECKING:
+    from btc_ai.recovery.system import TrainingRecoverySystem
+
+
+@dataclass
+class SessionInputs:
+    """Everything the first attempt needs, and what was repaired to get it."""
+
+    config: TrainingConfig
+    data: pd.DataFrame
+    report: DataReport
+    start: TrainingState | None
+    requested: dict[str, Any] = field(default_factory=dict)  # the config as asked for (a new session's params)
+    repairs: list[Repair] = field(default_factory=list)
+    data_changed: bool = False
+    source: str = BUILTIN_DATA
+    resume: RecoveryState | None = None
+
+
+def resume_reference(recovery_state: Any) -> RecoveryState | str | None:
+    """A run ID or model URI (or a RecoveryState) to resume from; None for a local state or checkpoint file."""
+    if isinstance(recovery_state, RecoveryState):
+        return recovery_state
+    if isinstance(recovery_state, str) and not Path(recovery_state).exists():
+        return recovery_state
+    return None
+
+
+def new_session_inputs(system: TrainingRecoverySystem, config: Any, df: Any, recovery_state: Any) -> SessionInputs:
+    requested, cfg, repairs = resolve_config(system, config)
+    data, report, data_repair = resolve_data(df)
+    repairs += [data_repair] if data_repair is not None else []
+    inputs = SessionInputs(cfg, data, report, _as_state(recovery_state), requested, repairs, source=source_label(df))
+    return _fit_episode(inputs)
+
+
+def resumed_inputs(system: TrainingRecoverySystem, rs: RecoveryState, cfg: TrainingConfig, df: Any) -> SessionInputs:
+    """The inputs of a resumed session: its recovered config ``cfg`` (see :func:`resumed_config`), the data it
+    recorded (or ``df``), its newest good state."""
+    data, report, _ = resolve_data(df if df is not None else recorded_source(rs))
+    changed = check_fingerprint(rs, data, system.allow_data_change)
+    return _fit_episode(SessionInputs(cfg, data, report, rs.training_state, data_changed=changed, resume=rs))
+
+
+def _fit_episode(inputs: SessionInputs) -> SessionInputs:
+    repair = shorten_episode_to_data(inputs.config, training_bars(inputs.data, inputs.config))
+    if repair is not None:
+        inputs.repairs.append(repair)
+        inputs.config = repair.apply(inputs.config)
+    return inputs
+
+
+def resolve_config(system: TrainingRecoverySystem, config: Any) -> tuple[dict[str, Any], TrainingConfig, list[Repair]]:
+    """The config as asked for, the valid config, and the repairs between them. A JSON file that does not
+    parse falls back to the bucket preset (a repair: the specification's "a backup config can be used")."""
+    if isinstance(config, (str, Path)):
+        try:
+            raw = read_config_file(config)
+        except json.JSONDecodeError as exc:
+            preset = system.preset_source(DEFAULT_BUCKET)
+            repair = Repair("fall_back_to_backup_config", f"{config} is not valid JSON ({exc.msg}, line "
+                            f"{exc.lineno}): the bucket preset is used", type(exc).__name__)
+            return {"config_file": str(config)}, TrainingConfig.from_dict(preset), [repair]
+    elif isinstance(config, TrainingConfig):
+        raw = config.to_dict()
+    else:
+        raw = dict(config or {})
+    cfg, repairs = validate_and_repair(raw, system.preset_source)
+    requested = {**system.preset_source(cfg.BUCKET), **{str(k): v for k, v in raw.items()}}
+    if "MIN_CHECKPOINT_INTERVAL" not in {str(k).upper() for k in raw}:
+        cfg = cfg.replace(MIN_CHECKPOINT_INTERVAL=system.min_checkpoint_interval)
+    return requested, cfg, repairs
+
+
+def resolve_data(df: Any) -> tuple[pd.DataFrame, DataReport, Repair | None]:
+    """Candles from a DataFrame, a file or the built-in data; a DataFrame that fails validation is cleaned
+    (a repair), a file that fails it is refused."""
+    if df is None or (isinstance(df, str) and df == BUILTIN_DATA):
+        from btc_ai.domain.synthetic import default_candles
+
+        df = default_candles()
+    try:
+        data, report = load_candles(df)
+        return data, report, None
+    except DataValidationError as exc:
+        if not isinstance(df, pd.DataFrame):
+            raise
+        cleaned, actions = clean_candles(df)
+        data, report = load_candles(cleaned)
+        repair = Repair("clean_data", f"the data failed validation ({exc}): cleaned", "DataValidationError",
+                        {}, cleaned, tuple(actions))
+        return data, report, repair
+
+
+def check_fingerprint(rs: RecoveryState, data: pd.DataFrame, allow_change: bool) -> bool:
+    """True when the data changed and the change is allowed; ResumeError when it is not allowed."""
+    if rs.data_fingerprint is None or data_fingerprint(data) == rs.data_fingerprint:
+        return False
+    if not allow_change:
+        raise ResumeError(f"the data differs from the data session {rs.session_run_id} trained on "
+                          "(fingerprint mismatch); pass the original data, or allow the change with "
+                          "--allow-data-change")
+    return True
+
+
+def resumed_config(rs: RecoveryState, overrides: Any) -> TrainingConfig:
+    """The recovered config (after repairs) with the caller's overrides, e.g. more EPISODES."""
+    if isinstance(overrides, TrainingConfig):
+        overrides = overrides.overrides()
+    changes = {normalize_key(k): v for k, v in dict(overrides or {}).items()}
+    changes = {k: v for k, v in changes.items() if rs.config.to_dict().get(k) != v}
+    structural = sorted(set(changes) & STRUCTURAL_KEYS)
+    if structural and rs.training_state is not None:
+        raise ResumeError(f"cannot change {', '.join(structural)} when resuming: the checkpoint fixes the network shape")
+    return rs.config.replace(**changes) if changes else rs.config
+
+
+def source_label(df: Any) -> str:
+    if df is None:
+        return BUILTIN_DATA
+    if isinstance(df, (str, Path)):
+        return str(Path(df).resolve())
+    return DATAFRAME_DATA
+
+
+def recorded_source(rs: RecoveryState) -> Any:
+    if rs.data_source in (None, BUILTIN_DATA):
+        return None
+    if rs.data_source == DATAFRAME_DATA:
+        raise ResumeError(f"session {rs.session_run_id} trained on a DataFrame passed in Python; pass the same data "
+                          "again (df=... or --data_path)")
+    if not Path(rs.data_source).exists():
+        raise ResumeError(f"the data file {rs.data_source} of session {rs.session_run_id} is not here; pass it "
+                          "with --data_path")
+    return rs.data_source
+
+
+def _as_state(recovery_state: Any) -> TrainingState | None:
+    if recovery_state is None or isinstance(recovery_state, TrainingState):
+        return recovery_state
+    from btc_ai.training.checkpoint import load_checkpoint
+
+    return load_checkpoint(recovery_state)
+

@@ -1,0 +1,229 @@
+"""A session: one logical training job as an MLflow session run — opened (or reopened on resume), its
+attempts run under the retry policy, its model registered, its plots drawn, and closed with its status."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from tenacity import RetryCallState
+
+from btc_ai.recovery.attempts import Attempt, RecoveryLogger, close_failed_attempt
+from btc_ai.recovery.inputs import SessionInputs
+from btc_ai.recovery.lease import claim_lease, lease_token
+from btc_ai.recovery.repairs import Repair
+from btc_ai.recovery.retry import Budget, Failure, Plan, Retry, Stop, next_step, retry_policy
+from btc_ai.recovery.state import RecoveryState
+from btc_ai.tracking.registry import log_and_register_model
+from btc_ai.tracking.run_model import (
+    ARTIFACT_DATA_REPORT,
+    ARTIFACT_HISTORY,
+    METRIC_BEST_VALIDATION,
+    VERSION_TAG_SESSION,
+    RunModel,
+    registered_model_name,
+)
+from btc_ai.training import validation_equity
+
+if TYPE_CHECKING:
+    from btc_ai.domain.config import TrainingConfig
+    from btc_ai.recovery.system import TrainingFunc, TrainingRecoverySystem
+
+_log = logging.getLogger(__name__)
+
+
+class Session:
+    """One call of ``start_training_with_recovery``: the session run and this command's attempts."""
+
+    def __init__(self, system: TrainingRecoverySystem, training_func: TrainingFunc, save_path: str | Path | None):
+        self.system = system
+        self.training_func = training_func
+        self.save_path = save_path
+        self.started = time.perf_counter()
+        self.run_id = ""
+        self.plan: Plan | None = None
+        self.decision: Retry | Stop | None = None  # after the newest failure: what comes next
+        self.attempts: list[Attempt] = []
+        self.data_report: Any = None
+        self.last_good_config: TrainingConfig | None = None
+        self.repairs: list[Repair] = []
+        self.attempt_offset = 0  # attempts of this session made by earlier processes
+        self.resumed_from: RecoveryState | None = None
+        self.previous_rows: list[dict[str, Any]] = []
+
+    @property
+    def runs(self) -> RunModel:
+        """Opened on first use: bad input found before that leaves no store behind."""
+        return self.system.runs
+
+    @property
+    def total_attempts(self) -> int:
+        """Attempts of the whole session, earlier processes' included."""
+        return self.attempt_offset + len(self.attempts)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    # -- the whole session ----------------------------------------------------------------------
+
+    def open(self, inputs: SessionInputs) -> None:
+        """Create the session run (or reopen the resumed one; a session busy elsewhere is refused here)."""
+        self.data_report = inputs.report
+        if inputs.resume is not None:
+            self._reopen(inputs.resume, inputs.config)
+        else:
+            self._create(inputs)
+        self.plan = Plan(inputs.config, inputs.data, inputs.start, data_changed=inputs.data_changed)
+
+    def train(self) -> tuple[Any, dict[str, Any], float]:
+        """Run the attempts, register the model, draw the plots; close the session with its status."""
+        try:
+            model, metrics, best_reward = self._retrying()
+            version = self._register(model, metrics)
+            self._log_plots(model)
+        except KeyboardInterrupt:
+            self._close("interrupted", "KILLED")
+            raise
+        except BaseException:
+            self._close("failed", "FAILED")
+            raise
+        self._close("completed", "FINISHED", final_sha=metrics["final_params_sha256"])
+        return model, {**metrics, "model_version": version}, best_reward
+
+    def _reopen(self, rs: RecoveryState, cfg: TrainingConfig) -> None:
+        """Continue an existing session: claim its lease, reopen its run, carry on its numbering."""
+        self.run_id = self.system.session_run_id = rs.session_run_id
+        tracker = self.runs.tracker
+        tracker.experiment_id = tracker.experiment_of(self.run_id)  # attempts join the session's experiment
+        claim_lease(self.runs, self.run_id)
+        self.runs.reopen_session(self.run_id)
+        self.attempt_offset = rs.attempts
+        self.resumed_from = rs
+        self.previous_rows = [row for attempt in self.runs.attempts(self.run_id)
+                              for row in self.runs.metric_rows(attempt)]
+        self.system.reporter.session_started(self.run_id, cfg)
+
+    def _create(self, inputs: SessionInputs) -> None:
+        cfg = inputs.config
+        self.run_id = self.runs.open_session(name=f"{cfg.BUCKET.lower()}-session", bucket=cfg.BUCKET,
+                                             data_source=inputs.source, lease_owner=lease_token(), heartbeat=time.time())
+        self.system.session_run_id = self.run_id
+        tracker = self.runs.tracker
+        tracker.log_params(self.run_id, inputs.requested)
+        if self.data_report is not None:  # the data as read from its source, with what the loader repaired
+            tracker.log_dict(self.run_id, {"source": inputs.source, "report": self.data_report.to_dict()},
+                             ARTIFACT_DATA_REPORT)
+        for repair in inputs.repairs:
+            self._log_repair(repair, parent=self.run_id)
+        self.system.reporter.session_started(self.run_id, cfg)
+
+    def _close(self, status: str, run_status: str, final_sha: str | None = None) -> None:
+        rows = self.previous_rows + [row for attempt in self.attempts for row in attempt.history]
+        if rows:
+            self.runs.tracker.log_table_csv(self.run_id, rows, ARTIFACT_HISTORY)
+        best = max((row.get(METRIC_BEST_VALIDATION, float("-inf")) for row in rows), default=float("-inf"))
+        summary = {"attempts": self.total_attempts, "elapsed_time": self.elapsed(), "repairs": len(self.repairs)}
+        if np.isfinite(best):
+            summary["best_reward"] = best
+        self.runs.close_session(self.run_id, status=status, run_status=run_status, summary=summary,
+                                step=max((row["generation"] for row in rows), default=0), final_params_sha256=final_sha)
+
+    def _register(self, model: Any, metrics: Mapping[str, Any]) -> str:
+        cfg = self.attempts[-1].plan.config
+        self.runs.tracker.log_values(self.run_id, {k: v for k, v in metrics.items()
+                                                   if k.startswith(("validation/", "best/"))},
+                                     step=int(metrics["generations"]))
+        example = np.zeros((2, model.spec.n_inputs), dtype=np.float32)  # 2 rows: the batch size stays dynamic
+        return log_and_register_model(self.runs.tracker, self.run_id, model, registered_model_name(cfg.BUCKET), example,
+                                      tags={VERSION_TAG_SESSION: self.run_id})
+
+    def _log_plots(self, model: Any) -> None:
+        """Fitness history and equity curve PNGs under ``plots/`` of the session: a picture that cannot be
+        drawn is a warning (tag ``btc_ai.plots_warning``), never a failed training."""
+        from btc_ai.desk.session_plots import write_session_plots
+
+        plan = self.attempts[-1].plan
+        try:
+            if self.runs.tracker.offline:  # they are drawn from the store's records
+                raise ConnectionError(f"the tracking store is unreachable; later: btc-ai report {self.run_id} --plots")
+            plots = write_session_plots(self.runs, self.run_id,
+                                        equity=lambda: validation_equity(model, plan.config, plan.data))
+            warning = plots.equity_skipped and f"equity curve skipped: {plots.equity_skipped}"
+        except Exception as exc:
+            warning = f"plots skipped: {type(exc).__name__}: {exc}"
+        if warning:
+            _log.warning("session %s: %s", self.run_id, warning)
+            with contextlib.suppress(Exception):
+                self.runs.warn_plots(self.run_id, warning)
+
+    def _log_repair(self, repair: Repair, parent: str) -> str:
+        run = self.runs.log_repair(parent=parent, session_id=self.run_id, rule=repair.rule,
+                                   triggered_by=repair.triggered_by, params=repair.as_params())
+        self.repairs.append(repair)
+        return run
+
+    # -- attempts, driven by the retry policy ---------------------------------------------------
+
+    def _retrying(self) -> tuple[Any, dict[str, Any], float]:
+        system = self.system
+        policy = retry_policy(is_recoverable=system.is_recoverable, decided_retry=lambda exc: isinstance(self.decision, Retry),
+                              max_retries=system.max_retries, stop_event=system.stop_event, wait=system.wait,
+                              sleep=system.sleep, before=self._open_attempt, before_sleep=self._record_repair)
+        return policy(self._attempt)
+
+    def decide(self, failure: Failure) -> Retry | Stop:
+        """What comes after ``failure`` (see `btc_ai.recovery.retry.next_step`); a retry becomes the plan."""
+        earlier = [a.failure for a in self.attempts[:-1] if a.failure is not None]
+        self.decision = next_step(failure, earlier, retries_used=len(self.attempts) - 1,
+                                  budget=Budget(self.system.max_retries, self.system.max_nan_repairs),
+                                  preset_source=self.system.preset_source, backup_config=self.last_good_config)
+        if isinstance(self.decision, Retry):
+            self.plan = self.decision.plan
+        return self.decision
+
+    def _open_attempt(self, state: RetryCallState) -> None:
+        plan = self.plan
+        assert plan is not None
+        number = self.attempt_offset + state.attempt_number
+        resumed_from = skipped = stale = None
+        if self.resumed_from is not None and state.attempt_number == 1:
+            rs = self.resumed_from
+            resumed_from = rs.checkpoint.artifact_path + "@" + rs.checkpoint.run_id if rs.checkpoint \
+                else "generation 0 (no usable checkpoint)"
+            skipped, stale = rs.skipped, rs.stale
+        run = self.runs.open_attempt(self.run_id, number, start_generation=plan.start.generation if plan.start else 0,
+                                     repaired_by=plan.repair_run_id, resumed_from=resumed_from, skipped=skipped,
+                                     stale=stale)
+        self.runs.tracker.log_params(run, plan.config.to_dict())
+        self.attempts.append(Attempt(number, run, plan))
+        self.system.reporter.attempt_started(number, run, plan.repair)
+
+    def _record_repair(self, state: RetryCallState) -> None:
+        """Another attempt follows: the planned repair becomes a child run of the failed attempt."""
+        assert self.plan is not None and self.plan.repair is not None
+        self.plan.repair_run_id = self._log_repair(self.plan.repair, parent=self.attempts[-1].run_id)
+
+    def _attempt(self) -> tuple[Any, dict[str, Any], float]:
+        attempt = self.attempts[-1]
+        plan = attempt.plan
+        logger = RecoveryLogger(self.runs, attempt.run_id, self.system.reporter, attempt.number, self.run_id,
+                                self.system.keep_checkpoints)
+        save_dir = Path(self.save_path) if self.save_path is not None else self.system.checkpoint_dir / self.run_id
+        try:
+            model, metrics, best_reward, _ = self.training_func(
+                plan.config, plan.data, save_dir, plan.start, callbacks=logger,
+                emergency_checkpoints=self.system.enable_emergency_checkpoints, allow_data_change=plan.data_changed,
+            )
+        except BaseException as exc:
+            close_failed_attempt(self, attempt, logger, exc)
+            raise
+        logger.close()
+        attempt.history = logger.history
+        attempt.outcome = "success"
+        self.runs.attempt_succeeded(attempt.run_id)
+        return model, metrics, best_reward

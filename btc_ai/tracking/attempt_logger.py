@@ -1,0 +1,60 @@
+"""`AttemptLogger`: the training callbacks that record one attempt run (data facts, metrics of every
+generation, checkpoints) through the run writer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from btc_ai.tracking.run_model import ARTIFACT_DATA_REPORT, TAG_DATA_FINGERPRINT, TAG_START_GENERATION
+from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.writer import RunWriter
+from btc_ai.training.checkpoint import TrainingState
+from btc_ai.training.loop import TrainingCallbacks, TrainingSetup
+
+
+class AttemptLogger(TrainingCallbacks):
+    """Training callbacks that record one attempt run: data facts, metrics per generation, checkpoints.
+
+    Checkpoints retired from the store (all but the newest ``keep_periodic`` periodic ones) are removed
+    from the local checkpoint folder too.
+    """
+
+    def __init__(self, tracker: Tracker, run_id: str, *, keep_periodic: int | None = None) -> None:
+        self.tracker = tracker
+        self.run_id = run_id
+        self.writer = RunWriter(tracker, run_id, keep_periodic=keep_periodic)
+        self.last_generation = 0
+        self.last_metrics: dict[str, float] = {}
+
+    def on_start(self, setup: TrainingSetup) -> None:
+        self.last_generation = setup.start_generation
+        self.writer.submit(
+            self.tracker.log_dict,
+            self.run_id,
+            {
+                "report": setup.data_report.to_dict(),
+                "fingerprint": setup.data_fingerprint,
+                "n_params": setup.n_params,
+                "feature_names": list(setup.feature_names),
+                "train_bars": setup.train_bars,
+                "validation_bars": setup.validation_bars,
+                "start_generation": setup.start_generation,
+            },
+            ARTIFACT_DATA_REPORT,
+        )
+        self.writer.submit(self.tracker.set_tags, self.run_id, {TAG_DATA_FINGERPRINT: setup.data_fingerprint,
+                                                                TAG_START_GENERATION: setup.start_generation})
+
+    def on_generation(self, generation: int, metrics: Mapping[str, float]) -> None:
+        self.last_generation = generation
+        self.last_metrics = dict(metrics)
+        self.writer.add(generation, metrics)
+
+    def on_checkpoint(self, state: TrainingState, path: Path | None, sha256: str | None, *, emergency: bool) -> None:
+        if path is not None and sha256 is not None:
+            for old in self.writer.checkpoint(state.generation, path, sha256, emergency=emergency):
+                old.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,395 @@
+"""The MLflow run model of `docs/design.md` in code: every tag, metric and artifact name, and typed records
+of sessions, attempts, repairs and checkpoints, read from and written to the store.
+
+Recovery, desk and face use `RunModel` and these records; none of them touches an MLflow client, a
+`Run` object or a tag string.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from btc_ai.domain.errors import ResumeError
+
+if TYPE_CHECKING:  # the store imports the names below; mlflow loads with it, not with the names
+    from btc_ai.tracking.store import Tracker
+
+# -- names ---------------------------------------------------------------------------------------------
+TAG_KIND = "btc_ai.kind"  # session | attempt | repair
+TAG_PARENT = "mlflow.parentRunId"
+TAG_CLIENT_KEY = "btc_ai.client_key"  # set at creation: a replayed creation finds the run instead of doubling it
+KIND_SESSION, KIND_ATTEMPT, KIND_REPAIR = "session", "attempt", "repair"
+TAG_STATUS = "btc_ai.status"  # running | completed | failed | interrupted
+TAG_BUCKET = "btc_ai.bucket"
+TAG_DATA_SOURCE = "btc_ai.data_source"
+TAG_DATA_FINGERPRINT = "btc_ai.data_fingerprint"
+TAG_FINAL_SHA = "btc_ai.final_params_sha256"
+TAG_MODEL_VERSION = "btc_ai.model_version"
+TAG_PLOTS_WARNING = "btc_ai.plots_warning"
+TAG_LEASE_OWNER = "btc_ai.lease.owner"
+TAG_LEASE_HEARTBEAT = "btc_ai.lease.heartbeat"
+TAG_ATTEMPT = "btc_ai.attempt"
+TAG_OUTCOME = "btc_ai.outcome"  # success | recoverable_error | unrecoverable_error | interrupted
+TAG_ERROR_TYPE = "btc_ai.error_type"
+TAG_START_GENERATION = "btc_ai.start_generation"
+TAG_GENERATION_REACHED = "btc_ai.generation_reached"
+TAG_REPAIRED_BY = "btc_ai.repaired_by"
+TAG_RESUMED_FROM = "btc_ai.resumed_from"
+TAG_SKIPPED_CHECKPOINTS = "btc_ai.skipped_checkpoints"
+TAG_STALE_ATTEMPTS = "btc_ai.stale_attempts"
+TAG_NOTE = "btc_ai.note"
+TAG_CHECKPOINT_PREFIX = "btc_ai.checkpoint."  # + file stem -> the sha256 committed with it
+TAG_LAST_CHECKPOINT = "btc_ai.last_checkpoint"
+TAG_REPAIR_RULE = "btc_ai.repair_rule"
+TAG_TRIGGERED_BY = "btc_ai.triggered_by"
+TAG_SESSION = "btc_ai.session"  # a repair run's session (its parent may be an attempt)
+VERSION_TAG_SESSION = "session_run_id"  # on a registered model version
+
+METRIC_FITNESS_MEAN, METRIC_FITNESS_MAX = "fitness/mean", "fitness/max"
+METRIC_BEST_VALIDATION = "validation/best_reward"
+METRIC_BEST_REWARD = "best_reward"  # session summary
+
+ARTIFACT_MODEL = "model"
+ARTIFACT_CHECKPOINTS = "checkpoints"
+ARTIFACT_ERROR_JSON, ARTIFACT_ERROR_MD = "error_report.json", "error_report.md"
+ARTIFACT_HISTORY = "performance_history.csv"
+ARTIFACT_DATA_REPORT = "data_report.json"
+ARTIFACT_PLOTS = "plots"
+BUILTIN_DATA = "builtin:default"  # the data source of a session trained on the built-in data
+DATAFRAME_DATA = "dataframe"  # ... and of one trained on a DataFrame passed in Python
+
+_CHECKPOINT = re.compile(r"^checkpoints/(?P<emergency>emergency-)?gen-(?P<generation>\d{6})\.pt$")
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+
+
+def registered_model_name(bucket: str) -> str:
+    """``btc-ai-<bucket>`` in lower case: one registry entry per trading style."""
+    return f"btc-ai-{bucket.lower()}"
+
+
+def checkpoint_tag(stem: str) -> str:
+    return TAG_CHECKPOINT_PREFIX + stem
+
+
+# -- records -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A session run as the run model sees it."""
+
+    run_id: str
+    experiment_id: str
+    run_status: str  # MLflow's RUNNING | FINISHED | FAILED | KILLED
+    status: str | None  # btc_ai.status
+    bucket: str | None
+    data_source: str | None
+    data_fingerprint: str | None
+    final_params_sha256: str | None
+    model_version: str | None
+    lease_owner: str
+    lease_heartbeat: float
+    params: Mapping[str, str] = field(default_factory=dict)
+    best_reward: float | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """An attempt run: one try of a session."""
+
+    run_id: str
+    number: int
+    run_status: str
+    outcome: str | None
+    error_type: str | None
+    note: str | None
+    start_generation: int | None
+    repaired_by: str | None
+    resumed_from: str | None
+    data_fingerprint: str | None = None
+    skipped_checkpoints: str | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
+    best_reward: float | None = None
+    checkpoint_sha: Mapping[str, str] = field(default_factory=dict)  # file stem -> committed sha256
+
+    @property
+    def running(self) -> bool:
+        return self.run_status == "RUNNING"
+
+
+@dataclass(frozen=True)
+class RepairRecord:
+    """A repair run: the rule, what triggered it, and each changed key before and after."""
+
+    run_id: str
+    rule: str | None
+    triggered_by: str | None
+    parent_id: str | None
+    changes: Mapping[str, tuple[str, str | None]]
+    reason: str | None
+    start_time: int
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """One checkpoint artifact of an attempt run, with the sha256 recorded when it was committed."""
+
+    run_id: str
+    artifact_path: str
+    generation: int
+    emergency: bool
+    sha256: str | None
+
+    @property
+    def committed(self) -> bool:
+        return self.sha256 is not None
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value not in (None, "") else None
+
+
+def _session(run: Any) -> SessionRecord:
+    t = run.data.tags
+    return SessionRecord(run.info.run_id, run.info.experiment_id, run.info.status, t.get(TAG_STATUS), t.get(TAG_BUCKET),
+                         t.get(TAG_DATA_SOURCE), t.get(TAG_DATA_FINGERPRINT), t.get(TAG_FINAL_SHA),
+                         t.get(TAG_MODEL_VERSION), t.get(TAG_LEASE_OWNER, ""),
+                         float(t.get(TAG_LEASE_HEARTBEAT, 0) or 0), dict(run.data.params),
+                         run.data.metrics.get(METRIC_BEST_REWARD))
+
+
+def _attempt(run: Any) -> AttemptRecord:
+    t = run.data.tags
+    shas = {k[len(TAG_CHECKPOINT_PREFIX):]: v for k, v in t.items() if k.startswith(TAG_CHECKPOINT_PREFIX)}
+    return AttemptRecord(run.info.run_id, int(t.get(TAG_ATTEMPT, 0)), run.info.status, t.get(TAG_OUTCOME),
+                         t.get(TAG_ERROR_TYPE) or None, t.get(TAG_NOTE), _int(t.get(TAG_START_GENERATION)),
+                         t.get(TAG_REPAIRED_BY), t.get(TAG_RESUMED_FROM), t.get(TAG_DATA_FINGERPRINT),
+                         t.get(TAG_SKIPPED_CHECKPOINTS), dict(run.data.params),
+                         run.data.metrics.get(METRIC_BEST_VALIDATION), shas)
+
+
+def _repair(run: Any) -> RepairRecord:
+    p = run.data.params
+    changes = {k[: -len(".before")]: (p[k], p.get(k[: -len(".before")] + ".after")) for k in p if k.endswith(".before")}
+    return RepairRecord(run.info.run_id, run.data.tags.get(TAG_REPAIR_RULE), run.data.tags.get(TAG_TRIGGERED_BY),
+                        run.data.tags.get(TAG_PARENT), changes, p.get("reason"), run.info.start_time)
+
+
+class RunModel:
+    """Sessions, attempts, repairs and checkpoints on one tracking store, as records."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+
+    @property
+    def _client(self) -> Any:
+        return self.tracker.client
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def session(self, run_id: str) -> SessionRecord:
+        return _session(self._client.get_run(run_id))
+
+    def resolve_session(self, ref: str) -> SessionRecord:
+        """The session behind a session run ID, an attempt or repair run ID, or a registered model URI;
+        ResumeError (a user mistake) when there is none."""
+        ref = ref.strip()
+        match = _MODEL_URI.match(ref)
+        if match:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                version = (self._client.get_model_version(match["name"], match["version"]) if match["version"]
+                           else self._client.get_model_version_by_alias(match["name"], match["alias"]))
+            except MlflowException:
+                raise ResumeError(f"{ref}: no such registered model version; list them with "
+                                  f"`mlflow models` or the UI's Models page") from None
+            ref = version.run_id
+        elif ref.startswith("models:/"):
+            raise ResumeError(f"{ref} is not models:/<name>/<version> or models:/<name>@<alias>")
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self._client.get_run(ref)
+        except MlflowException:
+            raise ResumeError(f"run {ref} does not exist on {self.tracker.tracking_uri}; check the ID "
+                              "(btc-ai prints it at the start) and --tracking-uri") from None
+        kind = run.data.tags.get(TAG_KIND)
+        if kind == KIND_SESSION:
+            return _session(run)
+        parent = run.data.tags.get(TAG_SESSION) or run.data.tags.get(TAG_PARENT)
+        if kind in {KIND_ATTEMPT, KIND_REPAIR} and parent:
+            return self.resolve_session(parent)
+        raise ResumeError(f"run {ref} is not a btc_ai session, attempt or repair run")
+
+    def sessions(self, experiment_id: str | None = None) -> list[SessionRecord]:
+        """Every session of an experiment (this tracker's by default), oldest first."""
+        runs = self._client.search_runs([experiment_id or self.tracker.experiment_id],
+                                        f"tags.`{TAG_KIND}` = '{KIND_SESSION}'", order_by=["attribute.start_time ASC"])
+        return [_session(r) for r in runs]
+
+    def newest_session(self) -> SessionRecord | None:
+        """The newest session of any experiment on the store."""
+        experiments = [e.experiment_id for e in self._client.search_experiments()]
+        found = self._client.search_runs(experiments, f"tags.`{TAG_KIND}` = '{KIND_SESSION}'",
+                                         order_by=["attributes.start_time DESC"], max_results=1) if experiments else []
+        return _session(found[0]) if found else None
+
+    def running_runs(self, experiment_id: str | None = None) -> list[str]:
+        """IDs of the runs of an experiment (this tracker's by default) still RUNNING, of any kind."""
+        runs = self._client.search_runs([experiment_id or self.tracker.experiment_id])
+        return [r.info.run_id for r in runs if r.info.status == "RUNNING"]
+
+    def artifact_folder(self, run_id: str) -> Path | None:
+        """The local folder of a run's artifacts, where the store keeps them on this machine's disk."""
+        uri = self._client.get_run(run_id).info.artifact_uri
+        return Path(uri.removeprefix("file://")) if uri.startswith(("file://", "/")) else None
+
+    def attempts(self, session: SessionRecord | str) -> list[AttemptRecord]:
+        """The session's attempts in attempt order."""
+        session_id, experiment = self._where(session)
+        runs = self._client.search_runs([experiment], f"tags.`{TAG_PARENT}` = '{session_id}'")
+        return sorted((_attempt(r) for r in runs if r.data.tags.get(TAG_KIND) == KIND_ATTEMPT), key=lambda a: a.number)
+
+    def repairs(self, session: SessionRecord | str) -> list[RepairRecord]:
+        """Every repair of the session (validation repairs and those after an error), oldest first."""
+        session_id, experiment = self._where(session)
+        runs = self._client.search_runs([experiment], f"tags.`{TAG_SESSION}` = '{session_id}'")
+        return sorted((_repair(r) for r in runs if r.data.tags.get(TAG_KIND) == KIND_REPAIR),
+                      key=lambda r: r.start_time)
+
+    def _where(self, session: SessionRecord | str) -> tuple[str, str]:
+        if isinstance(session, SessionRecord):
+            return session.run_id, session.experiment_id
+        return session, self.tracker.experiment_of(session)
+
+    def checkpoints(self, attempts: list[AttemptRecord]) -> list[CheckpointRecord]:
+        """Every checkpoint of these attempts; newest generation first, a later attempt's first."""
+        refs = []
+        for attempt in attempts:
+            for artifact in self._client.list_artifacts(attempt.run_id, ARTIFACT_CHECKPOINTS):
+                match = _CHECKPOINT.match(artifact.path)
+                if match:
+                    refs.append(CheckpointRecord(attempt.run_id, artifact.path, int(match["generation"]),
+                                                 bool(match["emergency"]),
+                                                 attempt.checkpoint_sha.get(Path(artifact.path).stem)))
+        order = {a.run_id: k for k, a in enumerate(attempts)}
+        return sorted(refs, key=lambda r: (r.generation, order[r.run_id], r.emergency), reverse=True)
+
+    def download(self, run_id: str, artifact_path: str, folder: str | Path) -> Path:
+        """One artifact into ``folder``; OSError when it cannot be had."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return Path(self._client.download_artifacts(run_id, artifact_path, str(folder)))
+        except MlflowException as exc:
+            raise OSError(f"cannot download {artifact_path} of run {run_id}: {exc}") from exc
+
+    def artifact_paths(self, run_id: str, path: str | None = None) -> list[str]:
+        return [a.path for a in self._client.list_artifacts(run_id, path)]
+
+    def has_model(self, session_id: str) -> bool:
+        return ARTIFACT_MODEL in self.artifact_paths(session_id)
+
+    def latest_metrics(self, run_id: str) -> dict[str, float]:
+        """The latest value of every metric of a run (a session's summary and best-policy figures)."""
+        return dict(self._client.get_run(run_id).data.metrics)
+
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """(step, value) of one metric, in step order."""
+        return sorted((m.step, m.value) for m in self._client.get_metric_history(run_id, key))
+
+    def metric_rows(self, attempt: AttemptRecord) -> list[dict[str, Any]]:
+        """Every metric of an attempt as one row per generation (the performance history)."""
+        rows: dict[int, dict[str, Any]] = {}
+        for key in self._client.get_run(attempt.run_id).data.metrics:
+            for metric in self._client.get_metric_history(attempt.run_id, key):
+                rows.setdefault(metric.step, {"generation": metric.step, "attempt": attempt.number})[key] = metric.value
+        return [rows[step] for step in sorted(rows)]
+
+    def load_model(self, session_id: str) -> Any:
+        """The torch policy logged on the session run, read back from this store."""
+        from btc_ai.tracking.registry import load_model
+
+        return load_model(self.tracker, session_id, ARTIFACT_MODEL)
+
+    def read_json(self, run_id: str, artifact_path: str) -> Any:
+        import json
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return json.loads(self.download(run_id, artifact_path, tmp).read_text(encoding="utf-8"))
+
+    # -- writing ---------------------------------------------------------------------------------------
+
+    def open_session(self, *, name: str, bucket: str, data_source: str, lease_owner: str, heartbeat: float) -> str:
+        return self.tracker.create_run(KIND_SESSION, name=name, tags={
+            TAG_STATUS: "running", TAG_BUCKET: bucket, TAG_DATA_SOURCE: data_source, TAG_LEASE_OWNER: lease_owner,
+            TAG_LEASE_HEARTBEAT: f"{heartbeat:.0f}"})
+
+    def reopen_session(self, session_id: str) -> None:
+        """A resumed session runs again: MLflow status RUNNING, ``btc_ai.status`` running."""
+        self.tracker.set_status(session_id, "RUNNING")
+        self.tracker.set_tags(session_id, {TAG_STATUS: "running"})
+
+    def set_lease(self, session_id: str, owner: str, heartbeat: float) -> None:
+        self.tracker.set_tags(session_id, {TAG_LEASE_OWNER: owner, TAG_LEASE_HEARTBEAT: f"{heartbeat:.0f}"})
+
+    def heartbeat(self, session_id: str, now: float) -> None:
+        self.tracker.set_tags(session_id, {TAG_LEASE_HEARTBEAT: f"{now:.0f}"})
+
+    def close_session(self, session_id: str, *, status: str, run_status: str, summary: Mapping[str, float], step: int,
+                      final_params_sha256: str | None = None) -> None:
+        """Summary metrics, then the final status in the same write that releases the lease, then the end."""
+        self.tracker.log_values(session_id, summary, step=step)
+        tags = {TAG_STATUS: status, TAG_LEASE_OWNER: ""}
+        if final_params_sha256 is not None:
+            tags[TAG_FINAL_SHA] = final_params_sha256
+        self.tracker.set_tags(session_id, tags)
+        self.tracker.end_run(session_id, run_status)
+
+    def warn_plots(self, session_id: str, warning: str) -> None:
+        self.tracker.set_tags(session_id, {TAG_PLOTS_WARNING: warning[:5000]})
+
+    def open_attempt(self, session_id: str, number: int, *, start_generation: int, repaired_by: str | None = None,
+                     resumed_from: str | None = None, skipped: list[str] | None = None,
+                     stale: list[str] | None = None) -> str:
+        tags: dict[str, Any] = {TAG_ATTEMPT: number, TAG_START_GENERATION: start_generation}
+        if repaired_by:
+            tags[TAG_REPAIRED_BY] = repaired_by
+        if resumed_from:
+            tags[TAG_RESUMED_FROM] = resumed_from
+        if skipped:
+            tags[TAG_SKIPPED_CHECKPOINTS] = " | ".join(skipped)[:5000]
+        if stale:
+            tags[TAG_STALE_ATTEMPTS] = " | ".join(stale)[:5000]
+        return self.tracker.create_run(KIND_ATTEMPT, parent=session_id, name=f"attempt-{number}", tags=tags)
+
+    def attempt_succeeded(self, run_id: str) -> None:
+        self.tracker.set_tags(run_id, {TAG_OUTCOME: "success", TAG_ERROR_TYPE: ""})
+        self.tracker.end_run(run_id, "FINISHED")
+
+    def attempt_failed(self, run_id: str, *, outcome: str, error_type: str, generation_reached: int,
+                       interrupted: bool, note: str | None = None) -> None:
+        tags: dict[str, Any] = {TAG_OUTCOME: outcome, TAG_ERROR_TYPE: error_type,
+                                TAG_GENERATION_REACHED: generation_reached}
+        if note is not None:
+            tags[TAG_NOTE] = note
+        self.tracker.set_tags(run_id, tags)
+        self.tracker.end_run(run_id, "KILLED" if interrupted else "FAILED")
+
+    def log_repair(self, *, parent: str, session_id: str, rule: str, triggered_by: str,
+                   params: Mapping[str, Any]) -> str:
+        run = self.tracker.create_run(KIND_REPAIR, parent=parent, name=rule, tags={
+            TAG_REPAIR_RULE: rule, TAG_TRIGGERED_BY: triggered_by, TAG_SESSION: session_id})
+        self.tracker.log_params(run, params)
+        self.tracker.end_run(run, "FINISHED")
+        return run

@@ -15,6 +15,7 @@ from btc_ai.desk.plots import plot_equity_curve, plot_fitness_history
 from btc_ai.desk.session_plots import fitness_attempts, session_equity
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.recovery import TrainingRecoverySystem
+from btc_ai.tracking.run_model import RunModel
 from btc_ai.tracking.store import Tracker
 from btc_ai.training.faults import inject_fault
 from btc_ai.training.loop import train_model, validation_equity
@@ -65,6 +66,7 @@ def trained(tmp_path_factory) -> Trained:
     return Trained(tmp_path_factory.mktemp("plots"))
 
 
+@pytest.mark.slow
 def test_the_session_ends_with_both_plots_as_artifacts(trained) -> None:
     session = trained.session()
     assert session.data.tags["btc_ai.status"] == "completed"
@@ -75,9 +77,10 @@ def test_the_session_ends_with_both_plots_as_artifacts(trained) -> None:
         assert_png(trained.artifact(path))
 
 
+@pytest.mark.slow
 def test_the_equity_curve_ends_at_the_logged_validation_return(trained) -> None:
     logged = trained.session().data.metrics
-    attempts = fitness_attempts(trained.tracker.client, trained.session_id)
+    attempts = fitness_attempts(RunModel(trained.tracker), trained.session_id)
     assert [a["outcome"] for a in attempts] == ["recoverable_error", "success"]
     assert attempts[1]["repair"] == "clamp_offending_value" and attempts[0]["error"] == "ValueError"
     assert attempts[0]["steps"] == [1, 2] and attempts[1]["steps"] == [3, 4, 5, 6]
@@ -85,7 +88,7 @@ def test_the_equity_curve_ends_at_the_logged_validation_return(trained) -> None:
     config = TrainingConfig.from_dict(final.data.params)
 
     # the trained module in memory, and the model read back from the store, give the same record
-    for curve in (validation_equity(trained.model, config, trained.data), session_equity(trained.tracker,
+    for curve in (validation_equity(trained.model, config, trained.data), session_equity(RunModel(trained.tracker),
                                                                                            trained.session_id)):
         assert curve.equity[0] == 1.0 and len(curve.equity) == len(curve.buy_and_hold) == len(curve.index)
         assert len(curve.positions) == len(curve.equity) - 1 and curve.index.is_monotonic_increasing
@@ -96,6 +99,7 @@ def test_the_equity_curve_ends_at_the_logged_validation_return(trained) -> None:
     np.testing.assert_array_equal(flat.equity, curve.equity)
 
 
+@pytest.mark.slow
 def test_report_plots_redraws_both_from_the_store(trained) -> None:
     out = trained.root / "report-plots"
     result = trained.report("--plots", "--out", str(out))
@@ -109,6 +113,7 @@ def test_report_plots_redraws_both_from_the_store(trained) -> None:
     assert trained.artifact("plots/equity_curve.png") == (out / "equity_curve.png").read_bytes()
 
 
+@pytest.mark.slow
 def test_report_plots_without_the_data_file_draws_the_fitness_plot_and_says_why(trained) -> None:
     moved = trained.data.rename(trained.data.with_suffix(".moved"))
     try:
@@ -123,13 +128,14 @@ def test_report_plots_without_the_data_file_draws_the_fitness_plot_and_says_why(
     assert lines == [f"equity curve not drawn: the data file the session trained on is not here: {trained.data}"]
 
 
+@pytest.mark.slow
 def test_a_plot_that_fails_never_fails_the_training(tmp_path, candles, monkeypatch) -> None:
     import btc_ai.desk.plots
 
     def broken(*args, **kwargs):
         raise RuntimeError("no canvas today")
 
-    monkeypatch.setattr(btc_ai.plots, "plot_equity_curve", broken)
+    monkeypatch.setattr(btc_ai.desk.plots, "plot_equity_curve", broken)
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     system = TrainingRecoverySystem(checkpoint_dir=tmp_path / "ck", tracker=tracker)
     model, metrics, _, _ = system.start_training_with_recovery(train_model, dict(CONFIG), candles)
@@ -140,7 +146,7 @@ def test_a_plot_that_fails_never_fails_the_training(tmp_path, candles, monkeypat
     assert {a.path for a in tracker.client.list_artifacts(system.session_run_id, "plots")} == \
         {"plots/fitness_history.png"}
 
-    monkeypatch.setattr(btc_ai.plots, "plot_fitness_history", broken)
+    monkeypatch.setattr(btc_ai.desk.plots, "plot_fitness_history", broken)
     model, metrics, _, _ = system.start_training_with_recovery(train_model, dict(CONFIG), candles)
     session = tracker.client.get_run(system.session_run_id)
     assert model is not None and session.data.tags["btc_ai.status"] == "completed"
@@ -168,5 +174,5 @@ def test_plots_know_no_mlflow_and_a_training_loads_matplotlib_only_at_its_end() 
         return set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
 
     assert "matplotlib" not in loaded("import btc_ai.recovery.system")
-    drawn = loaded("import btc_ai.desk.plots; btc_ai.plots.fitness_figure([])")
+    drawn = loaded("import btc_ai.desk.plots; btc_ai.desk.plots.fitness_figure([])")
     assert "matplotlib" in drawn and not {"mlflow", "torch"} & {name.split(".")[0] for name in drawn}

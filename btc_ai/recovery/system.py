@@ -152,14 +152,17 @@ class TrainingRecoverySystem:
         created on the store; a training that fails is a result with ``outcome="failed"``."""
         session = Session(self, training_func, save_path)
         resume = resume_reference(recovery_state)
-        if resume is not None:
-            rs = resume if isinstance(resume, RecoveryState) else RecoveryState.from_run(resume, self.tracker)
-            cfg = resumed_config(rs, config)
-            if rs.completed and rs.generation >= cfg.EPISODES:
-                return self._already_completed(rs)
-            inputs = resumed_inputs(self, rs, cfg, df)
-        else:
-            inputs = new_session_inputs(self, config, df, recovery_state)
+        try:
+            if resume is not None:
+                rs = resume if isinstance(resume, RecoveryState) else RecoveryState.from_run(resume, self.tracker)
+                cfg = resumed_config(rs, config)
+                if rs.completed and rs.generation >= cfg.EPISODES:
+                    return self._already_completed(rs)
+                inputs = resumed_inputs(self, rs, cfg, df)
+            else:
+                inputs = new_session_inputs(self, config, df, recovery_state)
+        except FileNotFoundError as exc:  # a config, data or checkpoint file named by the caller
+            raise UserInputError(f"{exc.filename or exc}: no such file; check the path") from exc
         session.open(inputs)
         try:
             model, metrics, best_reward = session.train()
@@ -195,7 +198,7 @@ class TrainingRecoverySystem:
         started = time.perf_counter()
         try:
             return self.train(training_func, config, df, save_path, recovery_state).as_tuple()
-        except (UserInputError, FileNotFoundError) as exc:
+        except UserInputError as exc:
             # the caller's mistake, found before any attempt: nothing was trained, nothing half-written
             return None, {"error": f"{type(exc).__name__}: {exc}", "message": str(exc), "attempts": 0}, \
                 float("-inf"), time.perf_counter() - started

@@ -1,0 +1,61 @@
+"""What the command modules share: the parser class, the flag helper, exit codes, the error line and the
+tracking-server check (nothing heavy imported, so building the parser stays fast)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, NoReturn
+
+from btc_ai.domain.errors import UserInputError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+
+TRACKING_URI_HELP = "MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlruns)"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (what is wrong and where to look), exit code 2, and no
+    abbreviated flags (``--learning_rat`` must not silently mean ``--learning_rate``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
+    """``--name`` and its dash form ``--na-me``, both stored as ``name``."""
+    dashed = name.replace("_", "-")
+    names = [f"--{name}"] + ([f"--{dashed}"] if dashed != name else [])
+    parser.add_argument(*names, dest=name, **kwargs)
+
+
+def error(message: str) -> None:
+    """The one-line error format of `btc-ai` on stderr."""
+    print(f"btc-ai: error: {message}", file=sys.stderr)
+
+
+class TrackingServerUnreachable(UserInputError):
+    """The HTTP tracking server did not answer its health check before anything started."""
+
+
+def check_tracking_uri(uri: str | None) -> None:
+    """An HTTP tracking server must answer before anything starts (a few seconds at most, not MLflow's
+    minutes of retries)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri or not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as response:
+            response.read()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingServerUnreachable(f"cannot reach the tracking server at {uri} ({reason}); start it, or check "
+                                        "--tracking-uri / MLFLOW_TRACKING_URI") from None

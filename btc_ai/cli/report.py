@@ -1,0 +1,44 @@
+"""`btc-ai report`: what happened in a session (attempts, repairs, checkpoints, model), optionally redrawn plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from btc_ai.cli.common import EXIT_OK, TRACKING_URI_HELP, check_tracking_uri, flag
+
+
+def add_parser(sub: Any) -> None:
+    report = sub.add_parser("report", help="what happened in a session: attempts, repairs, checkpoints, model")
+    report.add_argument("ref", metavar="RUN_ID", help="session or attempt run ID, or models:/<name>/<version>")
+    report.add_argument("--json", action="store_true", help="machine-readable output")
+    report.add_argument("--plots", action="store_true",
+                        help="redraw the fitness history and equity curve PNGs (written to --out, logged on the session)")
+    report.add_argument("--out", metavar="DIR", help="folder for --plots (default ./plots/<session run ID>/)")
+    flag(report, "tracking_uri", metavar="URI", help=TRACKING_URI_HELP)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_tracking_uri(args.tracking_uri)
+    from btc_ai.desk.session_report import render_summary, session_summary
+    from btc_ai.tracking.run_model import RunModel
+    from btc_ai.tracking.store import Tracker
+
+    runs = RunModel(Tracker(args.tracking_uri))
+    summary = session_summary(runs, args.ref)  # an unknown reference is a ResumeError: one line, exit 2
+    if args.plots:
+        from btc_ai.desk.session_plots import write_session_plots
+
+        session_id = summary["session_run_id"]
+        plots = write_session_plots(runs, session_id, args.out or os.path.join("plots", session_id))
+        summary["plots"] = [str(path.resolve()) for path in plots.paths]
+        summary["equity_plot_skipped"] = plots.equity_skipped
+    print(json.dumps(summary, indent=2, default=str) if args.json else render_summary(summary))
+    if args.plots and not args.json:
+        for path in summary["plots"]:
+            print(f"plot: {path} (also logged as plots/{os.path.basename(path)} on the session run)")
+        if summary["equity_plot_skipped"]:
+            print(f"equity curve not drawn: {summary['equity_plot_skipped']}")
+    return EXIT_OK

@@ -1,0 +1,48 @@
+"""`btc-ai sync`: send the tracking writes journaled while the tracking server was unreachable."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from btc_ai.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    TRACKING_URI_HELP,
+    TrackingServerUnreachable,
+    check_tracking_uri,
+    error,
+    flag,
+)
+
+
+def add_parser(sub: Any) -> None:
+    sync = sub.add_parser("sync", help="send tracking writes journaled while the tracking server was unreachable")
+    flag(sync, "tracking_uri", metavar="URI", help=TRACKING_URI_HELP)
+
+
+def run(args: argparse.Namespace) -> int:
+    from btc_ai.tracking.journal import Journal, journal_dir
+    from btc_ai.tracking.store import Tracker, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    journal = Journal(journal_dir(uri))
+    waiting = journal.pending_count()
+    if not waiting:
+        print(f"nothing to send: the journal for {uri} is empty")
+        return EXIT_OK
+    try:
+        check_tracking_uri(uri)
+    except TrackingServerUnreachable as exc:  # not the user's mistake here: the writes wait, exit 1
+        error(f"{exc}; {waiting} writes stay in the journal {journal.folder}")
+        return EXIT_FAILED
+    tracker = Tracker(uri)  # opening the store replays the journal
+    tracker.close()
+    left = tracker.pending()
+    if left:
+        error(f"{waiting - left} of {waiting} journaled writes sent; {left} still wait in {journal.folder} "
+              f"({tracker.outage or 'the store stopped answering, or another btc-ai process is sending them'}); "
+              "run `btc-ai sync` again")
+        return EXIT_FAILED
+    print(f"sent {waiting} journaled writes to {uri}; nothing pending")
+    return EXIT_OK

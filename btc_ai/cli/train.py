@@ -1,0 +1,240 @@
+"""`btc-ai train` and `btc-ai resume`: config from flags, checks before anything is created, the training
+through the recovery system, and the summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from btc_ai.cli.common import EXIT_FAILED, EXIT_OK, TRACKING_URI_HELP, check_tracking_uri, error, flag
+from btc_ai.domain.config import allowed_range
+from btc_ai.domain.errors import ConfigValidationError, DataValidationError, UserInputError
+
+# Original flags of the training script, mapped to config keys (each also takes the dash form).
+_CONFIG_FLAGS = {
+    "bucket": ("BUCKET", str),
+    "hidden_size": ("HIDDEN_SIZE", int),
+    "learning_rate": ("LEARNING_RATE", float),
+    "es_population": ("ES_POPULATION", int),
+    "episodes": ("EPISODES", int),
+    "seed": ("SEED", int),
+    "min_checkpoint_interval": ("MIN_CHECKPOINT_INTERVAL", int),
+    "max_steps_per_episode": ("MAX_STEPS_PER_EPISODE", int),
+    "sigma": ("SIGMA", float),
+}
+
+
+def add_train_parser(sub: Any) -> None:
+    train = sub.add_parser("train", help="train a policy (a new MLflow session)")
+    flag(train, "data_path", metavar="FILE", help="candles (CSV or Parquet); default: built-in synthetic data")
+    flag(train, "config", metavar="FILE", help="JSON object of config keys (flags win over it)")
+    for name, (key, kind) in _CONFIG_FLAGS.items():
+        flag(train, name, type=kind, metavar=key, help=f"{key} ({allowed_range(key)})")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key (repeatable)")
+    flag(train, "max_retries", type=int, default=3, metavar="N", help="retries of recoverable errors (default 3)")
+    flag(train, "enable_emergency_checkpoints", action="store_true",
+         help="write an emergency checkpoint when an error strikes (the default)")
+    flag(train, "no_emergency_checkpoints", action="store_true", help="do not write emergency checkpoints")
+    flag(train, "checkpoint_dir", default="checkpoints", metavar="DIR", help="local checkpoint folder (default checkpoints/)")
+    flag(train, "tracking_uri", metavar="URI", help=TRACKING_URI_HELP)
+    train.add_argument("--experiment", default="btc-ai", help="MLflow experiment name (default btc-ai)")
+    flag(train, "quiet", action="store_true", help="print only the summary")
+    flag(train, "resume", metavar="REF", help="continue a training instead (same as `btc-ai resume REF`)")
+    flag(train, "allow_data_change", action="store_true", help="with --resume: allow data that differs")
+
+
+def add_resume_parser(sub: Any) -> None:
+    resume = sub.add_parser("resume", help="continue an interrupted training from its MLflow run ID or model URI")
+    resume.add_argument("ref", metavar="REF", help="session or attempt run ID, or models:/<name>/<version|@alias>")
+    flag(resume, "data_path", metavar="FILE", help="the data (default: the file the session recorded)")
+    flag(resume, "episodes", type=int, metavar="N", help="train up to N generations (extends a finished training)")
+    flag(resume, "allow_data_change", action="store_true", help="resume even if the data differs")
+    flag(resume, "max_retries", type=int, default=3, metavar="N", help="retries of recoverable errors (default 3)")
+    flag(resume, "no_emergency_checkpoints", action="store_true", help="do not write emergency checkpoints")
+    flag(resume, "checkpoint_dir", default="checkpoints", metavar="DIR", help="local checkpoint folder")
+    flag(resume, "tracking_uri", metavar="URI", help=TRACKING_URI_HELP)
+    resume.add_argument("--experiment", default="btc-ai", help=argparse.SUPPRESS)
+    flag(resume, "quiet", action="store_true", help="print only the summary")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    if args.resume:
+        given = [f"--{name}" for name in [*_CONFIG_FLAGS, "config"] if getattr(args, name) is not None] + \
+            (["--set"] if args.set else [])
+        if given:
+            raise UserInputError(f"--resume continues a training with its recorded config; drop {', '.join(given)} "
+                                 "(to train longer: btc-ai resume REF --episodes N)")
+        return _run(args, None, args.resume)
+    return _run(args, config_from_args(args), None)
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    overrides = {"EPISODES": args.episodes} if args.episodes is not None else {}
+    return _run(args, overrides, args.ref)
+
+
+def _parse_assignment(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise UserInputError(f"--set {text!r} is not KEY=VALUE; write e.g. --set SIGMA=0.05")
+    key, value = text.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Config file, then --set, then the named flags, as given (out-of-range values are repaired later).
+
+    Problems no repair can fix (unknown keys, wrong types, unknown bucket) are reported in one line.
+    """
+    values: dict[str, Any] = {}
+    if args.config:
+        try:
+            with open(args.config, encoding="utf-8") as fh:
+                loaded = json.load(fh)
+        except FileNotFoundError:
+            raise UserInputError(f"config file {args.config} does not exist; check the --config path") from None
+        except json.JSONDecodeError as exc:
+            raise UserInputError(f"config file {args.config} is not valid JSON (line {exc.lineno}, column "
+                                 f"{exc.colno}: {exc.msg}); fix the file or drop --config") from None
+        if not isinstance(loaded, dict):
+            raise UserInputError(f"config file {args.config} must hold a JSON object of config keys, "
+                                 "e.g. {\"SIGMA\": 0.05}")
+        values.update(loaded)
+    for text in args.set:
+        key, value = _parse_assignment(text)
+        values[key] = value
+    for name, (key, _) in _CONFIG_FLAGS.items():
+        if getattr(args, name) is not None:
+            values[key] = getattr(args, name)
+    from btc_ai.domain.config import normalize_key
+    from btc_ai.domain.presets import BUCKETS
+    from btc_ai.recovery.repairs import validate_and_repair
+
+    try:
+        config, _ = validate_and_repair(values)
+    except ConfigValidationError as exc:  # the same error, with where to look added
+        raise UserInputError(f"{exc}; fix these values (see `btc-ai presets --keys`)") from None
+    # Flags override the bucket preset by design: what they leave out is not "missing".
+    return {**BUCKETS[config.BUCKET].config(), **{normalize_key(k): v for k, v in values.items()}}
+
+
+def _check_data(args: argparse.Namespace) -> None:
+    """Refuse a data file that cannot be trained on before anything is created."""
+    from btc_ai.domain.data import load_candles
+
+    try:
+        _, report = load_candles(args.data_path)
+    except FileNotFoundError:
+        raise UserInputError(f"data file {args.data_path} does not exist; check --data_path") from None
+    except IsADirectoryError:
+        raise UserInputError(f"--data_path {args.data_path} is a folder; give a CSV or Parquet file") from None
+    except DataValidationError as exc:  # the same error, with the file named
+        raise UserInputError(f"{args.data_path}: {exc}") from None
+    if not args.quiet:
+        print(f"data: {report.summary()}")
+
+
+def _training_func() -> Any:
+    from btc_ai.training.faults import ENV_VAR, FaultSpec, inject_fault
+    from btc_ai.training.loop import train_model
+
+    if not os.environ.get(ENV_VAR):
+        return train_model
+    try:  # the documented fault-injection hook (tests, `btc-ai chaos`)
+        return inject_fault(train_model, FaultSpec.parse(os.environ[ENV_VAR]))
+    except ValueError as exc:
+        raise UserInputError(f"{ENV_VAR}: {exc}") from None
+
+
+def _run(args: argparse.Namespace, values: dict[str, Any] | None, resume: str | None) -> int:
+    """Train (``values``: config keys) or resume (``resume``: a run ID or model URI; ``values``: overrides)."""
+    if args.max_retries < 0:
+        raise UserInputError(f"--max_retries {args.max_retries} must be >= 0")
+    if getattr(args, "enable_emergency_checkpoints", False) and args.no_emergency_checkpoints:
+        raise UserInputError("--enable_emergency_checkpoints and --no-emergency-checkpoints contradict each other; "
+                             "keep one")
+    check_tracking_uri(args.tracking_uri)
+    if args.data_path:
+        _check_data(args)
+    return _train_with_recovery(args, _training_func(), values, resume)
+
+
+def _train_with_recovery(args: argparse.Namespace, training_func: Any, values: dict[str, Any] | None,
+                         resume: str | None) -> int:
+    """The one place that talks to the recovery system: start it, and turn what it returns into output and
+    an exit code."""
+    from btc_ai.cli.progress import ConsoleReporter
+    from btc_ai.recovery import TrainingRecoverySystem
+    from btc_ai.recovery.signals import exit_code, graceful_interrupts
+
+    reporter = ConsoleReporter(quiet=args.quiet)
+    system = TrainingRecoverySystem(
+        checkpoint_dir=args.checkpoint_dir,
+        max_retries=args.max_retries,
+        enable_emergency_checkpoints=not args.no_emergency_checkpoints,
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        reporter=reporter,
+        allow_data_change=getattr(args, "allow_data_change", False),
+    )
+    try:
+        with graceful_interrupts(system.stop_event):
+            result = system.train(training_func, config=values, df=args.data_path or None, recovery_state=resume)
+    except KeyboardInterrupt as exc:
+        session = system.session_run_id
+        error(f"interrupted ({exc or 'SIGINT'}): the last completed generation is saved"
+              + (f"; continue with: btc-ai resume {session}" if session else ""))
+        return exit_code(exc)
+    finally:  # a mistake in the inputs (UserInputError) goes on to the one mapping in main
+        reporter.close()
+        _settle_journal(system)
+    if result.outcome == "already_completed":
+        print(result.message)
+        return EXIT_OK
+    if result.outcome == "failed":
+        metrics = result.metrics
+        where = f" (session {result.session_run_id}; error_report.md on the failed attempt runs)" \
+            if result.session_run_id else ""
+        error(f"training failed after {metrics.get('attempts', 0)} attempt(s): {result.error}{where}")
+        return EXIT_FAILED
+    _print_summary(system, result.metrics, result.best_reward, result.elapsed)
+    return EXIT_OK
+
+
+def _settle_journal(system: Any) -> None:
+    """After a training: send what waits in the journal if the store is back, else say where it waits."""
+    tracker = system.opened_tracker
+    if tracker is None or not tracker.offline:
+        return
+    tracker.close()
+    if tracker.reachable():
+        tracker.replay()
+    left = tracker.pending()
+    if left:
+        print(f"tracking server unreachable ({tracker.outage or 'no answer'}): {left} writes wait in the journal "
+              f"{tracker.journal.folder}; they are sent by the next btc-ai command or `btc-ai sync`", flush=True)
+
+
+def _print_summary(system: Any, metrics: Mapping[str, Any], best_reward: float, elapsed: float) -> None:
+    ret = metrics.get("best/validation_total_return", float("nan"))
+    hold = metrics.get("best/validation_buy_and_hold_return", float("nan"))
+    trades = metrics.get("best/validation_trades", float("nan"))
+    for repair in metrics.get("repairs", []):
+        print(f"repair: {repair}")
+    print(
+        f"done: session {metrics['session_run_id']} | attempts {metrics['attempts']} | "
+        f"generations {metrics['generations']} | best validation reward {best_reward:+.4f} "
+        f"(generation {metrics['best_generation']}) | {elapsed:.1f} s"
+    )
+    print(f"best policy on the validation span: return {ret:+.2%} ({trades:.0f} trades) vs buy-and-hold {hold:+.2%} "
+          "and flat +0.00%")
+    version = metrics["model_version"]
+    registered = f"registered as version {version}" if version != "pending" else \
+        "registration journaled (tracking server unreachable)"
+    print(f"model: {registered}; final params sha256 {metrics['final_params_sha256'][:16]}")
+    print(f"open the UI: make ui  (or: mlflow ui --backend-store-uri {system.tracker.tracking_uri})")

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from conftest import TINY, btc_ai_cmd, cli_env, write_binance_csv
 
-from btc_ai.desk.plots import plot_equity_curve, plot_fitness_history
-from btc_ai.desk.session_plots import fitness_attempts, session_equity
+from btc_ai.domain.plots import plot_equity_curve, plot_fitness_history
+from btc_ai.recovery.session_plots import fitness_attempts, session_equity
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.recovery import TrainingRecoverySystem
 from btc_ai.tracking.run_model import RunModel
@@ -130,12 +130,12 @@ def test_report_plots_without_the_data_file_draws_the_fitness_plot_and_says_why(
 
 @pytest.mark.slow
 def test_a_plot_that_fails_never_fails_the_training(tmp_path, candles, monkeypatch) -> None:
-    import btc_ai.desk.plots
+    import btc_ai.domain.plots
 
     def broken(*args, **kwargs):
         raise RuntimeError("no canvas today")
 
-    monkeypatch.setattr(btc_ai.desk.plots, "plot_equity_curve", broken)
+    monkeypatch.setattr(btc_ai.domain.plots, "plot_equity_curve", broken)
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     system = TrainingRecoverySystem(checkpoint_dir=tmp_path / "ck", tracker=tracker)
     model, metrics, _, _ = system.start_training_with_recovery(train_model, dict(CONFIG), candles)
@@ -146,7 +146,7 @@ def test_a_plot_that_fails_never_fails_the_training(tmp_path, candles, monkeypat
     assert {a.path for a in tracker.client.list_artifacts(system.session_run_id, "plots")} == \
         {"plots/fitness_history.png"}
 
-    monkeypatch.setattr(btc_ai.desk.plots, "plot_fitness_history", broken)
+    monkeypatch.setattr(btc_ai.domain.plots, "plot_fitness_history", broken)
     model, metrics, _, _ = system.start_training_with_recovery(train_model, dict(CONFIG), candles)
     session = tracker.client.get_run(system.session_run_id)
     assert model is not None and session.data.tags["btc_ai.status"] == "completed"
@@ -174,5 +174,5 @@ def test_plots_know_no_mlflow_and_a_training_loads_matplotlib_only_at_its_end() 
         return set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
 
     assert "matplotlib" not in loaded("import btc_ai.recovery.system")
-    drawn = loaded("import btc_ai.desk.plots; btc_ai.desk.plots.fitness_figure([])")
+    drawn = loaded("import btc_ai.domain.plots; btc_ai.domain.plots.fitness_figure([])")
     assert "matplotlib" in drawn and not {"mlflow", "torch"} & {name.split(".")[0] for name in drawn}

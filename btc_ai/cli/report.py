@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     runs = RunModel(Tracker(args.tracking_uri))
     summary = session_summary(runs, args.ref)  # an unknown reference is a ResumeError: one line, exit 2
     if args.plots:
-        from btc_ai.desk.session_plots import write_session_plots
+        from btc_ai.recovery.session_plots import write_session_plots
 
         session_id = summary["session_run_id"]
         plots = write_session_plots(runs, session_id, args.out or os.path.join("plots", session_id))

@@ -1,5 +1,5 @@
-"""The domain floor: candles, config, features, market, policy and the ES algorithm.
+"""The domain floor: candles, config, features, market, policy, the ES algorithm and plots of plain data.
 
-May import numpy, pandas, torch and pydantic, and nothing of btc_ai above it (never mlflow, tenacity
-or ray): the domain is usable and testable with no tracking server at all.
+May import numpy, pandas, torch, pydantic and matplotlib, and nothing of btc_ai above it (never mlflow,
+tenacity or ray): the domain is usable and testable with no tracking server at all.
 """

@@ -1,5 +1,5 @@
 """The recovery floor: classification, repairs, the retry decision (tenacity), sessions and attempts,
-resume state, signals and error reports.
+resume state, the session lease, signals, error reports and the session's plots.
 
 May import every floor below it (tracking, training, domain), MLflow only through the tracking floor's
 run model. Importing this package is light: `TrainingRecoverySystem` loads on first use.

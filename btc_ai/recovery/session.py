@@ -144,8 +144,8 @@ class Session:
 
     def _log_plots(self, model: Any) -> None:
         """Fitness history and equity curve PNGs under ``plots/`` of the session: a picture that cannot be
-        drawn is a warning (tag ``btc_ai.plots_warning``), never a failed training."""
-        from btc_ai.desk.session_plots import write_session_plots
+        drawn is a warning (tag TAG_PLOTS_WARNING), never a failed training."""
+        from btc_ai.recovery.session_plots import write_session_plots
 
         plan = self.attempts[-1].plan
         try:

@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlparse
 
 from btc_ai.desk.backup.manifest import STORE, _inside
 from btc_ai.domain.errors import BackupError
+from btc_ai.tracking.run_model.names import KIND_SESSION, TAG_KIND, TAG_STATUS
 
 # columns of MLflow's schema that hold artifact locations (absolute paths or file:// URIs)
 _LOCATION_COLUMNS = {"artifact_location", "artifact_uri", "storage_location", "source", "trace_archival_location"}
@@ -73,9 +74,9 @@ def _snapshot(database: Path, target: Path) -> None:
 def _sessions(db: sqlite3.Connection) -> list[dict[str, Any]]:
     rows = db.execute(
         "SELECT r.run_uuid, r.name, r.status, r.start_time, r.experiment_id, r.lifecycle_stage, "
-        "(SELECT s.value FROM tags s WHERE s.run_uuid = r.run_uuid AND s.key = 'btc_ai.status') "
-        "FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = 'btc_ai.kind' AND t.value = 'session' "
-        "ORDER BY r.start_time, r.run_uuid"
+        "(SELECT s.value FROM tags s WHERE s.run_uuid = r.run_uuid AND s.key = ?) "
+        "FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = ? AND t.value = ? "
+        "ORDER BY r.start_time, r.run_uuid", (TAG_STATUS, TAG_KIND, KIND_SESSION),
     ).fetchall()
     return [
         {"run_id": run_id, "name": name, "status": status, "run_status": run_status,

@@ -1,187 +1,56 @@
-"""The MLflow run model of `docs/design.md` in code: every tag, metric and artifact name, and typed records
-of sessions, attempts, repairs and checkpoints, read from and written to the store.
-
-Recovery, desk and face use `RunModel` and these records; none of them touches an MLflow client, a
-`Run` object or a tag string.
-"""
+"""`RunModel`: sessions, attempts, repairs and checkpoints on one tracking store, read and written as records."""
 
 from __future__ import annotations
 
-import re
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from btc_ai.domain.errors import ResumeError
+from btc_ai.tracking.run_model.names import (
+    ARTIFACT_CHECKPOINTS,
+    ARTIFACT_MODEL,
+    CHECKPOINT_PATH,
+    KIND_ATTEMPT,
+    KIND_REPAIR,
+    KIND_SESSION,
+    MODEL_URI,
+    TAG_ATTEMPT,
+    TAG_BUCKET,
+    TAG_DATA_SOURCE,
+    TAG_ERROR_TYPE,
+    TAG_FINAL_SHA,
+    TAG_GENERATION_REACHED,
+    TAG_KIND,
+    TAG_LEASE_HEARTBEAT,
+    TAG_LEASE_OWNER,
+    TAG_NOTE,
+    TAG_OUTCOME,
+    TAG_PARENT,
+    TAG_PLOTS_WARNING,
+    TAG_REPAIR_RULE,
+    TAG_REPAIRED_BY,
+    TAG_RESUMED_FROM,
+    TAG_SESSION,
+    TAG_SKIPPED_CHECKPOINTS,
+    TAG_STALE_ATTEMPTS,
+    TAG_START_GENERATION,
+    TAG_STATUS,
+    TAG_TRIGGERED_BY,
+)
+from btc_ai.tracking.run_model.records import (
+    AttemptRecord,
+    CheckpointRecord,
+    RepairRecord,
+    SessionRecord,
+    _attempt,
+    _repair,
+    _session,
+)
 
-if TYPE_CHECKING:  # the store imports the names below; mlflow loads with it, not with the names
+if TYPE_CHECKING:
     from btc_ai.tracking.store import Tracker
-
-# -- names ---------------------------------------------------------------------------------------------
-TAG_KIND = "btc_ai.kind"  # session | attempt | repair
-TAG_PARENT = "mlflow.parentRunId"
-TAG_CLIENT_KEY = "btc_ai.client_key"  # set at creation: a replayed creation finds the run instead of doubling it
-KIND_SESSION, KIND_ATTEMPT, KIND_REPAIR = "session", "attempt", "repair"
-TAG_STATUS = "btc_ai.status"  # running | completed | failed | interrupted
-TAG_BUCKET = "btc_ai.bucket"
-TAG_DATA_SOURCE = "btc_ai.data_source"
-TAG_DATA_FINGERPRINT = "btc_ai.data_fingerprint"
-TAG_FINAL_SHA = "btc_ai.final_params_sha256"
-TAG_MODEL_VERSION = "btc_ai.model_version"
-TAG_PLOTS_WARNING = "btc_ai.plots_warning"
-TAG_LEASE_OWNER = "btc_ai.lease.owner"
-TAG_LEASE_HEARTBEAT = "btc_ai.lease.heartbeat"
-TAG_ATTEMPT = "btc_ai.attempt"
-TAG_OUTCOME = "btc_ai.outcome"  # success | recoverable_error | unrecoverable_error | interrupted
-TAG_ERROR_TYPE = "btc_ai.error_type"
-TAG_START_GENERATION = "btc_ai.start_generation"
-TAG_GENERATION_REACHED = "btc_ai.generation_reached"
-TAG_REPAIRED_BY = "btc_ai.repaired_by"
-TAG_RESUMED_FROM = "btc_ai.resumed_from"
-TAG_SKIPPED_CHECKPOINTS = "btc_ai.skipped_checkpoints"
-TAG_STALE_ATTEMPTS = "btc_ai.stale_attempts"
-TAG_NOTE = "btc_ai.note"
-TAG_CHECKPOINT_PREFIX = "btc_ai.checkpoint."  # + file stem -> the sha256 committed with it
-TAG_LAST_CHECKPOINT = "btc_ai.last_checkpoint"
-TAG_REPAIR_RULE = "btc_ai.repair_rule"
-TAG_TRIGGERED_BY = "btc_ai.triggered_by"
-TAG_SESSION = "btc_ai.session"  # a repair run's session (its parent may be an attempt)
-VERSION_TAG_SESSION = "session_run_id"  # on a registered model version
-
-METRIC_FITNESS_MEAN, METRIC_FITNESS_MAX = "fitness/mean", "fitness/max"
-METRIC_BEST_VALIDATION = "validation/best_reward"
-METRIC_BEST_REWARD = "best_reward"  # session summary
-
-ARTIFACT_MODEL = "model"
-ARTIFACT_CHECKPOINTS = "checkpoints"
-ARTIFACT_ERROR_JSON, ARTIFACT_ERROR_MD = "error_report.json", "error_report.md"
-ARTIFACT_HISTORY = "performance_history.csv"
-ARTIFACT_DATA_REPORT = "data_report.json"
-ARTIFACT_PLOTS = "plots"
-BUILTIN_DATA = "builtin:default"  # the data source of a session trained on the built-in data
-DATAFRAME_DATA = "dataframe"  # ... and of one trained on a DataFrame passed in Python
-
-_CHECKPOINT = re.compile(r"^checkpoints/(?P<emergency>emergency-)?gen-(?P<generation>\d{6})\.pt$")
-_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
-
-
-def registered_model_name(bucket: str) -> str:
-    """``btc-ai-<bucket>`` in lower case: one registry entry per trading style."""
-    return f"btc-ai-{bucket.lower()}"
-
-
-def checkpoint_tag(stem: str) -> str:
-    return TAG_CHECKPOINT_PREFIX + stem
-
-
-# -- records -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SessionRecord:
-    """A session run as the run model sees it."""
-
-    run_id: str
-    experiment_id: str
-    run_status: str  # MLflow's RUNNING | FINISHED | FAILED | KILLED
-    status: str | None  # btc_ai.status
-    bucket: str | None
-    data_source: str | None
-    data_fingerprint: str | None
-    final_params_sha256: str | None
-    model_version: str | None
-    lease_owner: str
-    lease_heartbeat: float
-    params: Mapping[str, str] = field(default_factory=dict)
-    best_reward: float | None = None
-
-    @property
-    def completed(self) -> bool:
-        return self.status == "completed"
-
-
-@dataclass(frozen=True)
-class AttemptRecord:
-    """An attempt run: one try of a session."""
-
-    run_id: str
-    number: int
-    run_status: str
-    outcome: str | None
-    error_type: str | None
-    note: str | None
-    start_generation: int | None
-    repaired_by: str | None
-    resumed_from: str | None
-    data_fingerprint: str | None = None
-    skipped_checkpoints: str | None = None
-    params: Mapping[str, str] = field(default_factory=dict)
-    best_reward: float | None = None
-    checkpoint_sha: Mapping[str, str] = field(default_factory=dict)  # file stem -> committed sha256
-
-    @property
-    def running(self) -> bool:
-        return self.run_status == "RUNNING"
-
-
-@dataclass(frozen=True)
-class RepairRecord:
-    """A repair run: the rule, what triggered it, and each changed key before and after."""
-
-    run_id: str
-    rule: str | None
-    triggered_by: str | None
-    parent_id: str | None
-    changes: Mapping[str, tuple[str, str | None]]
-    reason: str | None
-    start_time: int
-
-
-@dataclass(frozen=True)
-class CheckpointRecord:
-    """One checkpoint artifact of an attempt run, with the sha256 recorded when it was committed."""
-
-    run_id: str
-    artifact_path: str
-    generation: int
-    emergency: bool
-    sha256: str | None
-
-    @property
-    def committed(self) -> bool:
-        return self.sha256 is not None
-
-
-def _int(value: str | None) -> int | None:
-    return int(value) if value not in (None, "") else None
-
-
-def _session(run: Any) -> SessionRecord:
-    t = run.data.tags
-    return SessionRecord(run.info.run_id, run.info.experiment_id, run.info.status, t.get(TAG_STATUS), t.get(TAG_BUCKET),
-                         t.get(TAG_DATA_SOURCE), t.get(TAG_DATA_FINGERPRINT), t.get(TAG_FINAL_SHA),
-                         t.get(TAG_MODEL_VERSION), t.get(TAG_LEASE_OWNER, ""),
-                         float(t.get(TAG_LEASE_HEARTBEAT, 0) or 0), dict(run.data.params),
-                         run.data.metrics.get(METRIC_BEST_REWARD))
-
-
-def _attempt(run: Any) -> AttemptRecord:
-    t = run.data.tags
-    shas = {k[len(TAG_CHECKPOINT_PREFIX):]: v for k, v in t.items() if k.startswith(TAG_CHECKPOINT_PREFIX)}
-    return AttemptRecord(run.info.run_id, int(t.get(TAG_ATTEMPT, 0)), run.info.status, t.get(TAG_OUTCOME),
-                         t.get(TAG_ERROR_TYPE) or None, t.get(TAG_NOTE), _int(t.get(TAG_START_GENERATION)),
-                         t.get(TAG_REPAIRED_BY), t.get(TAG_RESUMED_FROM), t.get(TAG_DATA_FINGERPRINT),
-                         t.get(TAG_SKIPPED_CHECKPOINTS), dict(run.data.params),
-                         run.data.metrics.get(METRIC_BEST_VALIDATION), shas)
-
-
-def _repair(run: Any) -> RepairRecord:
-    p = run.data.params
-    changes = {k[: -len(".before")]: (p[k], p.get(k[: -len(".before")] + ".after")) for k in p if k.endswith(".before")}
-    return RepairRecord(run.info.run_id, run.data.tags.get(TAG_REPAIR_RULE), run.data.tags.get(TAG_TRIGGERED_BY),
-                        run.data.tags.get(TAG_PARENT), changes, p.get("reason"), run.info.start_time)
 
 
 class RunModel:
@@ -203,7 +72,7 @@ class RunModel:
         """The session behind a session run ID, an attempt or repair run ID, or a registered model URI;
         ResumeError (a user mistake) when there is none."""
         ref = ref.strip()
-        match = _MODEL_URI.match(ref)
+        match = MODEL_URI.match(ref)
         if match:
             from mlflow.exceptions import MlflowException
 
@@ -277,7 +146,7 @@ class RunModel:
         refs = []
         for attempt in attempts:
             for artifact in self._client.list_artifacts(attempt.run_id, ARTIFACT_CHECKPOINTS):
-                match = _CHECKPOINT.match(artifact.path)
+                match = CHECKPOINT_PATH.match(artifact.path)
                 if match:
                     refs.append(CheckpointRecord(attempt.run_id, artifact.path, int(match["generation"]),
                                                  bool(match["emergency"]),

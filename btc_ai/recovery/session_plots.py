@@ -42,7 +42,7 @@ class SessionPlots:
 
 
 def fitness_attempts(runs: RunModel, session_id: str) -> list[dict[str, Any]]:
-    """Every attempt of the session as :func:`btc_ai.desk.plots.plot_fitness_history` takes it (plus its run ID,
+    """Every attempt of the session as :func:`btc_ai.domain.plots.plot_fitness_history` takes it (plus its run ID,
     error type and best validation reward)."""
     session = runs.session(session_id)
     rules = {r.run_id: r.rule for r in runs.repairs(session)}
@@ -117,7 +117,7 @@ def write_session_plots(runs: RunModel, ref: str, out_dir: str | Path | None = N
     from the store when the caller holds it. The fitness plot is always drawn; when the equity curve
     cannot be had, ``equity_skipped`` says why.
     """
-    from btc_ai.desk.plots import plot_equity_curve, plot_fitness_history
+    from btc_ai.domain.plots import plot_equity_curve, plot_fitness_history
 
     session = runs.resolve_session(ref)
     session_id = session.run_id

@@ -23,10 +23,9 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     check_tracking_uri(args.tracking_uri)
     from btc_ai.desk.session_report import render_summary, session_summary
-    from btc_ai.tracking.run_model import RunModel
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.run_model.local import open_run_model
 
-    runs = RunModel(Tracker(args.tracking_uri))
+    runs = open_run_model(args.tracking_uri)  # a local store is read with sqlite3: no seconds of mlflow imports
     summary = session_summary(runs, args.ref)  # an unknown reference is a ResumeError: one line, exit 2
     if args.plots:
         from btc_ai.recovery.session_plots import write_session_plots

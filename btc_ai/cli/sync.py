@@ -23,7 +23,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from btc_ai.tracking.journal import Journal, journal_dir
-    from btc_ai.tracking.store import Tracker, resolve_tracking_uri
+    from btc_ai.tracking.paths import resolve_tracking_uri
+    from btc_ai.tracking.store import Tracker
 
     uri = resolve_tracking_uri(args.tracking_uri)
     journal = Journal(journal_dir(uri))

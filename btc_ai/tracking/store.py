@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException
 
 from btc_ai.tracking.journal import Entry, Journal, is_placeholder, journal_dir, new_placeholder, substitute
 from btc_ai.tracking.outage import HTTP_TIMEOUT_S, is_outage, outage_reason
+from btc_ai.tracking.paths import artifact_root, resolve_tracking_uri
 from btc_ai.tracking.run_model import TAG_CLIENT_KEY, TAG_KIND, TAG_PARENT
 
 _log = logging.getLogger(__name__)
@@ -35,25 +36,6 @@ MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
 _BATCH = 1000  # MLflow's limit of metrics per log_batch
 
 REPLAY_INTERVAL_S = 1.0
-
-
-def default_tracking_uri(root: str | Path = ".") -> str:
-    """``sqlite:///<root>/mlruns/mlflow.db``: the project's local store (folder created if missing)."""
-    folder = Path(root).resolve() / "mlruns"
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'mlflow.db'}"
-
-
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """An explicit URI, else ``MLFLOW_TRACKING_URI``, else the local store under ``./mlruns``."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-
-
-def _artifact_root(uri: str) -> str | None:
-    """Artifacts of a local SQLite store live beside the database, under the same ``mlruns/`` folder."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
-    return None
 
 
 _SQLITE_TUNED = False
@@ -120,7 +102,7 @@ class Tracker:
         if found is not None:
             return found.experiment_id
         try:
-            return self.client.create_experiment(name, artifact_location=_artifact_root(self.tracking_uri))
+            return self.client.create_experiment(name, artifact_location=artifact_root(self.tracking_uri))
         except MlflowException:  # created meanwhile by a concurrent process
             found = self.client.get_experiment_by_name(name)
             if found is None:

@@ -145,12 +145,11 @@ class RunModel:
         """Every checkpoint of these attempts; newest generation first, a later attempt's first."""
         refs = []
         for attempt in attempts:
-            for artifact in self._client.list_artifacts(attempt.run_id, ARTIFACT_CHECKPOINTS):
-                match = CHECKPOINT_PATH.match(artifact.path)
+            for path in self.artifact_paths(attempt.run_id, ARTIFACT_CHECKPOINTS):
+                match = CHECKPOINT_PATH.match(path)
                 if match:
-                    refs.append(CheckpointRecord(attempt.run_id, artifact.path, int(match["generation"]),
-                                                 bool(match["emergency"]),
-                                                 attempt.checkpoint_sha.get(Path(artifact.path).stem)))
+                    refs.append(CheckpointRecord(attempt.run_id, path, int(match["generation"]), bool(match["emergency"]),
+                                                 attempt.checkpoint_sha.get(Path(path).stem)))
         order = {a.run_id: k for k, a in enumerate(attempts)}
         return sorted(refs, key=lambda r: (r.generation, order[r.run_id], r.emergency), reverse=True)
 

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 from btc_ai.domain.errors import UserInputError
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2  # and 128 + the signal number when interrupted
 
 TRACKING_URI_HELP = "MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlruns)"
 

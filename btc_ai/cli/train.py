@@ -93,18 +93,18 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """
     values: dict[str, Any] = {}
     if args.config:
+        from btc_ai.domain.config import read_config_file
+
         try:
-            with open(args.config, encoding="utf-8") as fh:
-                loaded = json.load(fh)
+            values.update(read_config_file(args.config))
         except FileNotFoundError:
             raise UserInputError(f"config file {args.config} does not exist; check the --config path") from None
         except json.JSONDecodeError as exc:
             raise UserInputError(f"config file {args.config} is not valid JSON (line {exc.lineno}, column "
                                  f"{exc.colno}: {exc.msg}); fix the file or drop --config") from None
-        if not isinstance(loaded, dict):
+        except ConfigValidationError:  # not an object of keys
             raise UserInputError(f"config file {args.config} must hold a JSON object of config keys, "
-                                 "e.g. {\"SIGMA\": 0.05}")
-        values.update(loaded)
+                                 "e.g. {\"SIGMA\": 0.05}") from None
     for text in args.set:
         key, value = _parse_assignment(text)
         values[key] = value

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from btc_ai.domain.errors import UserInputError
 from btc_ai.recovery import TrainingRecoverySystem
 from btc_ai.recovery.classify import RECOVERABLE, UNRECOVERABLE
 from btc_ai.tracking.run_model import ARTIFACT_CHECKPOINTS, METRIC_FITNESS_MEAN, RunModel, SessionRecord
@@ -227,7 +228,7 @@ def run_chaos(names: list[str] | None = None, out: Callable[[str], None] = print
     table = scenarios()
     unknown = [n for n in names or [] if n not in table]
     if unknown:
-        raise KeyError(f"unknown scenario {', '.join(unknown)}; known: {', '.join(table)}")
+        raise UserInputError(f"unknown scenario {', '.join(unknown)}; known: {', '.join(table)}")
     chosen = names or list(table)
     results = []
     out(f"{'scenario':<26} {'classification':<26} {'attempts':>8} {'repairs':<38} {'outcome':<22} {'time':>7}  result")

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from benchmarks.common import Record, guarded, median_seconds
-
 from btc_ai.desk.backup import create_backup, restore_backup, verify_backup
 from btc_ai.domain.synthetic import default_candles
 from btc_ai.recovery import TrainingRecoverySystem

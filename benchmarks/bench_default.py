@@ -9,7 +9,6 @@ import time
 import tracemalloc
 
 from benchmarks.common import Record, guarded
-
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.noise import noise_table
 from btc_ai.training.loop import train_model

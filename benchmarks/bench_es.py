@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from benchmarks.bench_eval import Setup, make_setup
 from benchmarks.common import Record, guarded, median_seconds
-
 from btc_ai.domain.market import positions_from_actions, shaped_fitness, step_rewards
 from btc_ai.domain.policy import batched_actions
 
@@ -26,7 +26,7 @@ def batched_fitness(setup: Setup, params: torch.Tensor, generation: int) -> np.n
     inputs, returns = setup.evaluator.windows(generation)
     actions = batched_actions(setup.spec, params, inputs).numpy()
     positions = positions_from_actions(actions).reshape(params.shape[0], *returns.shape)
-    rewards = step_rewards(positions, returns[None], config.fee_rate, config.holding_cost_rate)
+    rewards = step_rewards(positions, returns[None], config.cost_rate, config.holding_cost_rate, close_at_end=True)
     return shaped_fitness(rewards, config.DRAWDOWN_PENALTY).mean(axis=-1)
 
 

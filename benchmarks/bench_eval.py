@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from benchmarks.common import (
     EVAL_EPISODES,
     EVAL_STEPS,
@@ -16,7 +17,6 @@ from benchmarks.common import (
     median_seconds,
     train_market,
 )
-
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.es import OpenAIES
 from btc_ai.domain.evaluation import BatchedEvaluator, episode_starts
@@ -111,7 +111,7 @@ def run_naive(setup: Setup) -> NaiveResult:
     starts = episode_starts(
         config.SEED, GENERATION, config.EPISODES_PER_EVAL, config.MAX_STEPS_PER_EPISODE, len(evaluator.market)
     )
-    env = TradingEnv(evaluator.market, config.fee_rate, config.holding_cost_rate)
+    env = TradingEnv(evaluator.market, config.cost_rate, config.holding_cost_rate, close_at_end=True)
     net = PolicyNet(setup.spec).load_flat(member_params[0])
     naive_episode(net, env, int(starts[0]), config.MAX_STEPS_PER_EPISODE)  # warm-up
 

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from benchmarks.common import Record, guarded
-
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.synthetic import default_candles
 from btc_ai.recovery import TrainingRecoverySystem

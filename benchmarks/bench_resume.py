@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 from benchmarks.common import Record, guarded, median_seconds
-
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.synthetic import default_candles
 from btc_ai.recovery import TrainingRecoverySystem

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 from benchmarks.common import Record, guarded
-
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.synthetic import default_candles
 from btc_ai.recovery import TrainingRecoverySystem
-from btc_ai.tracking.store import AttemptLogger, Tracker
+from btc_ai.tracking.attempt_logger import AttemptLogger
+from btc_ai.tracking.store import Tracker
 from btc_ai.training.loop import train_model
 
 REPEATS = 5

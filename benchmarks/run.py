@@ -28,6 +28,7 @@ from benchmarks import (
     bench_eval,
     bench_outage,
     bench_resume,
+    bench_startup,
     bench_tracking,
 )
 from benchmarks.common import THREADS, CpuMeter, Record, benchmark_candles
@@ -48,6 +49,7 @@ FAMILIES: dict[str, Callable[[], list[Record]]] = {
     "resume": bench_resume.run,
     "backup": bench_backup.run,
     "outage": bench_outage.run,
+    "startup": bench_startup.run,
 }
 
 # (record, comparison, threshold, label)
@@ -70,6 +72,9 @@ TARGETS: tuple[tuple[str, str, float, str], ...] = (
     ("backup_restore_mismatched_files", "<", 0.5, "every archived artifact and checkpoint restored byte for byte"),
     ("checkpoint_save_ms_h512", "<", 100.0, "checkpoint save < 100 ms at hidden 512"),
     ("checkpoint_load_ms_h512", "<", 100.0, "checkpoint load < 100 ms at hidden 512"),
+    ("startup_help_seconds", "<", 0.5, "`btc-ai --help` < 0.5 s (a fresh process)"),
+    ("startup_presets_seconds", "<", 0.5, "`btc-ai presets` < 0.5 s (a fresh process)"),
+    ("startup_report_seconds", "<", 1.5, "`btc-ai report <session>` < 1.5 s (a fresh process, store of two sessions)"),
 )
 
 

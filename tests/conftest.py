@@ -1,10 +1,14 @@
-"""Shared fixtures: small candle sets, tiny configs, a tracking store under tmp_path."""
+"""Shared fixtures and helpers: small candle sets, the tiny config (as a dict and as `btc-ai` flags), a
+tracking store under tmp_path, `btc-ai` in a subprocess or in-process through ``main(argv)``."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,15 +53,44 @@ def tiny() -> dict:
     return dict(TINY)
 
 
+# the flags `btc-ai train` has for these keys; every other key of the tiny config goes as --set KEY=VALUE
+_TINY_FLAG_NAMES = {"EPISODES": "--episodes", "HIDDEN_SIZE": "--hidden-size", "ES_POPULATION": "--es-population"}
+
+
+def tiny_flags(**overrides: Any) -> list[str]:
+    """The tiny config as `btc-ai train` flags; ``overrides`` change keys (or add them), ``KEY=None`` leaves a
+    key out (so it takes the preset's value)."""
+    config = {**TINY, **overrides}
+    flags = [arg for key, name in _TINY_FLAG_NAMES.items() if config.get(key) is not None
+             for arg in (name, str(config[key]))]
+    return flags + [f"--set={key}={value}" for key, value in config.items()
+                    if key not in _TINY_FLAG_NAMES and value is not None]
+
+
+def store_uri(folder: Path) -> str:
+    """The local store `btc-ai` run in ``folder`` uses: ``folder/mlruns/mlflow.db``."""
+    return f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
+
+
+def session_runs(uri: str, experiment: str = "btc-ai") -> list:
+    """The session runs of a store's experiment, oldest first."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id], "tags.`btc_ai.kind` = 'session'",
+                              order_by=["attribute.start_time ASC"])
+
+
 @pytest.fixture
 def tracking_uri(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    return store_uri(tmp_path)
 
 
 def cli_env(tmp_path: Path) -> dict[str, str]:
     """Environment for a `btc-ai` subprocess: its own store, no inherited tracking URI."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    env["MLFLOW_TRACKING_URI"] = store_uri(tmp_path)
     env["PYTHONUNBUFFERED"] = "1"
     env["BTC_AI_PROGRESS_EVERY"] = "1"  # a progress line per generation: tests act on `gen N/` lines
     return env
@@ -65,6 +98,48 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 def btc_ai_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "btc_ai", *args]
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """tmp_path as the working folder of an in-process `btc-ai` (see ``run_main``), with its own store and
+    the environment `cli_env` gives a subprocess; the logging and environment ``main()`` sets are undone."""
+    monkeypatch.chdir(tmp_path)
+    for name in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri(tmp_path))
+    monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", "WARNING")  # what main() sets; restored (removed) afterwards
+    monkeypatch.setenv("BTC_AI_PROGRESS_EVERY", "1")
+    monkeypatch.delenv("BTC_AI_FAULT", raising=False)
+    loggers = [logging.getLogger(name) for name in ("btc_ai", "mlflow", "alembic")]
+    saved = [(lg, lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
+    try:
+        yield tmp_path
+    finally:
+        for lg, level, propagate, handlers in saved:
+            for handler in lg.handlers:
+                if handler not in handlers:
+                    lg.removeHandler(handler)
+            lg.setLevel(level)
+            lg.propagate = propagate
+
+
+@pytest.fixture
+def run_main(here: Path, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """`btc-ai ARGS` in this process through ``main(argv)`` in ``here``: (exit code, stdout, stderr).
+    argparse's own errors (which exit through the parser) come back as their exit code too."""
+    from btc_ai.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()  # what came before is not this command's output
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:  # `--help`, and argparse's usage errors
+            code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
 
 
 def write_binance_csv(path: Path, df: pd.DataFrame) -> Path:

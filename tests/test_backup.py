@@ -17,15 +17,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import btc_ai_cmd, cli_env
+from conftest import btc_ai_cmd, cli_env, session_runs, tiny_flags
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 from btc_ai.desk.backup import BackupError, check_entry_name, restore_backup, verify_backup
 
-TINY_FLAGS = ["--episodes", "8", "--hidden-size", "8", "--es-population", "8", "--set", "MAX_STEPS_PER_EPISODE=64",
-              "--set", "EPISODES_PER_EVAL=2", "--set", "EVAL_INTERVAL=2", "--min-checkpoint-interval", "2",
-              "--set", "NOISE_TABLE_SIZE=65536", "--set", "CHECKPOINT_MIN_SECONDS=0"]
+TINY_FLAGS = tiny_flags(EPISODES=8)
 
 
 def _run_cli(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 240):
@@ -70,13 +68,6 @@ def _store_view(uri: str) -> dict:
     return {"experiments": sorted(e.name for e in experiments), "runs": view, "models": models}
 
 
-def _sessions(uri: str) -> dict[str, object]:
-    client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name("btc-ai")
-    runs = client.search_runs([experiment.experiment_id], "tags.`btc_ai.kind` = 'session'")
-    return {r.data.tags["btc_ai.status"]: r for r in runs}
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> SimpleNamespace:
     """Two real trainings in one store (one completed from a config file, one crashed with an unrecoverable
@@ -104,7 +95,7 @@ def store(tmp_path_factory) -> SimpleNamespace:
     assert result.returncode == 0, result.stderr
     (archive,) = (base / "backups").iterdir()
     uri = env["MLFLOW_TRACKING_URI"]
-    sessions = _sessions(uri)
+    sessions = {r.data.tags["btc_ai.status"]: r for r in session_runs(uri)}
     return SimpleNamespace(base=base, orig=orig, archive=archive, stdout=result.stdout, uri=uri,
                            completed=sessions["completed"].info.run_id, failed=sessions["failed"].info.run_id,
                            files=_files(orig, "mlruns", "checkpoints"), view=_store_view(uri),
@@ -191,22 +182,25 @@ def test_restore_serves_everything_and_report_and_resume_work_after_the_original
     (["--version", "1.4", "--description", "ok", "--tracking-uri", "http://127.0.0.1:5000"], "local SQLite store"),
     (["--version", "1.4", "--description", "ok", "--include", "../elsewhere"], "not inside the project"),
 ])
-def test_bad_backup_input_is_one_line_exit_2_and_writes_nothing(tmp_path, flags, word) -> None:
+def test_bad_backup_input_is_one_line_exit_2_and_writes_nothing(here, run_main, flags, word) -> None:
+    tmp_path = here
     (tmp_path / "mlruns").mkdir()
     sqlite3.connect(tmp_path / "mlruns" / "mlflow.db").close()
-    result = _run_cli(tmp_path, "backup", *flags, "--dest", "out")
-    assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1 and word in result.stderr and "Traceback" not in result.stderr
+    code, _, err = run_main("backup", *flags, "--dest", "out")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and word in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob("**/*.zip"))
 
 
 @pytest.mark.slow
-def test_an_existing_archive_is_never_overwritten(store) -> None:
+def test_an_existing_archive_is_never_overwritten(store, run_main, monkeypatch) -> None:
     before = (store.archive.stat().st_mtime_ns, _sha(store.archive))
-    result = _run_cli(store.orig, "backup", "--version", "1.4", "--description", "post_training_stable", "--dest",
-                      str(store.archive.parent))
-    assert result.returncode == 2 and "already exists" in result.stderr and len(result.stderr.splitlines()) == 1
+    monkeypatch.chdir(store.orig)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    code, _, err = run_main("backup", "--version", "1.4", "--description", "post_training_stable", "--dest",
+                            str(store.archive.parent))
+    assert code == 2 and "already exists" in err and len(err.splitlines()) == 1
     assert (store.archive.stat().st_mtime_ns, _sha(store.archive)) == before
     assert [p.name for p in store.archive.parent.iterdir()] == [store.archive.name]  # no temporary left either
 
@@ -227,7 +221,8 @@ def _assert_nothing_written(parent: Path, into: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["rewritten entry", "flipped byte"])
-def test_a_damaged_archive_fails_verify_and_restore_refuses_it_writing_nothing(store, tmp_path, damage) -> None:
+def test_a_damaged_archive_fails_verify_and_restore_refuses_it_writing_nothing(store, here, run_main, damage) -> None:
+    tmp_path = here
     bad = tmp_path / "bad.zip"
     if damage == "rewritten entry":  # a checkpoint's bytes changed, the manifest left as it was
         def change(info, data):
@@ -241,12 +236,12 @@ def test_a_damaged_archive_fails_verify_and_restore_refuses_it_writing_nothing(s
             info = zf.getinfo("mlruns/mlflow.db")
         raw[info.header_offset + 200] ^= 0xFF
         bad.write_bytes(bytes(raw))
-    verified = _run_cli(tmp_path, "backup", "--verify", str(bad))
-    assert verified.returncode == 2 and ("damaged" in verified.stderr or "altered" in verified.stderr)
-    assert len(verified.stderr.splitlines()) == 1
+    code, _, err = run_main("backup", "--verify", str(bad))
+    assert code == 2 and ("damaged" in err or "altered" in err)
+    assert len(err.splitlines()) == 1
     into = tmp_path / "into"
-    restored = _run_cli(tmp_path, "restore", str(bad), "--into", str(into))
-    assert restored.returncode == 2 and len(restored.stderr.splitlines()) == 1
+    code, _, err = run_main("restore", str(bad), "--into", str(into))
+    assert code == 2 and len(err.splitlines()) == 1
     _assert_nothing_written(tmp_path, into)
 
 
@@ -270,7 +265,8 @@ def _hostile(store, target: Path, name: str, *, link: bool = False) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["dotdot", "absolute", "symlink", "unlisted"])
-def test_an_archive_escaping_its_folder_is_refused_before_anything_is_written(store, tmp_path, case) -> None:
+def test_an_archive_escaping_its_folder_is_refused_before_anything_is_written(store, here, run_main, case) -> None:
+    tmp_path = here
     evil_target = tmp_path / "evil"
     name = {"dotdot": "../evil", "absolute": str(evil_target), "symlink": "mlruns/link"}.get(case, "checkpoints/x")
     bad = tmp_path / "hostile.zip"
@@ -281,8 +277,8 @@ def test_an_archive_escaping_its_folder_is_refused_before_anything_is_written(st
     into = tmp_path / "into"
     with pytest.raises(BackupError, match="refused"):
         verify_backup(bad)
-    result = _run_cli(tmp_path, "restore", str(bad), "--into", str(into))
-    assert result.returncode == 2 and "refused" in result.stderr and len(result.stderr.splitlines()) == 1
+    code, _, err = run_main("restore", str(bad), "--into", str(into))
+    assert code == 2 and "refused" in err and len(err.splitlines()) == 1
     _assert_nothing_written(tmp_path, into)
     assert not evil_target.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["hostile.zip"]
     into.mkdir()  # an existing empty folder stays empty
@@ -298,10 +294,11 @@ def test_unsafe_entry_names_are_named_as_such(name) -> None:
 
 
 @pytest.mark.slow
-def test_restore_into_a_non_empty_folder_is_refused_and_into_an_empty_one_works(store, tmp_path) -> None:
+def test_restore_into_a_non_empty_folder_is_refused_and_into_an_empty_one_works(store, here, run_main) -> None:
+    tmp_path = here
     (tmp_path / "keep.txt").write_text("mine")
-    result = _run_cli(tmp_path, "restore", str(store.archive), "--into", str(tmp_path))
-    assert result.returncode == 2 and "not empty" in result.stderr
+    code, _, err = run_main("restore", str(store.archive), "--into", str(tmp_path))
+    assert code == 2 and "not empty" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
     assert (tmp_path / "keep.txt").read_text() == "mine"
     empty = tmp_path / "empty"
@@ -339,8 +336,7 @@ def test_the_backup_module_does_not_load_mlflow() -> None:
 def test_a_backup_taken_while_a_training_writes_is_consistent(tmp_path) -> None:
     live = tmp_path / "live"
     live.mkdir()
-    flags = [*TINY_FLAGS]
-    flags[1] = "2000"
+    flags = tiny_flags(EPISODES=2000)
     proc = subprocess.Popen(btc_ai_cmd("train", *flags), cwd=live, env=cli_env(live), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

@@ -7,9 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TINY, write_binance_csv
-
-from btc_ai.cli import main
+from conftest import session_runs, store_uri, tiny_flags, write_binance_csv
 
 HEADER = "timestamp,open,high,low,close,volume\n"
 
@@ -58,12 +56,6 @@ DATA_CASES = {
 }
 
 
-def _run(capsys, argv: list[str]) -> tuple[int, str, str]:
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def _assert_one_line_exit_2(code: int, err: str, *words: str) -> None:
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2, err
@@ -73,25 +65,22 @@ def _assert_one_line_exit_2(code: int, err: str, *words: str) -> None:
         assert word.lower() in lines[0].lower(), lines[0]
 
 
-@pytest.fixture
-def here(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    monkeypatch.delenv("BTC_AI_FAULT", raising=False)
-    return tmp_path
-
-
 def _nothing_created(folder: Path) -> None:
     assert not (folder / "mlruns").exists()
     assert not (folder / "checkpoints").exists()
 
 
 @pytest.mark.parametrize("case", list(DATA_CASES))
-def test_bad_data_file(here, capsys, case) -> None:
+def test_bad_data_file(here, run_main, case) -> None:
     build, word = DATA_CASES[case]
-    code, _, err = _run(capsys, ["train", "--data_path", build(here), "--episodes", "2"])
+    code, _, err = run_main("train", "--data_path", build(here), "--episodes", "2")
     _assert_one_line_exit_2(code, err, word)
     _nothing_created(here)
+
+
+def test_the_dashed_data_flag_is_the_same_flag(here, run_main) -> None:
+    code, _, err = run_main("train", "--data-path", str(here / "nope.csv"))
+    assert code == 2 and "does not exist" in err
 
 
 CONFIG_CASES = {
@@ -115,15 +104,23 @@ CONFIG_CASES = {
 
 
 @pytest.mark.parametrize("case", list(CONFIG_CASES))
-def test_bad_config_or_flags(here, capsys, monkeypatch, case) -> None:
+def test_bad_config_or_flags(here, run_main, monkeypatch, case) -> None:
     build, word = CONFIG_CASES[case]
     if case == "malformed fault hook":
         monkeypatch.setenv("BTC_AI_FAULT", "ValueError-3")
-    try:
-        code, _, err = _run(capsys, ["train", *build(here)])
-    except SystemExit as exc:  # argparse's own errors exit through the parser
-        code, err = exc.code, capsys.readouterr().err
+    code, _, err = run_main("train", *build(here))  # argparse's own errors come back as their exit code
     _assert_one_line_exit_2(code, err, word)
+    _nothing_created(here)
+
+
+def test_every_config_problem_is_named_at_once_in_one_line(here, run_main) -> None:
+    code, _, err = run_main("train", "--set", "HIDDEN_SIZE=wide", "--set", "ES_POPULATON=8", "--bucket", "HODL")
+    assert code == 2
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.strip()]
+    assert len(errors) == 1
+    assert "HIDDEN_SIZE='wide'" in errors[0] and "did you mean ES_POPULATION?" in errors[0]
+    assert "BUCKET='HODL'" in errors[0]
     _nothing_created(here)
 
 
@@ -132,32 +129,30 @@ def test_bad_config_or_flags(here, capsys, monkeypatch, case) -> None:
     ("models:/btc-ai-scalping/1", "no such registered model version"),
     ("models:/btc-ai-scalping", "models:/<name>/<version>"),
 ])
-def test_bad_resume_reference(here, capsys, ref, word) -> None:
-    code, _, err = _run(capsys, ["resume", ref])
+def test_bad_resume_reference(here, run_main, ref, word) -> None:
+    code, _, err = run_main("resume", ref)
     _assert_one_line_exit_2(code, err, word)
     assert not (here / "checkpoints").exists()
 
 
-def test_repairable_inputs_are_repaired_and_recorded(here, capsys, candles) -> None:
+@pytest.mark.slow
+def test_repairable_inputs_are_repaired_and_recorded(here, run_main, candles) -> None:
     path = write_binance_csv(here / "c.csv", candles.iloc[:3000])
     lines = path.read_text().splitlines(keepends=True)
     shuffled = lines[:1500] + lines[1500:1510][::-1] + lines[1510:] + lines[100:103]  # unsorted + duplicates
     path.write_text("".join(shuffled) + lines[-1][:20])  # and a last row cut off mid-row
-    sets = [f"--set={k}={v}" for k, v in TINY.items() if k != "ES_POPULATION"]
-    code, out, err = _run(capsys, ["train", "--data_path", str(path), "--es_population", "7", "--learning_rate", "5",
-                                   *sets])
+    code, out, err = run_main("train", "--data_path", str(path), *tiny_flags(ES_POPULATION=7), "--learning_rate", "5")
     assert code == 0, err
     assert "repairs: dropped 3 duplicate timestamps (kept the first); sorted rows by time; dropped 1 cut-off last row" in out
     assert "make_population_even: ES_POPULATION 7 -> 8" in out
     assert "clamp_out_of_range_values: LEARNING_RATE 5.0 -> 1.0" in out
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{here / 'mlruns' / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=store_uri(here))
     runs = client.search_runs([client.get_experiment_by_name("btc-ai").experiment_id],
                               "tags.`btc_ai.kind` = 'repair'")
     assert {r.data.tags["btc_ai.repair_rule"] for r in runs} == {"make_population_even", "clamp_out_of_range_values"}
-    session = client.search_runs([client.get_experiment_by_name("btc-ai").experiment_id],
-                                 "tags.`btc_ai.kind` = 'session'")[0]
+    session = session_runs(store_uri(here))[0]
     report = json.loads(Path(client.download_artifacts(session.info.run_id, "data_report.json", str(here))).read_text())
     assert report["report"]["duplicates_dropped"] == 3 and report["report"]["was_unsorted"] is True
     assert report["report"]["truncated_rows_dropped"] == 1

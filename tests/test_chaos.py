@@ -21,7 +21,6 @@ def test_every_chaos_scenario_passes(tmp_path) -> None:
     assert not (tmp_path / "mlruns").exists()  # scratch stores only
 
 
-def test_unknown_scenario_is_bad_input(tmp_path) -> None:
-    result = subprocess.run(btc_ai_cmd("chaos", "--scenario", "meteor"), cwd=tmp_path, env=cli_env(tmp_path),
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2 and "unknown scenario meteor" in result.stderr
+def test_unknown_scenario_is_bad_input(run_main) -> None:
+    code, _, err = run_main("chaos", "--scenario", "meteor")
+    assert code == 2 and "unknown scenario meteor" in err

@@ -1,4 +1,7 @@
-"""`btc-ai` end to end in a subprocess, as a user runs it, against a store under tmp_path."""
+"""`btc-ai` as a user runs it, against a store under tmp_path: in-process through ``main(argv)``, and in a
+subprocess where only a real process proves it (the entry point end to end with its exit code, a terminal).
+
+Bad input (one line, exit 2, nothing created) is covered in-process by test_bad_input.py."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import TINY, btc_ai_cmd, cli_env, write_binance_csv
+from conftest import TINY, btc_ai_cmd, cli_env, store_uri, tiny_flags, write_binance_csv
 from mlflow import MlflowClient
 
 
@@ -18,17 +21,11 @@ def _run(tmp_path, *args, timeout=240):
                           timeout=timeout)
 
 
-def _tiny_flags() -> list[str]:
-    sets = [f"--set={k}={v}" for k, v in TINY.items() if k not in {"EPISODES", "HIDDEN_SIZE", "ES_POPULATION"}]
-    return ["--episodes", str(TINY["EPISODES"]), "--hidden-size", str(TINY["HIDDEN_SIZE"]),
-            "--es_population", str(TINY["ES_POPULATION"]), *sets]
-
-
 @pytest.mark.slow
 def test_train_end_to_end_records_a_finished_session_and_registers_the_model(tmp_path, candles) -> None:
     data = write_binance_csv(tmp_path / "candles.csv", candles)
     result = _run(tmp_path, "train", "--data_path", str(data), "--bucket", "Scalping", "--learning_rate", "0.03",
-                  "--max_retries", "1", "--enable_emergency_checkpoints", *_tiny_flags())
+                  "--max_retries", "1", "--enable_emergency_checkpoints", *tiny_flags())
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stdout.splitlines()
@@ -57,82 +54,49 @@ def test_train_end_to_end_records_a_finished_session_and_registers_the_model(tmp
     assert version.run_id == session.info.run_id
 
 
-def test_bad_config_is_one_line_exit_2_and_creates_nothing(tmp_path) -> None:
-    result = _run(tmp_path, "train", "--set", "HIDDEN_SIZE=wide", "--set", "ES_POPULATON=8", "--bucket", "HODL")
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(errors) == 1
-    assert "HIDDEN_SIZE='wide'" in errors[0] and "did you mean ES_POPULATION?" in errors[0]
-    assert "BUCKET='HODL'" in errors[0]
-    flag = _run(tmp_path, "train", "--hidden-size", "wide")
-    assert flag.returncode == 2 and len(flag.stderr.strip().splitlines()) == 1 and "--hidden_size" in flag.stderr
-    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "checkpoints").exists()
-
-
-def test_bad_data_file_is_one_line_exit_2(tmp_path) -> None:
-    bad = tmp_path / "bad.csv"
-    bad.write_text("timestamp,open,high,low,close\n2021-01-01,1,2,0.5,1.5\n2021-01-01 00:05,1,0.5,2,1.5\n")
-    result = _run(tmp_path, "train", "--data_path", str(bad))
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    missing = _run(tmp_path, "train", "--data-path", str(tmp_path / "nope.csv"))
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
-
-
-def test_presets_lists_every_bucket(tmp_path) -> None:
-    result = _run(tmp_path, "presets", "--json")
-    assert result.returncode == 0
-    presets = json.loads(result.stdout)
+def test_presets_lists_every_bucket(run_main) -> None:
+    code, out, _ = run_main("presets", "--json")
+    assert code == 0
+    presets = json.loads(out)
     assert set(presets) == {"Scalping", "Intraday", "Swing", "Position"}
     assert all(p["BUCKET"] == name for name, p in presets.items())
 
 
 @pytest.mark.slow
-def test_fault_injected_through_the_environment_is_recovered_end_to_end(tmp_path) -> None:
-    env = {**cli_env(tmp_path), "BTC_AI_FAULT": "NaN@3"}
-    result = subprocess.run(btc_ai_cmd("train", *_tiny_flags(), "--learning_rate", "0.05"), cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+def test_fault_injected_through_the_environment_is_recovered_end_to_end(here, run_main, monkeypatch) -> None:
+    monkeypatch.setenv("BTC_AI_FAULT", "NaN@3")
+    code, out, err = run_main("train", *tiny_flags(), "--learning_rate", "0.05")
+    assert code == 0, err
     assert "attempt 1 failed at generation 2: NaNError" in out
     assert "retry from generation 2 after repair 'halve_learning_rate_and_sigma_on_nan'" in out
     assert "repair: halve_learning_rate_and_sigma_on_nan: LEARNING_RATE 0.05 -> 0.025" in out
     assert "attempts 2" in out
-    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    client = MlflowClient(tracking_uri=store_uri(here))
     runs = client.search_runs([client.get_experiment_by_name("btc-ai").experiment_id])
     kinds = sorted(r.data.tags["btc_ai.kind"] for r in runs)
     assert kinds == ["attempt", "attempt", "repair", "session"]
     assert all(r.info.status in {"FINISHED", "FAILED"} for r in runs)  # nothing left RUNNING
 
 
-def test_unrecoverable_fault_exits_1_with_the_reason(tmp_path) -> None:
-    env = {**cli_env(tmp_path), "BTC_AI_FAULT": "PermissionError@2"}
-    result = subprocess.run(btc_ai_cmd("train", *_tiny_flags()), cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=240)
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    assert "training failed after 1 attempt(s): PermissionError" in result.stderr
+@pytest.mark.slow
+def test_unrecoverable_fault_exits_1_with_the_reason(run_main, monkeypatch) -> None:
+    monkeypatch.setenv("BTC_AI_FAULT", "PermissionError@2")
+    code, _, err = run_main("train", *tiny_flags())
+    assert code == 1
+    assert "Traceback" not in err
+    assert "training failed after 1 attempt(s): PermissionError" in err
 
 
-def _progress_run(tmp_path, *wrap: str) -> subprocess.CompletedProcess:
-    """A 50-generation training with the default progress output (no per-generation override)."""
-    env = {k: v for k, v in cli_env(tmp_path).items() if k != "BTC_AI_PROGRESS_EVERY"}
-    flags = [*_tiny_flags(), "--set=EVAL_INTERVAL=10"]
-    flags[1] = "50"
-    cmd = btc_ai_cmd("train", *flags)
-    if wrap:  # run under a pseudo-terminal: `script -qec CMD /dev/null`
-        cmd = [*wrap, shlex.join(cmd), "/dev/null"]
-        env["COLUMNS"] = "200"
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+# a 50-generation training with the default progress output (no per-generation override)
+PROGRESS_FLAGS = tiny_flags(EPISODES=50, EVAL_INTERVAL=10)
 
 
 @pytest.mark.slow
-def test_progress_off_a_terminal_is_a_line_every_few_generations_with_eta(tmp_path) -> None:
-    result = _progress_run(tmp_path)
-    assert result.returncode == 0, result.stderr
-    lines = [line for line in result.stdout.splitlines() if line.startswith("gen ")]
+def test_progress_off_a_terminal_is_a_line_every_few_generations_with_eta(run_main, monkeypatch) -> None:
+    monkeypatch.delenv("BTC_AI_PROGRESS_EVERY")
+    code, out, err = run_main("train", *PROGRESS_FLAGS)
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if line.startswith("gen ")]
     assert 2 <= len(lines) <= 30, lines  # not one per generation
     assert lines[0].startswith("gen 1/50 ") and lines[-1].startswith("gen 50/50 ")  # the first and the last
     assert all(re.search(r"fitness [-+]\d\.\d{4} .* val [-+]?\S+% .* ETA \d+:\d\d:\d\d$", line) for line in lines), lines
@@ -142,7 +106,11 @@ def test_progress_off_a_terminal_is_a_line_every_few_generations_with_eta(tmp_pa
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("script") is None, reason="no `script` (util-linux) to fake a terminal")
 def test_progress_on_a_terminal_is_a_live_bar_with_fitness_validation_and_eta(tmp_path) -> None:
-    result = _progress_run(tmp_path, "script", "-qec")
+    env = {k: v for k, v in cli_env(tmp_path).items() if k != "BTC_AI_PROGRESS_EVERY"}
+    env["COLUMNS"] = "200"
+    # under a pseudo-terminal: `script -qec CMD /dev/null`
+    cmd = ["script", "-qec", shlex.join(btc_ai_cmd("train", *PROGRESS_FLAGS)), "/dev/null"]
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stdout)  # without the terminal control sequences
     assert "gen 50/50" in screen and "ETA" not in screen  # the bar, not the plain lines

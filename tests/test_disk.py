@@ -41,6 +41,7 @@ def _limit_file_size(limit: int):
     return apply
 
 
+@pytest.mark.slow
 def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path) -> None:
     # generation 1's checkpoint has no best policy yet; generation 2's (after the first validation) is
     # larger: a file-size limit between the two lets the first write succeed and the second fail
@@ -68,6 +69,7 @@ PACED = SCRIPT.replace("train_model(config,", "inject_fault(train_model, 'Slow@2
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
                     reason="needs root (to run the training as another user) and setpriv")
+@pytest.mark.slow
 def test_a_folder_that_becomes_unwritable_keeps_the_previous_checkpoint_and_is_unrecoverable() -> None:
     """Permission denied for real: the training runs as `nobody` (root ignores file modes), and its checkpoint
     folder is made read-only once the first checkpoint is there."""

@@ -13,6 +13,8 @@ nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOK = ROOT / "notebooks" / "compare_attempts.ipynb"
 
+pytestmark = pytest.mark.slow  # a training, then a kernel
+
 
 @pytest.fixture
 def store_with_a_session(tmp_path, monkeypatch) -> tuple[str, str]:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import btc_ai_cmd, cli_env
+from conftest import btc_ai_cmd, cli_env, tiny_flags
 from mlflow import MlflowClient
 
 from btc_ai.tracking.journal import Journal, journal_dir
@@ -25,9 +25,7 @@ from btc_ai.tracking.server import LocalMlflowServer
 
 pytestmark = pytest.mark.slow
 
-FLAGS = ["--hidden-size", "16", "--es-population", "8", "--set", "MAX_STEPS_PER_EPISODE=64",
-         "--set", "EPISODES_PER_EVAL=2", "--set", "EVAL_INTERVAL=2", "--min-checkpoint-interval", "2",
-         "--set", "CHECKPOINT_MIN_SECONDS=0", "--set", "NOISE_TABLE_SIZE=65536"]
+FLAGS = tiny_flags(HIDDEN_SIZE=16, EPISODES=None)  # each test gives its --episodes
 
 
 @pytest.fixture

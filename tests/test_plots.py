@@ -9,12 +9,12 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY, btc_ai_cmd, cli_env, write_binance_csv
+from conftest import TINY, cli_env, write_binance_csv
 
-from btc_ai.domain.plots import plot_equity_curve, plot_fitness_history
-from btc_ai.recovery.session_plots import fitness_attempts, session_equity
 from btc_ai.domain.config import TrainingConfig
+from btc_ai.domain.plots import plot_equity_curve, plot_fitness_history
 from btc_ai.recovery import TrainingRecoverySystem
+from btc_ai.recovery.session_plots import fitness_attempts, session_equity
 from btc_ai.tracking.run_model import RunModel
 from btc_ai.tracking.store import Tracker
 from btc_ai.training.faults import inject_fault
@@ -56,9 +56,11 @@ class Trained:
         with open(local, "rb") as fh:
             return fh.read()
 
-    def report(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(btc_ai_cmd("report", self.session_id, *args), cwd=self.root, env=self.env,
-                              capture_output=True, text=True, timeout=240)
+    def report(self, run_main, monkeypatch, *args: str) -> tuple[int, str, str]:
+        """`btc-ai report SESSION ARGS` in-process (``run_main``), in the training's folder against its store."""
+        monkeypatch.chdir(self.root)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", self.env["MLFLOW_TRACKING_URI"])
+        return run_main("report", self.session_id, *args)
 
 
 @pytest.fixture(scope="module")
@@ -100,31 +102,32 @@ def test_the_equity_curve_ends_at_the_logged_validation_return(trained) -> None:
 
 
 @pytest.mark.slow
-def test_report_plots_redraws_both_from_the_store(trained) -> None:
+def test_report_plots_redraws_both_from_the_store(trained, run_main, monkeypatch) -> None:
     out = trained.root / "report-plots"
-    result = trained.report("--plots", "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
+    code, stdout, stderr = trained.report(run_main, monkeypatch, "--plots", "--out", str(out))
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
     for name in ("fitness_history.png", "equity_curve.png"):
         assert_png((out / name).read_bytes())
-        assert f"plot: {out / name}" in result.stdout
-    assert "not drawn" not in result.stdout
+        assert f"plot: {out / name}" in stdout
+    assert "not drawn" not in stdout
     # logged again on the session, replacing the ones of the training's end
     assert trained.artifact("plots/equity_curve.png") == (out / "equity_curve.png").read_bytes()
 
 
 @pytest.mark.slow
-def test_report_plots_without_the_data_file_draws_the_fitness_plot_and_says_why(trained) -> None:
+def test_report_plots_without_the_data_file_draws_the_fitness_plot_and_says_why(trained, run_main,
+                                                                                  monkeypatch) -> None:
     moved = trained.data.rename(trained.data.with_suffix(".moved"))
     try:
         out = trained.root / "no-data"
-        result = trained.report("--plots", "--out", str(out))
+        code, stdout, stderr = trained.report(run_main, monkeypatch, "--plots", "--out", str(out))
     finally:
         moved.rename(trained.data)
-    assert result.returncode == 0, result.stderr
+    assert code == 0, stderr
     assert_png((out / "fitness_history.png").read_bytes())
     assert not (out / "equity_curve.png").exists()
-    lines = [line for line in result.stdout.splitlines() if "not drawn" in line]
+    lines = [line for line in stdout.splitlines() if "not drawn" in line]
     assert lines == [f"equity curve not drawn: the data file the session trained on is not here: {trained.data}"]
 
 

@@ -78,6 +78,7 @@ RECOVERABLE_ROWS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("fault", "rule", "changes"), RECOVERABLE_ROWS, ids=[r[0] for r in RECOVERABLE_ROWS])
 def test_recoverable_error_is_repaired_and_retried_from_the_last_good_state(store, request, candles, fault, rule,
                                                                            changes) -> None:
@@ -124,6 +125,7 @@ UNRECOVERABLE = ["ImportError", "ModuleNotFoundError", "FileNotFoundError", "Per
                  "OSError", "GPUError"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("error", UNRECOVERABLE)
 def test_unrecoverable_error_fails_at_once_with_a_report(store, request, candles, error) -> None:
     (model, metrics, _best_reward, _), record = _train(store, request, f"{error}@3", candles=candles)
@@ -141,6 +143,7 @@ def test_unrecoverable_error_fails_at_once_with_a_report(store, request, candles
     assert record.session.info.status == "FAILED" and record.session.data.tags["btc_ai.status"] == "failed"
 
 
+@pytest.mark.slow
 def test_the_same_failure_after_its_repair_stops_the_retries(store, request, candles) -> None:
     (model, metrics, _, _), record = _train(store, request, "ValueError@3:LEARNING_RATE x3".replace(" ", ""),
                                             candles=candles)
@@ -150,6 +153,7 @@ def test_the_same_failure_after_its_repair_stops_the_retries(store, request, can
     assert len(record.repairs) == 1
 
 
+@pytest.mark.slow
 def test_retry_budget_and_backoff_come_from_the_policy_not_tenacity_defaults(store, request, candles, tmp_path) -> None:
     calls = []
 
@@ -170,6 +174,7 @@ def test_retry_budget_and_backoff_come_from_the_policy_not_tenacity_defaults(sto
     assert len(waits) == 2 and 1 <= waits[0] <= 2 and 2 <= waits[1] <= 3
 
 
+@pytest.mark.slow
 def test_validation_repairs_are_recorded_as_repair_runs_of_the_session(store, request, candles) -> None:
     config = {**CONFIG, "LEARNING_RATE": 7.0, "ES_POPULATION": 7, "MAX_STEPS_PER_EPISODE": 50_000}
     del config["BUCKET"]
@@ -196,6 +201,7 @@ def test_unrepairable_config_fails_before_any_run(store, request, candles) -> No
     assert record is None
 
 
+@pytest.mark.slow
 def test_error_handler_sees_every_report_and_max_retries_zero_means_one_attempt(store, request, candles) -> None:
     reports: list[dict] = []
     (model, metrics, _, _), _record = _train(store, request, "RuntimeError@2", candles=candles,
@@ -211,6 +217,7 @@ def test_error_handler_sees_every_report_and_max_retries_zero_means_one_attempt(
     assert "no retries left" in report["decision"]
 
 
+@pytest.mark.slow
 def test_performance_history_spans_attempts(store, request, candles, tmp_path) -> None:
     (_model, _metrics, _, _), record = _train(store, request, "RuntimeError@4", candles=candles)
     local = record.client.download_artifacts(record.session.info.run_id, "performance_history.csv", str(tmp_path))
@@ -222,6 +229,7 @@ def test_performance_history_spans_attempts(store, request, candles, tmp_path) -
     assert {"fitness/mean", "fitness/max", "perf/seconds_per_generation"} <= set(history.columns)
 
 
+@pytest.mark.slow
 def test_divergence_stops_after_max_nan_repairs(store, request, candles, tmp_path) -> None:
     calls = []
 

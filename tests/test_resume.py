@@ -12,28 +12,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import btc_ai_cmd, cli_env
+from conftest import btc_ai_cmd, cli_env, session_runs, store_uri, tiny_flags
 from mlflow import MlflowClient
 
 from btc_ai.domain.errors import CheckpointError
 from btc_ai.training.checkpoint import load_checkpoint
 
 # ~20-40 ms per generation: slow enough to kill mid-training, fast enough for the suite
-FLAGS = ["--episodes", "40", "--hidden-size", "48", "--es-population", "16", "--set", "MAX_STEPS_PER_EPISODE=128",
-         "--set", "EPISODES_PER_EVAL=4", "--set", "EVAL_INTERVAL=4", "--min-checkpoint-interval", "3",
-         "--set", "CHECKPOINT_MIN_SECONDS=0",
-         "--set", "NOISE_TABLE_SIZE=262144"]
+CONFIG = {"EPISODES": 40, "HIDDEN_SIZE": 48, "ES_POPULATION": 16, "MAX_STEPS_PER_EPISODE": 128, "EPISODES_PER_EVAL": 4,
+          "EVAL_INTERVAL": 4, "MIN_CHECKPOINT_INTERVAL": 3, "CHECKPOINT_MIN_SECONDS": 0, "NOISE_TABLE_SIZE": 262144}
+FLAGS = tiny_flags(**CONFIG)
 
 
 def _client(tmp_path: Path) -> MlflowClient:
     return MlflowClient(tracking_uri=cli_env(tmp_path)["MLFLOW_TRACKING_URI"])
-
-
-def _sessions(tmp_path: Path) -> list:
-    client = _client(tmp_path)
-    experiment = client.get_experiment_by_name("btc-ai")
-    return client.search_runs([experiment.experiment_id], "tags.`btc_ai.kind` = 'session'",
-                              order_by=["attribute.start_time ASC"])
 
 
 def _attempts(tmp_path: Path, session_id: str) -> list:
@@ -73,7 +65,7 @@ def uninterrupted_sha(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("uninterrupted")
     result = _run_cli(folder, "train", *FLAGS)
     assert result.returncode == 0, result.stderr
-    (session,) = _sessions(folder)
+    (session,) = session_runs(store_uri(folder))
     return _final_sha(folder, session.info.run_id)
 
 
@@ -82,7 +74,7 @@ def uninterrupted_sha(tmp_path_factory) -> str:
 def test_sigkill_then_resume_by_run_id_ends_bit_identical(tmp_path, uninterrupted_sha, generation) -> None:
     code, _out, _ = _interrupt_at(tmp_path, generation, signal.SIGKILL)
     assert code == -signal.SIGKILL
-    (session,) = _sessions(tmp_path)
+    (session,) = session_runs(store_uri(tmp_path))
     session_id = session.info.run_id
     assert session.info.status == "RUNNING"  # a killed process cannot close its runs
     shutil.rmtree(tmp_path / "checkpoints")  # nothing local: the tracking server alone must do
@@ -108,7 +100,7 @@ def test_sigterm_and_sigint_write_an_emergency_checkpoint_and_end_interrupted(tm
     exit_code, _out, err = _interrupt_at(tmp_path, 10, sig)
     assert exit_code == code, err
     assert "Traceback" not in err and "btc-ai resume" in err
-    (session,) = _sessions(tmp_path)
+    (session,) = session_runs(store_uri(tmp_path))
     assert session.info.status == "KILLED" and session.data.tags["btc_ai.status"] == "interrupted"
     (attempt,) = _attempts(tmp_path, session.info.run_id)
     assert attempt.info.status == "KILLED" and attempt.data.tags["btc_ai.outcome"] == "interrupted"
@@ -127,10 +119,9 @@ def test_sigterm_and_sigint_write_an_emergency_checkpoint_and_end_interrupted(tm
 
 @pytest.mark.slow
 def test_resume_by_model_uri_extends_a_finished_training_and_a_plain_resume_is_a_no_op(tmp_path) -> None:
-    short = [*FLAGS]
-    short[1] = "12"
+    short = tiny_flags(**{**CONFIG, "EPISODES": 12})
     assert _run_cli(tmp_path, "train", *short).returncode == 0
-    (session,) = _sessions(tmp_path)
+    (session,) = session_runs(store_uri(tmp_path))
     again = _run_cli(tmp_path, "resume", session.info.run_id)
     assert again.returncode == 0 and "already completed 12 generations" in again.stdout
     assert len(_attempts(tmp_path, session.info.run_id)) == 1
@@ -151,7 +142,7 @@ def _crash_run(tmp_path, generation: int = 11):
     result = subprocess.run(btc_ai_cmd("train", *FLAGS), cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 1, result.stderr
-    (session,) = _sessions(tmp_path)
+    (session,) = session_runs(store_uri(tmp_path))
     return session.info.run_id
 
 
@@ -195,6 +186,7 @@ def test_concurrent_resume_is_refused_and_other_data_needs_permission(tmp_path, 
     assert allowed.returncode == 0, allowed.stderr
 
 
+@pytest.mark.slow
 def test_retention_keeps_the_newest_periodic_checkpoints_and_every_emergency_one(tmp_path) -> None:
     session_id = _crash_run(tmp_path, generation=17)  # periodic checkpoints at 3, 6, 9, 12, 15
     (attempt,) = _attempts(tmp_path, session_id)
@@ -227,7 +219,7 @@ def test_a_crafted_malicious_checkpoint_is_refused_without_running_it(tmp_path, 
 def test_report_shows_and_marks_a_dead_attempt_then_the_resume(tmp_path) -> None:
     code, _, _ = _interrupt_at(tmp_path, 8, signal.SIGKILL)
     assert code == -signal.SIGKILL
-    (session,) = _sessions(tmp_path)
+    (session,) = session_runs(store_uri(tmp_path))
     result = _run_cli(tmp_path, "report", session.info.run_id, "--json")
     assert result.returncode == 0, result.stderr
     import json

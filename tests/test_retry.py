@@ -33,7 +33,7 @@ def test_a_recoverable_error_with_retries_left_is_retried_with_its_repair(plan) 
     decision = _next(_failure(plan, ValueError("bad")))
     assert isinstance(decision, Retry)
     assert decision.repair.rule == "revert_override_to_preset"
-    assert decision.plan.config.LEARNING_RATE == preset_config("Scalping")["LEARNING_RATE"]
+    assert preset_config("Scalping")["LEARNING_RATE"] == decision.plan.config.LEARNING_RATE
     assert decision.reason == "retry from the start after repair 'revert_override_to_preset'"
 
 

@@ -26,15 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, btc_ai_cmd, cli_env
+from conftest import ROOT, btc_ai_cmd, cli_env, tiny_flags
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a training, `mlflow server` and a browser
 
 SHOTS = ROOT / "test-output" / "ui"
 NO_CHROMIUM = "Chromium not installed: apt-get install chromium (CI installs it); run make e2e"
 TIMEOUT_MS = 10_000  # the UI gets this long to show each thing it is asked for
-TRAIN = ["train", "--episodes", "8", "--hidden-size", "8", "--es-population", "8", "--set", "MAX_STEPS_PER_EPISODE=64",
-         "--set", "EPISODES_PER_EVAL=2", "--set", "EVAL_INTERVAL=2", "--min-checkpoint-interval", "2"]
+# the tiny config with the preset's checkpoint time floor and noise table
+TRAIN = ["train", *tiny_flags(EPISODES=8, CHECKPOINT_MIN_SECONDS=None, NOISE_TABLE_SIZE=None)]
 FAULT = "ValueError@3"  # recoverable: attempt 1 fails in generation 3, a repair run, attempt 2 finishes
 
 

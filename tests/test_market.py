@@ -60,7 +60,7 @@ def test_batched_evaluation_equals_the_one_member_one_step_loop(candles) -> None
 
     starts = episode_starts(config.SEED, generation, 2, 50, len(split.train))
     member_params = es.member_params(params, es.ask(generation), np.arange(config.ES_POPULATION))
-    env = TradingEnv(split.train, config.fee_rate, config.holding_cost_rate)
+    env = TradingEnv(split.train, config.cost_rate, config.holding_cost_rate, close_at_end=True)
     for member in range(config.ES_POPULATION):
         net = PolicyNet(spec).load_flat(member_params[member])
         for e, start in enumerate(starts):

@@ -10,6 +10,8 @@ from btc_ai.domain.errors import CheckpointError, DataValidationError
 from btc_ai.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from btc_ai.training.loop import TrainingCallbacks, params_sha256, train_model
 
+pytestmark = pytest.mark.slow  # every test here starts a training
+
 
 class Recorder(TrainingCallbacks):
     def __init__(self) -> None:
@@ -152,7 +154,13 @@ def test_resume_refuses_a_different_network_shape_or_different_data(candles, tin
 def _learning_run(df, **overrides):
     config = {"EPISODES": 40, "ES_POPULATION": 16, "HIDDEN_SIZE": 16, "EVAL_INTERVAL": 10,
               "NOISE_TABLE_SIZE": 1 << 18, **overrides}
-    return [row["fitness/mean"] for row in train_model(config, df)[1]["history"]]
+    metrics = train_model(config, df)[1]
+    # what a training reports out of sample is there, whatever it says (learning is judged in sample below)
+    for key in ("test/total_return", "test/gross_return", "test/buy_and_hold_return", "test/sharpe",
+                "test/null_percentile", "test/trades"):
+        assert np.isfinite(metrics[key]), key
+    assert metrics["test_span"] and metrics["test/bars"] > 0
+    return [row["fitness/mean"] for row in metrics["history"]]
 
 
 def test_training_learns_on_synthetic_data(candles) -> None:

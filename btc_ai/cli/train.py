@@ -231,8 +231,19 @@ def _print_summary(system: Any, metrics: Mapping[str, Any], best_reward: float, 
         f"generations {metrics['generations']} | best validation reward {best_reward:+.4f} "
         f"(generation {metrics['best_generation']}) | {elapsed:.1f} s"
     )
-    print(f"best policy on the validation span: return {ret:+.2%} ({trades:.0f} trades) vs buy-and-hold {hold:+.2%} "
-          "and flat +0.00%")
+    print(f"stopped: {metrics['stop_reason']}")
+    print(f"validation span (used for selection): return {ret:+.2%} ({trades:.0f} trades) vs buy-and-hold "
+          f"{hold:+.2%} and flat +0.00%")
+    if "test/total_return" in metrics:
+        print(f"test span {metrics['test_span']} (out of sample, never used for selection): return "
+              f"{metrics['test/total_return']:+.2%} net of costs ({metrics['test/gross_return']:+.2%} before costs, "
+              f"{metrics['test/trades']:.0f} trades, Sharpe {metrics['test/sharpe']:+.2f}) vs buy-and-hold "
+              f"{metrics['test/buy_and_hold_return']:+.2%} and flat +0.00%; timing null check: "
+              f"{metrics['test/null_percentile']:.0f}th percentile of time-shifted copies (50 = luck)")
+    else:
+        print("no test span (TEST_FRACTION=0): there is no out-of-sample figure for this training")
+    if metrics.get("gap_rows"):
+        print(f"gaps in the data: {metrics['gap_rows']} bars held flat (a return across a gap is not one bar's)")
     version = metrics["model_version"]
     registered = f"registered as version {version}" if version != "pending" else \
         "registration journaled (tracking server unreachable)"

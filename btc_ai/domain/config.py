@@ -43,10 +43,22 @@ class TrainingConfig(BaseModel):
     EPISODES_PER_EVAL: int = Field(ge=1, le=256, description="episode windows each member is scored on per generation")
     TIMEFRAME: str = Field(description="bar size the 5-minute candles are resampled to: " + ", ".join(TIMEFRAMES))
     LOOKBACK: int = Field(ge=2, le=1000, description="feature look-back in bars")
-    FEE_BPS: float = Field(ge=0.0, le=100.0, description="fee per unit change of position, basis points")
+    FEE_BPS: float = Field(ge=0.0, le=100.0, description="exchange fee per side: per unit change of position, bps")
+    SLIPPAGE_BPS: float = Field(ge=0.0, le=100.0, description="spread and slippage per unit change of position, bps")
+    TURNOVER_PENALTY_BPS: float = Field(
+        ge=0.0, le=100.0, description="training fitness only: extra cost per unit change of position, bps"
+    )
     HOLDING_COST_BPS: float = Field(ge=0.0, le=100.0, description="reward shaping: cost per bar held long or short, bps")
     DRAWDOWN_PENALTY: float = Field(ge=0.0, le=10.0, description="reward shaping: weight of the episode's max drawdown")
-    VALIDATION_FRACTION: float = Field(ge=0.05, le=0.5, description="newest share of the data kept for validation")
+    VALIDATION_FRACTION: float = Field(ge=0.05, le=0.5, description="share of the data for validation (selection)")
+    TEST_FRACTION: float = Field(
+        ge=0.0, le=0.4, description="newest share of the data held out: scored once at the end, never selected on"
+    )
+    VALIDATION_WINDOWS: int = Field(ge=1, le=64, description="validation windows; selection on the mean of their rewards")
+    EARLY_STOP_PATIENCE: int = Field(
+        ge=0, le=100_000, description="validations without a better score before training stops (0: never)"
+    )
+    MAX_GAP_BARS: int = Field(ge=1, le=100_000, description="a step of more bars than this is a gap: flat across it")
     EVAL_INTERVAL: int = Field(ge=1, le=100_000, description="validate the current policy every this many generations")
     MIN_CHECKPOINT_INTERVAL: int = Field(ge=1, le=100_000, description="generations between periodic checkpoints")
     CHECKPOINT_MIN_SECONDS: float = Field(
@@ -134,6 +146,15 @@ class TrainingConfig(BaseModel):
     @property
     def fee_rate(self) -> float:
         return self.FEE_BPS * 1e-4
+
+    @property
+    def cost_rate(self) -> float:
+        """What a unit change of position costs on an exchange: fee plus slippage, as a fraction."""
+        return (self.FEE_BPS + self.SLIPPAGE_BPS) * 1e-4
+
+    @property
+    def turnover_penalty_rate(self) -> float:
+        return self.TURNOVER_PENALTY_BPS * 1e-4
 
     @property
     def holding_cost_rate(self) -> float:

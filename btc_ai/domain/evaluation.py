@@ -7,9 +7,10 @@ the same data and config returns identical numbers for any subset of members.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from btc_ai.domain.market import (
     positions_from_actions,
     shaped_fitness,
     step_rewards,
+    turnover,
 )
 from btc_ai.domain.noise import generation_rng
 from btc_ai.domain.policy import PolicySpec, batched_actions
@@ -39,14 +41,23 @@ class PopulationEvaluator(Protocol):
         ...
 
 
-def episode_starts(seed: int, generation: int, count: int, steps: int, span: int) -> np.ndarray:
-    """First decision row of each episode of ``generation``, drawn uniformly from the training span."""
+def episode_starts(seed: int, generation: int, count: int, steps: int, span: int,
+                   allowed: np.ndarray | None = None) -> np.ndarray:
+    """First decision row of each episode of ``generation``, drawn uniformly from the training span (from
+    the ``allowed`` starts, when gaps rule some out: an episode never spans a gap)."""
     last_start = span - steps
     if last_start < 0:
         raise ConfigValidationError(
             [ConfigProblem("MAX_STEPS_PER_EPISODE", steps, f"longer than the training span of {span} bars", f"<= {span}")]
         )
-    return generation_rng(seed, generation, _EPISODE_STREAM).integers(0, last_start + 1, size=count)
+    rng = generation_rng(seed, generation, _EPISODE_STREAM)
+    if allowed is None:
+        return rng.integers(0, last_start + 1, size=count)
+    if not len(allowed):
+        raise ConfigValidationError([ConfigProblem(
+            "MAX_STEPS_PER_EPISODE", steps, "no window of this many bars of the training span is free of gaps in the "
+            "data", "shorter, or a larger MAX_GAP_BARS")])
+    return allowed[rng.integers(0, len(allowed), size=count)]
 
 
 @dataclass
@@ -60,26 +71,36 @@ class BatchedEvaluator:
 
     def __post_init__(self) -> None:
         self._features = torch.from_numpy(np.ascontiguousarray(self.market.features))
+        self._allowed = self.market.episode_starts_allowed(self.config.MAX_STEPS_PER_EPISODE)
 
     def windows(self, generation: int) -> tuple[torch.Tensor, np.ndarray]:
-        starts = episode_starts(
-            self.config.SEED, generation, self.config.EPISODES_PER_EVAL, self.config.MAX_STEPS_PER_EPISODE, len(self.market)
-        )
+        starts = episode_starts(self.config.SEED, generation, self.config.EPISODES_PER_EVAL,
+                                self.config.MAX_STEPS_PER_EPISODE, len(self.market), self._allowed)
         inputs, returns = self.market.windows(starts, self.config.MAX_STEPS_PER_EPISODE)
         return torch.from_numpy(inputs), returns
 
-    def rewards(self, params: np.ndarray, generation: int, members: Sequence[int]) -> np.ndarray:
-        """Per-step rewards (members, episodes, steps) float32."""
+    def positions(self, params: np.ndarray, generation: int, members: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (members, episodes, steps) and the episodes' log returns (episodes, steps)."""
         perturbations = self.es.ask(generation)
         member_params = torch.from_numpy(self.es.member_params(params, perturbations, np.asarray(members)))
         inputs, returns = self.windows(generation)
         actions = batched_actions(self.spec, member_params, inputs).numpy()
-        positions = positions_from_actions(actions).reshape(len(members), *returns.shape)
-        return step_rewards(positions, returns[None], self.config.fee_rate, self.config.holding_cost_rate)
+        return positions_from_actions(actions).reshape(len(members), *returns.shape), returns
+
+    def rewards(self, params: np.ndarray, generation: int, members: Sequence[int]) -> np.ndarray:
+        """Per-step rewards (members, episodes, steps) float32, after costs and each episode's closing trade."""
+        positions, returns = self.positions(params, generation, members)
+        return step_rewards(positions, returns[None], self.config.cost_rate, self.config.holding_cost_rate,
+                            close_at_end=True)
 
     def evaluate(self, params: np.ndarray, generation: int, members: Sequence[int]) -> np.ndarray:
-        rewards = self.rewards(params, generation, members)
-        return shaped_fitness(rewards, self.config.DRAWDOWN_PENALTY).mean(axis=-1)
+        positions, returns = self.positions(params, generation, members)
+        rewards = step_rewards(positions, returns[None], self.config.cost_rate, self.config.holding_cost_rate,
+                               close_at_end=True)
+        fitness = shaped_fitness(rewards, self.config.DRAWDOWN_PENALTY)
+        if self.config.TURNOVER_PENALTY_BPS:  # shaping against churn: the training's fitness only
+            fitness = fitness - self.config.turnover_penalty_rate * turnover(positions, close_at_end=True).sum(axis=-1)
+        return fitness.mean(axis=-1)
 
     @property
     def steps_per_member(self) -> int:
@@ -93,20 +114,45 @@ def policy_positions(spec: PolicySpec, params: np.ndarray, market: MarketData) -
     return positions_from_actions(actions)
 
 
-def evaluate_span(spec: PolicySpec, params: np.ndarray, market: MarketData, config: TrainingConfig) -> dict[str, float]:
-    """One policy traded over a whole span (validation), with buy-and-hold and flat for comparison."""
+def evaluate_span(spec: PolicySpec, params: np.ndarray, market: MarketData, config: TrainingConfig,
+                  prefix: str = "validation") -> dict[str, float]:
+    """One policy traded over a whole span from flat to flat, with buy-and-hold (and flat, 0 by definition)
+    over the same span after the same costs. Metrics are named ``<prefix>/...``; the validation span's
+    ``score`` (the mean reward of its VALIDATION_WINDOWS windows) is what selection compares."""
     positions = policy_positions(spec, params, market)
-    returns = market.next_log_return
-    stats = episode_stats(
-        positions, returns, config.fee_rate, config.holding_cost_rate, config.DRAWDOWN_PENALTY, market.bars_per_year
-    )
-    hold = episode_stats(np.ones_like(positions), returns, config.fee_rate, 0.0, 0.0, market.bars_per_year)
-    metrics = stats.as_metrics("validation")
-    del metrics["validation/log_return"], metrics["validation/steps"]  # derivable: kept out of the store
-    metrics["validation/buy_and_hold_return"] = hold.total_return  # flat is 0 by definition
-    metrics["validation/long_share"] = float((positions > 0).mean())
-    metrics["validation/short_share"] = float((positions < 0).mean())
+    stats, hold = _span_stats(positions, market, config)
+    metrics = {f"{prefix}/{k}": v for k, v in (
+        ("total_return", stats.total_return), ("sharpe", stats.sharpe), ("max_drawdown", stats.max_drawdown),
+        ("trades", float(stats.trades)), ("reward", stats.reward), ("gross_return", stats.gross_return),
+        ("turnover", stats.turnover), ("sortino", stats.sortino), ("buy_and_hold_return", hold.total_return),
+        ("buy_and_hold_sharpe", hold.sharpe), ("long_share", float((positions > 0).mean())),
+        ("short_share", float((positions < 0).mean())))}
+    if prefix == "validation":
+        metrics[f"{prefix}/score"] = selection_score(positions, market, config)
     return metrics
+
+
+def _span_stats(positions: np.ndarray, market: MarketData, config: TrainingConfig) -> tuple[Any, Any]:
+    returns = market.next_log_return
+    stats = episode_stats(positions, returns, config.cost_rate, config.holding_cost_rate, config.DRAWDOWN_PENALTY,
+                          market.bars_per_year, tradable=market.tradable, close_at_end=True)
+    hold = episode_stats(np.ones_like(positions), returns, config.cost_rate, 0.0, 0.0, market.bars_per_year,
+                         tradable=market.tradable, close_at_end=True)
+    return stats, hold
+
+
+def selection_score(positions: np.ndarray, market: MarketData, config: TrainingConfig) -> float:
+    """The mean shaped reward of the span cut into VALIDATION_WINDOWS windows, each from flat to flat: a
+    policy that is good in one stretch only scores lower than one that holds up across the span."""
+    edges = np.linspace(0, len(positions), config.VALIDATION_WINDOWS + 1).round().astype(int)
+    rewards = []
+    for lo, hi in itertools.pairwise(edges):
+        if hi > lo:
+            window = market.slice(lo, hi)
+            rewards.append(episode_stats(positions[lo:hi], window.next_log_return, config.cost_rate,
+                                         config.holding_cost_rate, config.DRAWDOWN_PENALTY, window.bars_per_year,
+                                         tradable=window.tradable, close_at_end=True).reward)
+    return float(np.mean(rewards))
 
 
 @dataclass(frozen=True)
@@ -119,7 +165,7 @@ class EquityCurve:
 
     index: pd.DatetimeIndex  # n + 1 timestamps: each decision row, then one bar after the last
     equity: np.ndarray  # (n + 1,) float64
-    buy_and_hold: np.ndarray  # (n + 1,) float64, paying the fee of the opening buy like the metric
+    buy_and_hold: np.ndarray  # (n + 1,) float64, paying the costs of the opening buy and closing sale
     positions: np.ndarray  # (n,) the policy's positions (-1, 0, +1)
 
     @property
@@ -131,8 +177,10 @@ def equity_curve(spec: PolicySpec, params: np.ndarray, market: MarketData, confi
     """The per-bar record behind :func:`evaluate_span`: same positions, same rewards, same fees."""
     positions = policy_positions(spec, params, market)
     returns = market.next_log_return
-    rewards = step_rewards(positions, returns, config.fee_rate, config.holding_cost_rate).astype(np.float64)
-    hold = step_rewards(np.ones_like(positions), returns, config.fee_rate, 0.0).astype(np.float64)
+    rewards = step_rewards(positions, returns, config.cost_rate, config.holding_cost_rate, tradable=market.tradable,
+                           close_at_end=True).astype(np.float64)
+    hold = step_rewards(np.ones_like(positions), returns, config.cost_rate, 0.0, tradable=market.tradable,
+                        close_at_end=True).astype(np.float64)
     index = market.index
     step = index[-1] - index[-2] if len(index) > 1 else pd.Timedelta(config.TIMEFRAME)
     return EquityCurve(

@@ -1,8 +1,12 @@
 """The trading environment: rewards of short/flat/long positions, vectorised over a whole population.
 
 A decision at bar t is taken on features known at the close of bar t and held over bar t+1; each
-change of position pays the fee. Reward = position x log return + log(1 - fee x |change|) - holding
-cost. The gym-style :class:`TradingEnv` steps the same rules one decision at a time.
+change of position pays the costs (fee plus slippage). Reward = position x log return + log(1 - cost x
+|change|) - holding cost; a span (an episode, the validation or test span) starts flat and ends with
+its closing trade. A bar that spans a gap in the data (more than MAX_GAP_BARS bars missing) is not
+tradable: the position is flat across it, so it neither earns that return nor pays for holding, and
+training episodes never span one. The gym-style :class:`TradingEnv` steps the same rules one decision
+at a time.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from btc_ai.domain.errors import TradingEnvironmentError
-from btc_ai.domain.features import compute_features
+from btc_ai.domain.config import ConfigProblem
+from btc_ai.domain.errors import ConfigValidationError, TradingEnvironmentError
+from btc_ai.domain.features import compute_features, warmup_bars
 
 ACTIONS = np.array([-1.0, 0.0, 1.0], dtype=np.float32)  # action index -> position (short, flat, long)
 _YEAR = pd.Timedelta(days=365)
@@ -32,9 +37,29 @@ class MarketData:
     close: np.ndarray  # (n + 1,) float64: closes at decision rows plus the final bar
     index: pd.DatetimeIndex  # timestamps of the decision rows
     bars_per_year: float
+    tradable: np.ndarray | None = None  # (n,) bool: False where the next bar is across a gap; None: all
 
     def __len__(self) -> int:
         return len(self.next_log_return)
+
+    @property
+    def gap_rows(self) -> int:
+        """Decision rows whose next bar lies across a gap (held flat)."""
+        return 0 if self.tradable is None else int((~self.tradable).sum())
+
+    def episode_starts_allowed(self, steps: int) -> np.ndarray | None:
+        """First rows of every window of ``steps`` decisions that spans no gap; None when the span has none."""
+        if self.tradable is None or self.tradable.all():
+            return None
+        blocked = np.concatenate([[0], np.cumsum(~self.tradable)])
+        last = len(self) - steps
+        starts = np.arange(max(last + 1, 0))
+        return starts[blocked[starts + steps] - blocked[starts] == 0]
+
+    def slice(self, lo: int, hi: int) -> MarketData:
+        """Decisions lo .. hi-1 of this span as a span of their own."""
+        return MarketData(self.features[lo:hi], self.next_log_return[lo:hi], self.close[lo : hi + 1], self.index[lo:hi],
+                          self.bars_per_year, None if self.tradable is None else self.tradable[lo:hi])
 
     def windows(self, starts: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """Features (E*steps, F) and returns (E, steps) of episodes starting at ``starts``."""
@@ -49,24 +74,35 @@ class MarketData:
 
 @dataclass(frozen=True)
 class MarketSplit:
-    """The chronological train/validation split of one candle series."""
+    """The chronological train | validation | test split of one candle series (test None when disabled)."""
 
     train: MarketData
     validation: MarketData
     feature_names: tuple[str, ...]
+    test: MarketData | None = None
+
+    @property
+    def gap_rows(self) -> int:
+        """Decision rows held flat across gaps, in all spans together."""
+        return sum(span.gap_rows for span in (self.train, self.validation, self.test) if span is not None)
 
 
-def split_market(candles: pd.DataFrame, lookback: int, validation_fraction: float) -> MarketSplit:
-    """Features on the whole series (causal), then train = older part, validation = newest part."""
+def split_market(candles: pd.DataFrame, lookback: int, validation_fraction: float, test_fraction: float = 0.0,
+                 max_gap_bars: int | None = None) -> MarketSplit:
+    """Features on the whole series (causal), then train = oldest part, validation = the next
+    ``validation_fraction`` of the data, test = the newest ``test_fraction``; with a test span, the spans
+    are apart by the feature warm-up (5 x ``lookback`` bars), so no window reaches across a border."""
     feats = compute_features(candles, lookback)
     close = candles["close"].to_numpy(np.float64)
     index = pd.DatetimeIndex(candles.index)
     log_close = np.log(close)
     next_ret = np.diff(log_close).astype(np.float32)  # decision rows 0 .. n-2
     n = len(close)
-    split = round(n * (1.0 - validation_fraction))
     step = (index[1:] - index[:-1]).min() if n > 1 else pd.Timedelta(minutes=5)
     bars_per_year = _YEAR / step
+    tradable = None
+    if max_gap_bars is not None and n > 1:
+        tradable = np.asarray((index[1:] - index[:-1]) <= step * max_gap_bars)
 
     def span(lo: int, hi: int) -> MarketData:
         # decisions lo .. hi-1, each earning the return into the next bar
@@ -76,11 +112,23 @@ def split_market(candles: pd.DataFrame, lookback: int, validation_fraction: floa
             close=close[lo : hi + 1],
             index=index[lo:hi],
             bars_per_year=float(bars_per_year),
+            tradable=None if tradable is None else tradable[lo:hi],
         )
 
     lo = feats.valid_from
-    train_hi = max(lo, split - 1)
-    return MarketSplit(span(lo, train_hi), span(max(split, lo), n - 1), feats.names)
+    if not test_fraction:
+        split = round(n * (1.0 - validation_fraction))
+        return MarketSplit(span(lo, max(lo, split - 1)), span(max(split, lo), n - 1), feats.names)
+    if validation_fraction + test_fraction > 0.8:
+        raise ConfigValidationError([ConfigProblem(
+            "TEST_FRACTION", test_fraction, f"with VALIDATION_FRACTION={validation_fraction} leaves less than a "
+            "fifth of the data to train on", f"<= {0.8 - validation_fraction:.2f}")])
+    purge = warmup_bars(lookback)
+    test_start = round(n * (1.0 - test_fraction))
+    val_start = round(n * (1.0 - test_fraction - validation_fraction))
+    train = span(lo, max(lo, val_start - purge))
+    validation = span(max(val_start, lo), max(val_start, lo, test_start - purge))
+    return MarketSplit(train, validation, feats.names, span(max(test_start, lo), n - 1))
 
 
 def positions_from_actions(actions: np.ndarray) -> np.ndarray:
@@ -88,15 +136,36 @@ def positions_from_actions(actions: np.ndarray) -> np.ndarray:
     return ACTIONS[actions]
 
 
-def step_rewards(positions: np.ndarray, returns: np.ndarray, fee_rate: float, holding_cost: float) -> np.ndarray:
-    """Per-step log rewards of ``positions`` (..., T) over bars with log ``returns`` broadcast to (..., T).
+def effective_positions(positions: np.ndarray, tradable: np.ndarray | None) -> np.ndarray:
+    """Positions as held: flat on bars across a gap."""
+    return positions if tradable is None else positions * tradable
 
-    Every episode starts flat, so the first step pays the fee of opening a position.
-    """
+
+def turnover(positions: np.ndarray, *, close_at_end: bool = False) -> np.ndarray:
+    """|change of position| at each step (..., T), from flat at the start; the closing trade added to the
+    last step with ``close_at_end``."""
     previous = np.zeros_like(positions)
     previous[..., 1:] = positions[..., :-1]
-    turnover = np.abs(positions - previous)
-    return positions * returns + np.log1p(-fee_rate * turnover) - holding_cost * np.abs(positions)
+    traded = np.abs(positions - previous)
+    if close_at_end and traded.shape[-1]:
+        traded[..., -1] += np.abs(positions[..., -1])
+    return traded
+
+
+def step_rewards(positions: np.ndarray, returns: np.ndarray, cost_rate: float, holding_cost: float, *,
+                 tradable: np.ndarray | None = None, close_at_end: bool = False) -> np.ndarray:
+    """Per-step log rewards of ``positions`` (..., T) over bars with log ``returns`` broadcast to (..., T).
+
+    Every span starts flat, so the first step pays the cost of opening a position; with ``close_at_end``
+    the last step also pays for closing it (a span ends flat). ``cost_rate`` is the fee plus slippage per
+    unit change of position; on bars that are not ``tradable`` (across a gap) the position is flat.
+    """
+    held = effective_positions(positions, tradable)
+    traded = turnover(held, close_at_end=False)
+    rewards = held * returns + np.log1p(-cost_rate * traded) - holding_cost * np.abs(held)
+    if close_at_end and rewards.shape[-1]:
+        rewards[..., -1] += np.log1p(-cost_rate * np.abs(held[..., -1]))
+    return rewards
 
 
 def max_drawdown(rewards: np.ndarray) -> np.ndarray:
@@ -116,7 +185,7 @@ def shaped_fitness(rewards: np.ndarray, drawdown_penalty: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class EpisodeStats:
-    """What a trader reads off one episode."""
+    """What a trader reads off one episode: net (after costs) and gross figures."""
 
     total_return: float
     log_return: float
@@ -125,6 +194,9 @@ class EpisodeStats:
     trades: int
     reward: float
     steps: int
+    gross_return: float = 0.0
+    turnover: float = 0.0
+    sortino: float = 0.0
 
     def as_metrics(self, prefix: str) -> dict[str, float]:
         return {f"{prefix}/{k}": float(v) for k, v in self.__dict__.items()}
@@ -132,32 +204,43 @@ class EpisodeStats:
 
 def episode_stats(
     positions: np.ndarray, returns: np.ndarray, fee_rate: float, holding_cost: float, drawdown_penalty: float,
-    bars_per_year: float,
+    bars_per_year: float, *, tradable: np.ndarray | None = None, close_at_end: bool = False,
 ) -> EpisodeStats:
-    """Statistics of one episode of positions (T,) over log returns (T,)."""
-    rewards = step_rewards(positions, returns, fee_rate, holding_cost).astype(np.float64)
+    """Statistics of one episode of positions (T,) over log returns (T,); ``fee_rate`` is the cost per unit
+    change of position (fee plus slippage)."""
+    rewards = step_rewards(positions, returns, fee_rate, holding_cost, tradable=tradable,
+                           close_at_end=close_at_end).astype(np.float64)
+    held = effective_positions(positions, tradable)
+    gross = float((held * returns).astype(np.float64).sum())
     log_ret = float(rewards.sum())
     std = float(rewards.std())
     sharpe = float(rewards.mean() / std * np.sqrt(bars_per_year)) if std > 0 else 0.0
-    changes = np.abs(np.diff(np.concatenate([[0.0], positions]))) > 0
+    downside = float(np.sqrt(np.mean(np.minimum(rewards, 0.0) ** 2))) if len(rewards) else 0.0
+    sortino = float(rewards.mean() / downside * np.sqrt(bars_per_year)) if downside > 0 else 0.0
+    traded = turnover(held, close_at_end=close_at_end)
     return EpisodeStats(
         total_return=float(np.expm1(log_ret)),
         log_return=log_ret,
         sharpe=sharpe,
         max_drawdown=float(max_drawdown(rewards)),
-        trades=int(changes.sum()),
+        trades=int((traded > 0).sum()),
         reward=float(shaped_fitness(rewards, drawdown_penalty)),
         steps=len(rewards),
+        gross_return=float(np.expm1(gross)),
+        turnover=float(traded.sum()),
+        sortino=sortino,
     )
 
 
 class TradingEnv:
-    """Gym-style single-member environment with the same rules, one decision per :meth:`step`."""
+    """Gym-style single-member environment with the same rules, one decision per :meth:`step`; the last
+    step of an episode pays its closing trade when ``close_at_end``."""
 
-    def __init__(self, market: MarketData, fee_rate: float, holding_cost: float) -> None:
+    def __init__(self, market: MarketData, fee_rate: float, holding_cost: float, *, close_at_end: bool = False) -> None:
         self.market = market
         self.fee_rate = fee_rate
         self.holding_cost = holding_cost
+        self.close_at_end = close_at_end
         self._t = 0
         self._end = 0
         self._position = 0.0
@@ -170,13 +253,17 @@ class TradingEnv:
 
     def step(self, action: int) -> tuple[np.ndarray | None, float, bool]:
         position = float(ACTIONS[action])
-        turnover = abs(position - self._position)
+        if self.market.tradable is not None and not self.market.tradable[self._t]:
+            position = 0.0  # flat across a gap
+        traded = abs(position - self._position)
         reward = (
             position * float(self.market.next_log_return[self._t])
-            + float(np.log1p(np.float32(-self.fee_rate * turnover)))
+            + float(np.log1p(np.float32(-self.fee_rate * traded)))
             - self.holding_cost * abs(position)
         )
         self._position = position
         self._t += 1
         done = self._t >= self._end
+        if done and self.close_at_end:
+            reward += float(np.log1p(np.float32(-self.fee_rate * abs(position))))
         return (None if done else self.market.features[self._t]), reward, done

@@ -136,8 +136,9 @@ class Session:
     def _register(self, model: Any, metrics: Mapping[str, Any]) -> str:
         cfg = self.attempts[-1].plan.config
         self.runs.tracker.log_values(self.run_id, {k: v for k, v in metrics.items()
-                                                   if k.startswith(("validation/", "best/"))},
+                                                   if k.startswith(("validation/", "best/", "test/"))},
                                      step=int(metrics["generations"]))
+        self.runs.record_outcome(self.run_id, stop_reason=metrics["stop_reason"], test_span=metrics.get("test_span"))
         example = np.zeros((2, model.spec.n_inputs), dtype=np.float32)  # 2 rows: the batch size stays dynamic
         return log_and_register_model(self.runs.tracker, self.run_id, model, registered_model_name(cfg.BUCKET), example,
                                       tags={VERSION_TAG_SESSION: self.run_id})

@@ -33,6 +33,11 @@ class RecoveryState:
     def generation(self) -> int:
         return self.training_state.generation if self.training_state is not None else 0
 
+    @property
+    def stopped_early(self) -> bool:
+        """The newest state ended the training before EPISODES (early stopping)."""
+        return self.training_state is not None and bool(self.training_state.extra.get("stop_reason"))
+
     @classmethod
     def from_run(cls, ref: str, tracker: Tracker | None = None, *, tracking_uri: str | None = None,
                  mark_stale: bool = True) -> RecoveryState:

@@ -156,7 +156,8 @@ class TrainingRecoverySystem:
             if resume is not None:
                 rs = resume if isinstance(resume, RecoveryState) else RecoveryState.from_run(resume, self.tracker)
                 cfg = resumed_config(rs, config)
-                if rs.completed and rs.generation >= cfg.EPISODES:
+                stopped = rs.stopped_early and cfg.EPISODES == rs.config.EPISODES  # not extended since
+                if rs.completed and (rs.generation >= cfg.EPISODES or stopped):
                     return self._already_completed(rs)
                 inputs = resumed_inputs(self, rs, cfg, df)
             else:

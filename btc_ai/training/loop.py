@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -24,10 +25,12 @@ from btc_ai.domain.evaluation import (
     equity_curve,
     evaluate_span,
 )
-from btc_ai.domain.market import MarketSplit, split_market
+from btc_ai.domain.market import MarketData, MarketSplit, split_market
 from btc_ai.domain.policy import PolicyNet, PolicySpec
 from btc_ai.training.checkpoint import TrainingState, checkpoint_name, load_checkpoint, save_checkpoint
 from btc_ai.training.watchdog import StallWatchdog
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class TrainingSetup:
     train_bars: int
     validation_bars: int
     start_generation: int
+    test_bars: int = 0
+    gap_rows: int = 0  # decision rows held flat across gaps in the data
 
 
 class TrainingCallbacks:
@@ -76,29 +81,39 @@ def prepare_data(df: pd.DataFrame | str | Path | None, config: TrainingConfig) -
     return resample_candles(candles, config.TIMEFRAME), report, fingerprint
 
 
+def market_split(candles: pd.DataFrame, config: TrainingConfig) -> MarketSplit:
+    """The train | validation | test split of resampled ``candles`` as the trainer makes it."""
+    return split_market(candles, config.LOOKBACK, config.VALIDATION_FRACTION, config.TEST_FRACTION,
+                        config.MAX_GAP_BARS)
+
+
 def training_bars(candles: pd.DataFrame, config: TrainingConfig) -> int:
     """Decision rows in the training span of ``candles`` under ``config`` (episodes must fit in it)."""
-    split = split_market(resample_candles(candles, config.TIMEFRAME), config.LOOKBACK, config.VALIDATION_FRACTION)
-    return len(split.train)
+    return len(market_split(resample_candles(candles, config.TIMEFRAME), config).train)
 
 
 def validation_equity(policy: np.ndarray | torch.nn.Module, config: TrainingConfig | Mapping[str, Any],
-                      df: pd.DataFrame | str | Path | None = None) -> EquityCurve:
-    """Per-bar equity of ``policy`` on the validation span of ``df``, as the trainer splits and scores it.
+                      df: pd.DataFrame | str | Path | None = None, span: str = "validation") -> EquityCurve:
+    """Per-bar equity of ``policy`` on the validation (or ``span="test"``) span of ``df``, as the trainer
+    splits and scores it.
 
     ``policy`` is a flat parameter vector (the ES layout) or a module with the policy's state dict (a
     :class:`PolicyNet`, or the model loaded back from MLflow); ``df`` as for :func:`train_model`. The
-    last point matches the ``best/validation_total_return`` the training reported for that policy.
+    last point matches the ``best/validation_total_return`` (``test/total_return``) the training
+    reported for that policy.
     """
     config = config if isinstance(config, TrainingConfig) else TrainingConfig.from_dict(config)
     candles, _, _ = prepare_data(df, config)
-    split = split_market(candles, config.LOOKBACK, config.VALIDATION_FRACTION)
+    split = market_split(candles, config)
+    market = split.test if span == "test" else split.validation
+    if market is None:
+        raise ValueError("the training holds out no test span (TEST_FRACTION=0)")
     spec = PolicySpec(len(split.feature_names), config.HIDDEN_SIZE, config.HIDDEN_LAYERS)
     if isinstance(policy, torch.nn.Module):
         net = PolicyNet(spec, split.feature_names)
         net.load_state_dict(policy.state_dict())
         policy = net.flat_params()
-    return equity_curve(spec, np.asarray(policy, dtype=np.float32), split.validation, config)
+    return equity_curve(spec, np.asarray(policy, dtype=np.float32), market, config)
 
 
 def _resume_state(recovery_state: Any, config: TrainingConfig, fingerprint: str, allow_data_change: bool) -> TrainingState:
@@ -145,7 +160,10 @@ def train_model(
     save_dir = Path(save_path) if save_path is not None else None
 
     candles, report, fingerprint = prepare_data(df, config)
-    split = split_market(candles, config.LOOKBACK, config.VALIDATION_FRACTION)
+    split = market_split(candles, config)
+    if split.test is None:
+        _log.warning("TEST_FRACTION=0: no held-out test span, so every figure of this training is in sample "
+                     "(the validation span is used for selection)")
     spec = PolicySpec(len(split.feature_names), config.HIDDEN_SIZE, config.HIDDEN_LAYERS)
     es = OpenAIES(
         dim=spec.n_params,
@@ -156,8 +174,11 @@ def train_model(
         seed=config.SEED,
         table_size=config.NOISE_TABLE_SIZE,
     )
+    stop_reason: str | None = None
     if recovery_state is not None:
         state = _resume_state(recovery_state, config, fingerprint, allow_data_change)
+        if state.config.get("EPISODES") == config.EPISODES:  # stopped early, and not extended since: done
+            stop_reason = state.extra.get("stop_reason")
         state = TrainingState(config.to_dict(), state.es, fingerprint, state.elapsed_time, state.extra)
     else:
         state = TrainingState(config.to_dict(), es.init(spec.init_params(config.SEED)), fingerprint)
@@ -167,7 +188,8 @@ def train_model(
 
     callbacks.on_start(
         TrainingSetup(config, report, fingerprint, spec.n_params, split.feature_names, len(split.train),
-                      len(split.validation), state.generation)
+                      len(split.validation), state.generation, len(split.test) if split.test is not None else 0,
+                      split.gap_rows)
     )
     prior_elapsed = state.elapsed_time
     history: list[dict[str, float]] = []
@@ -177,16 +199,20 @@ def train_model(
     try:
         with watchdog.running():
             run = _generations(config, es, spec, split, evaluator, state, started)
-            while state.generation < config.EPISODES:
+            while state.generation < config.EPISODES and stop_reason is None:
                 with watchdog.generation(state.generation + 1):
                     state, metrics = next(run)
                     generation = state.generation
                     validation = {k: v for k, v in metrics.items() if k.startswith("validation/")} or validation
                     history.append({"generation": generation, **metrics})
                     callbacks.on_generation(generation, metrics)
+                    stop_reason = early_stop_reason(state, config) if "validation/score" in metrics else None
+                    if stop_reason is not None:  # the last state says so: a resume of it trains no further
+                        state = TrainingState(state.config, state.es, state.data_fingerprint, state.elapsed_time,
+                                              {**state.extra, "stop_reason": stop_reason})
                     due = generation % config.MIN_CHECKPOINT_INTERVAL == 0 and \
                         time.perf_counter() - last_checkpoint >= config.CHECKPOINT_MIN_SECONDS
-                    if due or generation == config.EPISODES:
+                    if due or generation == config.EPISODES or stop_reason is not None:
                         _hand_out(state, callbacks, save_dir, emergency=False)
                         last_checkpoint = time.perf_counter()
     except BaseException as exc:
@@ -208,9 +234,14 @@ def train_model(
     # the returned model's own validation record (the last validation above is of the final parameters)
     best_validation = {k.replace("validation/", "best/validation_"): v
                        for k, v in evaluate_span(spec, best, split.validation, config).items()}
+    # the held-out span, scored once, for the selected policy only: nothing above ever looked at it
+    test = score_test_span(spec, best, split.test, config) if split.test is not None else {}
     metrics: dict[str, Any] = {
         **validation,
         **best_validation,
+        **test,
+        "stop_reason": stop_reason or f"completed {es_state.generation} generations",
+        "gap_rows": split.gap_rows,
         "generations": es_state.generation,
         "best_reward": es_state.best_reward,
         "best_generation": es_state.best_generation,
@@ -220,6 +251,35 @@ def train_model(
         "history": history,
     }
     return model, metrics, float(es_state.best_reward), float(elapsed)
+
+
+def early_stop_reason(state: TrainingState, config: TrainingConfig) -> str | None:
+    """Why the training stops now, after a validation: EARLY_STOP_PATIENCE validations without a better
+    score. Derived from the ES state alone (the best policy's generation), so a resumed training stops
+    where an uninterrupted one does."""
+    patience = config.EARLY_STOP_PATIENCE
+    if not patience or state.generation >= config.EPISODES:
+        return None
+    since = state.generation // config.EVAL_INTERVAL - state.es.best_generation // config.EVAL_INTERVAL
+    if since < patience:
+        return None
+    return (f"early stopping: no better validation score in {since} validations (EARLY_STOP_PATIENCE={patience}); "
+            f"best at generation {state.es.best_generation}")
+
+
+def score_test_span(spec: PolicySpec, params: np.ndarray, market: MarketData, config: TrainingConfig) -> dict[str, Any]:
+    """The out-of-sample figures of one policy: the test span's statistics, buy-and-hold over it, and the
+    null check (the percentile of its return among time-shifted copies of its own positions)."""
+    from btc_ai.domain.evaluation import policy_positions
+    from btc_ai.domain.null_check import null_percentile
+
+    metrics: dict[str, Any] = evaluate_span(spec, params, market, config, prefix="test")
+    positions = policy_positions(spec, params, market)
+    metrics["test/null_percentile"] = null_percentile(positions, market.next_log_return, config.cost_rate,
+                                                      config.holding_cost_rate, tradable=market.tradable)
+    metrics["test/bars"] = float(len(market))
+    metrics["test_span"] = f"{market.index[0]:%Y-%m-%d %H:%M} .. {market.index[-1]:%Y-%m-%d %H:%M} UTC" if len(market) else ""
+    return metrics
 
 
 def state_is_resumable(state: TrainingState | None) -> bool:
@@ -249,8 +309,8 @@ def _generations(
         generation = es_state.generation
         if generation % config.EVAL_INTERVAL == 0 or generation == config.EPISODES:
             validation = evaluate_span(spec, es_state.params, split.validation, config)
-            if validation["validation/reward"] > es_state.best_reward:
-                es_state = es_state.with_best(es_state.params, validation["validation/reward"])
+            if validation["validation/score"] > es_state.best_reward:  # selection: the validation windows' mean
+                es_state = es_state.with_best(es_state.params, validation["validation/score"])
             metrics.update(validation)
             metrics["validation/best_reward"] = es_state.best_reward
         if state.generation == first:  # hyperparameters change only between calls (a repair, a resume)

@@ -37,6 +37,8 @@ from btc_ai.tracking.run_model.names import (
     TAG_STALE_ATTEMPTS,
     TAG_START_GENERATION,
     TAG_STATUS,
+    TAG_STOP_REASON,
+    TAG_TEST_SPAN,
     TAG_TRIGGERED_BY,
 )
 from btc_ai.tracking.run_model.records import (
@@ -223,6 +225,13 @@ class RunModel:
             tags[TAG_FINAL_SHA] = final_params_sha256
         self.tracker.set_tags(session_id, tags)
         self.tracker.end_run(session_id, run_status)
+
+    def record_outcome(self, session_id: str, *, stop_reason: str, test_span: str | None) -> None:
+        """Why the training ended and which span its out-of-sample figures are of."""
+        tags = {TAG_STOP_REASON: stop_reason[:5000]}
+        if test_span:
+            tags[TAG_TEST_SPAN] = test_span
+        self.tracker.set_tags(session_id, tags)
 
     def warn_plots(self, session_id: str, warning: str) -> None:
         self.tracker.set_tags(session_id, {TAG_PLOTS_WARNING: warning[:5000]})

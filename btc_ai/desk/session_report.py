@@ -50,10 +50,37 @@ def session_summary(runs: RunModel, ref: str) -> dict[str, Any]:
         "repairs": repair_rows,
         "checkpoints": checkpoints,
         "best_reward": session.best_reward,
+        "stop_reason": session.stop_reason,
+        **_figures(runs, session.run_id, session.test_span),
         "final_params_sha256": session.final_params_sha256,
         "model_version": session.model_version,
         "resume": None if session.completed else f"btc-ai resume {session.run_id}",
     }
+
+
+_FIGURES = ("total_return", "gross_return", "buy_and_hold_return", "sharpe", "max_drawdown", "trades", "turnover")
+
+
+def _figures(runs: RunModel, session_id: str, test_span: str | None) -> dict[str, Any]:
+    """The best policy's figures: on the validation span (used for selection) and on the test span (out of
+    sample), as the session recorded them."""
+    metrics = runs.latest_metrics(session_id)
+    validation = {k: metrics[f"best/validation_{k}"] for k in _FIGURES if f"best/validation_{k}" in metrics}
+    test = {k: metrics[f"test/{k}"] for k in (*_FIGURES, "null_percentile") if f"test/{k}" in metrics}
+    return {"validation": validation or None, "test": {"span": test_span, **test} if test else None}
+
+
+def _figure_line(label: str, figures: dict[str, Any]) -> str:
+    line = f"{label}: return {figures['total_return']:+.2%}"
+    if "gross_return" in figures:
+        line += f" ({figures['gross_return']:+.2%} before costs)"
+    if "trades" in figures:
+        line += f", {figures['trades']:.0f} trades"
+    if "buy_and_hold_return" in figures:
+        line += f"; buy-and-hold {figures['buy_and_hold_return']:+.2%}, flat +0.00%"
+    if "null_percentile" in figures:
+        line += f"; timing null check {figures['null_percentile']:.0f}th percentile (50 = luck)"
+    return line
 
 
 def render_summary(summary: dict[str, Any]) -> str:
@@ -80,6 +107,14 @@ def render_summary(summary: dict[str, Any]) -> str:
                + (f", newest verified {newest['artifact']} (generation {newest['generation']})" if newest else ""))
     best = summary["best_reward"]
     out.append(f"best validation reward: {best:+.4f}" if best is not None else "best validation reward: -")
+    if summary.get("stop_reason"):
+        out.append(f"stopped: {summary['stop_reason']}")
+    if summary.get("validation"):
+        out.append(_figure_line("validation span (used for selection)", summary["validation"]))
+    if summary.get("test"):
+        out.append(_figure_line(f"test span {summary['test']['span'] or ''} (out of sample)", summary["test"]))
+    elif summary["status"] == "completed":
+        out.append("test span: none held out (TEST_FRACTION=0): no out-of-sample figure")
     if summary["model_version"]:
         out.append(f"registered model: {registered_model_name(summary['bucket'] or '')} version {summary['model_version']}, "
                    f"final params sha256 {summary['final_params_sha256']}")

@@ -72,27 +72,47 @@ def plot_fitness_history(attempts: Sequence[Mapping[str, Any]], path: str | Path
 
 
 def equity_figure(equity: np.ndarray, buy_and_hold: np.ndarray, index: Sequence[Any],
-                  title: str | None = None) -> Any:
-    """Top: the policy's equity against buy-and-hold and flat (1.0); bottom: the policy's drawdown."""
+                  title: str | None = None, test: tuple[np.ndarray, np.ndarray, Sequence[Any]] | None = None) -> Any:
+    """Top: the policy's equity against buy-and-hold and flat (1.0); bottom: the policy's drawdown. With
+    ``test`` (equity, buy-and-hold, index of the held-out span) a second column shows the test span, labelled
+    out of sample, beside the validation span, labelled used for selection."""
     from matplotlib.figure import Figure
 
-    equity = np.asarray(equity, dtype=float)
-    hold = np.asarray(buy_and_hold, dtype=float)
-    x = _time_axis(index) if len(index) == len(equity) else np.arange(len(equity))
+    columns = [("validation span (used for selection)", equity, buy_and_hold, index)]
+    if test is not None:
+        columns.append(("test span (out of sample: never used for any choice)", *test))
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
-    fig.subplots_adjust(hspace=0.08, **_MARGINS)
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    fig.subplots_adjust(hspace=0.08, wspace=0.18, **_MARGINS)
+    if test is not None:
+        fig.subplots_adjust(top=0.86)  # room for the figure's title above the columns' own
+    axes = fig.subplots(2, len(columns), sharex="col", height_ratios=[3, 1], squeeze=False)
+    for k, (label, eq, bh, idx) in enumerate(columns):
+        _equity_column(axes[0][k], axes[1][k], np.asarray(eq, dtype=float), np.asarray(bh, dtype=float), idx,
+                       label if test is not None else None, first=k == 0)
+    if title:
+        fig.suptitle(title, fontsize=10, y=0.985) if test is not None else axes[0][0].set_title(title)
+    elif test is None:
+        axes[0][0].set_title("best policy on the validation span")
+    return fig
+
+
+def _equity_column(top: Any, bottom: Any, equity: np.ndarray, hold: np.ndarray, index: Sequence[Any],
+                   label: str | None, *, first: bool) -> None:
+    x = _time_axis(index) if len(index) == len(equity) else np.arange(len(equity))
     top.plot(x, equity, color="C0", linewidth=1.2, label=f"policy {equity[-1] - 1:+.2%}")
     top.plot(x, hold, color="C1", linewidth=1.0, alpha=0.8, label=f"buy-and-hold {hold[-1] - 1:+.2%}")
     top.axhline(1.0, color="grey", linestyle="--", linewidth=1.0, label="flat +0.00%")
-    top.set_ylabel("equity (start = 1)")
-    top.set_title(title or "best policy on the validation span")
+    if first:
+        top.set_ylabel("equity (start = 1)")
+    if label:
+        top.set_title(label, fontsize=9)
     top.legend(loc="upper left", fontsize=8)
     top.grid(True, alpha=0.3)
     drawdown = equity / np.maximum.accumulate(equity) - 1.0
     bottom.fill_between(x, drawdown, 0.0, color="C3", alpha=0.4, linewidth=0)
     bottom.plot(x, drawdown, color="C3", linewidth=0.8)
-    bottom.set_ylabel("drawdown")
+    if first:
+        bottom.set_ylabel("drawdown")
     bottom.yaxis.set_major_formatter(_percent())
     bottom.grid(True, alpha=0.3)
     if x.dtype.kind == "M":
@@ -101,13 +121,12 @@ def equity_figure(equity: np.ndarray, buy_and_hold: np.ndarray, index: Sequence[
         locator = AutoDateLocator()
         bottom.xaxis.set_major_locator(locator)
         bottom.xaxis.set_major_formatter(ConciseDateFormatter(locator))
-    return fig
 
 
 def plot_equity_curve(equity: np.ndarray, buy_and_hold: np.ndarray, index: Sequence[Any], path: str | Path,
-                      title: str | None = None) -> Path:
+                      title: str | None = None, test: tuple[np.ndarray, np.ndarray, Sequence[Any]] | None = None) -> Path:
     """:func:`equity_figure` saved as a PNG at ``path`` (folders created); returns the path."""
-    return _save(equity_figure(equity, buy_and_hold, index, title), path)
+    return _save(equity_figure(equity, buy_and_hold, index, title, test), path)
 
 
 def _or_empty(values: Any) -> Any:

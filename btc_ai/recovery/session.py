@@ -152,8 +152,10 @@ class Session:
         try:
             if self.runs.tracker.offline:  # they are drawn from the store's records
                 raise ConnectionError(f"the tracking store is unreachable; later: btc-ai report {self.run_id} --plots")
-            plots = write_session_plots(self.runs, self.run_id,
-                                        equity=lambda: validation_equity(model, plan.config, plan.data))
+            held_out = plan.config.TEST_FRACTION > 0
+            plots = write_session_plots(
+                self.runs, self.run_id, equity=lambda: validation_equity(model, plan.config, plan.data),
+                test_equity=lambda: validation_equity(model, plan.config, plan.data, span="test") if held_out else None)
             warning = plots.equity_skipped and f"equity curve skipped: {plots.equity_skipped}"
         except Exception as exc:
             warning = f"plots skipped: {type(exc).__name__}: {exc}"

@@ -79,8 +79,9 @@ def session_data(session: SessionRecord) -> str | None:
     return source
 
 
-def session_equity(runs: RunModel, session_id: str) -> EquityCurve:
-    """The session's model on the validation span of its data, rebuilt from the store and that data.
+def session_equity(runs: RunModel, session_id: str, span: str = "validation") -> EquityCurve:
+    """The session's model on the validation (or ``span="test"``) span of its data, rebuilt from the store
+    and that data.
 
     The model is the one logged (and registered) on the session run; the config is that of the
     attempt that produced it. PlotDataMissing when any of them cannot be had.
@@ -104,17 +105,27 @@ def session_equity(runs: RunModel, session_id: str) -> EquityCurve:
     if candles is not None and recorded and data_fingerprint(candles) != recorded:
         raise PlotDataMissing(f"the data file {source} changed since the training (fingerprint mismatch)")
     model = runs.load_model(session_id)
-    return validation_equity(model, TrainingConfig.from_dict(dict(final.params)), candles)
+    return validation_equity(model, TrainingConfig.from_dict(dict(final.params)), candles, span=span)
+
+
+def _test_curve(runs: RunModel, session_id: str, given: Any) -> EquityCurve | None:
+    """The test span's curve: given, or rebuilt (None when the session held out no test span)."""
+    if given is not None:
+        return given() if callable(given) else given
+    if "test/total_return" not in runs.latest_metrics(session_id):
+        return None
+    return session_equity(runs, session_id, span="test")
 
 
 def write_session_plots(runs: RunModel, ref: str, out_dir: str | Path | None = None, *,
                         equity: EquityCurve | Callable[[], EquityCurve] | None = None,
+                        test_equity: EquityCurve | Callable[[], EquityCurve | None] | None = None,
                         log: bool = True) -> SessionPlots:
     """Draw ``fitness_history.png`` and ``equity_curve.png`` for the session ``ref`` belongs to.
 
     Files go to ``out_dir`` (a temporary folder when None) and, with ``log``, under ``plots/`` of the
-    session run, replacing earlier ones. ``equity`` (or a function returning it) spares the rebuild
-    from the store when the caller holds it. The fitness plot is always drawn; when the equity curve
+    session run, replacing earlier ones. ``equity`` and ``test_equity`` (the validation and test spans' curves,
+    or functions returning them) spare the rebuild from the store when the caller holds them. The fitness plot is always drawn; when the equity curve
     cannot be had, ``equity_skipped`` says why.
     """
     from btc_ai.domain.plots import plot_equity_curve, plot_fitness_history
@@ -133,10 +144,12 @@ def write_session_plots(runs: RunModel, ref: str, out_dir: str | Path | None = N
                 curve = session_equity(runs, session_id)
             else:
                 curve = equity() if callable(equity) else equity
-            span = f"{curve.index[0]:%Y-%m-%d} to {curve.index[-1]:%Y-%m-%d}"
-            title = f"the session's model on the validation span ({span}), {bucket} session {session_id[:8]}"
-            result.paths.append(plot_equity_curve(curve.equity, curve.buy_and_hold, curve.index, folder / EQUITY_PNG,
-                                                  title=title))
+            test = _test_curve(runs, session_id, test_equity)
+            span = f"{curve.index[0]:%Y-%m-%d} to {(test or curve).index[-1]:%Y-%m-%d}"
+            title = f"the session's model, {span}, {bucket} session {session_id[:8]}"
+            result.paths.append(plot_equity_curve(
+                curve.equity, curve.buy_and_hold, curve.index, folder / EQUITY_PNG, title=title,
+                test=(test.equity, test.buy_and_hold, test.index) if test is not None else None))
         except PlotDataMissing as exc:
             result.equity_skipped = str(exc)
         except Exception as exc:  # whatever broke, the fitness plot stands and the reason is told

@@ -28,6 +28,8 @@ from btc_ai.tracking.run_model.names import (
     TAG_SKIPPED_CHECKPOINTS,
     TAG_START_GENERATION,
     TAG_STATUS,
+    TAG_STOP_REASON,
+    TAG_TEST_SPAN,
     TAG_TRIGGERED_BY,
 )
 
@@ -49,6 +51,8 @@ class SessionRecord:
     lease_heartbeat: float
     params: Mapping[str, str] = field(default_factory=dict)
     best_reward: float | None = None
+    stop_reason: str | None = None
+    test_span: str | None = None
 
     @property
     def completed(self) -> bool:
@@ -117,7 +121,7 @@ def _session(run: Any) -> SessionRecord:
                          t.get(TAG_DATA_SOURCE), t.get(TAG_DATA_FINGERPRINT), t.get(TAG_FINAL_SHA),
                          t.get(TAG_MODEL_VERSION), t.get(TAG_LEASE_OWNER, ""),
                          float(t.get(TAG_LEASE_HEARTBEAT, 0) or 0), dict(run.data.params),
-                         run.data.metrics.get(METRIC_BEST_REWARD))
+                         run.data.metrics.get(METRIC_BEST_REWARD), t.get(TAG_STOP_REASON), t.get(TAG_TEST_SPAN))
 
 
 def _attempt(run: Any) -> AttemptRecord:

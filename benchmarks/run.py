@@ -30,6 +30,7 @@ from benchmarks import (
     bench_resume,
     bench_startup,
     bench_tracking,
+    bench_walk_forward,
 )
 from benchmarks.common import THREADS, CpuMeter, Record, benchmark_candles
 
@@ -50,6 +51,7 @@ FAMILIES: dict[str, Callable[[], list[Record]]] = {
     "backup": bench_backup.run,
     "outage": bench_outage.run,
     "startup": bench_startup.run,
+    "walk_forward": bench_walk_forward.run,
 }
 
 # (record, comparison, threshold, label)
@@ -75,6 +77,8 @@ TARGETS: tuple[tuple[str, str, float, str], ...] = (
     ("startup_help_seconds", "<", 0.5, "`btc-ai --help` < 0.5 s (a fresh process)"),
     ("startup_presets_seconds", "<", 0.5, "`btc-ai presets` < 0.5 s (a fresh process)"),
     ("startup_report_seconds", "<", 1.5, "`btc-ai report <session>` < 1.5 s (a fresh process, store of two sessions)"),
+    ("walk_forward_seconds_4x2", "<", 240.0,
+     "walk-forward of 4 folds x 2 seeds on the shared month < 4 min (default config, 2 cores)"),
 )
 
 

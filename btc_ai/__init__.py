@@ -17,6 +17,8 @@ _EXPORTS = {
     "TrainingConfig": "btc_ai.domain.config",
     "synthetic_candles": "btc_ai.domain.synthetic",
     "default_candles": "btc_ai.domain.synthetic",
+    "backtest": "btc_ai.desk.backtest",
+    "load_policy": "btc_ai.domain.policy_files",
 }
 
 __all__ = sorted(_EXPORTS)

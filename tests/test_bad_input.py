@@ -135,17 +135,248 @@ def test_bad_resume_reference(here, run_main, ref, word) -> None:
     assert not (here / "checkpoints").exists()
 
 
+# -- data, config and flags: the wider corpus ------------------------------------------------------
+# Each case: (argv given the scratch folder, words the one line must contain). The folder's files after the
+# builder ran are all that may be there after the command: nothing created, no store, nothing RUNNING.
+
+
+def _dated(n: int, stamp: str, start: str = "2021-06-08", step_min: int = 5, sep: str = ";", dec: str = ",") -> str:
+    """A regional export: ``stamp`` (strftime) dates, ``sep`` between fields, ``dec`` as the decimal mark."""
+    import pandas as pd
+
+    out = [sep.join(["Date", "Open", "High", "Low", "Close", "Volume"]) + "\n"]
+    for k, ts in enumerate(pd.date_range(start, periods=n, freq=f"{step_min}min")):
+        price = 37000 + k % 7
+        fields = [f"{x:.2f}".replace(".", dec) for x in (price, price + 5, price - 5, price + 1, 2.5)]
+        out.append(sep.join([ts.strftime(stamp), *fields]) + "\n")
+    return "".join(out)
+
+
+def _fifo(tmp: Path, name: str) -> str:
+    import os
+
+    os.mkfifo(tmp / name)
+    return str(tmp / name)
+
+
+def _socket(tmp: Path, name: str) -> str:
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp / name))  # leaves the socket file behind when closed
+    sock.close()
+    return str(tmp / name)
+
+
+def _zip(tmp: Path, name: str, members: dict[str, str]) -> str:
+    import zipfile
+
+    with zipfile.ZipFile(tmp / name, "w") as archive:
+        for member, text in members.items():
+            archive.writestr(member, text)
+    return str(tmp / name)
+
+
+def _through_a_file(tmp: Path) -> str:
+    _file(tmp, "a.csv", HEADER + GOOD)
+    return str(tmp / "a.csv" / "b.csv")
+
+
+def _train_data(build, *more: str):
+    return lambda t: ["train", "--data_path", build(t), "--episodes", "2", *more]
+
+
+def _train_config(text: str | bytes, *more: str):
+    return lambda t: ["train", "--config", _file(t, "c.json", text), "--episodes", "2", *more]
+
+
+def _train(*argv: str):
+    return lambda t: ["train", *argv]
+
+
+INPUT_CASES = {
+    # data: dates that read two ways, and what states the way
+    "day-first dates nothing in the file decides": (
+        _train_data(lambda t: _file(t, "eu.csv", _dated(288, "%d.%m.%Y %H:%M"))),
+        ("day-first or month-first", "--date-format day-first")),
+    "a stated date order the file contradicts": (
+        _train_data(lambda t: _file(t, "eu.csv", _dated(2016, "%d.%m.%Y %H:%M")), "--date-format", "month-first"),
+        ("not month-first", "--date-format day-first")),
+    "dates in both orders in one file": (
+        _train_data(lambda t: _file(t, "mix.csv", _dated(30, "%d.%m.%Y", start="2021-06-01", step_min=1440)
+                                    .replace("20.06.2021", "06.20.2021"))),
+        ("both orders", "one date format per file")),
+    "an unknown --date-format": (
+        _train_data(lambda t: _file(t, "a.csv", HEADER + GOOD), "--date-format", "sideways"),
+        ("'sideways'", "day-first, month-first, iso")),
+    "--date-format without --data_path": (_train("--date-format", "day-first"), ("--date-format", "without --data_path")),
+    "resume with an unknown --date-format": (
+        lambda t: ["resume", "0123456789abcdef0123456789abcdef", "--date-format", "dd-mm"], ("'dd-mm'", "day-first")),
+    # data: files that are not files
+    "a named pipe as data (no writer: must not hang)": (_train_data(lambda t: _fifo(t, "p.csv")),
+                                                        ("named pipe", "regular file")),
+    "a socket as data": (_train_data(lambda t: _socket(t, "s.csv")), ("socket", "regular file")),
+    "a device as data": (_train_data(lambda t: "/dev/null"), ("character device", "regular file")),
+    "an empty --data_path": (_train("--data_path", "", "--episodes", "2"), ("--data_path is empty",)),
+    "a data path through a file": (_train_data(_through_a_file), ("a part of the path is a file",)),
+    # data: containers and encodings
+    "a damaged gzip": (_train_data(lambda t: _file(t, "k.csv.gz", b"\x1f\x8b\x08\x00broken")),
+                       ("damaged gzip", "download it again")),
+    "a zip of two CSVs": (_train_data(lambda t: _zip(t, "two.zip", {"a.csv": HEADER + GOOD, "b.csv": HEADER + GOOD})),
+                          ("2 CSV/Parquet files", "extract the one")),
+    "an Excel workbook": (_train_data(lambda t: _zip(t, "book.xlsx", {"xl/workbook.xml": "<workbook/>"})),
+                          ("Excel workbook", "saved as CSV")),
+    "a damaged Parquet file": (_train_data(lambda t: _file(t, "c.parquet", b"PAR1" + b"\x00junk" * 20)),
+                               ("Parquet", "re-export")),
+    "UTF-16 data without a byte-order mark": (_train_data(lambda t: _file(t, "u.csv", (HEADER + GOOD).encode("utf-16-le"))),
+                                              ("not a text file", "UTF-8")),
+    "a single candle": (_train_data(lambda t: _file(t, "one.csv", HEADER + _rows(1))), ("only 1 candle row", "more")),
+    "rows without any prices": (_train_data(lambda t: _file(t, "e.csv", HEADER + "2021-06-01 00:00,,,,,\n" * 5)),
+                                ("no rows with prices",)),
+    # config files: how they are read
+    "a UTF-16 config (read, then its mistake named)": (_train_config('{"EPOCHS": 5}'.encode("utf-16")),
+                                                       ("EPOCHS", "did you mean EPISODES")),
+    "a config with a UTF-8 BOM (read like a data file)": (_train_config(b'\xef\xbb\xbf{"LEARNIN_RATE": 0.1}'),
+                                                          ("did you mean LEARNING_RATE",)),
+    "a config in another encoding": (_train_config(b'{"BUCKET": "Scalping\xe9"}'), ("not UTF-8", "save it as UTF-8")),
+    "a config that is empty": (_train_config(b""), ("is empty", "JSON object")),
+    "--config naming a folder": (lambda t: ["train", "--config", str(t)], ("is a folder", "config file")),
+    "--config naming a named pipe": (lambda t: ["train", "--config", _fifo(t, "c.json")], ("named pipe", "config file")),
+    "an empty --config": (_train("--config", ""), ("--config is empty",)),
+    # config files: what they say
+    "a key given twice (any case)": (_train_config('{"SIGMA": 0.1, "sigma": 0.2}'), ("SIGMA", "2 times", "keep one")),
+    "a flag written as a config key": (_train_config('{"data_path": "btc.csv"}'), ("data_path", "pass --data_path")),
+    "EPOCHS for EPISODES": (_train_config('{"EPOCHS": 50}'), ("EPOCHS", "did you mean EPISODES")),
+    "NaN in a config": (_train_config('{"SIGMA": NaN}'), ("SIGMA", "not a number")),
+    "Infinity in a config": (_train_config('{"LEARNING_RATE": Infinity}'), ("LEARNING_RATE", "infinite")),
+    "true where a number goes": (_train_config('{"HIDDEN_SIZE": true}'), ("HIDDEN_SIZE", "true/false")),
+    "null where a number goes": (_train_config('{"SIGMA": null}'), ("SIGMA", "number")),
+    "an empty key in a config": (_train_config('{"": 5}'), ("key is empty", "KEY=VALUE")),
+    "a percentage for a fraction": (_train_config('{"VALIDATION_FRACTION": 20}'),
+                                    ("VALIDATION_FRACTION=20", "above the allowed range", "0.2")),
+    "a noise table too small for the net": (_train_config('{"HIDDEN_SIZE": 3000, "NOISE_TABLE_SIZE": 65536}'),
+                                            ("NOISE_TABLE_SIZE=65536", "HIDDEN_SIZE=3000", "at least 16777216")),
+    # flags
+    "--set =5 (the empty key is blamed)": (_train("--set", "=5"), ("key before '=' is empty", "KEY=VALUE")),
+    "--set with no value": (_train("--set", "SIGMA="), ("SIGMA has no value",)),
+    "--set EPOCHS": (_train("--set", "EPOCHS=5"), ("did you mean EPISODES",)),
+    "--set LR": (_train("--set", "LR=0.1"), ("did you mean LEARNING_RATE",)),
+    "--set a flag": (_train("--set", "DATA_PATH=btc.csv"), ("pass --data_path",)),
+    "--learning_rate nan": (_train("--learning_rate", "nan"), ("LEARNING_RATE", "not a number")),
+    "--sigma inf": (_train("--sigma", "inf"), ("SIGMA", "infinite")),
+    "--set HIDDEN_SIZE=true": (_train("--set", "HIDDEN_SIZE=true"), ("HIDDEN_SIZE", "true/false")),
+    "--learning_rate 5 (refused, not clamped to 1.0)": (_train("--learning_rate", "5"),
+                                                        ("LEARNING_RATE=5.0", "above the allowed range", "0.01")),
+    "--sigma 0": (_train("--sigma", "0"), ("SIGMA=0.0", "below the allowed range", "0.02")),
+    "--hidden_size past a noise table set by --set": (_train("--hidden_size", "3000", "--set", "NOISE_TABLE_SIZE=65536"),
+                                                      ("NOISE_TABLE_SIZE", "HIDDEN_SIZE=3000")),
+    "--experiment ''": (_train("--experiment", "", "--episodes", "2"), ("--experiment is empty",)),
+    "--experiment of blanks": (_train("--experiment", "   ", "--episodes", "2"), ("--experiment is empty",)),
+    "--checkpoint_dir naming a file": (lambda t: ["train", "--checkpoint_dir", _file(t, "ckfile.txt", "x"), "--episodes", "2"],
+                                       ("is a file, not a folder",)),
+    "an empty --checkpoint_dir": (_train("--checkpoint_dir", "", "--episodes", "2"), ("--checkpoint_dir is empty",)),
+    "--episodes 1.5": (_train("--episodes", "1.5"), ("--episodes", "invalid int")),
+}
+
+
+def _snapshot(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("case", list(INPUT_CASES))
+def test_bad_data_config_or_flag(here, run_main, case) -> None:
+    build, words = INPUT_CASES[case]
+    argv = build(here)
+    before = _snapshot(here)
+    code, _, err = run_main(*argv)
+    _assert_one_line_exit_2(code, err, *words)
+    for arg in argv:  # a file named in the line is named once ("bad.csv: bad.csv: ..." was a bug)
+        if arg.startswith(str(here)) and Path(arg).name:
+            assert err.count(Path(arg).name) <= 1, err
+    assert _snapshot(here) == before  # nothing created: no store, no checkpoints, nothing else
+
+
+def test_the_empty_key_is_blamed_not_its_value(here, run_main) -> None:
+    code, _, err = run_main("train", "--set", "=5")
+    assert code == 2 and "unknown key" not in err and "'=5'" in err
+
+
+def test_data_and_config_take_the_same_encodings(here, run_main) -> None:
+    """A BOM or UTF-16 is read in a config as in a data file: both parse and go on to the next check."""
+    for encoded in (b"\xef\xbb\xbf" + b'{"SIGMA": 0.05, "EPOCHS": 3}', '{"SIGMA": 0.05, "EPOCHS": 3}'.encode("utf-16")):
+        code, _, err = run_main("train", "--config", _file(here, "c.json", encoded))
+        assert code == 2 and "did you mean EPISODES" in err and "JSON" not in err, err
+    for encoded in (b"\xef\xbb\xbf" + (HEADER + GOOD).encode(), (HEADER + GOOD).encode("utf-16")):
+        code, _, err = run_main("train", "--data_path", _file(here, "d.csv", encoded), "--episodes", "2")
+        assert code == 2 and "bars to train on" in err, err  # read, then too short: the next check
+
+
+PERMISSION_SCRIPT = """
+import json, sys
+from btc_ai.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    results.append(code)
+print(json.dumps(results))
+"""
+
+
+def test_unreadable_files_as_an_unprivileged_user(tmp_path) -> None:
+    """Permission denied for real: as `nobody` (root ignores file modes): an unreadable data file, config file,
+    and a data file in a folder that may not be entered."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    if os.geteuid() != 0 and shutil.which("setpriv") is None:
+        pytest.skip("not root, so no other user to run as; permissions as this user are the same code path")
+    if shutil.which("setpriv") is None:
+        pytest.skip("root ignores file modes and setpriv (to run as nobody) is not installed")
+    work = Path(tempfile.mkdtemp(prefix="btc-ai-perm-"))  # pytest's tmp_path is private to root
+    try:
+        work.chmod(0o777)
+        data, config = Path(_file(work, "secret.csv", HEADER + GOOD)), Path(_file(work, "secret.json", '{"SIGMA": 0.1}'))
+        locked = work / "locked"
+        locked.mkdir()
+        inside = Path(_file(locked, "in.csv", HEADER + GOOD))
+        for path in (data, config, locked):
+            path.chmod(0)
+        cases = [["train", "--data_path", str(data), "--episodes", "2"], ["train", "--config", str(config)],
+                 ["train", "--data_path", str(inside), "--episodes", "2"]]
+        before = _snapshot(work)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        env.update(HOME=str(work), PYTHONDONTWRITEBYTECODE="1", MLFLOW_TRACKING_URI=store_uri(work))
+        proc = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
+                               PERMISSION_SCRIPT, json.dumps(cases)], capture_output=True, text=True, timeout=300,
+                              env=env, cwd=work)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert json.loads(proc.stdout.strip().splitlines()[-1]) == [2, 2, 2], proc.stderr
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("btc-ai: error:")]
+        assert len(lines) == 3 and len(proc.stderr.strip().splitlines()) == 3, proc.stderr
+        for line, path in zip(lines, (data, config, inside), strict=True):
+            assert "permission denied" in line and str(path) in line and "chmod" in line, line
+        assert _snapshot(work) == before
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 @pytest.mark.slow
 def test_repairable_inputs_are_repaired_and_recorded(here, run_main, candles) -> None:
     path = write_binance_csv(here / "c.csv", candles.iloc[:3000])
     lines = path.read_text().splitlines(keepends=True)
     shuffled = lines[:1500] + lines[1500:1510][::-1] + lines[1510:] + lines[100:103]  # unsorted + duplicates
     path.write_text("".join(shuffled) + lines[-1][:20])  # and a last row cut off mid-row
-    code, out, err = run_main("train", "--data_path", str(path), *tiny_flags(ES_POPULATION=7), "--learning_rate", "5")
+    code, out, err = run_main("train", "--data_path", str(path), *tiny_flags(ES_POPULATION=7, EVAL_INTERVAL=0))
     assert code == 0, err
     assert "repairs: dropped 3 duplicate timestamps (kept the first); sorted rows by time; dropped 1 cut-off last row" in out
     assert "make_population_even: ES_POPULATION 7 -> 8" in out
-    assert "clamp_out_of_range_values: LEARNING_RATE 5.0 -> 1.0" in out
+    assert "clamp_out_of_range_values: EVAL_INTERVAL 0 -> 1" in out
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=store_uri(here))

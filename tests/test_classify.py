@@ -91,8 +91,38 @@ def test_keyed_errors_change_only_their_key_and_structural_keys_stay() -> None:
 
 def test_validation_refuses_what_it_cannot_guess_and_repairs_the_rest() -> None:
     with pytest.raises(ConfigValidationError) as info:
-        validate_and_repair({"BUCKET": "Moon", "SIGMA": -3, "HIDDEN_SIZE": "big"})
-    assert {p.key for p in info.value.problems} == {"BUCKET", "HIDDEN_SIZE"}
-    config, repairs = validate_and_repair({**preset_config("Swing"), "SIGMA": -3, "ES_POPULATION": 9})
-    assert (preset_config("Swing")["SIGMA"], 10) == (config.SIGMA, config.ES_POPULATION)
+        validate_and_repair({"BUCKET": "Moon", "EPISODES": -3, "HIDDEN_SIZE": "big"})
+    assert {p.key for p in info.value.problems} == {"BUCKET", "HIDDEN_SIZE"}  # EPISODES would be clamped
+    config, repairs = validate_and_repair({**preset_config("Swing"), "EPISODES": 0, "ES_POPULATION": 9})
+    assert (1, 10) == (config.EPISODES, config.ES_POPULATION)
     assert [r.rule for r in repairs] == ["clamp_out_of_range_values", "make_population_even"]
+    with pytest.raises(ConfigValidationError) as info:  # a real value out of range is refused, not clamped
+        validate_and_repair({**preset_config("Swing"), "SIGMA": -3})
+    assert "SIGMA=-3: below the allowed range" in str(info.value) and "Swing preset uses" in str(info.value)
+
+
+def test_the_noise_table_is_sized_when_not_given_and_refused_when_given() -> None:
+    config, repairs = validate_and_repair({"HIDDEN_SIZE": 3000})
+    sized = [r for r in repairs if r.rule == "size_noise_table_to_policy"]
+    assert config.NOISE_TABLE_SIZE == 1 << 24 and sized[0].changes == {"NOISE_TABLE_SIZE": (1 << 23, 1 << 24)}
+    config, repairs = validate_and_repair({"HIDDEN_SIZE": 99_999})  # clamped first, then the table for 4096
+    assert config.HIDDEN_SIZE == 4096 and config.NOISE_TABLE_SIZE == 1 << 25
+    assert [r.rule for r in repairs][-2:] == ["clamp_out_of_range_values", "size_noise_table_to_policy"]
+    with pytest.raises(ConfigValidationError) as info:
+        validate_and_repair({"HIDDEN_SIZE": 3000, "NOISE_TABLE_SIZE": 1 << 16})
+    assert "NOISE_TABLE_SIZE=65536" in str(info.value) and "HIDDEN_SIZE=3000" in str(info.value)
+
+
+def test_a_repair_changes_only_the_key_the_error_names() -> None:
+    from btc_ai.domain.noise import pair_offsets
+
+    config = TrainingConfig.from_dict({"HIDDEN_SIZE": 32, "ES_POPULATION": 16, "LEARNING_RATE": 0.05,
+                                       "NOISE_TABLE_SIZE": 1 << 16})
+    with pytest.raises(ValueError) as info:
+        pair_offsets(0, 1, 8, (1 << 16) + 1, 1 << 16)
+    repair = choose_repair(_ctx(info.value, config))
+    assert set(repair.changes) == {"NOISE_TABLE_SIZE"}  # not ES_POPULATION or LEARNING_RATE, the other overrides
+    named = choose_repair(_ctx(RuntimeError("SIGMA is out of hand"), config))  # named only in the message
+    assert set(named.changes) <= {"SIGMA"} and "SIGMA" in named.reason
+    blamed = choose_repair(_ctx(RuntimeError("bad"), config, has_checkpoints=True))
+    assert set(blamed.changes) <= {"LEARNING_RATE", "ES_POPULATION"}  # names no key: the documented fallback

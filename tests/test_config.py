@@ -97,3 +97,95 @@ def test_config_is_immutable_and_replace_validates() -> None:
 
 def test_structural_keys_are_config_keys() -> None:
     assert set(KNOWN_KEYS) >= STRUCTURAL_KEYS
+
+
+# -- mistakes that read as something else -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("given", "meant"), [("EPOCHS", "EPISODES"), ("generations", "EPISODES"), ("lr", "LEARNING_RATE"),
+                                              ("POP_SIZE", "ES_POPULATION"), ("noise_std", "SIGMA"),
+                                              ("LEARNIN_RATE", "LEARNING_RATE"), ("fees", "FEE_BPS")])
+def test_unknown_keys_name_what_they_most_likely_mean(given, meant) -> None:
+    with pytest.raises(ConfigValidationError) as info:
+        TrainingConfig.from_dict({given: 1})
+    assert f"did you mean {meant}?" in str(info.value)
+
+
+def test_a_flag_in_a_config_says_to_use_the_flag() -> None:
+    with pytest.raises(ConfigValidationError) as info:
+        TrainingConfig.from_dict({"data_path": "btc.csv", "max-retries": 5})
+    assert "pass --data_path instead" in str(info.value) and "pass --max_retries instead" in str(info.value)
+
+
+@pytest.mark.parametrize(("value", "says"), [(float("nan"), "not a number (NaN)"), ("NaN", "not a number (NaN)"),
+                                             (float("inf"), "infinite"), ("-inf", "infinite")])
+def test_non_finite_numbers_are_named_as_such(value, says) -> None:
+    with pytest.raises(ConfigValidationError) as info:
+        TrainingConfig.from_dict({"SIGMA": value})
+    assert says in str(info.value) and "less than" not in str(info.value)
+
+
+@pytest.mark.parametrize("key", ["HIDDEN_SIZE", "LEARNING_RATE", "EPISODES"])
+def test_true_and_false_are_not_numbers(key) -> None:
+    with pytest.raises(ConfigValidationError) as info:
+        TrainingConfig.from_dict({key: True})
+    assert f"{key}=True" in str(info.value) and "true/false" in str(info.value)
+
+
+def test_the_noise_table_must_hold_the_policy() -> None:
+    from btc_ai.domain.features import feature_names
+    from btc_ai.domain.policy import PolicySpec
+    from btc_ai.domain.shapes import policy_param_count
+
+    for lookback, hidden, layers in [(12, 128, 2), (24, 2888, 2), (5, 4096, 4)]:  # the count matches the real net
+        assert policy_param_count(lookback, hidden, layers) == PolicySpec(len(feature_names(lookback)), hidden,
+                                                                          layers).n_params
+    TrainingConfig.from_dict({"HIDDEN_SIZE": 2800})  # 8.0 M parameters: fits the default 2**23
+    with pytest.raises(ConfigValidationError) as info:
+        TrainingConfig.from_dict({"HIDDEN_SIZE": 2900})
+    text = str(info.value)
+    assert info.value.key == "NOISE_TABLE_SIZE" and "HIDDEN_SIZE=2900" in text and "at least 16777216" in text
+    assert TrainingConfig.from_dict({"HIDDEN_SIZE": 4096, "HIDDEN_LAYERS": 4, "NOISE_TABLE_SIZE": 1 << 26})
+
+
+def test_config_files_are_read_like_data_files(tmp_path) -> None:
+    from btc_ai.domain.config import read_config_file
+
+    text = '{"SIGMA": 0.05, "bucket": "Swing"}'
+    for name, raw in [("plain", text.encode()), ("bom", b"\xef\xbb\xbf" + text.encode()),
+                      ("utf16", text.encode("utf-16")), ("utf16be", text.encode("utf-16-be"))]:
+        path = tmp_path / f"{name}.json"
+        path.write_bytes(raw)
+        assert read_config_file(path) == {"SIGMA": 0.05, "bucket": "Swing"}, name
+
+
+@pytest.mark.parametrize(("raw", "says"), [
+    (b'{"SIGMA": 0.1, "sigma": 0.2}', "SIGMA is given 2 times"),
+    (b'{"SIGMA": 0.1, "SIGMA": 0.2}', "SIGMA is given 2 times"),
+    (b'{"learning-rate": 0.1, "LEARNING_RATE": 0.2}', "LEARNING_RATE is given 2 times"),
+    (b'{"BUCKET": "Scalping\xe9"}', "not UTF-8 text"),
+])
+def test_config_files_that_cannot_mean_one_thing_are_refused(tmp_path, raw, says) -> None:
+    from btc_ai.domain.config import read_config_file
+    from btc_ai.domain.errors import UserInputError
+
+    path = tmp_path / "c.json"
+    path.write_bytes(raw)
+    with pytest.raises(UserInputError) as info:
+        read_config_file(path)
+    assert says in str(info.value) and str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_config_path_that_is_no_file_is_one_line(tmp_path) -> None:
+    import os
+
+    from btc_ai.domain.config import read_config_file
+    from btc_ai.domain.errors import UserInputError
+
+    os.mkfifo(tmp_path / "pipe.json")
+    for path, says in [(tmp_path, "is a folder"), (tmp_path / "pipe.json", "is a named pipe")]:
+        with pytest.raises(UserInputError) as info:
+            read_config_file(path)
+        assert says in str(info.value)
+    with pytest.raises(FileNotFoundError):
+        read_config_file(tmp_path / "none.json")

@@ -631,3 +631,199 @@ def test_resample_rejects_bad_timeframes(timeframe):
         resample_candles(make_candles(), timeframe)
     assert info.value.key == "TIMEFRAME"
     assert timeframe in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Text dates: day-first or month-first, as the file's own evidence says (or as stated), never guessed
+
+
+def european_lines(df: pd.DataFrame, stamp: str, sep: str = ";", decimal: str = ",",
+                   header: str = "Date;Open;High;Low;Close;Volume") -> list[str]:
+    """A regional export: dates in ``stamp`` (strftime), ``sep`` between fields, ``decimal`` in numbers."""
+    lines = [header]
+    for ts, row in zip(df.index, df.itertuples(index=False), strict=True):
+        numbers = [f"{x}".replace(".", decimal) for x in row]
+        lines.append(sep.join([ts.strftime(stamp), *numbers]))
+    return lines
+
+
+@pytest.mark.parametrize(
+    ("start", "n", "freq", "stamp", "sep", "decimal", "evidence"),
+    [
+        ("2021-06-08", 2016, "5min", "%d.%m.%Y %H:%M", ";", ",", "day above 12"),  # the issue's file: 8-14 June
+        ("2021-06-08", 1152, "5min", "%d.%m.%Y %H:%M", ";", ",", "irregular steps"),  # 8-11 June: only the grid tells
+        ("2021-06-01", 20, "1D", "%d.%m.%Y", ";", ",", "day above 12"),  # day-first without a time
+        ("2021-06-01", 12, "1D", "%d/%m/%Y", ",", ".", "irregular steps"),  # 1-12 June daily: months would be ragged
+        ("2021-06-08", 2016, "5min", "%m/%d/%Y %H:%M", ",", ".", "day above 12"),  # US month-first
+        ("2021-06-01", 1152, "5min", "%m/%d/%Y %H:%M", ",", ".", "irregular steps"),
+        ("2021-06-01", 600, "5min", "%m/%d/%Y %I:%M %p", ",", ".", "irregular steps"),  # US with AM/PM
+        ("2021-06-01", 600, "5min", "%d-%m-%y %H:%M:%S", "\t", ",", "irregular steps"),  # two-digit years, tabs
+    ],
+    ids=["eu-evidence", "eu-by-interval", "eu-daily", "eu-daily-ambiguous", "us-evidence", "us-by-interval",
+         "us-ampm", "eu-short-year"],
+)
+def test_regional_dates_are_read_the_way_the_file_says(tmp_path, start, n, freq, stamp, sep, decimal, evidence):
+    want = make_candles(n=n, freq=freq, start=pd.Timestamp(start, tz="UTC"))
+    header = sep.join(["Date", "Open", "High", "Low", "Close", "Volume"])
+    df, report = load_candles(write(tmp_path / "r.csv", european_lines(want, stamp, sep, decimal, header)))
+    assert_same_candles(df, want)
+    assert report.gaps == 0 and not report.was_unsorted
+    order = "month-first" if stamp.startswith("%m") else "day-first"
+    assert report.date_reading.startswith(f"dates read {order}") and evidence in report.date_reading
+    assert report.to_dict()["date_reading"] == report.date_reading
+    assert report.date_reading in report.summary()
+
+
+def test_iso_and_epoch_files_need_no_date_reading(tmp_path):
+    want = make_candles()
+    _, report = load_candles(write(tmp_path / "iso.csv", headed_lines(want)))
+    assert report.date_reading == "" and "dates read" not in report.summary()
+    _, report = load_candles(write(tmp_path / "iso.csv", headed_lines(want)), date_format="day-first")
+    assert report.date_reading == ""  # ISO is unambiguous whatever is stated
+
+
+def test_a_file_that_cannot_tell_is_refused_with_how_to_state_the_format(tmp_path):
+    want = make_candles(n=288, start=pd.Timestamp("2021-06-08", tz="UTC"))  # one day: both readings regular
+    path = write(tmp_path / "one_day.csv", european_lines(want, "%d.%m.%Y %H:%M"))
+    err = reject(path, "may be day-first or month-first")
+    assert "--date-format day-first" in str(err) and "date_format=" in str(err) and str(path) in str(err)
+    df, report = load_candles(path, date_format="day-first")
+    assert_same_candles(df, want)
+    assert report.date_reading == "dates read day-first (as stated)"
+    df, _ = load_candles(path, date_format="month-first")
+    assert df.index[0] == pd.Timestamp("2021-08-06", tz="UTC")  # as stated, even if odd
+
+
+def test_a_stated_order_the_file_contradicts_is_refused(tmp_path):
+    want = make_candles(n=2016, start=pd.Timestamp("2021-06-08", tz="UTC"))
+    path = write(tmp_path / "eu.csv", european_lines(want, "%d.%m.%Y %H:%M"))
+    err = reject(path, "the dates are not month-first", date_format="month-first")
+    assert "'13.06.2021 00:00'" in str(err) and "--date-format day-first" in str(err)
+    assert err.rows[0] == 1 + 5 * 288 + 1  # header, then 5 days of bars
+
+
+def test_dates_in_both_orders_in_one_file_are_refused(tmp_path):
+    want = make_candles(n=30, freq="1D")
+    lines = european_lines(want, "%d.%m.%Y")
+    lines[20] = lines[20].replace("20.06.2021", "06.20.2021")
+    err = reject(write(tmp_path / "both.csv", lines), "dates in both orders")
+    assert "line 21" in str(err) and "one date format per file" in str(err)
+
+
+def test_a_strftime_date_format_reads_exactly_that(tmp_path):
+    want = make_candles()
+    compact = headed_lines(want, stamp=lambda ts: ts.strftime("%Y%m%d%H%M"))  # digits only: not epoch seconds
+    df, report = load_candles(write(tmp_path / "c.csv", compact), date_format="%Y%m%d%H%M")
+    assert_same_candles(df, want)
+    assert "as stated" in report.date_reading
+    reject(write(tmp_path / "c.csv", compact), "unreadable or out-of-range timestamps")  # without it: refused
+
+
+@pytest.mark.parametrize("spelling", ["day-first", "DAYFIRST", "dmy", "day_first", " Day-First "])
+def test_date_format_spellings(tmp_path, spelling):
+    want = make_candles(n=288)
+    df, _ = load_candles(write(tmp_path / "d.csv", european_lines(want, "%d.%m.%Y %H:%M")), date_format=spelling)
+    assert_same_candles(df, want)
+
+
+def test_an_unknown_date_format_is_refused_naming_the_allowed_ones(tmp_path):
+    from btc_ai.domain.errors import UserInputError
+
+    with pytest.raises(UserInputError) as info:
+        load_candles(write(tmp_path / "k.csv", binance_lines(make_candles())), date_format="sideways")
+    assert "'sideways'" in str(info.value) and "day-first, month-first, iso" in str(info.value)
+
+
+def test_separate_date_and_time_columns_day_first(tmp_path):
+    want = make_candles(n=600)
+    lines = ["Date,Time,Open,High,Low,Close,Volume"]
+    for ts, row in zip(want.index, want.itertuples(index=False), strict=True):
+        lines.append(",".join([ts.strftime("%d.%m.%Y"), ts.strftime("%H:%M"), *map(str, row)]))
+    df, report = load_candles(write(tmp_path / "mt.csv", lines))
+    assert_same_candles(df, want)
+    assert report.date_reading.startswith("dates read day-first")
+
+
+def test_a_frame_of_date_strings_is_read_the_same_way():
+    want = make_candles(n=2016, start=pd.Timestamp("2021-06-08", tz="UTC"))
+    frame = want.reset_index(drop=True).assign(timestamp=want.index.strftime("%d/%m/%Y %H:%M"))
+    df, report = load_candles(frame)
+    assert_same_candles(df, want)
+    assert "day-first" in report.date_reading
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files that are not regular, readable files: one line each, at once (a pipe never blocks)
+
+
+def test_a_folder_is_refused(tmp_path):
+    err = reject(tmp_path, "is a folder, not a data file")
+    assert str(tmp_path) in str(err)
+
+
+def test_a_named_pipe_without_a_writer_is_refused_at_once(tmp_path):
+    import os
+    import threading
+
+    pipe = tmp_path / "candles.csv"
+    os.mkfifo(pipe)
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            load_candles(pipe)
+        except DataValidationError as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    assert not reader.is_alive(), "load_candles blocked on a named pipe"
+    assert "is a named pipe (FIFO), not a data file" in str(outcome[0])
+
+
+def test_the_message_names_the_file_once(tmp_path):
+    path = write(tmp_path / "bad.csv", ["timestamp,open,high,low,close", "x,1,2,0.5,1", "y,1,2,0.5,1"])
+    message = str(reject(path))
+    assert message.count("bad.csv") == 1
+
+
+def test_a_utf8_bom_and_utf16_data_file_load(tmp_path):
+    want = make_candles()
+    text = "\n".join(headed_lines(want)) + "\n"
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    (tmp_path / "u16.csv").write_bytes(text.encode("utf-16"))
+    for name in ("bom.csv", "u16.csv"):
+        df, _ = load_candles(tmp_path / name)
+        assert_same_candles(df, want)
+
+
+def test_an_unreadable_file_is_one_line_for_an_unprivileged_user(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    if os.geteuid() != 0:
+        path = write(tmp_path / "secret.csv", binance_lines(make_candles()))
+        path.chmod(0)
+        reject(path, "permission denied")
+        return
+    if shutil.which("setpriv") is None:
+        pytest.skip("root ignores file modes and setpriv (to read as nobody) is not installed")
+    work = Path(tempfile.mkdtemp(prefix="btc-ai-perm-"))  # pytest's tmp_path is private to root
+    try:
+        work.chmod(0o755)
+        path = write(work / "secret.csv", binance_lines(make_candles()))
+        path.chmod(0)
+        script = ("import sys\nfrom btc_ai.domain.data import load_candles\nfrom btc_ai.domain.errors import "
+                  "DataValidationError\ntry:\n    load_candles(sys.argv[1])\nexcept DataValidationError as e:\n"
+                  "    print(e)\n")
+        out = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
+                              script, str(path)], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, cwd=work)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        assert "permission denied" in out.stdout and str(path) in out.stdout
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

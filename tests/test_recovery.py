@@ -176,7 +176,7 @@ def test_retry_budget_and_backoff_come_from_the_policy_not_tenacity_defaults(sto
 
 @pytest.mark.slow
 def test_validation_repairs_are_recorded_as_repair_runs_of_the_session(store, request, candles) -> None:
-    config = {**CONFIG, "LEARNING_RATE": 7.0, "ES_POPULATION": 7, "MAX_STEPS_PER_EPISODE": 50_000}
+    config = {**CONFIG, "EVAL_INTERVAL": 0, "ES_POPULATION": 7, "MAX_STEPS_PER_EPISODE": 50_000}
     del config["BUCKET"]
     (model, metrics, _, _), record = _train(store, request, None, config=config, candles=candles)
     assert model is not None, metrics.get("error")
@@ -186,13 +186,13 @@ def test_validation_repairs_are_recorded_as_repair_runs_of_the_session(store, re
     for run in rules.values():
         assert run.data.tags["mlflow.parentRunId"] == record.session.info.run_id
         assert run.data.tags["btc_ai.triggered_by"] == "validation"
-    assert rules["clamp_out_of_range_values"].data.params["LEARNING_RATE.after"] == "1.0"
+    assert rules["clamp_out_of_range_values"].data.params["EVAL_INTERVAL.after"] == "1"
     assert rules["make_population_even"].data.params["ES_POPULATION.after"] == "8"
     assert rules["fill_missing_from_preset"].data.params["BUCKET.after"] == "Scalping"
     (attempt,) = record.attempts
     assert attempt.data.params["ES_POPULATION"] == "8"
     assert int(attempt.data.params["MAX_STEPS_PER_EPISODE"]) < 50_000
-    assert record.session.data.params["LEARNING_RATE"] == "7.0"  # the session keeps what was requested
+    assert record.session.data.params["EVAL_INTERVAL"] == "0"  # the session keeps what was requested
 
 
 def test_unrepairable_config_fails_before_any_run(store, request, candles) -> None:

@@ -60,7 +60,12 @@ def run_backup(args: argparse.Namespace) -> int:
             raise UserInputError("backup needs --version and --description, e.g. btc-ai backup --version 1.4 "
                                  "--description post_training_stable (or --verify ZIP)")
         from btc_ai.desk.backup import create_backup
+        from btc_ai.tracking.paths import resolve_tracking_uri
+        from btc_ai.tracking.stores import probe, sqlite_file
 
+        database = sqlite_file(resolve_tracking_uri(args.tracking_uri))
+        if database is not None:
+            probe(database)  # not a database, unreadable: one line before anything is made
         uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         with graceful_interrupts():
             result = create_backup(args.version, args.description, dest=args.dest or "backups", tracking_uri=uri,

@@ -43,11 +43,15 @@ class TrackingServerUnreachable(UserInputError):
     """The HTTP tracking server did not answer its health check before anything started."""
 
 
-def check_tracking_uri(uri: str | None) -> None:
-    """An HTTP tracking server must answer before anything starts (a few seconds at most, not MLflow's
-    minutes of retries)."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri or not uri.startswith(("http://", "https://")):
+def check_tracking_uri(uri: str | None, *, must_exist: bool = False, write: bool = True) -> None:
+    """The store must be usable before anything starts, in milliseconds (not MLflow's minutes of retries
+    and a traceback): a URI MLflow opens, a local store this user can read (``write``: and write) that
+    exists where it must (``must_exist``: report, resume), and an HTTP server that answers in 5 s.
+    Nothing is created (`btc_ai.tracking.stores.check_store`)."""
+    from btc_ai.tracking.stores import check_store
+
+    uri = check_store(uri, must_exist=must_exist, write=write)
+    if not uri.startswith(("http://", "https://")):
         return
     import urllib.error
     import urllib.request
@@ -59,3 +63,19 @@ def check_tracking_uri(uri: str | None) -> None:
         reason = getattr(exc, "reason", exc)
         raise TrackingServerUnreachable(f"cannot reach the tracking server at {uri} ({reason}); start it, or check "
                                         "--tracking-uri / MLFLOW_TRACKING_URI") from None
+
+
+def check_run_reference(uri: str | None, ref: str) -> None:
+    """A run ID or model URI on a local store is looked up with sqlite3 before anything heavy loads: a wrong
+    or deleted one is refused in milliseconds (a checkpoint path, or a server's run, is left to the resume)."""
+    from btc_ai.tracking.paths import resolve_tracking_uri
+    from btc_ai.tracking.stores import sqlite_file
+
+    ref = ref.strip()
+    if sqlite_file(resolve_tracking_uri(uri)) is None:
+        return
+    if not ref.startswith("models:/") and ("/" in ref or os.sep in ref or ref.endswith(".pt") or os.path.exists(ref)):
+        return
+    from btc_ai.tracking.run_model.local import open_run_model
+
+    open_run_model(uri).resolve_session(ref)  # ResumeError or StoreError: one line, exit 2

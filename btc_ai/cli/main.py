@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from btc_ai.cli import backup, chaos, presets, report, sync, train
+from btc_ai.cli import backtest, backup, chaos, presets, promote, report, sync, train, walk_forward
 from btc_ai.cli.common import EXIT_BAD_INPUT, EXIT_OK, Parser, error
 from btc_ai.domain.errors import UserInputError
 
@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], 
     "train": (train.add_train_parser, train.run_train),
     "resume": (train.add_resume_parser, train.run_resume),
     "report": (report.add_parser, report.run),
+    "walk-forward": (walk_forward.add_parser, walk_forward.run),
+    "backtest": (backtest.add_parser, backtest.run),
+    "promote": (promote.add_parser, promote.run),
     "chaos": (chaos.add_parser, chaos.run),
     "backup": (backup.add_backup_parser, backup.run_backup),
     "restore": (backup.add_restore_parser, backup.run_restore),

@@ -55,6 +55,7 @@ class ConsoleReporter:
         self._last_tick: float | None = None
         self._seconds = 0.0  # generation time seen by this process, for the ETA
         self._generations = 0
+        self.last_generation: int | None = None  # the newest generation completed in this process
 
     def session_started(self, run_id: str, config: TrainingConfig) -> None:
         self.total = config.EPISODES
@@ -85,6 +86,7 @@ class ConsoleReporter:
         return self._seconds / self._generations * max(self.total - generation, 0)
 
     def generation_done(self, generation: int, metrics: Mapping[str, float]) -> None:
+        self.last_generation = generation
         if "validation/total_return" in metrics:
             self._last_val = metrics["validation/total_return"]
         eta = self._eta(generation, metrics)

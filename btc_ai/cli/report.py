@@ -21,7 +21,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_tracking_uri(args.tracking_uri)
+    check_tracking_uri(args.tracking_uri, must_exist=True, write=args.plots)  # nothing created to find nothing in
     from btc_ai.desk.session_report import render_summary, session_summary
     from btc_ai.tracking.run_model.local import open_run_model
 

@@ -24,9 +24,10 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from btc_ai.tracking.journal import Journal, journal_dir
     from btc_ai.tracking.paths import resolve_tracking_uri
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.stores import check_uri, uri_source
 
     uri = resolve_tracking_uri(args.tracking_uri)
+    check_uri(uri, uri_source(args.tracking_uri))  # a misspelt or file-store URI: one line, exit 2
     journal = Journal(journal_dir(uri))
     waiting = journal.pending_count()
     if not waiting:
@@ -37,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     except TrackingServerUnreachable as exc:  # not the user's mistake here: the writes wait, exit 1
         error(f"{exc}; {waiting} writes stay in the journal {journal.folder}")
         return EXIT_FAILED
+    from btc_ai.tracking.store import Tracker
+
     tracker = Tracker(uri)  # opening the store replays the journal
     tracker.close()
     left = tracker.pending()

@@ -9,9 +9,17 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from btc_ai.cli.common import EXIT_FAILED, EXIT_OK, TRACKING_URI_HELP, check_tracking_uri, error, flag
+from btc_ai.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    TRACKING_URI_HELP,
+    check_run_reference,
+    check_tracking_uri,
+    error,
+    flag,
+)
 from btc_ai.domain.config import allowed_range
-from btc_ai.domain.errors import ConfigValidationError, DataValidationError, UserInputError
+from btc_ai.domain.errors import ConfigValidationError, UserInputError
 
 # Original flags of the training script, mapped to config keys (each also takes the dash form).
 _CONFIG_FLAGS = {
@@ -27,9 +35,15 @@ _CONFIG_FLAGS = {
 }
 
 
+# how to read a data file's text dates (btc_ai.domain.data.dates, not imported here: the parser stays fast)
+_DATE_FORMAT_HELP = ("how the data's text dates read: day-first (08.06.2021 = 8 June), month-first, iso, or a "
+                     "strftime pattern like '%%d.%%m.%%Y %%H:%%M' (default: the file decides, or is refused)")
+
+
 def add_train_parser(sub: Any) -> None:
     train = sub.add_parser("train", help="train a policy (a new MLflow session)")
     flag(train, "data_path", metavar="FILE", help="candles (CSV or Parquet); default: built-in synthetic data")
+    flag(train, "date_format", metavar="FORMAT", help=_DATE_FORMAT_HELP)
     flag(train, "config", metavar="FILE", help="JSON object of config keys (flags win over it)")
     for name, (key, kind) in _CONFIG_FLAGS.items():
         flag(train, name, type=kind, metavar=key, help=f"{key} ({allowed_range(key)})")
@@ -50,6 +64,7 @@ def add_resume_parser(sub: Any) -> None:
     resume = sub.add_parser("resume", help="continue an interrupted training from its MLflow run ID or model URI")
     resume.add_argument("ref", metavar="REF", help="session or attempt run ID, or models:/<name>/<version|@alias>")
     flag(resume, "data_path", metavar="FILE", help="the data (default: the file the session recorded)")
+    flag(resume, "date_format", metavar="FORMAT", help=_DATE_FORMAT_HELP)
     flag(resume, "episodes", type=int, metavar="N", help="train up to N generations (extends a finished training)")
     flag(resume, "allow_data_change", action="store_true", help="resume even if the data differs")
     flag(resume, "max_retries", type=int, default=3, metavar="N", help="retries of recoverable errors (default 3)")
@@ -60,18 +75,37 @@ def add_resume_parser(sub: Any) -> None:
     flag(resume, "quiet", action="store_true", help="print only the summary")
 
 
+def _check_store(args: argparse.Namespace, resume: str | None) -> None:
+    """The store first, in milliseconds and creating nothing: a usable URI and local store (one that exists,
+    for a resume), a server that answers, a run ID that is there and not deleted."""
+    check_tracking_uri(args.tracking_uri, must_exist=resume is not None)
+    if resume is not None:
+        try:
+            check_run_reference(args.tracking_uri, resume)
+        except UserInputError:
+            from btc_ai.cli.walk_forward import is_walk_forward
+
+            if not is_walk_forward(args, resume):  # a walk-forward run is no session, but resumes as a whole
+                raise
+
+
 def run_train(args: argparse.Namespace) -> int:
+    _check_flags(args, args.resume)
     if args.resume:
         given = [f"--{name}" for name in [*_CONFIG_FLAGS, "config"] if getattr(args, name) is not None] + \
             (["--set"] if args.set else [])
-        if given:
+        if given:  # a mistake in the flags themselves: said before the store is looked at
             raise UserInputError(f"--resume continues a training with its recorded config; drop {', '.join(given)} "
                                  "(to train longer: btc-ai resume REF --episodes N)")
+    _check_store(args, args.resume)
+    if args.resume:
         return _run(args, None, args.resume)
     return _run(args, config_from_args(args), None)
 
 
 def run_resume(args: argparse.Namespace) -> int:
+    _check_flags(args, args.ref)
+    _check_store(args, args.ref)
     overrides = {"EPISODES": args.episodes} if args.episodes is not None else {}
     return _run(args, overrides, args.ref)
 
@@ -80,6 +114,10 @@ def _parse_assignment(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise UserInputError(f"--set {text!r} is not KEY=VALUE; write e.g. --set SIGMA=0.05")
     key, value = text.split("=", 1)
+    if not key.strip():
+        raise UserInputError(f"--set {text!r}: the key before '=' is empty; write KEY=VALUE, e.g. --set SIGMA=0.05")
+    if not value.strip():
+        raise UserInputError(f"--set {text!r}: {key.strip()} has no value after '='; write e.g. --set SIGMA=0.05")
     try:
         return key, json.loads(value)
     except json.JSONDecodeError:
@@ -87,11 +125,14 @@ def _parse_assignment(text: str) -> tuple[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Config file, then --set, then the named flags, as given (out-of-range values are repaired later).
+    """Config file, then --set, then the named flags, as given (out-of-range counts are clamped later; real
+    values out of range are refused here, with the range).
 
     Problems no repair can fix (unknown keys, wrong types, unknown bucket) are reported in one line.
     """
     values: dict[str, Any] = {}
+    if args.config is not None and not args.config.strip():
+        raise UserInputError("--config is empty; give a JSON file of config keys, or drop --config")
     if args.config:
         from btc_ai.domain.config import read_config_file
 
@@ -100,6 +141,9 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         except FileNotFoundError:
             raise UserInputError(f"config file {args.config} does not exist; check the --config path") from None
         except json.JSONDecodeError as exc:
+            if not exc.doc.strip():
+                raise UserInputError(f"config file {args.config} is empty; write a JSON object of config keys, "
+                                     "e.g. {\"SIGMA\": 0.05}, or drop --config") from None
             raise UserInputError(f"config file {args.config} is not valid JSON (line {exc.lineno}, column "
                                  f"{exc.colno}: {exc.msg}); fix the file or drop --config") from None
         except ConfigValidationError:  # not an object of keys
@@ -119,22 +163,21 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         config, _ = validate_and_repair(values)
     except ConfigValidationError as exc:  # the same error, with where to look added
         raise UserInputError(f"{exc}; fix these values (see `btc-ai presets --keys`)") from None
-    # Flags override the bucket preset by design: what they leave out is not "missing".
-    return {**BUCKETS[config.BUCKET].config(), **{normalize_key(k): v for k, v in values.items()}}
+    # Flags override the bucket preset by design: what they leave out is not "missing". The noise table is
+    # the exception: left out, it is sized to the policy (a repair), so the preset's size is not passed on.
+    given = {normalize_key(k): v for k, v in values.items()}
+    preset = {k: v for k, v in BUCKETS[config.BUCKET].config().items() if k != "NOISE_TABLE_SIZE"}
+    return {**preset, **given}
 
 
 def _check_data(args: argparse.Namespace) -> None:
-    """Refuse a data file that cannot be trained on before anything is created."""
+    """Refuse a data file that cannot be trained on before anything is created (its refusals name the file)."""
     from btc_ai.domain.data import load_candles
 
     try:
-        _, report = load_candles(args.data_path)
+        _, report = load_candles(args.data_path, date_format=args.date_format)
     except FileNotFoundError:
         raise UserInputError(f"data file {args.data_path} does not exist; check --data_path") from None
-    except IsADirectoryError:
-        raise UserInputError(f"--data_path {args.data_path} is a folder; give a CSV or Parquet file") from None
-    except DataValidationError as exc:  # the same error, with the file named
-        raise UserInputError(f"{args.data_path}: {exc}") from None
     if not args.quiet:
         print(f"data: {report.summary()}")
 
@@ -151,6 +194,26 @@ def _training_func() -> Any:
         raise UserInputError(f"{ENV_VAR}: {exc}") from None
 
 
+def _check_flags(args: argparse.Namespace, resume: str | None) -> None:
+    """Flag values no later step could make sense of, each refused in one line before anything is created."""
+    if not args.experiment.strip():
+        raise UserInputError("--experiment is empty; name the MLflow experiment (default btc-ai) or drop the flag")
+    if args.data_path is not None and not args.data_path.strip():
+        raise UserInputError("--data_path is empty; give a CSV or Parquet file, or drop it for the built-in data")
+    if args.date_format is not None:
+        from btc_ai.domain.data.dates import normalize_date_format
+
+        normalize_date_format(args.date_format)
+        if resume is None and args.data_path is None:
+            raise UserInputError("--date-format says how --data_path's dates read; without --data_path the "
+                                 "built-in data is used: give the file or drop --date-format")
+    folder = args.checkpoint_dir
+    if not folder.strip():
+        raise UserInputError("--checkpoint_dir is empty; name a folder (default checkpoints/)")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserInputError(f"--checkpoint_dir {folder} is a file, not a folder; name a folder (default checkpoints/)")
+
+
 def _run(args: argparse.Namespace, values: dict[str, Any] | None, resume: str | None) -> int:
     """Train (``values``: config keys) or resume (``resume``: a run ID or model URI; ``values``: overrides)."""
     if args.max_retries < 0:
@@ -158,9 +221,14 @@ def _run(args: argparse.Namespace, values: dict[str, Any] | None, resume: str | 
     if getattr(args, "enable_emergency_checkpoints", False) and args.no_emergency_checkpoints:
         raise UserInputError("--enable_emergency_checkpoints and --no-emergency-checkpoints contradict each other; "
                              "keep one")
-    check_tracking_uri(args.tracking_uri)
     if args.data_path:
         _check_data(args)
+    if resume is not None:  # a walk-forward run (or one of its sessions) continues as a walk-forward
+        from btc_ai.cli.walk_forward import resume_walk_forward
+
+        code = resume_walk_forward(args, resume, values)
+        if code is not None:
+            return code
     return _train_with_recovery(args, _training_func(), values, resume)
 
 
@@ -181,14 +249,13 @@ def _train_with_recovery(args: argparse.Namespace, training_func: Any, values: d
         experiment=args.experiment,
         reporter=reporter,
         allow_data_change=getattr(args, "allow_data_change", False),
+        date_format=args.date_format,
     )
     try:
         with graceful_interrupts(system.stop_event):
             result = system.train(training_func, config=values, df=args.data_path or None, recovery_state=resume)
     except KeyboardInterrupt as exc:
-        session = system.session_run_id
-        error(f"interrupted ({exc or 'SIGINT'}): the last completed generation is saved"
-              + (f"; continue with: btc-ai resume {session}" if session else ""))
+        error(_interrupted(exc, system.session_run_id, reporter.last_generation, resume))
         return exit_code(exc)
     finally:  # a mistake in the inputs (UserInputError) goes on to the one mapping in main
         reporter.close()
@@ -204,6 +271,17 @@ def _train_with_recovery(args: argparse.Namespace, training_func: Any, values: d
         return EXIT_FAILED
     _print_summary(system, result.metrics, result.best_reward, result.elapsed)
     return EXIT_OK
+
+
+def _interrupted(exc: KeyboardInterrupt, session: str | None, generation: int | None, resume: str | None) -> str:
+    """What an interrupt left: a saved generation is claimed only when one completed in this process."""
+    what = f"interrupted ({exc or 'SIGINT'})"
+    if generation is not None:
+        return f"{what}: the last completed generation ({generation}) is saved" + \
+            (f"; continue with: btc-ai resume {session}" if session else "")
+    if resume is not None and session:
+        return f"{what} before a generation completed: the session is as it was; continue with: btc-ai resume {session}"
+    return f"{what} before the first generation completed: nothing was trained; run the command again to start"
 
 
 def _settle_journal(system: Any) -> None:
@@ -244,8 +322,12 @@ def _print_summary(system: Any, metrics: Mapping[str, Any], best_reward: float, 
         print("no test span (TEST_FRACTION=0): there is no out-of-sample figure for this training")
     if metrics.get("gap_rows"):
         print(f"gaps in the data: {metrics['gap_rows']} bars held flat (a return across a gap is not one bar's)")
-    version = metrics["model_version"]
-    registered = f"registered as version {version}" if version != "pending" else \
-        "registration journaled (tracking server unreachable)"
+    version, name = metrics["model_version"], metrics.get("model_name", "")
+    if version == "pending":
+        registered = "registration journaled (tracking server unreachable)"
+    elif not metrics.get("model_new", True):
+        registered = f"best policy unchanged: models:/{name}/{version} stays, no new version"
+    else:
+        registered = f"registered as models:/{name}/{version} ({metrics.get('model_promotion', '')})"
     print(f"model: {registered}; final params sha256 {metrics['final_params_sha256'][:16]}")
     print(f"open the UI: make ui  (or: mlflow ui --backend-store-uri {system.tracker.tracking_uri})")

@@ -12,8 +12,11 @@ from typing import Any
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from btc_ai.domain.errors import ConfigValidationError
+from btc_ai.domain.errors import ConfigValidationError, UserInputError
+from btc_ai.domain.files import read_regular_file
+from btc_ai.domain.key_names import FLAG_NAMES, SYNONYMS
 from btc_ai.domain.presets import BUCKETS, DEFAULT_BUCKET, find_bucket
+from btc_ai.domain.shapes import policy_param_count
 
 TIMEFRAMES = ("5min", "15min", "30min", "1h", "4h", "1d")
 
@@ -28,7 +31,7 @@ class TrainingConfig(BaseModel):
     key the caller does not give.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
 
     BUCKET: str = Field(DEFAULT_BUCKET, description="trading style preset: " + ", ".join(BUCKETS))
     SEED: int = Field(ge=0, le=2**31 - 1, description="all randomness of generation g derives from (SEED, g)")
@@ -84,6 +87,13 @@ class TrainingConfig(BaseModel):
             raise ValueError("unknown timeframe")
         return text
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # JSON true is not the number 1
+            raise ValueError("a true/false value is not a number; give a number")
+        return value
+
     @field_validator("ES_POPULATION")
     @classmethod
     def _population_even(cls, value: int) -> int:
@@ -115,9 +125,11 @@ class TrainingConfig(BaseModel):
             config = cls.model_validate(merged)
         except ValidationError as exc:
             problems.extend(_problems_from(exc, merged))
-            raise ConfigValidationError(problems) from None
-        if problems:
-            raise ConfigValidationError(problems)
+            noise = noise_table_problem(merged, skip={p.key for p in problems})
+            raise ConfigValidationError(problems + ([noise] if noise else [])) from None
+        noise = noise_table_problem(config.to_dict())
+        if problems or noise:
+            raise ConfigValidationError(problems + ([noise] if noise else []))
         return config
 
     @classmethod
@@ -167,15 +179,75 @@ KNOWN_KEYS: tuple[str, ...] = tuple(TrainingConfig.model_fields)
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The JSON object of config keys in ``path`` (the one reader of config files).
 
+    Text as the data reader takes it: UTF-8 with or without a BOM, or UTF-16/32 (JSON's own detection).
     A malformed file raises json.JSONDecodeError (recoverable in a training: the backup config is used),
-    one that holds no object ConfigValidationError, a missing one FileNotFoundError.
+    a missing one FileNotFoundError, one that holds no object ConfigValidationError; everything else is a
+    one-line UserInputError naming the file: a folder, a pipe, an unreadable file, text
+    in another encoding, a key given twice.
     """
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    raw = read_regular_file(path, "config file")
+    try:
+        data = json.loads(raw, object_pairs_hook=_reject_repeated_keys)
+    except UnicodeDecodeError:
+        raise UserInputError(f"config file {path} is not UTF-8 text (nor UTF-16 with a byte-order mark); save "
+                             "it as UTF-8") from None
+    except _RepeatedKey as exc:
+        raise UserInputError(f"config file {path}: {exc.key} is given {len(exc.values)} times ("
+                             f"{', '.join(map(repr, exc.values))}; keys are case-insensitive); keep one") from None
     if not isinstance(data, dict):
         raise ConfigValidationError(
             [ConfigProblem("", type(data).__name__, f"{path} must hold a JSON object of config keys", "{...}")]
         )
     return data
+
+
+class _RepeatedKey(ValueError):
+    def __init__(self, key: str, values: list[Any]) -> None:
+        super().__init__(key)
+        self.key, self.values = key, values
+
+
+def _reject_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys (as config keys: any case, dashes) are each given once."""
+    seen: dict[str, list[Any]] = {}
+    for key, value in pairs:
+        seen.setdefault(normalize_key(key), []).append(value)
+    for key, values in seen.items():
+        if len(values) > 1:
+            raise _RepeatedKey(key, values)
+    return dict(pairs)
+
+
+def noise_table_problem(values: Mapping[str, Any], skip: frozenset[str] | set[str] = frozenset()) -> ConfigProblem | None:
+    """NOISE_TABLE_SIZE too small for the policy HIDDEN_SIZE, HIDDEN_LAYERS and LOOKBACK make (each member's
+    perturbation is a slice of the table as long as the parameter vector); None when it fits or when one
+    of those keys is itself at fault (``skip``) or not a number yet."""
+    keys = ("NOISE_TABLE_SIZE", "HIDDEN_SIZE", "HIDDEN_LAYERS", "LOOKBACK")
+    if skip & set(keys):
+        return None
+    try:
+        table, hidden, layers, lookback = (int(values[k]) for k in keys)
+    except (KeyError, TypeError, ValueError):
+        return None
+    params = policy_param_count(lookback, hidden, layers)
+    if params <= table:
+        return None
+    return ConfigProblem(
+        "NOISE_TABLE_SIZE", table,
+        f"the noise table is smaller than the policy: HIDDEN_SIZE={hidden} with HIDDEN_LAYERS={layers} "
+        f"(LOOKBACK={lookback}) has {params:,} parameters; raise NOISE_TABLE_SIZE to at least "
+        f"{noise_table_size_for(params)} or lower HIDDEN_SIZE",
+        allowed_range("NOISE_TABLE_SIZE"), kind=NOISE_TABLE_TOO_SMALL,
+    )
+
+
+NOISE_TABLE_TOO_SMALL = "noise_table_too_small"
+
+
+def noise_table_size_for(params: int) -> int:
+    """The smallest power of two that holds ``params`` floats (at least the table's minimum)."""
+    low, _, _, _ = bounds("NOISE_TABLE_SIZE")
+    return max(int(low or 1), 1 << max(0, params - 1).bit_length())
 
 
 def normalize_key(key: Any) -> str:
@@ -234,9 +306,33 @@ def allowed_range(key: str) -> str:
     return text
 
 
+SYNONYM_OF = {alias: key for key, aliases in SYNONYMS.items() for alias in aliases}
+
+
+def closest_key(raw_key: str) -> str | None:
+    """The known key ``raw_key`` most likely means: a known synonym, else the nearest spelling."""
+    key = normalize_key(raw_key).replace(" ", "_")
+    if key in KNOWN_KEYS:
+        return key
+    if key in SYNONYM_OF:
+        return SYNONYM_OF[key]
+    close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.5)
+    if close:
+        return close[0]
+    near = difflib.get_close_matches(key, list(SYNONYM_OF), n=1, cutoff=0.75)
+    return SYNONYM_OF[near[0]] if near else None
+
+
 def _unknown_key_problem(raw_key: str, value: Any) -> ConfigProblem:
-    close = difflib.get_close_matches(normalize_key(raw_key), KNOWN_KEYS, n=1, cutoff=0.5)
-    hint = f"did you mean {close[0]}?" if close else "see `btc-ai presets --keys` for the known keys"
+    key = normalize_key(raw_key)
+    if not key:
+        return ConfigProblem(repr(raw_key), value, "the key is empty; write KEY=VALUE, e.g. SIGMA=0.05",
+                             kind="unknown_key")
+    if key in FLAG_NAMES:
+        return ConfigProblem(raw_key, value, f"not a config key but a command-line setting: pass {FLAG_NAMES[key]} "
+                             "instead", kind="unknown_key")
+    close = closest_key(raw_key)
+    hint = f"did you mean {close}?" if close else "see `btc-ai presets --keys` for the known keys"
     return ConfigProblem(raw_key, value, f"unknown key, {hint}", kind="unknown_key")
 
 
@@ -245,6 +341,10 @@ def _problems_from(exc: ValidationError, merged: Mapping[str, Any]) -> list[Conf
     for err in exc.errors():
         key = str(err["loc"][0]) if err["loc"] else ""
         message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "finite_number":  # NaN is not "greater than" anything: say what it is
+            value = merged.get(key, err.get("input"))
+            message = "not a number (NaN)" if str(value).strip().lower() in ("nan", "+nan", "-nan") else \
+                "infinite; give a finite number"
         problems.append(
             ConfigProblem(key, merged.get(key, err.get("input")), message, allowed_range(key) if key else "", err["type"])
         )

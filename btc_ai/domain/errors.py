@@ -71,5 +71,11 @@ class BackupError(UserInputError):
     """A backup or restore that cannot go ahead: bad names, a damaged or unsafe archive, a busy target."""
 
 
+class StoreError(UserInputError):
+    """A tracking store or URI that cannot be used as given: a scheme MLflow does not open (the file store,
+    a misspelling), a missing database driver, a local store that is missing where it must exist, cannot be
+    read or written, is not a database, or an experiment or run deleted in the UI."""
+
+
 class CredentialsError(UserInputError):
     """The tracking server refused who we are (wrong or missing credentials, no permission)."""

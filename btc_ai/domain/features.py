@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from btc_ai.domain.shapes import OTHER_FEATURES, return_horizons
+
 CLIP = 5.0
 _VOL_FLOOR = 1e-6
 
@@ -20,25 +22,9 @@ class Features:
     valid_from: int
 
 
-def return_horizons(lookback: int) -> list[int]:
-    """Look-backs (in bars) of the return features: short to ``lookback``."""
-    return sorted({1, 2, 4, max(1, lookback // 2), lookback, 4 * lookback})
-
-
 def feature_names(lookback: int) -> tuple[str, ...]:
     """Names of the features :func:`compute_features` builds, in column order."""
-    returns = [f"ret_{k}" for k in return_horizons(lookback)]
-    return (
-        *returns,
-        "vol_regime",
-        "bar_range",
-        "close_location",
-        "volume_z",
-        "sma_distance",
-        "channel_position",
-        "hour_sin",
-        "hour_cos",
-    )
+    return (*[f"ret_{k}" for k in return_horizons(lookback)], *OTHER_FEATURES)
 
 
 def warmup_bars(lookback: int) -> int:

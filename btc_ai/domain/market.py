@@ -18,7 +18,7 @@ import pandas as pd
 
 from btc_ai.domain.config import ConfigProblem
 from btc_ai.domain.errors import ConfigValidationError, TradingEnvironmentError
-from btc_ai.domain.features import compute_features, warmup_bars
+from btc_ai.domain.features import compute_features, feature_names, warmup_bars
 
 ACTIONS = np.array([-1.0, 0.0, 1.0], dtype=np.float32)  # action index -> position (short, flat, long)
 _YEAR = pd.Timedelta(days=365)
@@ -87,38 +87,39 @@ class MarketSplit:
         return sum(span.gap_rows for span in (self.train, self.validation, self.test) if span is not None)
 
 
+def series_market(candles: pd.DataFrame, lookback: int, max_gap_bars: int | None = None) -> tuple[MarketData, int]:
+    """Every decision row of ``candles`` (all but the last bar) as one span, features computed causally on the
+    whole series, and the first row whose features are defined (the warm-up before it)."""
+    feats = compute_features(candles, lookback)
+    close = candles["close"].to_numpy(np.float64)
+    index = pd.DatetimeIndex(candles.index)
+    next_ret = np.diff(np.log(close)).astype(np.float32)  # decision rows 0 .. n-2
+    n = len(close)
+    step = (index[1:] - index[:-1]).min() if n > 1 else pd.Timedelta(minutes=5)
+    tradable = None
+    if max_gap_bars is not None and n > 1:
+        tradable = np.asarray((index[1:] - index[:-1]) <= step * max_gap_bars)
+    market = MarketData(features=feats.values[: n - 1], next_log_return=next_ret, close=close, index=index[: n - 1],
+                        bars_per_year=float(_YEAR / step), tradable=tradable)
+    return market, feats.valid_from
+
+
 def split_market(candles: pd.DataFrame, lookback: int, validation_fraction: float, test_fraction: float = 0.0,
                  max_gap_bars: int | None = None) -> MarketSplit:
     """Features on the whole series (causal), then train = oldest part, validation = the next
     ``validation_fraction`` of the data, test = the newest ``test_fraction``; with a test span, the spans
     are apart by the feature warm-up (5 x ``lookback`` bars), so no window reaches across a border."""
-    feats = compute_features(candles, lookback)
-    close = candles["close"].to_numpy(np.float64)
-    index = pd.DatetimeIndex(candles.index)
-    log_close = np.log(close)
-    next_ret = np.diff(log_close).astype(np.float32)  # decision rows 0 .. n-2
-    n = len(close)
-    step = (index[1:] - index[:-1]).min() if n > 1 else pd.Timedelta(minutes=5)
-    bars_per_year = _YEAR / step
-    tradable = None
-    if max_gap_bars is not None and n > 1:
-        tradable = np.asarray((index[1:] - index[:-1]) <= step * max_gap_bars)
+    market, lo = series_market(candles, lookback, max_gap_bars)
+    names = feature_names(lookback)
+    n = len(candles)
+    end = n - 1
 
-    def span(lo: int, hi: int) -> MarketData:
-        # decisions lo .. hi-1, each earning the return into the next bar
-        return MarketData(
-            features=feats.values[lo:hi],
-            next_log_return=next_ret[lo:hi],
-            close=close[lo : hi + 1],
-            index=index[lo:hi],
-            bars_per_year=float(bars_per_year),
-            tradable=None if tradable is None else tradable[lo:hi],
-        )
+    def span(first: int, last: int) -> MarketData:  # decisions first .. last-1
+        return market.slice(first, last)
 
-    lo = feats.valid_from
     if not test_fraction:
         split = round(n * (1.0 - validation_fraction))
-        return MarketSplit(span(lo, max(lo, split - 1)), span(max(split, lo), n - 1), feats.names)
+        return MarketSplit(span(lo, max(lo, split - 1)), span(max(split, lo), end), names)
     if validation_fraction + test_fraction > 0.8:
         raise ConfigValidationError([ConfigProblem(
             "TEST_FRACTION", test_fraction, f"with VALIDATION_FRACTION={validation_fraction} leaves less than a "
@@ -128,7 +129,7 @@ def split_market(candles: pd.DataFrame, lookback: int, validation_fraction: floa
     val_start = round(n * (1.0 - test_fraction - validation_fraction))
     train = span(lo, max(lo, val_start - purge))
     validation = span(max(val_start, lo), max(val_start, lo, test_start - purge))
-    return MarketSplit(train, validation, feats.names, span(max(test_start, lo), n - 1))
+    return MarketSplit(train, validation, names, span(max(test_start, lo), end))
 
 
 def positions_from_actions(actions: np.ndarray) -> np.ndarray:
@@ -218,12 +219,13 @@ def episode_stats(
     downside = float(np.sqrt(np.mean(np.minimum(rewards, 0.0) ** 2))) if len(rewards) else 0.0
     sortino = float(rewards.mean() / downside * np.sqrt(bars_per_year)) if downside > 0 else 0.0
     traded = turnover(held, close_at_end=close_at_end)
+    closing = int(close_at_end and len(held) > 0 and held[-1] != 0)  # the span's closing trade is a trade too
     return EpisodeStats(
         total_return=float(np.expm1(log_ret)),
         log_return=log_ret,
         sharpe=sharpe,
         max_drawdown=float(max_drawdown(rewards)),
-        trades=int((traded > 0).sum()),
+        trades=int((turnover(held) > 0).sum()) + closing,
         reward=float(shaped_fitness(rewards, drawdown_penalty)),
         steps=len(rewards),
         gross_return=float(np.expm1(gross)),

@@ -11,8 +11,14 @@ from functools import lru_cache
 
 import numpy as np
 
+from btc_ai.domain.errors import BtcAiError
+
 _TABLE_STREAM = 0x7AB1E
 _OFFSET_STREAM = 0x0FF5E7
+
+
+class NoiseTableTooSmall(BtcAiError, ValueError):
+    """The policy has more parameters than the noise table holds (``key`` NOISE_TABLE_SIZE)."""
 
 
 def generation_rng(seed: int, generation: int, stream: int) -> np.random.Generator:
@@ -32,7 +38,8 @@ def noise_table(seed: int, size: int) -> np.ndarray:
 def pair_offsets(seed: int, generation: int, pairs: int, dim: int, table_size: int) -> np.ndarray:
     """Start of each mirrored pair's slice in the table for ``generation`` (int64, length ``pairs``)."""
     if dim > table_size:
-        raise ValueError(f"policy has {dim} parameters but the noise table only {table_size}; raise NOISE_TABLE_SIZE")
+        raise NoiseTableTooSmall(f"policy has {dim} parameters but the noise table only {table_size}; raise "
+                                 "NOISE_TABLE_SIZE", key="NOISE_TABLE_SIZE")
     return generation_rng(seed, generation, _OFFSET_STREAM).integers(0, table_size - dim + 1, size=pairs)
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-N_ACTIONS = 3  # short, flat, long
+from btc_ai.domain.shapes import N_ACTIONS, param_count
+
 _ACTIVATION_BUDGET_BYTES = 16 << 20  # larger chunks page-fault: glibc hands big buffers back to the OS
 
 
@@ -33,7 +34,7 @@ class PolicySpec:
 
     @cached_property
     def n_params(self) -> int:
-        return sum(i * o + o for i, o in self.layer_shapes)
+        return param_count(self.n_inputs, self.hidden_size, self.hidden_layers)
 
     def flops_per_decision(self) -> int:
         """Multiply-adds x 2 of one forward pass for one member and one bar."""

@@ -51,7 +51,7 @@ def resume_reference(recovery_state: Any) -> RecoveryState | str | None:
 
 def new_session_inputs(system: TrainingRecoverySystem, config: Any, df: Any, recovery_state: Any) -> SessionInputs:
     requested, cfg, repairs = resolve_config(system, config)
-    data, report, data_repair = resolve_data(df)
+    data, report, data_repair = resolve_data(df, system.date_format)
     repairs += [data_repair] if data_repair is not None else []
     inputs = SessionInputs(cfg, data, report, _as_state(recovery_state), requested, repairs, source=source_label(df))
     return _fit_episode(inputs)
@@ -60,7 +60,7 @@ def new_session_inputs(system: TrainingRecoverySystem, config: Any, df: Any, rec
 def resumed_inputs(system: TrainingRecoverySystem, rs: RecoveryState, cfg: TrainingConfig, df: Any) -> SessionInputs:
     """The inputs of a resumed session: its recovered config ``cfg`` (see :func:`resumed_config`), the data it
     recorded (or ``df``), its newest good state."""
-    data, report, _ = resolve_data(df if df is not None else recorded_source(rs))
+    data, report, _ = resolve_data(df if df is not None else recorded_source(rs), system.date_format)
     changed = check_fingerprint(rs, data, system.allow_data_change)
     return _fit_episode(SessionInputs(cfg, data, report, rs.training_state, data_changed=changed, resume=rs))
 
@@ -95,21 +95,22 @@ def resolve_config(system: TrainingRecoverySystem, config: Any) -> tuple[dict[st
     return requested, cfg, repairs
 
 
-def resolve_data(df: Any) -> tuple[pd.DataFrame, DataReport, Repair | None]:
-    """Candles from a DataFrame, a file or the built-in data; a DataFrame that fails validation is cleaned
-    (a repair), a file that fails it is refused."""
+def resolve_data(df: Any, date_format: str | None = None) -> tuple[pd.DataFrame, DataReport, Repair | None]:
+    """Candles from a DataFrame, a file or the built-in data (text dates read as ``date_format`` says, else as
+    the file's evidence says); a DataFrame that fails validation is cleaned (a repair), a file that fails it
+    is refused."""
     if df is None or (isinstance(df, str) and df == BUILTIN_DATA):
         from btc_ai.domain.synthetic import default_candles
 
         df = default_candles()
     try:
-        data, report = load_candles(df)
+        data, report = load_candles(df, date_format=date_format)
         return data, report, None
     except DataValidationError as exc:
         if not isinstance(df, pd.DataFrame):
             raise
         cleaned, actions = clean_candles(df)
-        data, report = load_candles(cleaned)
+        data, report = load_candles(cleaned, date_format=date_format)
         repair = Repair("clean_data", f"the data failed validation ({exc}): cleaned", "DataValidationError",
                         {}, cleaned, tuple(actions))
         return data, report, repair

@@ -7,7 +7,9 @@ checkpoints, and says in words what it changed and why.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,10 +19,12 @@ import torch
 
 from btc_ai.domain.config import (
     KNOWN_KEYS,
+    NOISE_TABLE_TOO_SMALL,
     STRUCTURAL_KEYS,
     ConfigProblem,
     TrainingConfig,
     bounds,
+    noise_table_size_for,
     normalize_key,
 )
 from btc_ai.domain.data import clean_candles
@@ -32,6 +36,7 @@ from btc_ai.domain.errors import (
     TrainingStalledError,
 )
 from btc_ai.domain.presets import DEFAULT_BUCKET, find_bucket, preset_config
+from btc_ai.domain.shapes import policy_param_count
 
 PresetSource = Callable[[str], dict[str, Any]]
 
@@ -96,32 +101,68 @@ def validate_and_repair(raw: Mapping[str, Any] | TrainingConfig,
         repairs.append(Repair("fill_missing_from_preset", f"keys missing from the config take the {preset['BUCKET']} "
                               "preset's values", "validation", {k: (None, preset[k]) for k in missing}))
     values = {**preset, **given}
-    try:
-        return TrainingConfig.from_dict(values), repairs
-    except ConfigValidationError as exc:
-        fixable = {p.key: p for p in exc.problems if _repairable(p)}
-        unfixable = [p for p in exc.problems if p.key not in fixable]
-        if unfixable:
-            raise ConfigValidationError(unfixable) from None
-    clamped = {k: (p.value, _clamped(k, p.value, preset)) for k, p in fixable.items() if p.kind in _RANGE_KINDS}
-    evened = {k: (p.value, _clamped(k, p.value, preset)) for k, p in fixable.items() if p.kind not in _RANGE_KINDS}
-    if clamped:
-        repairs.append(Repair("clamp_out_of_range_values", "values outside their allowed range were clamped into it "
-                              "(an excluded bound takes the preset value)", "validation", clamped))
-    if evened:
-        repairs.append(Repair("make_population_even", "mirrored sampling needs an even population", "validation", evened))
-    fixed = {k: after for k, (_, after) in {**clamped, **evened}.items()}
-    return TrainingConfig.from_dict({**values, **fixed}), repairs
+    for _ in range(3):  # range and parity first, then the noise table for the shape they leave
+        try:
+            return TrainingConfig.from_dict(values), repairs
+        except ConfigValidationError as exc:
+            fixable = {p.key: p for p in exc.problems if _repairable(p, given)}
+            unfixable = [_with_preset(p, preset) for p in exc.problems if p.key not in fixable]
+            if unfixable:
+                raise ConfigValidationError(unfixable) from None
+        clamped = {k: (p.value, _clamped(k, p.value, preset)) for k, p in fixable.items() if p.kind in _RANGE_KINDS}
+        evened = {k: (p.value, _clamped(k, p.value, preset)) for k, p in fixable.items()
+                  if p.kind not in _RANGE_KINDS and p.kind != NOISE_TABLE_TOO_SMALL}
+        done = []
+        if clamped:
+            done.append(Repair("clamp_out_of_range_values", "counts and sizes outside their allowed range were "
+                               "clamped to the nearest bound", "validation", clamped))
+        if evened:
+            done.append(Repair("make_population_even", "mirrored sampling needs an even population", "validation",
+                               evened))
+        if not done:  # only the noise table is left, sized once the shape is settled
+            done.append(_size_noise_table(values))
+        repairs += done
+        values = {**values, **{k: after for r in done for k, (_, after) in r.changes.items()}}
+    return TrainingConfig.from_dict(values), repairs  # valid by now, or the problem a repair left, raised
+
+
+def _size_noise_table(values: Mapping[str, Any]) -> Repair:
+    params = policy_param_count(int(values["LOOKBACK"]), int(values["HIDDEN_SIZE"]), int(values["HIDDEN_LAYERS"]))
+    size = noise_table_size_for(params)
+    return Repair("size_noise_table_to_policy", f"HIDDEN_SIZE={values['HIDDEN_SIZE']} with HIDDEN_LAYERS="
+                  f"{values['HIDDEN_LAYERS']} has {params:,} parameters, more than the preset's noise table holds: "
+                  "the table is sized to the policy (NOISE_TABLE_SIZE was not given)", "validation",
+                  {"NOISE_TABLE_SIZE": (values["NOISE_TABLE_SIZE"], size)})
 
 
 _RANGE_KINDS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
 
 
-def _repairable(problem: ConfigProblem) -> bool:
+def _repairable(problem: ConfigProblem, given: Mapping[str, Any]) -> bool:
+    """Whether validation may repair ``problem`` rather than refuse it.
+
+    Counts and sizes (int keys) out of range are clamped: more generations, a wider net or longer episodes
+    than allowed get the most allowed, which trains. Real-valued keys (rates, scales, costs, fractions,
+    seconds) out of range are refused with the range: their bound is no stand-in for what was meant (a
+    unit slip such as 5 for 0.05 or 20 for 0.20 is the usual cause), and LEARNING_RATE 5 clamped to 1.0
+    loses a third of the capital in 3 generations."""
     if problem.key not in KNOWN_KEYS or problem.key in {"BUCKET", "TIMEFRAME"}:
+        return False
+    if problem.kind == NOISE_TABLE_TOO_SMALL:  # a table the user sized is theirs: refused, naming both keys
+        return "NOISE_TABLE_SIZE" not in given
+    if problem.kind in _RANGE_KINDS and TrainingConfig.model_fields[problem.key].annotation is not int:
         return False
     odd_population = problem.key == "ES_POPULATION" and problem.kind == "value_error"
     return problem.kind in _RANGE_KINDS or odd_population
+
+
+def _with_preset(problem: ConfigProblem, preset: Mapping[str, Any]) -> ConfigProblem:
+    """A refused out-of-range value, with the preset's value beside the allowed range."""
+    if problem.kind not in _RANGE_KINDS or problem.key not in preset:
+        return problem
+    where = "below" if problem.kind.startswith("greater") else "above"
+    return dataclasses.replace(problem, allowed="", message=f"{where} the allowed range ({problem.allowed}); the "
+                               f"{preset['BUCKET']} preset uses {preset[problem.key]!r}")
 
 
 def _clamped(key: str, value: Any, preset: Mapping[str, Any]) -> Any:
@@ -187,10 +228,14 @@ class RepairContext:
 
 
 def error_key(exc: BaseException) -> str | None:
-    """The config key an error blames: its ``key`` attribute, or a KeyError's missing key."""
+    """The config key an error blames: its ``key`` attribute, a KeyError's missing key, or the one config key
+    its message names (``... raise NOISE_TABLE_SIZE``)."""
     key = getattr(exc, "key", None)
     if key is None and isinstance(exc, KeyError) and exc.args:
         key = normalize_key(exc.args[0])
+    if key is None:
+        named = set(re.findall(r"\b[A-Z][A-Z0-9_]+\b", str(exc))) & set(KNOWN_KEYS)
+        key = named.pop() if len(named) == 1 else None
     return key if key in KNOWN_KEYS else None
 
 
@@ -220,6 +265,9 @@ def clamp_offending_value(ctx: RepairContext) -> Repair | None:
         new = max(MIN_EPISODE_STEPS, min(value // 2, limit))
     elif key == "ES_POPULATION":
         new = max(2, value // 4 * 2)
+    elif key == "NOISE_TABLE_SIZE":  # a table too small for the policy: sized to it
+        c = ctx.config
+        new = max(value, noise_table_size_for(policy_param_count(c.LOOKBACK, c.HIDDEN_SIZE, c.HIDDEN_LAYERS)))
     elif value != ctx.preset[key]:
         new = ctx.preset[key]
     else:
@@ -264,11 +312,18 @@ def retry_from_last_good_state(ctx: RepairContext) -> Repair | None:
 
 
 def revert_override_to_preset(ctx: RepairContext) -> Repair:
-    """Fallback when the error names no key: revert the first user override (in REVERT_ORDER) to the preset."""
+    """Fallback: an error that blames a key reverts that key (and no other) to the preset; one that names no
+    key reverts the first user override (in REVERT_ORDER)."""
     current = ctx.config.to_dict()
     blamed = error_key(ctx.error)
-    why = f"{ctx.triggered_by} names no config key" if blamed is None else \
-        f"{ctx.triggered_by} blames {blamed}, which no specific repair can change further"
+    if blamed is not None:
+        why = f"{ctx.triggered_by} blames {blamed}, which no specific repair can change further"
+        if blamed not in ctx.locked and current[blamed] != ctx.preset[blamed]:
+            return Repair("revert_override_to_preset", f"{why}: {blamed} reverts to its {ctx.preset['BUCKET']} preset "
+                          "value", ctx.triggered_by, {blamed: (current[blamed], ctx.preset[blamed])})
+        return Repair("retry_from_last_good_state", f"{why} and it cannot be reverted (it is the preset's, or fixed "
+                      "by a checkpoint): retrying from the last good state, no other key changed", ctx.triggered_by)
+    why = f"{ctx.triggered_by} names no config key"
     for key in REVERT_ORDER:
         if key not in ctx.locked and current[key] != ctx.preset[key]:
             return Repair("revert_override_to_preset", f"{why}: one step toward the {ctx.preset['BUCKET']} preset "

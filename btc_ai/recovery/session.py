@@ -13,18 +13,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tenacity import RetryCallState
 
+from btc_ai.domain.policy_files import PolicyCard
+from btc_ai.domain.promotion import promotion_verdict
 from btc_ai.recovery.attempts import Attempt, RecoveryLogger, close_failed_attempt
 from btc_ai.recovery.inputs import SessionInputs
 from btc_ai.recovery.lease import claim_lease, lease_token
 from btc_ai.recovery.repairs import Repair
 from btc_ai.recovery.retry import Budget, Failure, Plan, Retry, Stop, next_step, retry_policy
 from btc_ai.recovery.state import RecoveryState
-from btc_ai.tracking.registry import log_and_register_model
+from btc_ai.recovery.versions import version_description, version_tags
+from btc_ai.tracking.registry import Registration, log_model_version
 from btc_ai.tracking.run_model import (
     ARTIFACT_DATA_REPORT,
     ARTIFACT_HISTORY,
     METRIC_BEST_VALIDATION,
-    VERSION_TAG_SESSION,
+    TAG_MODEL_PARAMS,
+    TAG_MODEL_VERSION,
+    ParentLink,
     RunModel,
     registered_model_name,
 )
@@ -55,6 +60,8 @@ class Session:
         self.attempt_offset = 0  # attempts of this session made by earlier processes
         self.resumed_from: RecoveryState | None = None
         self.previous_rows: list[dict[str, Any]] = []
+        self.registration: Registration | None = None
+        self.parent: ParentLink | None = None  # a new session nested under another run (a walk-forward)
 
     @property
     def runs(self) -> RunModel:
@@ -93,7 +100,10 @@ class Session:
             self._close("failed", "FAILED")
             raise
         self._close("completed", "FINISHED", final_sha=metrics["final_params_sha256"])
-        return model, {**metrics, "model_version": version}, best_reward
+        registration = self.registration
+        return model, {**metrics, "model_version": version, "model_name": registered_model_name(
+            self.attempts[-1].plan.config.BUCKET), "model_new": registration.new if registration else False,
+            "model_promotion": registration.verdict if registration else ""}, best_reward
 
     def _reopen(self, rs: RecoveryState, cfg: TrainingConfig) -> None:
         """Continue an existing session: claim its lease, reopen its run, carry on its numbering."""
@@ -109,9 +119,11 @@ class Session:
         self.system.reporter.session_started(self.run_id, cfg)
 
     def _create(self, inputs: SessionInputs) -> None:
-        cfg = inputs.config
-        self.run_id = self.runs.open_session(name=f"{cfg.BUCKET.lower()}-session", bucket=cfg.BUCKET,
-                                             data_source=inputs.source, lease_owner=lease_token(), heartbeat=time.time())
+        cfg, link = inputs.config, self.parent
+        self.run_id = self.runs.open_session(name=link.name if link else f"{cfg.BUCKET.lower()}-session",
+                                             bucket=cfg.BUCKET, data_source=inputs.source, lease_owner=lease_token(),
+                                             heartbeat=time.time(), parent=link.run_id if link else None,
+                                             tags=link.tags if link else None)
         self.system.session_run_id = self.run_id
         tracker = self.runs.tracker
         tracker.log_params(self.run_id, inputs.requested)
@@ -134,14 +146,26 @@ class Session:
                                 step=max((row["generation"] for row in rows), default=0), final_params_sha256=final_sha)
 
     def _register(self, model: Any, metrics: Mapping[str, Any]) -> str:
-        cfg = self.attempts[-1].plan.config
-        self.runs.tracker.log_values(self.run_id, {k: v for k, v in metrics.items()
-                                                   if k.startswith(("validation/", "best/", "test/"))},
-                                     step=int(metrics["generations"]))
+        """Log and register the best policy, unless it is the one the session registered already."""
+        attempt = self.attempts[-1]
+        cfg = attempt.plan.config
+        tracker = self.runs.tracker
+        tracker.log_values(self.run_id, {k: v for k, v in metrics.items() if k.startswith(("validation/", "best/", "test/"))},
+                           step=int(metrics["generations"]))
         self.runs.record_outcome(self.run_id, stop_reason=metrics["stop_reason"], test_span=metrics.get("test_span"))
-        example = np.zeros((2, model.spec.n_inputs), dtype=np.float32)  # 2 rows: the batch size stays dynamic
-        return log_and_register_model(self.runs.tracker, self.run_id, model, registered_model_name(cfg.BUCKET), example,
-                                      tags={VERSION_TAG_SESSION: self.run_id})
+        card = PolicyCard.of(cfg, metrics["best_params_sha256"], session_run_id=self.run_id,
+                             best_generation=metrics["best_generation"])
+        champion, verdict = promotion_verdict({k: v for k, v in metrics.items() if k.startswith("test/")})
+        rs = self.resumed_from
+        previous = {TAG_MODEL_PARAMS: rs.model_params_sha256, TAG_MODEL_VERSION: rs.model_version} if rs else {}
+        registration = log_model_version(
+            tracker, self.run_id, model, card, name=registered_model_name(cfg.BUCKET), champion=champion,
+            verdict=verdict, previous={k: v for k, v in previous.items() if v},
+            tags=version_tags(self, attempt, cfg, metrics), description=version_description(self, cfg, metrics))
+        self.registration = registration
+        if not registration.new:
+            return registration.version or "pending"
+        return "pending" if registration.version is None else registration.version
 
     def _log_plots(self, model: Any) -> None:
         """Fitness history and equity curve PNGs under ``plots/`` of the session: a picture that cannot be

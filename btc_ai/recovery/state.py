@@ -28,6 +28,8 @@ class RecoveryState:
     checkpoint: CheckpointRecord | None = None
     skipped: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
+    model_version: str | None = None  # the session's newest registered version, and the parameters it holds
+    model_params_sha256: str | None = None
 
     @property
     def generation(self) -> int:
@@ -70,6 +72,8 @@ class RecoveryState:
             checkpoint=ref_used,
             skipped=skipped,
             stale=stale,
+            model_version=session.model_version,
+            model_params_sha256=session.model_params_sha256,
         )
 
 

@@ -24,7 +24,7 @@ from btc_ai.recovery.inputs import new_session_inputs, resume_reference, resumed
 from btc_ai.recovery.repairs import PresetSource, Repair
 from btc_ai.recovery.session import Session
 from btc_ai.recovery.state import RecoveryState
-from btc_ai.tracking.run_model import RunModel, registered_model_name
+from btc_ai.tracking.run_model import ParentLink, RunModel, registered_model_name
 from btc_ai.tracking.store import Tracker
 from btc_ai.training import train_model
 from btc_ai.training.checkpoint import TrainingState
@@ -95,6 +95,7 @@ class TrainingRecoverySystem:
         keep_checkpoints: int | None = 3,
         allow_data_change: bool = False,
         max_nan_repairs: int = 3,
+        date_format: str | None = None,
     ) -> None:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
@@ -117,6 +118,7 @@ class TrainingRecoverySystem:
         self.keep_checkpoints = keep_checkpoints
         self.max_nan_repairs = max_nan_repairs
         self.allow_data_change = allow_data_change
+        self.date_format = date_format  # how a data file's text dates read (load_candles' date_format)
 
     @property
     def tracker(self) -> Tracker:
@@ -147,10 +149,14 @@ class TrainingRecoverySystem:
         df: pd.DataFrame | str | Path | None = None,
         save_path: str | Path | None = None,
         recovery_state: TrainingState | str | Path | None = None,
+        *,
+        parent: ParentLink | None = None,
     ) -> SessionResult:
         """Train (or resume) a session. A mistake in the inputs raises `UserInputError` before anything is
-        created on the store; a training that fails is a result with ``outcome="failed"``."""
+        created on the store; a training that fails is a result with ``outcome="failed"``. With ``parent`` a
+        new session run is nested under that run (a walk-forward's fold), with the link's name and tags."""
         session = Session(self, training_func, save_path)
+        session.parent = parent
         resume = resume_reference(recovery_state)
         try:
             if resume is not None:

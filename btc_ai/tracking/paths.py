@@ -7,10 +7,9 @@ from pathlib import Path
 
 
 def default_tracking_uri(root: str | Path = ".") -> str:
-    """``sqlite:///<root>/mlruns/mlflow.db``: the project's local store (folder created if missing)."""
-    folder = Path(root).resolve() / "mlruns"
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'mlflow.db'}"
+    """``sqlite:///<root>/mlruns/mlflow.db``: the project's local store. Creates nothing: the store and its
+    folder appear only when a command that writes opens it (`btc_ai.tracking.stores.ensure_store`)."""
+    return f"sqlite:///{Path(root).resolve() / 'mlruns' / 'mlflow.db'}"
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:

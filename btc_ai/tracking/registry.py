@@ -1,5 +1,8 @@
-"""The model registry: the session's policy logged with mlflow.pytorch, registered as `btc-ai-<bucket>`
-and pointed at by an alias; and read back."""
+"""The model registry: each best policy logged once as a pyfunc model in its own folder of the session run
+(``models/<params sha256[:16]>``: content-addressed, never written again), registered as a version of
+``btc-ai-<bucket>`` that explains itself (description, tags, validation and out-of-sample figures), with
+``latest`` (every new version: MLflow reserves the name and resolves ``models:/<name>/latest`` to the newest
+version itself) and the alias ``champion`` (moved only by the promotion gate or by ``btc-ai promote``)."""
 
 from __future__ import annotations
 
@@ -7,51 +10,81 @@ import contextlib
 import tempfile
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlflow.exceptions import MlflowException
 
-from btc_ai.tracking.run_model import ARTIFACT_MODEL, TAG_CLIENT_KEY, TAG_MODEL_VERSION
+from btc_ai.tracking.candle_model import DESCRIPTION, POLICY_ARTIFACT, save_candle_model
+from btc_ai.tracking.run_model import (
+    ALIAS_CHAMPION,
+    TAG_CLIENT_KEY,
+    TAG_MODEL_PARAMS,
+    TAG_MODEL_PATH,
+    TAG_MODEL_VERSION,
+    VERSION_TAG_PROMOTION,
+    model_path,
+)
 from btc_ai.tracking.store import Tracker
 
 
-def log_and_register_model(tracker: Tracker, run_id: str, model: Any, name: str, input_example: Any, *,
-                           alias: str = "newest", tags: Mapping[str, Any] | None = None) -> str:
-    """Log ``model`` with mlflow.pytorch under ``model/`` of ``run_id``, register it, point ``alias`` at it.
+@dataclass(frozen=True)
+class Registration:
+    """What registering a session's best policy did: the version (None while journaled), whether it is new,
+    and whether the promotion gate made it the champion."""
 
-    The model is stored as a traced graph (``pt2``), not a pickle, so loading it runs no code
-    from the artifact store. Returns the new version number ("pending" while the store is unreachable).
+    version: str | None
+    new: bool
+    champion: bool
+    verdict: str
+    path: str
+
+
+def log_model_version(tracker: Tracker, run_id: str, net: Any, card: Any, *, name: str, tags: Mapping[str, Any],
+                      description: str, champion: bool, verdict: str, previous: Mapping[str, str]) -> Registration:
+    """Log ``net`` (a `PolicyNet` with its `PolicyCard`) under ``models/<sha>`` of ``run_id`` and register it.
+
+    ``previous`` holds the session's newest registration (its params sha256 and version tags): the same
+    parameters again register nothing (the files behind the existing version stay as they are).
     """
-    import mlflow.pytorch
-
+    path = model_path(card.params_sha256)
+    if previous.get(TAG_MODEL_PARAMS) == card.params_sha256:
+        return Registration(previous.get(TAG_MODEL_VERSION), False, False, "unchanged", path)
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / ARTIFACT_MODEL
-        mlflow.pytorch.save_model(model, str(local), serialization_format="pt2", input_example=input_example,
-                                  pip_requirements=["torch"])
-        tracker.log_artifacts(run_id, local, ARTIFACT_MODEL)
-    tags = {**{k: str(v) for k, v in (tags or {}).items()}, TAG_CLIENT_KEY: uuid.uuid4().hex}
-    version = tracker.register_model(run_id, name, alias, tags)
-    return "pending" if version is None else str(version)
+        local = Path(tmp) / "model"
+        save_candle_model(net, card, local, Path(tmp) / "staging")
+        tracker.log_artifacts(run_id, local, path)
+    promotion = f"{'passed' if champion else 'rejected'}: {verdict}"
+    version = tracker.register_model(run_id, {
+        "name": name, "path": path, "params_sha256": card.params_sha256, "description": description,
+        "aliases": [ALIAS_CHAMPION] if champion else [],  # "latest" is MLflow's own: models:/<name>/latest
+        "tags": {**{k: str(v)[:5000] for k, v in tags.items()}, VERSION_TAG_PROMOTION: promotion,
+                 TAG_CLIENT_KEY: uuid.uuid4().hex}})
+    return Registration(None if version is None else str(version), True, champion, promotion, path)
 
 
-def register(client: Any, run_id: str, name: str, alias: str, tags: Mapping[str, str]) -> str:
-    """Register ``runs:/<run_id>/model`` once (a replay finds the version it made) and point ``alias`` at it."""
+def register(client: Any, run_id: str, args: Mapping[str, Any]) -> str:
+    """Register ``runs:/<run_id>/<path>`` once (a replay finds the version it made), point its aliases at it,
+    and record it on the run (right also when it was journaled and replayed)."""
+    name, tags = args["name"], args["tags"]
     with contextlib.suppress(MlflowException):  # already registered
-        client.create_registered_model(name)
+        client.create_registered_model(name, description=DESCRIPTION)
     found = client.search_model_versions(f"name = '{name}' and tag.`{TAG_CLIENT_KEY}` = '{tags[TAG_CLIENT_KEY]}'")
     version = found[0] if found else client.create_model_version(
-        name, source=f"runs:/{run_id}/{ARTIFACT_MODEL}", run_id=run_id, tags=dict(tags))
-    client.set_registered_model_alias(name, alias, version.version)
-    # recorded on the run by the registration itself: right also when it was journaled and replayed
+        name, source=f"runs:/{run_id}/{args['path']}", run_id=run_id, tags=dict(tags), description=args["description"])
+    for alias in args["aliases"]:
+        client.set_registered_model_alias(name, alias, version.version)
     client.set_tag(run_id, TAG_MODEL_VERSION, str(version.version))
+    client.set_tag(run_id, TAG_MODEL_PATH, args["path"])
+    client.set_tag(run_id, TAG_MODEL_PARAMS, args["params_sha256"])
     return str(version.version)
 
 
-def load_model(tracker: Tracker, run_id: str, artifact_path: str = ARTIFACT_MODEL) -> Any:
-    """The torch module :func:`log_and_register_model` logged on ``run_id``, read back from this store
-    (downloaded first: ``mlflow.pytorch`` alone would resolve run URIs against the global tracking URI)."""
-    import mlflow.pytorch
+def load_model(tracker: Tracker, run_id: str, artifact_path: str) -> Any:
+    """The `PolicyNet` of the logged model at ``artifact_path`` of ``run_id``, from its safetensors weights."""
+    from btc_ai.domain.policy_files import load_policy
 
     with tempfile.TemporaryDirectory() as tmp:
-        return mlflow.pytorch.load_model(tracker.client.download_artifacts(run_id, artifact_path, tmp))
+        local = tracker.client.download_artifacts(run_id, f"{artifact_path}/artifacts/{POLICY_ARTIFACT}", tmp)
+        return load_policy(local)[0]

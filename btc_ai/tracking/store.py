@@ -28,6 +28,7 @@ from btc_ai.tracking.journal import Entry, Journal, is_placeholder, journal_dir,
 from btc_ai.tracking.outage import HTTP_TIMEOUT_S, is_outage, outage_reason
 from btc_ai.tracking.paths import artifact_root, resolve_tracking_uri
 from btc_ai.tracking.run_model import TAG_CLIENT_KEY, TAG_KIND, TAG_PARENT
+from btc_ai.tracking.stores import check_uri, deleted_experiment, ensure_store
 
 _log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ class Tracker:
 
     def __init__(self, tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        check_uri(self.tracking_uri, "tracking URI")  # MLflow's own refusals are tracebacks or minutes of retries
+        ensure_store(self.tracking_uri)  # a local store: whole (built aside if new) or a StoreError
         if self.tracking_uri.startswith("sqlite:"):
             _tune_sqlite()
         if self.tracking_uri.startswith(("http://", "https://")):
@@ -99,6 +102,8 @@ class Tracker:
 
     def _experiment_id(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
+        if found is not None and found.lifecycle_stage == "deleted":  # MLflow would refuse every run in it
+            raise deleted_experiment(name, found.experiment_id, self.tracking_uri)
         if found is not None:
             return found.experiment_id
         try:
@@ -278,9 +283,10 @@ class Tracker:
         self._write("log_artifacts", {"run_id": run_id, "path": str(folder), "artifact_path": artifact_path},
                     files={"path": folder})
 
-    def register_model(self, run_id: str, name: str, alias: str, tags: Mapping[str, str]) -> str | None:
-        """Register the run's logged model (see `btc_ai.tracking.registry`); None while journaled."""
-        return self._write("register_model", {"run_id": run_id, "name": name, "alias": alias, "tags": dict(tags)})
+    def register_model(self, run_id: str, version: Mapping[str, Any]) -> str | None:
+        """Register a model the run logged, as ``version`` describes it (see `btc_ai.tracking.registry`);
+        None while journaled."""
+        return self._write("register_model", {"run_id": run_id, **version})
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -356,7 +362,7 @@ def _delete_artifact(tracker: Tracker, args: dict[str, Any]) -> None:
 def _register_model(tracker: Tracker, args: dict[str, Any]) -> str:
     from btc_ai.tracking.registry import register
 
-    return register(tracker.client, args["run_id"], args["name"], args["alias"], args["tags"])
+    return register(tracker.client, args["run_id"], args)
 
 
 _OPERATIONS: dict[str, Callable[[Tracker, dict[str, Any]], Any]] = {

@@ -241,6 +241,7 @@ def train_model(
         **best_validation,
         **test,
         "stop_reason": stop_reason or f"completed {es_state.generation} generations",
+        "data_fingerprint": fingerprint,
         "gap_rows": split.gap_rows,
         "generations": es_state.generation,
         "best_reward": es_state.best_reward,

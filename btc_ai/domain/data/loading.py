@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from btc_ai.domain.data.columns import _resolve_columns
+from btc_ai.domain.data.dates import normalize_date_format
 from btc_ai.domain.data.messages import _bad, _Where
 from btc_ai.domain.data.parsing import (
     _parse_numbers,
@@ -27,15 +28,24 @@ from btc_ai.domain.data.validation import (
     _check_prices,
     _interval_and_gaps,
 )
+from btc_ai.domain.errors import DataValidationError
+from btc_ai.domain.files import read_regular_file
 
 
 def load_candles(
-    source: str | Path | pd.DataFrame, *, min_rows: int | None = None
+    source: str | Path | pd.DataFrame, *, min_rows: int | None = None, date_format: str | None = None
 ) -> tuple[pd.DataFrame, DataReport]:
     """Read candles from a CSV/Parquet path or a DataFrame; return the clean frame and its report.
 
-    Raises DataValidationError (one line: what, where, how to fix) for data that cannot be used, and
-    lets FileNotFoundError through for a missing file. Choices worth knowing:
+    Raises DataValidationError (one line: what, where, how to fix) for data that cannot be used (a folder,
+    a pipe or another file that is not a regular file, an unreadable file included), and lets
+    FileNotFoundError through for a missing file. Choices worth knowing:
+
+    - text dates such as ``08.06.2021`` are read the way the file's own evidence says: day first when a
+      first field exceeds 12, month first when a second one does, else the order whose bars fall on a
+      regular grid; a file that cannot tell is refused. ``date_format`` states it instead: ``"day-first"``,
+      ``"month-first"``, ``"iso"`` or a strftime pattern (``"%d.%m.%Y %H:%M"``); how the dates were read
+      is in the report (``date_reading``);
 
     - a short (cut-off) LAST row is dropped and counted in ``truncated_rows_dropped``; a short row
       anywhere else is rejected with its line number;
@@ -49,11 +59,11 @@ def load_candles(
         table = _table_from_frame(source, "<DataFrame>", source.attrs.get(LAYOUT_ATTR, "dataframe"))
     else:
         path = Path(source)
-        table = _table_from_bytes(path.read_bytes(), path)
-    return _build(table, min_rows)
+        table = _table_from_bytes(read_regular_file(path, "data file", DataValidationError), path)
+    return _build(table, min_rows, normalize_date_format(date_format))
 
 
-def _build(table: _Table, min_rows: int | None) -> tuple[pd.DataFrame, DataReport]:
+def _build(table: _Table, min_rows: int | None, date_format: str | None) -> tuple[pd.DataFrame, DataReport]:
     roles = _resolve_columns(table)
     where = _Where(table.labels, table.unit, table.source)
     decimal_comma = table.delimiter != ","
@@ -62,7 +72,7 @@ def _build(table: _Table, min_rows: int | None) -> tuple[pd.DataFrame, DataRepor
     keep = ~empty
     _reject_bad_numbers(prices, keep, table, roles, where)
     volume = _parse_volume(table, roles, keep, decimal_comma, where)
-    ns, bad_ts = _timestamps(table, roles)
+    ns, bad_ts, reading = _timestamps(table, roles, date_format)
     _reject_bad_timestamps(ns, bad_ts, keep, table, roles, where)
 
     o, h, lo, c = (prices[k][0][keep] for k in PRICES)
@@ -94,5 +104,6 @@ def _build(table: _Table, min_rows: int | None) -> tuple[pd.DataFrame, DataRepor
         empty_rows_dropped=int(empty.sum()) + table.blank_rows,
         was_unsorted=unsorted,
         truncated_rows_dropped=table.truncated,
+        date_reading=reading.describe() if reading is not None else "",
     )
     return frame, report

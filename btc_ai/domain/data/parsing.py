@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from btc_ai.domain.data.dates import DateReading, parse_date_text
 from btc_ai.domain.data.messages import _snippet, _Where
 from btc_ai.domain.data.schema import PRICES
 from btc_ai.domain.data.table import _Table
@@ -87,28 +88,41 @@ def _parse_volume(
     return np.where(missing, 0.0, floats)
 
 
-def _timestamps(table: _Table, roles: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+def _timestamps(
+    table: _Table, roles: dict[str, int], date_format: str | None = None
+) -> tuple[np.ndarray, np.ndarray, DateReading | None]:
+    """UTC nanoseconds of every row, the unreadable ones, and how ambiguous date text was read."""
     values = table.values[roles["timestamp"]]
     if "time_of_day" in roles:
         times = table.values[roles["time_of_day"]]
         values = [f"{d} {t}" for d, t in zip(values, times, strict=True)]
-    return _parse_timestamps(values)
+    return _parse_timestamps(values, date_format, table.labels, table.unit, table.source)
 
 
-def _parse_timestamps(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Epoch s/ms/us/ns (per value, by magnitude) or date strings -> (UTC int64 ns, unparseable mask)."""
+def _parse_timestamps(
+    values: Sequence[Any],
+    date_format: str | None = None,
+    labels: np.ndarray | None = None,
+    unit: str = "row",
+    source: str = "<DataFrame>",
+) -> tuple[np.ndarray, np.ndarray, DateReading | None]:
+    """Epoch s/ms/us/ns (per value, by magnitude) or date strings -> (UTC int64 ns, unparseable mask, reading).
+
+    A strftime ``date_format`` is applied to the text as it stands (even digits-only text like 20210608);
+    otherwise numbers are epochs and text dates are read as :mod:`dates` decides."""
     if isinstance(values, pd.Series) and pd.api.types.is_datetime64_any_dtype(values):
-        return _datetimes_to_ns(values)
-    numbers = _epoch_numbers(values)
+        return (*_datetimes_to_ns(values), None)
+    pattern = date_format is not None and "%" in date_format
+    numbers = None if pattern else _epoch_numbers(values)
     if numbers is not None:
-        return _epoch_to_ns(numbers)
-    strings = pd.Series(np.asarray(values, dtype=object), dtype=object)
-    parsed = pd.to_datetime(strings, utc=True, format="ISO8601", errors="coerce")
-    failed = parsed.isna().to_numpy() & ~strings.map(_is_missing).to_numpy(dtype=bool)
-    if failed.any():  # odd but readable formats ("06/01/2021 00:00", "2021.06.01 00:00")
-        retry = pd.to_datetime(strings[failed], utc=True, format="mixed", errors="coerce")
-        parsed = parsed.where(~failed, retry)
-    return _datetimes_to_ns(parsed)
+        return (*_epoch_to_ns(numbers), None)
+    strings = pd.Series(np.asarray(values, dtype=object), dtype=object).map(
+        lambda v: v if isinstance(v, str) or _is_missing(v) else str(v)
+    )
+    missing = strings.map(_is_missing).to_numpy(dtype=bool)
+    labels = np.arange(1, len(strings) + 1) if labels is None else labels
+    parsed, reading = parse_date_text(strings, missing, labels, unit, source, date_format)
+    return (*_datetimes_to_ns(parsed), reading)
 
 
 def _datetimes_to_ns(values: pd.Series | pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
@@ -166,7 +180,8 @@ def _reject_bad_timestamps(
     raise where.fail(
         "unreadable or out-of-range timestamps",
         bad,
-        "use epoch seconds/ms/us or ISO 8601 such as 2021-06-01T00:00:00Z, between 1990 and 2100",
+        "use epoch seconds/ms/us or ISO 8601 such as 2021-06-01T00:00:00Z, between 1990 and 2100, or state "
+        "the format of those dates with --date-format (date_format= in load_candles)",
         example=f"{table.names[column]}={_snippet(table.values[column][pos])} at {table.unit} {table.labels[pos]}",
     )
 

@@ -23,6 +23,7 @@ class DataReport:
     empty_rows_dropped: int = 0
     was_unsorted: bool = False
     truncated_rows_dropped: int = 0
+    date_reading: str = ""  # how ambiguous date text was read, and why ("dates read day-first (...)")
 
     def repairs(self) -> list[str]:
         done = []
@@ -50,6 +51,7 @@ class DataReport:
             "empty_rows_dropped": int(self.empty_rows_dropped),
             "was_unsorted": bool(self.was_unsorted),
             "truncated_rows_dropped": int(self.truncated_rows_dropped),
+            "date_reading": self.date_reading,
         }
 
     def summary(self) -> str:
@@ -57,7 +59,7 @@ class DataReport:
         return (
             f"{self.layout} {self.source}: {self.rows} rows of {format_interval(self.interval)} candles, "
             f"{self.start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M} UTC, {self.gaps} missing bars; "
-            f"repairs: {fixes}"
+            f"repairs: {fixes}" + (f"; {self.date_reading}" if self.date_reading else "")
         )
 
 

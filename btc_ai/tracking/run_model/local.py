@@ -19,6 +19,7 @@ from btc_ai.tracking.run_model.names import (
     KIND_ATTEMPT,
     KIND_REPAIR,
     KIND_SESSION,
+    LATEST,
     MODEL_URI,
     TAG_KIND,
     TAG_PARENT,
@@ -54,7 +55,9 @@ class LocalRunModel(RunModel):
         self.tracking_uri = tracking_uri
         self.database = database
         self._tracker: Any = None
-        self._db = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        from btc_ai.tracking.stores import connect_readonly
+
+        self._db = connect_readonly(database, timeout=30)  # also in a read-only folder
 
     @property
     def tracker(self) -> Any:  # type: ignore[override]
@@ -111,13 +114,16 @@ class LocalRunModel(RunModel):
         ref = ref.strip()
         match = MODEL_URI.match(ref)
         if match:
-            version = match["version"] or self._scalar(
-                "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?", match["name"], match["alias"])
+            if LATEST in (match["version"], match["alias"]):
+                version = self._scalar("SELECT MAX(version) FROM model_versions WHERE name = ?", match["name"])
+            else:
+                version = match["version"] or self._scalar(
+                    "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?", match["name"],
+                    match["alias"])
             run_id = version and self._scalar("SELECT run_id FROM model_versions WHERE name = ? AND version = ?",
                                               match["name"], int(version))
             if not run_id:
-                raise ResumeError(f"{ref}: no such registered model version; list them with "
-                                  f"`mlflow models` or the UI's Models page")
+                raise _NotLocal(ref)  # the MLflow reader says so, with its hints
             ref = run_id
         elif ref.startswith("models:/"):
             raise ResumeError(f"{ref} is not models:/<name>/<version> or models:/<name>@<alias>")
@@ -125,6 +131,10 @@ class LocalRunModel(RunModel):
         if run is None:
             raise ResumeError(f"run {ref} does not exist on {self.tracking_uri}; check the ID "
                               "(btc-ai prints it at the start) and --tracking-uri")
+        if run.info.lifecycle_stage == "deleted":
+            from btc_ai.tracking.stores import deleted_run
+
+            raise deleted_run(ref, run.info.experiment_id, self.tracking_uri)
         kind = run.data.tags.get(TAG_KIND)
         if kind == KIND_SESSION:
             return _session(run)
@@ -194,11 +204,13 @@ def open_run_model(tracking_uri: str | None = None) -> RunModel:
     the outage journal (which the MLflow store replays on opening), else through MLflow."""
     from btc_ai.tracking.journal import Journal, journal_dir
     from btc_ai.tracking.paths import resolve_tracking_uri
+    from btc_ai.tracking.stores import check_store, sqlite_file
 
     uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///"):
-        database = Path(uri.removeprefix("sqlite:///"))
-        if database.is_file() and Journal(journal_dir(uri)).pending_count() == 0:
+    database = sqlite_file(uri)
+    if database is not None:
+        check_store(tracking_uri, must_exist=True, write=False)  # never creates an empty store to find nothing in
+        if Journal(journal_dir(uri)).pending_count() == 0:
             try:
                 return LocalRunModel(uri, database)
             except sqlite3.Error:

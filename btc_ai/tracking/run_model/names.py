@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-TAG_KIND = "btc_ai.kind"  # session | attempt | repair
+TAG_KIND = "btc_ai.kind"  # session | attempt | repair | walk_forward
 TAG_PARENT = "mlflow.parentRunId"
 TAG_CLIENT_KEY = "btc_ai.client_key"  # set at creation: a replayed creation finds the run instead of doubling it
 KIND_SESSION, KIND_ATTEMPT, KIND_REPAIR = "session", "attempt", "repair"
@@ -38,27 +38,63 @@ TAG_REPAIR_RULE = "btc_ai.repair_rule"
 TAG_TRIGGERED_BY = "btc_ai.triggered_by"
 TAG_SESSION = "btc_ai.session"  # a repair run's session (its parent may be an attempt)
 VERSION_TAG_SESSION = "session_run_id"  # on a registered model version
+TAG_MODEL_PATH = "btc_ai.model_path"  # the session's newest logged model: models/<params sha256[:16]>
+TAG_MODEL_PARAMS = "btc_ai.model_params_sha256"  # ... and the parameters it holds
+VERSION_TAG_PROMOTION = "btc_ai.promotion"  # passed: ... | rejected: ... | forced by <who>: <why>
+VERSION_TAG_PARAMS = "btc_ai.params_sha256"
+VERSION_TAG_ATTEMPT = "btc_ai.attempt_run_id"
+VERSION_TAG_GENERATION = "btc_ai.best_generation"
+VERSION_TAG_BUCKET = "btc_ai.bucket"
+VERSION_TAG_TIMEFRAME = "btc_ai.timeframe"
+VERSION_TAG_DATA = "btc_ai.data_fingerprint"
+VERSION_TAG_DATA_SPAN = "btc_ai.data_span"
+VERSION_TAG_TEST_SPAN = "btc_ai.test_span"
+VERSION_TAG_CONFIG = "btc_ai.config_sha256"
+VERSION_TAG_METRIC_PREFIX = "metric."  # metric.test/total_return, metric.best/validation_sharpe, ...
+VERSION_TAG_PROMOTED_BY = "btc_ai.promoted_by"  # who moved an alias by hand, when, and why
+ALIAS_LATEST, ALIAS_CHAMPION = "latest", "champion"
+KIND_BACKTEST = "backtest"
+TAG_MODEL_URI = "btc_ai.model_uri"  # a backtest run's model
+TAG_BACKTEST_SPAN = "btc_ai.backtest_span"
+KIND_WALK_FORWARD = "walk_forward"  # parent of one session per fold and seed
+TAG_FOLD = "btc_ai.fold"  # a walk-forward session's fold (1 = oldest test block)
+TAG_SEED = "btc_ai.seed"  # ... and its seed
+TAG_FOLDS = "btc_ai.folds"  # a walk-forward run's number of folds
+TAG_SEEDS = "btc_ai.seeds"  # ... and its seeds, space-separated
+TAG_DESCRIPTION = "mlflow.note.content"  # the run's description in the MLflow UI (markdown)
 
 METRIC_FITNESS_MEAN, METRIC_FITNESS_MAX = "fitness/mean", "fitness/max"
 METRIC_BEST_VALIDATION = "validation/best_reward"
 METRIC_BEST_REWARD = "best_reward"  # session summary
 
-ARTIFACT_MODEL = "model"
+ARTIFACT_MODEL = "model"  # where sessions before immutable versions logged their model
+ARTIFACT_MODELS = "models"  # models/<params sha256[:16]>/: one folder per logged model, never written again
 ARTIFACT_CHECKPOINTS = "checkpoints"
 ARTIFACT_ERROR_JSON, ARTIFACT_ERROR_MD = "error_report.json", "error_report.md"
 ARTIFACT_HISTORY = "performance_history.csv"
 ARTIFACT_DATA_REPORT = "data_report.json"
 ARTIFACT_PLOTS = "plots"
+ARTIFACT_WALK_FORWARD_SPEC = "walk_forward.json"  # what a walk-forward was asked to do, and its folds
+ARTIFACT_WALK_FORWARD_TABLE = "walk_forward_results.csv"  # one row per fold and seed: the test-span figures
+ARTIFACT_WALK_FORWARD_PLOT = "plots/walk_forward.png"
+METRIC_WALK_FORWARD_PREFIX = "walk_forward/"  # the aggregate over folds
+METRIC_FOLD_PREFIX = "fold/"  # per fold, step = fold number
 BUILTIN_DATA = "builtin:default"  # the data source of a session trained on the built-in data
 DATAFRAME_DATA = "dataframe"  # ... and of one trained on a DataFrame passed in Python
 
 CHECKPOINT_PATH = re.compile(r"^checkpoints/(?P<emergency>emergency-)?gen-(?P<generation>\d{6})\.pt$")
-MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+|latest)|@(?P<alias>[\w-]+))$")
+LATEST = "latest"  # models:/<name>/latest (and @latest here): the newest version; MLflow reserves the alias
 
 
 def registered_model_name(bucket: str) -> str:
     """``btc-ai-<bucket>`` in lower case: one registry entry per trading style."""
     return f"btc-ai-{bucket.lower()}"
+
+
+def model_path(params_sha256: str) -> str:
+    """The artifact folder of the logged model that holds these parameters (content-addressed)."""
+    return f"{ARTIFACT_MODELS}/{params_sha256[:16]}"
 
 
 def checkpoint_tag(stem: str) -> str:

@@ -18,6 +18,8 @@ from btc_ai.tracking.run_model.names import (
     TAG_FINAL_SHA,
     TAG_LEASE_HEARTBEAT,
     TAG_LEASE_OWNER,
+    TAG_MODEL_PARAMS,
+    TAG_MODEL_PATH,
     TAG_MODEL_VERSION,
     TAG_NOTE,
     TAG_OUTCOME,
@@ -53,6 +55,8 @@ class SessionRecord:
     best_reward: float | None = None
     stop_reason: str | None = None
     test_span: str | None = None
+    model_path: str | None = None  # the newest logged model's folder on the run
+    model_params_sha256: str | None = None
 
     @property
     def completed(self) -> bool:
@@ -121,7 +125,8 @@ def _session(run: Any) -> SessionRecord:
                          t.get(TAG_DATA_SOURCE), t.get(TAG_DATA_FINGERPRINT), t.get(TAG_FINAL_SHA),
                          t.get(TAG_MODEL_VERSION), t.get(TAG_LEASE_OWNER, ""),
                          float(t.get(TAG_LEASE_HEARTBEAT, 0) or 0), dict(run.data.params),
-                         run.data.metrics.get(METRIC_BEST_REWARD), t.get(TAG_STOP_REASON), t.get(TAG_TEST_SPAN))
+                         run.data.metrics.get(METRIC_BEST_REWARD), t.get(TAG_STOP_REASON), t.get(TAG_TEST_SPAN),
+                         t.get(TAG_MODEL_PATH), t.get(TAG_MODEL_PARAMS))
 
 
 def _attempt(run: Any) -> AttemptRecord:
@@ -139,3 +144,25 @@ def _repair(run: Any) -> RepairRecord:
     changes = {k[: -len(".before")]: (p[k], p.get(k[: -len(".before")] + ".after")) for k in p if k.endswith(".before")}
     return RepairRecord(run.info.run_id, run.data.tags.get(TAG_REPAIR_RULE), run.data.tags.get(TAG_TRIGGERED_BY),
                         run.data.tags.get(TAG_PARENT), changes, p.get("reason"), run.info.start_time)
+
+
+@dataclass(frozen=True)
+class ModelVersionRecord:
+    """A registered model version: where its files are, the run it came from, what it says about itself."""
+
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    aliases: tuple[str, ...]
+    tags: Mapping[str, str]
+    description: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def _version(mv: Any) -> ModelVersionRecord:
+    return ModelVersionRecord(mv.name, str(mv.version), mv.run_id, mv.source, tuple(mv.aliases or ()), dict(mv.tags or {}),
+                              mv.description or "")

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 from btc_ai.domain.errors import ResumeError
 from btc_ai.tracking.run_model.names import (
     ARTIFACT_CHECKPOINTS,
-    ARTIFACT_MODEL,
     CHECKPOINT_PATH,
     KIND_ATTEMPT,
     KIND_REPAIR,
     KIND_SESSION,
+    LATEST,
     MODEL_URI,
     TAG_ATTEMPT,
     TAG_BUCKET,
@@ -44,11 +44,13 @@ from btc_ai.tracking.run_model.names import (
 from btc_ai.tracking.run_model.records import (
     AttemptRecord,
     CheckpointRecord,
+    ModelVersionRecord,
     RepairRecord,
     SessionRecord,
     _attempt,
     _repair,
     _session,
+    _version,
 )
 
 if TYPE_CHECKING:
@@ -74,17 +76,8 @@ class RunModel:
         """The session behind a session run ID, an attempt or repair run ID, or a registered model URI;
         ResumeError (a user mistake) when there is none."""
         ref = ref.strip()
-        match = MODEL_URI.match(ref)
-        if match:
-            from mlflow.exceptions import MlflowException
-
-            try:
-                version = (self._client.get_model_version(match["name"], match["version"]) if match["version"]
-                           else self._client.get_model_version_by_alias(match["name"], match["alias"]))
-            except MlflowException:
-                raise ResumeError(f"{ref}: no such registered model version; list them with "
-                                  f"`mlflow models` or the UI's Models page") from None
-            ref = version.run_id
+        if MODEL_URI.match(ref):
+            ref = self.model_version(ref).run_id or ""
         elif ref.startswith("models:/"):
             raise ResumeError(f"{ref} is not models:/<name>/<version> or models:/<name>@<alias>")
         from mlflow.exceptions import MlflowException
@@ -94,6 +87,10 @@ class RunModel:
         except MlflowException:
             raise ResumeError(f"run {ref} does not exist on {self.tracker.tracking_uri}; check the ID "
                               "(btc-ai prints it at the start) and --tracking-uri") from None
+        if run.info.lifecycle_stage == "deleted":
+            from btc_ai.tracking.stores import deleted_run
+
+            raise deleted_run(ref, run.info.experiment_id, self.tracker.tracking_uri)
         kind = run.data.tags.get(TAG_KIND)
         if kind == KIND_SESSION:
             return _session(run)
@@ -101,6 +98,36 @@ class RunModel:
         if kind in {KIND_ATTEMPT, KIND_REPAIR} and parent:
             return self.resolve_session(parent)
         raise ResumeError(f"run {ref} is not a btc_ai session, attempt or repair run")
+
+    def model_version(self, ref: str) -> ModelVersionRecord:
+        """The version behind ``models:/<name>/<version|latest>`` or ``models:/<name>@<alias>``; ResumeError
+        (a user mistake) when there is none."""
+        from mlflow.exceptions import MlflowException
+
+        match = MODEL_URI.match(ref.strip())
+        if not match:
+            raise ResumeError(f"{ref} is not models:/<name>/<version> or models:/<name>@<alias>")
+        name, number, alias = match["name"], match["version"], match["alias"]
+        try:
+            if LATEST in (number, alias):
+                found = self._client.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"],
+                                                           max_results=1)
+                if not found:
+                    raise MlflowException(f"no versions of {name}")
+                return _version(found[0])
+            return _version(self._client.get_model_version(name, number) if number
+                            else self._client.get_model_version_by_alias(name, alias))
+        except MlflowException:
+            hint = f" (registered names are lower case: {name.lower()})" if name != name.lower() else ""
+            raise ResumeError(f"{ref}: no such registered model version{hint}; list them with "
+                              "`mlflow models` or the UI's Models page") from None
+
+    def set_alias(self, version: ModelVersionRecord, alias: str, tags: Mapping[str, str]) -> None:
+        """Point ``alias`` at ``version`` and record why on it."""
+        client = self._client
+        client.set_registered_model_alias(version.name, alias, version.version)
+        for key, value in tags.items():
+            client.set_model_version_tag(version.name, version.version, key, value)
 
     def sessions(self, experiment_id: str | None = None) -> list[SessionRecord]:
         """Every session of an experiment (this tracker's by default), oldest first."""
@@ -168,7 +195,7 @@ class RunModel:
         return [a.path for a in self._client.list_artifacts(run_id, path)]
 
     def has_model(self, session_id: str) -> bool:
-        return ARTIFACT_MODEL in self.artifact_paths(session_id)
+        return self.session(session_id).model_path is not None
 
     def latest_metrics(self, run_id: str) -> dict[str, float]:
         """The latest value of every metric of a run (a session's summary and best-policy figures)."""
@@ -190,7 +217,10 @@ class RunModel:
         """The torch policy logged on the session run, read back from this store."""
         from btc_ai.tracking.registry import load_model
 
-        return load_model(self.tracker, session_id, ARTIFACT_MODEL)
+        path = self.session(session_id).model_path
+        if path is None:
+            raise OSError(f"session {session_id} has no logged model")
+        return load_model(self.tracker, session_id, path)
 
     def read_json(self, run_id: str, artifact_path: str) -> Any:
         import json
@@ -200,10 +230,12 @@ class RunModel:
 
     # -- writing ---------------------------------------------------------------------------------------
 
-    def open_session(self, *, name: str, bucket: str, data_source: str, lease_owner: str, heartbeat: float) -> str:
-        return self.tracker.create_run(KIND_SESSION, name=name, tags={
+    def open_session(self, *, name: str, bucket: str, data_source: str, lease_owner: str, heartbeat: float,
+                     parent: str | None = None, tags: Mapping[str, str] | None = None) -> str:
+        """A new session run; with ``parent`` nested under that run (a walk-forward), ``tags`` added."""
+        return self.tracker.create_run(KIND_SESSION, name=name, parent=parent, tags={
             TAG_STATUS: "running", TAG_BUCKET: bucket, TAG_DATA_SOURCE: data_source, TAG_LEASE_OWNER: lease_owner,
-            TAG_LEASE_HEARTBEAT: f"{heartbeat:.0f}"})
+            TAG_LEASE_HEARTBEAT: f"{heartbeat:.0f}", **(tags or {})})
 
     def reopen_session(self, session_id: str) -> None:
         """A resumed session runs again: MLflow status RUNNING, ``btc_ai.status`` running."""

@@ -1,0 +1,136 @@
+"""A policy on candles: its positions bar by bar (what the registered model returns), and a backtest of
+them with the training's cost model, against buy-and-hold and flat over the same span, with the null
+check of its timing (the statistics of backtesting.py, named as plainly)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from btc_ai.domain.data import load_candles, resample_candles
+from btc_ai.domain.errors import DataValidationError
+from btc_ai.domain.features import compute_features
+from btc_ai.domain.market import MarketData, episode_stats, series_market, step_rewards
+from btc_ai.domain.null_check import null_percentile
+from btc_ai.domain.policy import PolicyNet
+from btc_ai.domain.policy_files import PolicyCard
+
+OUTPUT_COLUMNS = ("timestamp", "position", "p_short", "p_flat", "p_long", "ready")
+
+
+def prepared_candles(candles: Any, card: PolicyCard) -> pd.DataFrame:
+    """Clean candles at the policy's timeframe from any layout `load_candles` reads (a DataFrame with a
+    timestamp column or index, or a file); DataValidationError (a user mistake) when they cannot be."""
+    frame = candles if isinstance(candles, pd.DataFrame) and isinstance(candles.index, pd.DatetimeIndex) and \
+        candles.index.tz is not None and {"open", "high", "low", "close", "volume"} <= set(candles.columns) else None
+    clean = frame if frame is not None else load_candles(candles)[0]
+    return resample_candles(clean, card.timeframe)
+
+
+def policy_frame(net: PolicyNet, card: PolicyCard, candles: Any) -> pd.DataFrame:
+    """The policy's decision at the close of every bar: position (-1 short, 0 flat, +1 long) and the three
+    action probabilities; ``ready`` is False for the warm-up bars whose features are not yet defined (the
+    position there is flat)."""
+    bars = prepared_candles(candles, card)
+    positions, probabilities, ready = _decide(net, card, bars)
+    return pd.DataFrame({"timestamp": bars.index, "position": positions.astype(np.int64),
+                         "p_short": probabilities[:, 0], "p_flat": probabilities[:, 1], "p_long": probabilities[:, 2],
+                         "ready": ready})
+
+
+def _decide(net: PolicyNet, card: PolicyCard, bars: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions, action probabilities and readiness at every bar (the last one included)."""
+    features = compute_features(bars, card.lookback)
+    with torch.inference_mode():
+        probabilities = torch.softmax(net(torch.from_numpy(features.values)), dim=-1).numpy().astype(np.float64)
+    positions = probabilities.argmax(axis=1) - 1
+    ready = np.arange(len(bars)) >= features.valid_from
+    positions[~ready] = 0
+    return positions, probabilities, ready
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """One backtest: the span, the policy's figures net and gross of costs, buy-and-hold's, the null check."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+    bars: int
+    figures: dict[str, float]
+    buy_and_hold: dict[str, float]
+    null_percentile: float
+    cost_bps: float
+    equity: np.ndarray = field(repr=False)
+    hold_equity: np.ndarray = field(repr=False)
+    index: pd.DatetimeIndex = field(repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"start": self.start.isoformat(), "end": self.end.isoformat(), "bars": self.bars,
+                "cost_bps_per_unit_traded": self.cost_bps, "policy": self.figures, "buy_and_hold": self.buy_and_hold,
+                "flat": {"total_return": 0.0}, "null_percentile": self.null_percentile}
+
+
+def backtest_policy(net: PolicyNet, card: PolicyCard, candles: Any, *, start: Any = None, end: Any = None,
+                    fee_bps: float | None = None, slippage_bps: float | None = None) -> BacktestResult:
+    """Trade the policy over the bars from ``start`` to ``end`` (decisions at bars in [start, end), each
+    held over its next bar), flat to flat, with the policy's own cost model (or the given fee and slippage),
+    features computed on everything before too (its look-back)."""
+    bars = prepared_candles(candles, card)
+    market, valid_from = series_market(bars, card.lookback, card.max_gap_bars)
+    lo, hi = _rows(market, valid_from, start, end)
+    span = market.slice(lo, hi)
+    positions = _decide(net, card, bars)[0].astype(np.float32)[lo:hi]
+    cost = (card.fee_bps if fee_bps is None else fee_bps) + (card.slippage_bps if slippage_bps is None else slippage_bps)
+    return backtest_positions(positions, span, cost * 1e-4, card.holding_cost_bps * 1e-4)
+
+
+def backtest_positions(positions: np.ndarray, span: MarketData, cost_rate: float, holding_cost: float) -> BacktestResult:
+    """The figures of ``positions`` over ``span`` (see :func:`backtest_policy`)."""
+    returns = span.next_log_return
+    stats = episode_stats(positions, returns, cost_rate, holding_cost, 0.0, span.bars_per_year, tradable=span.tradable,
+                          close_at_end=True)
+    hold_positions = np.ones_like(positions)
+    hold = episode_stats(hold_positions, returns, cost_rate, 0.0, 0.0, span.bars_per_year, tradable=span.tradable,
+                         close_at_end=True)
+    rewards = step_rewards(positions, returns, cost_rate, holding_cost, tradable=span.tradable,
+                           close_at_end=True).astype(np.float64)
+    hold_rewards = step_rewards(hold_positions, returns, cost_rate, 0.0, tradable=span.tradable,
+                                close_at_end=True).astype(np.float64)
+    held = positions if span.tradable is None else positions * span.tradable
+    figures = {"total_return": stats.total_return, "gross_return": stats.gross_return, "sharpe": stats.sharpe,
+               "sortino": stats.sortino, "max_drawdown": stats.max_drawdown, "trades": float(stats.trades),
+               "turnover": stats.turnover, "long_share": float((held > 0).mean()),
+               "short_share": float((held < 0).mean())}
+    hold_figures = {"total_return": hold.total_return, "gross_return": hold.gross_return, "sharpe": hold.sharpe,
+                    "sortino": hold.sortino, "max_drawdown": hold.max_drawdown}
+    step = span.index[-1] - span.index[-2] if len(span.index) > 1 else pd.Timedelta(0)
+    return BacktestResult(
+        start=span.index[0], end=span.index[-1] + step, bars=len(span), figures=figures, buy_and_hold=hold_figures,
+        null_percentile=null_percentile(positions, returns, cost_rate, holding_cost, tradable=span.tradable),
+        cost_bps=cost_rate * 1e4, equity=np.exp(np.concatenate([[0.0], np.cumsum(rewards)])),
+        hold_equity=np.exp(np.concatenate([[0.0], np.cumsum(hold_rewards)])),
+        index=span.index.append(pd.DatetimeIndex([span.index[-1] + step])),
+    )
+
+
+def _rows(market: MarketData, valid_from: int, start: Any, end: Any) -> tuple[int, int]:
+    """Decision rows of the span: at or after ``start`` and the warm-up, before ``end``."""
+    index = market.index
+    lo = max(valid_from, int(index.searchsorted(_utc(start))) if start is not None else 0)
+    hi = int(index.searchsorted(_utc(end))) if end is not None else len(index)
+    if hi - lo < 2:
+        first = index[min(valid_from, len(index) - 1)] if len(index) else None
+        raise DataValidationError(
+            f"the candles leave {max(hi - lo, 0)} bars to trade between {start or 'the start'} and {end or 'the end'} "
+            f"after the {valid_from}-bar look-back of the features (first tradable bar: {first}); give more candles "
+            "or a wider --from/--to")
+    return lo, hi
+
+
+def _utc(value: Any) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")

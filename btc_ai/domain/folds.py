@@ -1,0 +1,129 @@
+"""Walk-forward folds: K expanding-window folds in time order over one candle series.
+
+How they are built (`FOLD_CONSTRUCTION`, also written on the walk-forward run): the candles are resampled
+to the config's timeframe (n bars). The newest part of them (`HELD_OUT_SHARE`, half, less where the limits
+of TEST_FRACTION demand it) is cut into K equal, disjoint, consecutive test blocks of L bars, the last one
+ending with the data. Fold k trains on every candle before the end of block k (m_k bars) with
+TEST_FRACTION = L / m_k, so the session's own split makes block k its test span exactly: train |
+validation | test = block k, apart by the feature warm-up. Fold k's training and selection never see
+block k or a later one; each fold is an ordinary training session on its slice of the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from btc_ai.domain.config import TrainingConfig
+from btc_ai.domain.data import resample_candles
+from btc_ai.domain.errors import DataValidationError, UserInputError
+from btc_ai.domain.market import MarketData, split_market
+
+HELD_OUT_SHARE = 0.5  # the newest half of the data is cut into the K test blocks
+MAX_TEST_FRACTION = 0.4  # TEST_FRACTION's upper limit
+MAX_HELD_FRACTIONS = 0.8  # VALIDATION_FRACTION + TEST_FRACTION may not exceed this
+MIN_SPAN_BARS = 8  # every fold's train, validation and test span holds at least this many decisions
+
+FOLD_CONSTRUCTION = (
+    "Expanding-window walk-forward: the newest {share:.0%} of the {n} {timeframe} bars is cut into {k} equal, "
+    "disjoint, consecutive test blocks of {block} bars (the last ends with the data). Fold k is one training "
+    "session on every candle before the end of block k, with TEST_FRACTION set so that its held-out test span "
+    "is block k exactly: train | validation | test, apart by the feature warm-up ({purge} bars). No fold trains, "
+    "validates or selects on its own test block or a later one."
+)
+
+
+@dataclass(frozen=True)
+class Span:
+    """A stretch of bars: first and last decision time, and how many decisions."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+    bars: int
+
+    def label(self) -> str:
+        return f"{self.start:%Y-%m-%d %H:%M} .. {self.end:%Y-%m-%d %H:%M} UTC"
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One fold: the session's candles are those before ``until`` (all of them when None)."""
+
+    number: int  # 1 .. K, oldest first
+    until: pd.Timestamp | None
+    bars: int  # bars at the config's timeframe the session gets
+    test_fraction: float
+    train: Span
+    validation: Span
+    test: Span
+
+    def as_dict(self) -> dict[str, object]:
+        return {"fold": self.number, "until": None if self.until is None else self.until.isoformat(), "bars": self.bars,
+                "test_fraction": self.test_fraction, "train": self.train.label(),
+                "validation": self.validation.label(), "test": self.test.label(), "test_bars": self.test.bars}
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """Every fold of one walk-forward, and the words that say how they were built."""
+
+    folds: tuple[Fold, ...]
+    held_out_share: float
+    block_bars: int
+    construction: str
+
+
+def held_out_share(folds: int, validation_fraction: float) -> float:
+    """The share of the data cut into test blocks: `HELD_OUT_SHARE`, less where fold 1's TEST_FRACTION
+    (one block of the bars up to the end of block 1) would pass its limits."""
+    limit = min(MAX_TEST_FRACTION, MAX_HELD_FRACTIONS - validation_fraction)
+    # fold 1: TEST_FRACTION = (h/K) / (1 - (K-1) h/K) <= limit  <=>  h <= limit K / (1 + limit (K-1))
+    return min(HELD_OUT_SHARE, limit * folds / (1.0 + limit * (folds - 1)))
+
+
+def plan_folds(candles: pd.DataFrame, config: TrainingConfig, folds: int) -> FoldPlan:
+    """The K folds of validated 5-minute ``candles`` under ``config`` (its timeframe, look-back, validation
+    share, gaps). UserInputError for K < 1; DataValidationError when the data is too short for K folds."""
+    if folds < 1:
+        raise UserInputError(f"--folds {folds}: a walk-forward needs at least 1 fold")
+    bars = resample_candles(candles, config.TIMEFRAME)
+    n = len(bars)
+    share = held_out_share(folds, config.VALIDATION_FRACTION)
+    block = int(n * share) // folds
+    made = []
+    for number in range(1, folds + 1):
+        m = n - (folds - number) * block
+        fold = _fold(bars, config, number, m, block) if block > MIN_SPAN_BARS else None
+        if fold is None or min(fold.train.bars, fold.validation.bars, fold.test.bars) < MIN_SPAN_BARS:
+            raise DataValidationError(
+                f"{n} {config.TIMEFRAME} bars are too few for {folds} walk-forward fold(s): each test block would hold "
+                f"{block} bars and fold {number} would train on {fold.train.bars if fold else 0} (every span needs "
+                f"at least {MIN_SPAN_BARS}); give more candles, fewer --folds or a finer timeframe", key="TIMEFRAME")
+        made.append(fold)
+    from btc_ai.domain.features import warmup_bars
+
+    text = FOLD_CONSTRUCTION.format(share=folds * block / n, n=n, timeframe=config.TIMEFRAME, k=folds, block=block,
+                                    purge=warmup_bars(config.LOOKBACK))
+    return FoldPlan(tuple(made), share, block, text)
+
+
+def _fold(bars: pd.DataFrame, config: TrainingConfig, number: int, m: int, block: int) -> Fold:
+    fraction = block / m
+    split = split_market(bars.iloc[:m], config.LOOKBACK, config.VALIDATION_FRACTION, fraction, config.MAX_GAP_BARS)
+    assert split.test is not None
+    if len(split.test) and split.test.index[0] != bars.index[m - block]:  # the session's own split must agree
+        raise AssertionError(f"fold {number}: test span starts {split.test.index[0]}, block at {bars.index[m - block]}")
+    until = bars.index[m] if m < len(bars) else None
+    return Fold(number, until, m, fraction, _span(split.train), _span(split.validation), _span(split.test))
+
+
+def _span(market: MarketData) -> Span:
+    if not len(market):
+        return Span(pd.Timestamp(0, tz="UTC"), pd.Timestamp(0, tz="UTC"), 0)
+    return Span(market.index[0], market.index[-1], len(market))
+
+
+def fold_candles(candles: pd.DataFrame, fold: Fold) -> pd.DataFrame:
+    """The 5-minute candles fold ``fold``'s session trains on: those before the end of its test block."""
+    return candles if fold.until is None else candles.loc[candles.index < fold.until]

@@ -1,0 +1,69 @@
+"""What a registered model version says about itself: where it came from (session, attempt, generation,
+data and its span, config) and how it did, on the validation span (used for selection) and out of sample."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from btc_ai.tracking.run_model import (
+    VERSION_TAG_ATTEMPT,
+    VERSION_TAG_BUCKET,
+    VERSION_TAG_CONFIG,
+    VERSION_TAG_DATA,
+    VERSION_TAG_DATA_SPAN,
+    VERSION_TAG_GENERATION,
+    VERSION_TAG_METRIC_PREFIX,
+    VERSION_TAG_PARAMS,
+    VERSION_TAG_SESSION,
+    VERSION_TAG_TEST_SPAN,
+    VERSION_TAG_TIMEFRAME,
+)
+
+if TYPE_CHECKING:
+    from btc_ai.domain.config import TrainingConfig
+    from btc_ai.recovery.attempts import Attempt
+    from btc_ai.recovery.session import Session
+
+FIGURES = ("total_return", "gross_return", "sharpe", "max_drawdown", "trades", "buy_and_hold_return")
+
+
+def config_sha256(config: TrainingConfig) -> str:
+    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def version_tags(session: Session, attempt: Attempt, config: TrainingConfig, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    report = session.data_report
+    tags: dict[str, Any] = {
+        VERSION_TAG_SESSION: session.run_id, VERSION_TAG_ATTEMPT: attempt.run_id,
+        VERSION_TAG_GENERATION: metrics["best_generation"], VERSION_TAG_BUCKET: config.BUCKET,
+        VERSION_TAG_TIMEFRAME: config.TIMEFRAME, VERSION_TAG_PARAMS: metrics["best_params_sha256"],
+        VERSION_TAG_CONFIG: config_sha256(config), VERSION_TAG_DATA: metrics.get("data_fingerprint"),
+    }
+    if report is not None:
+        tags[VERSION_TAG_DATA_SPAN] = f"{report.start:%Y-%m-%d %H:%M} .. {report.end:%Y-%m-%d %H:%M} UTC"
+    if metrics.get("test_span"):
+        tags[VERSION_TAG_TEST_SPAN] = metrics["test_span"]
+    for key in (*(f"best/validation_{f}" for f in FIGURES), *(f"test/{f}" for f in (*FIGURES, "null_percentile"))):
+        if key in metrics:
+            tags[VERSION_TAG_METRIC_PREFIX + key] = f"{metrics[key]:.6g}"
+    return {k: v for k, v in tags.items() if v is not None}
+
+
+def version_description(session: Session, config: TrainingConfig, metrics: Mapping[str, Any]) -> str:
+    """Markdown for the registry page: what the version is and how it did, out of sample first."""
+    lines = [f"Best policy of {config.BUCKET} session `{session.run_id}` (generation {metrics['best_generation']} "
+             f"of {metrics['generations']}; {metrics['stop_reason']})."]
+    if "test/total_return" in metrics:
+        lines.append(f"**Out of sample** (test span {metrics['test_span']}, never used for selection): return "
+                     f"{metrics['test/total_return']:+.2%} after costs ({metrics['test/gross_return']:+.2%} before), "
+                     f"Sharpe {metrics['test/sharpe']:+.2f}; buy-and-hold {metrics['test/buy_and_hold_return']:+.2%}, "
+                     f"flat +0.00%; timing null check {metrics['test/null_percentile']:.0f}th percentile.")
+    else:
+        lines.append("**No out-of-sample figures**: the training held out no test span (TEST_FRACTION=0).")
+    lines.append(f"Validation span (used for selection): return {metrics['best/validation_total_return']:+.2%}, "
+                 f"buy-and-hold {metrics['best/validation_buy_and_hold_return']:+.2%}.")
+    lines.append(f"Costs: {config.FEE_BPS:g} bps fee + {config.SLIPPAGE_BPS:g} bps slippage per unit traded.")
+    return "\n\n".join(lines)

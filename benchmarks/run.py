@@ -26,6 +26,7 @@ from benchmarks import (
     bench_default,
     bench_es,
     bench_eval,
+    bench_models,
     bench_outage,
     bench_resume,
     bench_startup,
@@ -51,6 +52,7 @@ FAMILIES: dict[str, Callable[[], list[Record]]] = {
     "backup": bench_backup.run,
     "outage": bench_outage.run,
     "startup": bench_startup.run,
+    "models": bench_models.run,
     "walk_forward": bench_walk_forward.run,
 }
 
@@ -74,6 +76,9 @@ TARGETS: tuple[tuple[str, str, float, str], ...] = (
     ("backup_restore_mismatched_files", "<", 0.5, "every archived artifact and checkpoint restored byte for byte"),
     ("checkpoint_save_ms_h512", "<", 100.0, "checkpoint save < 100 ms at hidden 512"),
     ("checkpoint_load_ms_h512", "<", 100.0, "checkpoint load < 100 ms at hidden 512"),
+    ("models_backtest_year_seconds", "<", 2.0, "backtest of one year of 5-minute candles < 2 s after imports"),
+    ("models_pyfunc_predict_10k_seconds", "<", 3.0, "pyfunc load + predict 10,000 candles < 3 s (fresh process)"),
+    ("models_train_one_generation_seconds", "<", 4.0, "one-generation tiny `btc-ai train` < 4 s on an existing store"),
     ("startup_help_seconds", "<", 0.5, "`btc-ai --help` < 0.5 s (a fresh process)"),
     ("startup_presets_seconds", "<", 0.5, "`btc-ai presets` < 0.5 s (a fresh process)"),
     ("startup_report_seconds", "<", 1.5, "`btc-ai report <session>` < 1.5 s (a fresh process, store of two sessions)"),

@@ -50,7 +50,7 @@ def test_train_end_to_end_records_a_finished_session_and_registers_the_model(tmp
     artifacts = {a.path for a in client.list_artifacts(attempt.info.run_id, "checkpoints")}
     assert artifacts == {"checkpoints/gen-000002.pt", "checkpoints/gen-000004.pt", "checkpoints/gen-000006.pt"}
     assert "performance_history.csv" in {a.path for a in client.list_artifacts(session.info.run_id)}
-    version = client.get_model_version_by_alias("btc-ai-scalping", "newest")
+    version = max(client.search_model_versions("name = 'btc-ai-scalping'"), key=lambda v: int(v.version))
     assert version.run_id == session.info.run_id
 
 

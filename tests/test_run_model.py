@@ -24,7 +24,7 @@ def test_sqlite_and_mlflow_readers_give_the_same_records(trained) -> None:
     local = open_run_model(uri)
     assert isinstance(local, LocalRunModel)
     remote = RunModel(Tracker(uri, experiment="record"))
-    for ref in (session_id, "models:/btc-ai-scalping/1", "models:/btc-ai-scalping@newest"):
+    for ref in (session_id, "models:/btc-ai-scalping/1", "models:/btc-ai-scalping@latest", "models:/btc-ai-scalping/latest"):
         assert local.resolve_session(ref) == remote.resolve_session(ref)
     session = remote.session(session_id)
     assert local.session(session_id) == session

@@ -325,15 +325,17 @@ def test_session_lists_history_model_and_plots(page, server, store) -> None:
     _open(page, f"{server}/#/experiments/{store.experiment_id}/runs/{session.info.run_id}/artifacts")
     with shot(page, "06-session-artifacts"):
         expect(page.get_by_text(session.info.run_name, exact=True).first).to_be_visible()
-        _listed(_artifact(page, "model"))
-        _artifact(page, "model").click()
+        folder = session.data.tags["btc_ai.model_path"].split("/")[1]  # models/<params sha256[:16]>
+        _listed(_artifact(page, "models"))
+        _artifact(page, "models").click()
+        _artifact(page, folder).click()
         _artifact(page, "performance_history.csv").click()  # previewed as a table
         expect(page.get_by_role("columnheader", name="fitness/mean")).to_be_visible()
-        for name in ("model", "MLmodel", "performance_history.csv"):
+        for name in ("models", folder, "MLmodel", "performance_history.csv"):
             _listed(_artifact(page, name))
     plots = store.artifacts(session, "plots")
     with shot(page, "07-session-plots"):
-        _artifact(page, "model").click()  # closed again: room for the plots
+        _artifact(page, "models").click()  # closed again: room for the plots
         _listed(_artifact(page, "plots"))
         _artifact(page, "plots").click()
         _artifact(page, "fitness_history.png").click()

@@ -130,6 +130,9 @@ def test_every_config_problem_is_named_at_once_in_one_line(here, run_main) -> No
     ("models:/btc-ai-scalping", "models:/<name>/<version>"),
 ])
 def test_bad_resume_reference(here, run_main, ref, word) -> None:
+    from btc_ai.tracking.store import Tracker
+
+    Tracker(store_uri(here))  # a store to look in (without one, the refusal is "no tracking store": test_stores)
     code, _, err = run_main("resume", ref)
     _assert_one_line_exit_2(code, err, word)
     assert not (here / "checkpoints").exists()
@@ -231,6 +234,8 @@ INPUT_CASES = {
     "UTF-16 data without a byte-order mark": (_train_data(lambda t: _file(t, "u.csv", (HEADER + GOOD).encode("utf-16-le"))),
                                               ("not a text file", "UTF-8")),
     "a single candle": (_train_data(lambda t: _file(t, "one.csv", HEADER + _rows(1))), ("only 1 candle row", "more")),
+    "a day of bars: nothing left to validate on": (_train_data(lambda t: _file(t, "day.csv", HEADER + _rows(288))),
+                                                   ("0 bars to validate on", "give more candles")),
     "rows without any prices": (_train_data(lambda t: _file(t, "e.csv", HEADER + "2021-06-01 00:00,,,,,\n" * 5)),
                                 ("no rows with prices",)),
     # config files: how they are read
@@ -276,6 +281,8 @@ INPUT_CASES = {
                                        ("is a file, not a folder",)),
     "an empty --checkpoint_dir": (_train("--checkpoint_dir", "", "--episodes", "2"), ("--checkpoint_dir is empty",)),
     "--episodes 1.5": (_train("--episodes", "1.5"), ("--episodes", "invalid int")),
+    "a quoted ~ in --data_path": (_train("--data_path", "~/no-such-btc.csv"), ("does not exist", "not expanded")),
+    "a quoted ~ in --config": (_train("--config", "~/no-such-config.json"), ("does not exist", "not expanded")),
 }
 
 
@@ -387,3 +394,26 @@ def test_repairable_inputs_are_repaired_and_recorded(here, run_main, candles) ->
     report = json.loads(Path(client.download_artifacts(session.info.run_id, "data_report.json", str(here))).read_text())
     assert report["report"]["duplicates_dropped"] == 3 and report["report"]["was_unsorted"] is True
     assert report["report"]["truncated_rows_dropped"] == 1
+
+
+@pytest.mark.slow
+def test_dates_the_file_cannot_tell_are_stated_once_and_again_on_resume(here, run_main) -> None:
+    """A day of day-first bars (08.06.2021): refused until --date-format says day-first; the session trains on 8
+    June (not 6 August); its resume reads the file the same way only when told again, else refuses."""
+    path = _file(here, "eu_day.csv", _dated(288, "%d.%m.%Y %H:%M"))
+    flags = [*tiny_flags(EPISODES=4), "--set", "LOOKBACK=2", "--set", "TEST_FRACTION=0.05"]
+    code, _, err = run_main("train", "--data_path", path, *flags)
+    _assert_one_line_exit_2(code, err, "may be day-first or month-first", "--date-format day-first")
+    assert not (here / "mlruns").exists()
+    code, out, err = run_main("train", "--data_path", path, "--date-format", "day-first", *flags)
+    assert code == 0, err
+    assert "2021-06-08 00:00 to 2021-06-08 23:55 UTC" in out and "dates read day-first (as stated)" in out
+    session = session_runs(store_uri(here))[0].info.run_id
+    code, _, err = run_main("resume", session, "--episodes", "6")
+    _assert_one_line_exit_2(code, err, "--date-format day-first")
+    code, out, err = run_main("resume", session, "--episodes", "6", "--date-format", "dd.mm.yyyy")
+    assert code == 0, err
+    from mlflow import MlflowClient
+
+    runs = MlflowClient(tracking_uri=store_uri(here)).search_runs([session_runs(store_uri(here))[0].info.experiment_id])
+    assert all(r.info.status != "RUNNING" for r in runs)

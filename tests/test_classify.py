@@ -94,7 +94,7 @@ def test_validation_refuses_what_it_cannot_guess_and_repairs_the_rest() -> None:
         validate_and_repair({"BUCKET": "Moon", "EPISODES": -3, "HIDDEN_SIZE": "big"})
     assert {p.key for p in info.value.problems} == {"BUCKET", "HIDDEN_SIZE"}  # EPISODES would be clamped
     config, repairs = validate_and_repair({**preset_config("Swing"), "EPISODES": 0, "ES_POPULATION": 9})
-    assert (1, 10) == (config.EPISODES, config.ES_POPULATION)
+    assert (config.EPISODES, config.ES_POPULATION) == (1, 10)
     assert [r.rule for r in repairs] == ["clamp_out_of_range_values", "make_population_even"]
     with pytest.raises(ConfigValidationError) as info:  # a real value out of range is refused, not clamped
         validate_and_repair({**preset_config("Swing"), "SIGMA": -3})

@@ -15,6 +15,7 @@ from btc_ai.cli.common import (
     TRACKING_URI_HELP,
     check_run_reference,
     check_tracking_uri,
+    check_writable,
     error,
     flag,
 )
@@ -79,6 +80,7 @@ def _check_store(args: argparse.Namespace, resume: str | None) -> None:
     """The store first, in milliseconds and creating nothing: a usable URI and local store (one that exists,
     for a resume), a server that answers, a run ID that is there and not deleted."""
     check_tracking_uri(args.tracking_uri, must_exist=resume is not None)
+    check_writable(args.checkpoint_dir, "the checkpoint folder", "--checkpoint-dir")
     if resume is not None:
         try:
             check_run_reference(args.tracking_uri, resume)
@@ -139,7 +141,8 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         try:
             values.update(read_config_file(args.config))
         except FileNotFoundError:
-            raise UserInputError(f"config file {args.config} does not exist; check the --config path") from None
+            raise UserInputError(f"config file {args.config} does not exist{_tilde(args.config)}; check the --config "
+                                 "path") from None
         except json.JSONDecodeError as exc:
             if not exc.doc.strip():
                 raise UserInputError(f"config file {args.config} is empty; write a JSON object of config keys, "
@@ -170,14 +173,20 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {**preset, **given}
 
 
+def _tilde(path: str) -> str:
+    """A quoted ``~`` reaches us unexpanded: say so where it explains a missing file."""
+    return " (a ~ in quotes is not expanded: write $HOME or the full path)" if path.startswith("~") else ""
+
+
 def _check_data(args: argparse.Namespace) -> None:
     """Refuse a data file that cannot be trained on before anything is created (its refusals name the file)."""
     from btc_ai.domain.data import load_candles
 
     try:
-        _, report = load_candles(args.data_path, date_format=args.date_format)
+        _, report = load_candles(args.data_path, date_format=getattr(args, "date_format", None))
     except FileNotFoundError:
-        raise UserInputError(f"data file {args.data_path} does not exist; check --data_path") from None
+        raise UserInputError(f"data file {args.data_path} does not exist{_tilde(args.data_path)}; check --data_path") \
+            from None
     if not args.quiet:
         print(f"data: {report.summary()}")
 
@@ -249,7 +258,7 @@ def _train_with_recovery(args: argparse.Namespace, training_func: Any, values: d
         experiment=args.experiment,
         reporter=reporter,
         allow_data_change=getattr(args, "allow_data_change", False),
-        date_format=args.date_format,
+        date_format=getattr(args, "date_format", None),
     )
     try:
         with graceful_interrupts(system.stop_event):

@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 
 from btc_ai.domain.config import ConfigProblem
-from btc_ai.domain.errors import ConfigValidationError, TradingEnvironmentError
+from btc_ai.domain.errors import ConfigValidationError, DataValidationError, TradingEnvironmentError
 from btc_ai.domain.features import compute_features, feature_names, warmup_bars
 
 ACTIONS = np.array([-1.0, 0.0, 1.0], dtype=np.float32)  # action index -> position (short, flat, long)
 _YEAR = pd.Timedelta(days=365)
+_MIN_SPAN_BARS = 8  # a validation or test span shorter than this scores nothing (an empty one cannot be scored)
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,21 @@ def split_market(candles: pd.DataFrame, lookback: int, validation_fraction: floa
     train = span(lo, max(lo, val_start - purge))
     validation = span(max(val_start, lo), max(val_start, lo, test_start - purge))
     return MarketSplit(train, validation, names, span(max(test_start, lo), end))
+
+
+def check_split(split: MarketSplit, bars: int, lookback: int) -> None:
+    """Refuse data too short to leave a training, validation or test span that can be used (an empty span
+    cannot be scored): DataValidationError in one line, with how to get longer spans."""
+    counts = {"train": len(split.train), "validate": len(split.validation)}
+    if split.test is not None:
+        counts["test"] = len(split.test)
+    n = bars
+    for name, count in counts.items():
+        if count < _MIN_SPAN_BARS:
+            raise DataValidationError(
+                f"the data leaves {count} bars to {name} on ({n} bars after resampling, the feature warm-up of 5 x "
+                f"LOOKBACK={lookback} bars before and between the spans); at least {_MIN_SPAN_BARS} are needed: give "
+                "more candles (or a finer TIMEFRAME, a shorter LOOKBACK or a smaller TEST_FRACTION)")
 
 
 def positions_from_actions(actions: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from btc_ai.domain.evaluation import (
     equity_curve,
     evaluate_span,
 )
-from btc_ai.domain.market import MarketData, MarketSplit, split_market
+from btc_ai.domain.market import MarketData, MarketSplit, check_split, split_market
 from btc_ai.domain.policy import PolicyNet, PolicySpec
 from btc_ai.training.checkpoint import TrainingState, checkpoint_name, load_checkpoint, save_checkpoint
 from btc_ai.training.watchdog import StallWatchdog
@@ -88,8 +88,12 @@ def market_split(candles: pd.DataFrame, config: TrainingConfig) -> MarketSplit:
 
 
 def training_bars(candles: pd.DataFrame, config: TrainingConfig) -> int:
-    """Decision rows in the training span of ``candles`` under ``config`` (episodes must fit in it)."""
-    return len(market_split(resample_candles(candles, config.TIMEFRAME), config).train)
+    """Decision rows in the training span of ``candles`` under ``config`` (episodes must fit in it);
+    DataValidationError when the data is too short for a training, validation or test span."""
+    bars = resample_candles(candles, config.TIMEFRAME)
+    split = market_split(bars, config)
+    check_split(split, len(bars), config.LOOKBACK)
+    return len(split.train)
 
 
 def validation_equity(policy: np.ndarray | torch.nn.Module, config: TrainingConfig | Mapping[str, Any],
@@ -161,6 +165,7 @@ def train_model(
 
     candles, report, fingerprint = prepare_data(df, config)
     split = market_split(candles, config)
+    check_split(split, len(candles), config.LOOKBACK)
     if split.test is None:
         _log.warning("TEST_FRACTION=0: no held-out test span, so every figure of this training is in sample "
                      "(the validation span is used for selection)")

@@ -3,7 +3,8 @@ UTC OHLCV frame, repairs what is safe to repair (and says so), and rejects the r
 
 Modules, lowest first (each imports only those above it, never this package's ``__init__``):
 messages (wording of refusals), schema (the clean frame), report (DataReport), table (the raw
-table), columns (column roles), readers (bytes to a table), parsing (values to numbers and times),
+table), columns (column roles), readers (bytes to a table), dates (day-first or month-first, as the
+file's evidence or ``date_format`` says), parsing (values to numbers and times),
 validation (the checks), cleaning, resample, loading (load_candles).
 """
 

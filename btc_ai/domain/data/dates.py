@@ -68,12 +68,9 @@ def parse_date_text(
     if not failed.any() or date_format == ISO:
         return parsed, None
     rest = strings[failed]
-    fields = rest.str.extract(_NUMERIC_DATE)
-    numeric = fields[0].notna().to_numpy()
+    first, second, numeric = _day_and_month_fields(rest)
     if not numeric.any():  # odd but unambiguous formats ("2021.06.01 00:00", "Jun 8, 2021 13:05")
         return parsed.where(~failed, pd.to_datetime(rest, utc=True, format="mixed", errors="coerce")), None
-    first = pd.to_numeric(fields[0], errors="coerce").fillna(0).to_numpy(np.int64)
-    second = pd.to_numeric(fields[1], errors="coerce").fillna(0).to_numpy(np.int64)
     rest_labels = labels[failed]
     if date_format is not None:
         reading = DateReading(date_format, "as stated")
@@ -92,6 +89,17 @@ def parse_date_text(
             rows=[int(x) for x in rest_labels[impossible]],
         )
     return parsed.where(~failed, retry), reading
+
+
+def _day_and_month_fields(strings: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first two numbers of numeric dates (0 elsewhere) and where a value is one; each distinct date
+    prefix is looked at once (a day of 5-minute bars shares one)."""
+    codes, prefixes = pd.factorize(strings.astype(str).str.slice(0, 12))
+    fields = pd.Series(prefixes, dtype=object).str.extract(_NUMERIC_DATE)
+    first = pd.to_numeric(fields[0], errors="coerce").fillna(0).to_numpy(np.int64)
+    second = pd.to_numeric(fields[1], errors="coerce").fillna(0).to_numpy(np.int64)
+    numeric = fields[0].notna().to_numpy()
+    return first[codes], second[codes], numeric[codes]
 
 
 def _ordered(strings: pd.Series, dayfirst: bool) -> pd.Series:

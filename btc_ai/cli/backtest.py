@@ -22,6 +22,8 @@ def add_parser(sub: Any) -> None:
     backtest.add_argument("data", metavar="DATA", help="candles (CSV or Parquet, any layout btc-ai train reads)")
     backtest.add_argument("--from", dest="start", metavar="T", help="first bar to trade (timestamp; default: the start)")
     backtest.add_argument("--to", dest="end", metavar="T", help="the bar the span ends at (default: the end)")
+    flag(backtest, "date_format", metavar="FORMAT", help="how DATA's text dates read when the file cannot tell: "
+         "day-first, month-first, iso or a strftime pattern")
     flag(backtest, "fee_bps", type=float, metavar="X", help="fee per side in bps (default: the model's)")
     flag(backtest, "slippage_bps", type=float, metavar="X", help="slippage per side in bps (default: the model's)")
     backtest.add_argument("--json", action="store_true", help="machine-readable output")
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     done = backtest(args.ref, args.data, start=args.start, end=args.end, fee_bps=args.fee_bps,
                     slippage_bps=args.slippage_bps, tracking_uri=args.tracking_uri, track=not args.no_track,
-                    plot=args.plot)
+                    plot=args.plot, date_format=args.date_format)
     result = done.result
     if args.json:
         print(json.dumps({"model": done.model, "run_id": done.run_id, **result.as_dict()}, indent=2))

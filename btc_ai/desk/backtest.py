@@ -80,7 +80,7 @@ def _from_checkpoint(path: Path) -> tuple[PolicyNet, PolicyCard]:
 
 def backtest(model: Any, candles: Any, *, start: Any = None, end: Any = None, fee_bps: float | None = None,
              slippage_bps: float | None = None, tracking_uri: str | None = None, track: bool = False,
-             plot: str | Path | None = None) -> TrackedBacktest:
+             plot: str | Path | None = None, date_format: str | None = None) -> TrackedBacktest:
     """Backtest ``model`` (a model URI, session run ID, checkpoint file, or a ``(PolicyNet, PolicyCard)``) on
     ``candles`` (a DataFrame or data file); with ``track`` the figures are logged as a ``backtest`` run."""
     runs = None
@@ -89,7 +89,7 @@ def backtest(model: Any, candles: Any, *, start: Any = None, end: Any = None, fe
 
         runs = open_run_model(tracking_uri)
     net, card, label = resolve_policy(model, runs)
-    frame, _ = load_candles(candles) if not _is_clean(candles) else (candles, None)
+    frame, _ = load_candles(candles, date_format=date_format) if not _is_clean(candles) else (candles, None)
     result = backtest_policy(net, card, frame, start=start, end=end, fee_bps=fee_bps, slippage_bps=slippage_bps)
     if plot is not None:
         _plot(result, label, plot)

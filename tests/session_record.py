@@ -25,7 +25,10 @@ CONFIG = {"EPISODES": 6, "ES_POPULATION": 8, "HIDDEN_SIZE": 8, "MAX_STEPS_PER_EP
 # Tag values that differ between two identical trainings.
 VOLATILE_TAGS = {"btc_ai.lease.owner", "btc_ai.lease.heartbeat", "btc_ai.client_key", "mlflow.user",
                  "mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit", "btc_ai.data_source",
-                 "btc_ai.final_params_sha256", "btc_ai.data_fingerprint"}
+                 "btc_ai.final_params_sha256", "btc_ai.data_fingerprint", "mlflow.note.content", "btc_ai.model_path",
+                 "btc_ai.model_params_sha256"}
+_TIME = re.compile(r"\d{8}-\d{6}")  # a session's name holds its start time
+_MODEL_DIR = re.compile(r"^models/[0-9a-f]{16}/")  # a logged model's folder is named by its parameters
 VOLATILE_PARAMS = {"config_file"}
 _HEX = re.compile(r"\b[0-9a-f]{32}\b")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -55,12 +58,12 @@ def _run(client: Any, run: Any, ids: _Ids) -> dict[str, Any]:
             value = "<sha256>"
         elif key in VOLATILE_TAGS:
             value = "<volatile>" if value else ""
-        tags[key] = ids(value)
+        tags[key] = _TIME.sub("<time>", ids(value))
     metrics = {key: sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
                for key in sorted(run.data.metrics)}
     params = {k: ("<volatile>" if k in VOLATILE_PARAMS else v) for k, v in sorted(run.data.params.items())}
-    return {"status": run.info.status, "tags": tags, "params": params, "metrics": metrics,
-            "artifacts": _artifacts(client, run.info.run_id)}
+    artifacts = [_MODEL_DIR.sub("models/<params sha256>/", path) for path in _artifacts(client, run.info.run_id)]
+    return {"status": run.info.status, "tags": tags, "params": params, "metrics": metrics, "artifacts": artifacts}
 
 
 def session_record(tracking_uri: str, session_id: str) -> dict[str, Any]:

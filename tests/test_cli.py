@@ -67,9 +67,9 @@ def test_fault_injected_through_the_environment_is_recovered_end_to_end(here, ru
     monkeypatch.setenv("BTC_AI_FAULT", "NaN@3")
     code, out, err = run_main("train", *tiny_flags(), "--learning_rate", "0.05")
     assert code == 0, err
-    assert "attempt 1 failed at generation 2: NaNError" in out
+    assert "attempt 1 failed in generation 3 (generation 2 was the last completed): NaNError" in out
     assert "retry from generation 2 after repair 'halve_learning_rate_and_sigma_on_nan'" in out
-    assert "repair: halve_learning_rate_and_sigma_on_nan: LEARNING_RATE 0.05 -> 0.025" in out
+    assert "after repair halve_learning_rate_and_sigma_on_nan: LEARNING_RATE 0.05 -> 0.025" in out
     assert "attempts 2" in out
     client = MlflowClient(tracking_uri=store_uri(here))
     runs = client.search_runs([client.get_experiment_by_name("btc-ai").experiment_id])

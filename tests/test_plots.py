@@ -104,14 +104,14 @@ def test_the_equity_curve_ends_at_the_logged_validation_return(trained) -> None:
 @pytest.mark.slow
 def test_report_plots_redraws_both_from_the_store(trained, run_main, monkeypatch) -> None:
     out = trained.root / "report-plots"
-    code, stdout, stderr = trained.report(run_main, monkeypatch, "--plots", "--out", str(out))
+    code, stdout, stderr = trained.report(run_main, monkeypatch, "--plots", "--out", str(out), "--log")
     assert code == 0, stderr
     assert "Traceback" not in stderr
     for name in ("fitness_history.png", "equity_curve.png"):
         assert_png((out / name).read_bytes())
         assert f"plot: {out / name}" in stdout
     assert "not drawn" not in stdout
-    # logged again on the session, replacing the ones of the training's end
+    # logged again on the session (asked for with --log), replacing the ones of the training's end
     assert trained.artifact("plots/equity_curve.png") == (out / "equity_curve.png").read_bytes()
 
 

@@ -192,7 +192,11 @@ def test_validation_repairs_are_recorded_as_repair_runs_of_the_session(store, re
     (attempt,) = record.attempts
     assert attempt.data.params["ES_POPULATION"] == "8"
     assert int(attempt.data.params["MAX_STEPS_PER_EPISODE"]) < 50_000
-    assert record.session.data.params["EVAL_INTERVAL"] == "0"  # the session keeps what was requested
+    # the session's params are the config that trained; what was requested stays beside it, as an artifact
+    assert record.session.data.params["EVAL_INTERVAL"] == "1"
+    local = record.client.download_artifacts(record.session.info.run_id, "config/requested.json")
+    with open(local) as fh:
+        assert json.load(fh)["EVAL_INTERVAL"] == 0
 
 
 def test_unrepairable_config_fails_before_any_run(store, request, candles) -> None:

@@ -12,7 +12,10 @@ from btc_ai.domain.errors import UserInputError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2  # and 128 + the signal number when interrupted
 
-TRACKING_URI_HELP = "MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlruns)"
+TRACKING_URI_HELP = ("MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the local store "
+                     "sqlite:///<this folder>/mlruns/mlflow.db)")
+EXIT_CODES = ("exit codes: 0 done, 1 the training failed (error_report.md on the failed attempts), 2 bad input "
+              "(one line says what and how to fix it; nothing is created), 130 interrupted by Ctrl-C, 143 by SIGTERM")
 
 
 class Parser(argparse.ArgumentParser):
@@ -30,7 +33,7 @@ class Parser(argparse.ArgumentParser):
 def flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
     """``--name`` and its dash form ``--na-me``, both stored as ``name``."""
     dashed = name.replace("_", "-")
-    names = [f"--{name}"] + ([f"--{dashed}"] if dashed != name else [])
+    names = [f"--{dashed}"] + ([f"--{name}"] if dashed != name else [])  # the dash form first, as users type it
     parser.add_argument(*names, dest=name, **kwargs)
 
 
@@ -79,3 +82,20 @@ def check_run_reference(uri: str | None, ref: str) -> None:
     from btc_ai.tracking.run_model.local import open_run_model
 
     open_run_model(uri).resolve_session(ref)  # ResumeError or StoreError: one line, exit 2
+
+
+def check_writable(folder: str, what: str, flag_name: str) -> None:
+    """A folder a command will write into (or, where it is still to be made, the nearest one that exists)
+    is writable for this user: refused before anything is created, not as a failed training later."""
+    from pathlib import Path
+
+    path = Path(folder).absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserInputError(f"{what} {folder} cannot be made: {existing} is a file; pass {flag_name} DIR")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "the working folder" if existing == Path.cwd() else existing
+        raise UserInputError(f"{what} {folder} cannot be written: {where} is read-only for this user; run btc-ai "
+                             f"in a folder you can write, or pass {flag_name} DIR")

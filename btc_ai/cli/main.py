@@ -32,7 +32,10 @@ COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from btc_ai import __version__
+
     parser = Parser(prog="btc-ai", description="Train a BTC trading policy with ES, tracked in MLflow.")
+    parser.add_argument("--version", action="version", version=f"btc-ai {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for add_parser, _ in COMMANDS.values():
         add_parser(sub)

@@ -30,13 +30,15 @@ class ConsoleReporter:
     def attempt_started(self, attempt: int, run_id: str, repair: Any) -> None:
         self._last_tick = None  # set-up, backoff and repair are not generation time
         if attempt > 1:
-            self._say(f"attempt {attempt} (run {run_id}) after repair {repair.summary() if repair else 'none'}")
+            why = f"after repair {repair.summary()}" if repair else "resumes the session"
+            self._say(f"attempt {attempt} (run {run_id}) {why}")
             self._first_of_attempt = True
 
     def attempt_failed(self, attempt: int, report: Mapping[str, Any]) -> None:
         error = report["error"]
-        self._say(f"attempt {attempt} failed at generation {report['generation_reached']}: {error['type']}: "
-                  f"{error['message']} -> {report['decision']}")
+        done = report["generation_reached"]
+        self._say(f"attempt {attempt} failed in generation {done + 1} (generation {done} was the last completed): "
+                  f"{error['type']}: {error['message']} -> {report['decision']}")
 
     def _say(self, text: str) -> None:
         if self._progress is not None:
@@ -56,6 +58,11 @@ class ConsoleReporter:
         self._seconds = 0.0  # generation time seen by this process, for the ETA
         self._generations = 0
         self.last_generation: int | None = None  # the newest generation completed in this process
+
+    def repairs_made(self, repairs: list[Any]) -> None:
+        """Validation repairs, announced before the training starts."""
+        for repair in repairs:
+            self._say(f"repair: {repair.summary()}")
 
     def session_started(self, run_id: str, config: TrainingConfig) -> None:
         self.total = config.EPISODES
@@ -90,8 +97,9 @@ class ConsoleReporter:
         if "validation/total_return" in metrics:
             self._last_val = metrics["validation/total_return"]
         eta = self._eta(generation, metrics)
+        val = "-" if self._last_val != self._last_val else f"{self._last_val:+.2%}"  # NaN: no validation yet
         info = (f"fitness {metrics['fitness/mean']:+.4f} (max {metrics['fitness/max']:+.4f}) "
-                f"val {self._last_val:+.2%} {metrics['perf/seconds_per_generation']:.3f} s/gen")
+                f"val {val} {metrics['perf/seconds_per_generation']:.3f} s/gen")
         first, self._first_of_attempt = self._first_of_attempt, False
         if self._progress is not None:
             if first and generation > 1:  # a resume or retry: the bar's speed counts from here, not from 0

@@ -11,17 +11,30 @@ from btc_ai.cli.common import EXIT_OK, TRACKING_URI_HELP, check_tracking_uri, fl
 
 
 def add_parser(sub: Any) -> None:
-    report = sub.add_parser("report", help="what happened in a session: attempts, repairs, checkpoints, model")
+    report = sub.add_parser(
+        "report", help="what happened in a session: attempts, repairs, checkpoints, model",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="A session's attempts (outcome, error, generations, best reward), its repairs with the values before "
+                    "and after, the checkpoints on the store, why it stopped, the best policy's validation and "
+                    "out-of-sample figures, the registered model, and the command to resume or extend it — read from "
+                    "the tracking store alone. Attempts left running by a process that died are marked as such.",
+        epilog="examples:\n"
+               "  btc-ai report 3f2c...e9\n"
+               "  btc-ai report models:/btc-ai-scalping@champion --json\n"
+               "  btc-ai report 3f2c...e9 --plots --out plots/       # redraw the PNGs into a folder\n\n"
+               "exit codes: 0 done, 2 bad input (an unknown run or model, no store)")
     report.add_argument("ref", metavar="RUN_ID", help="session or attempt run ID, or models:/<name>/<version>")
     report.add_argument("--json", action="store_true", help="machine-readable output")
     report.add_argument("--plots", action="store_true",
-                        help="redraw the fitness history and equity curve PNGs (written to --out, logged on the session)")
+                        help="redraw the fitness history and equity curve PNGs into --out (on the session run too with --log)")
     report.add_argument("--out", metavar="DIR", help="folder for --plots (default ./plots/<session run ID>/)")
+    report.add_argument("--log", action="store_true",
+                        help="with --plots: also log the PNGs on the session run, replacing its plots/ artifacts")
     flag(report, "tracking_uri", metavar="URI", help=TRACKING_URI_HELP)
 
 
 def run(args: argparse.Namespace) -> int:
-    check_tracking_uri(args.tracking_uri, must_exist=True, write=args.plots)  # nothing created to find nothing in
+    check_tracking_uri(args.tracking_uri, must_exist=True, write=args.plots and args.log)  # nothing created to find nothing in
     from btc_ai.desk.session_report import render_summary, session_summary
     from btc_ai.tracking.run_model.local import open_run_model
 
@@ -31,13 +44,14 @@ def run(args: argparse.Namespace) -> int:
         from btc_ai.recovery.session_plots import write_session_plots
 
         session_id = summary["session_run_id"]
-        plots = write_session_plots(runs, session_id, args.out or os.path.join("plots", session_id))
+        plots = write_session_plots(runs, session_id, args.out or os.path.join("plots", session_id), log=args.log)
         summary["plots"] = [str(path.resolve()) for path in plots.paths]
         summary["equity_plot_skipped"] = plots.equity_skipped
     print(json.dumps(summary, indent=2, default=str) if args.json else render_summary(summary))
     if args.plots and not args.json:
         for path in summary["plots"]:
-            print(f"plot: {path} (also logged as plots/{os.path.basename(path)} on the session run)")
+            logged = f" (also logged as plots/{os.path.basename(path)} on the session run)" if args.log else ""
+            print(f"plot: {path}{logged}")
         if summary["equity_plot_skipped"]:
             print(f"equity curve not drawn: {summary['equity_plot_skipped']}")
     return EXIT_OK

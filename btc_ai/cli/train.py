@@ -7,9 +7,11 @@ import argparse
 import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from btc_ai.cli.common import (
+    EXIT_CODES,
     EXIT_FAILED,
     EXIT_OK,
     TRACKING_URI_HELP,
@@ -42,7 +44,19 @@ _DATE_FORMAT_HELP = ("how the data's text dates read: day-first (08.06.2021 = 8 
 
 
 def add_train_parser(sub: Any) -> None:
-    train = sub.add_parser("train", help="train a policy (a new MLflow session)")
+    train = sub.add_parser(
+        "train", help="train a policy (a new MLflow session)", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a trading policy with evolution strategies as a new MLflow session: the config is validated "
+                    "(and repaired where it can be, each repair a run), every try is an attempt run, recoverable errors "
+                    "are repaired and retried, checkpoints go to the store, and the best policy by validation score is "
+                    "scored once on the held-out test span and registered as btc-ai-<bucket>. Without --data_path the "
+                    "built-in synthetic candles are used; keys not given come from the bucket's preset "
+                    "(btc-ai presets --keys lists them all, with their ranges).",
+        epilog="examples:\n"
+               "  btc-ai train                                   # the Scalping preset on the built-in data\n"
+               "  btc-ai train --data-path btc_5m.csv --bucket Swing --episodes 500\n"
+               "  btc-ai train --config my.json --set SIGMA=0.05 --set TEST_FRACTION=0.2\n"
+               "  btc-ai train --resume <session run ID>          # the same as btc-ai resume\n\n" + EXIT_CODES)
     flag(train, "data_path", metavar="FILE", help="candles (CSV or Parquet); default: built-in synthetic data")
     flag(train, "date_format", metavar="FORMAT", help=_DATE_FORMAT_HELP)
     flag(train, "config", metavar="FILE", help="JSON object of config keys (flags win over it)")
@@ -51,7 +65,8 @@ def add_train_parser(sub: Any) -> None:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key (repeatable)")
     flag(train, "max_retries", type=int, default=3, metavar="N", help="retries of recoverable errors (default 3)")
     flag(train, "enable_emergency_checkpoints", action="store_true",
-         help="write an emergency checkpoint when an error strikes (the default)")
+         help="accepted from the original training script: emergency checkpoints are written when an error "
+              "strikes unless --no-emergency-checkpoints")
     flag(train, "no_emergency_checkpoints", action="store_true", help="do not write emergency checkpoints")
     flag(train, "checkpoint_dir", default="checkpoints", metavar="DIR", help="local checkpoint folder (default checkpoints/)")
     flag(train, "tracking_uri", metavar="URI", help=TRACKING_URI_HELP)
@@ -62,7 +77,16 @@ def add_train_parser(sub: Any) -> None:
 
 
 def add_resume_parser(sub: Any) -> None:
-    resume = sub.add_parser("resume", help="continue an interrupted training from its MLflow run ID or model URI")
+    resume = sub.add_parser(
+        "resume", help="continue an interrupted training from its MLflow run ID or model URI",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Continue a session from the tracking store alone (config after repairs, ES state, best policy, "
+                    "generation, data fingerprint) as a new attempt of the same session; a finished session is left "
+                    "alone unless --episodes extends it. Each resume may retry up to --max_retries times.",
+        epilog="examples:\n"
+               "  btc-ai resume 3f2c...e9                          # a session or attempt run ID (printed at the start)\n"
+               "  btc-ai resume models:/btc-ai-scalping@champion   # the session behind a registered model\n"
+               "  btc-ai resume 3f2c...e9 --episodes 600           # train a finished session longer\n\n" + EXIT_CODES)
     resume.add_argument("ref", metavar="REF", help="session or attempt run ID, or models:/<name>/<version|@alias>")
     flag(resume, "data_path", metavar="FILE", help="the data (default: the file the session recorded)")
     flag(resume, "date_format", metavar="FORMAT", help=_DATE_FORMAT_HELP)
@@ -311,8 +335,6 @@ def _print_summary(system: Any, metrics: Mapping[str, Any], best_reward: float, 
     ret = metrics.get("best/validation_total_return", float("nan"))
     hold = metrics.get("best/validation_buy_and_hold_return", float("nan"))
     trades = metrics.get("best/validation_trades", float("nan"))
-    for repair in metrics.get("repairs", []):
-        print(f"repair: {repair}")
     print(
         f"done: session {metrics['session_run_id']} | attempts {metrics['attempts']} | "
         f"generations {metrics['generations']} | best validation reward {best_reward:+.4f} "
@@ -339,4 +361,6 @@ def _print_summary(system: Any, metrics: Mapping[str, Any], best_reward: float, 
     else:
         registered = f"registered as models:/{name}/{version} ({metrics.get('model_promotion', '')})"
     print(f"model: {registered}; final params sha256 {metrics['final_params_sha256'][:16]}")
-    print(f"open the UI: make ui  (or: mlflow ui --backend-store-uri {system.tracker.tracking_uri})")
+    ui = f"mlflow ui --backend-store-uri {system.tracker.tracking_uri}"
+    in_repo = Path("Makefile").is_file() and "\nui:" in Path("Makefile").read_text(encoding="utf-8", errors="replace")
+    print(f"open the UI: make ui  (or: {ui})" if in_repo else f"open the UI: {ui}")

@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from btc_ai.recovery.lease import mark_stale_attempts, session_busy
-from btc_ai.tracking.run_model import METRIC_FITNESS_MEAN, RunModel, registered_model_name
+from btc_ai.tracking.run_model import (
+    METRIC_FITNESS_MEAN,
+    METRIC_VALIDATION_SCORE,
+    RunModel,
+    registered_model_name,
+)
 
 
 def session_summary(runs: RunModel, ref: str) -> dict[str, Any]:
@@ -24,6 +29,7 @@ def session_summary(runs: RunModel, ref: str) -> dict[str, Any]:
     rows = []
     for attempt in attempts:
         steps = [step for step, _ in runs.metric_history(attempt.run_id, METRIC_FITNESS_MEAN)]
+        scores = [value for _, value in runs.metric_history(attempt.run_id, METRIC_VALIDATION_SCORE)]
         rows.append({
             "attempt": attempt.number,
             "run_id": attempt.run_id,
@@ -31,9 +37,10 @@ def session_summary(runs: RunModel, ref: str) -> dict[str, Any]:
             "outcome": attempt.outcome or ("running" if attempt.running else "?"),
             "error": attempt.error_type,
             "note": attempt.note,
-            "generations": f"{min(steps)}-{max(steps)}" if steps else "-",
+            "generations": [min(steps), max(steps)] if steps else None,  # first and last, as numbers
             "repaired_by": attempt.repaired_by,
-            "best_reward": attempt.best_reward,
+            "resumed_from": attempt.resumed_from,  # set on the first attempt of a resume
+            "best_validation_score": max(scores) if scores else None,  # of this attempt's own validations
         })
     repair_rows = [{"run_id": r.run_id, "rule": r.rule, "triggered_by": r.triggered_by, "parent": r.parent_id,
                     "changes": dict(r.changes), "reason": r.reason} for r in runs.repairs(session)]
@@ -53,8 +60,10 @@ def session_summary(runs: RunModel, ref: str) -> dict[str, Any]:
         "stop_reason": session.stop_reason,
         **_figures(runs, session.run_id, session.test_span),
         "final_params_sha256": session.final_params_sha256,
+        "model_name": registered_model_name(session.bucket) if session.bucket else None,
         "model_version": session.model_version,
         "resume": None if session.completed else f"btc-ai resume {session.run_id}",
+        "extend": f"btc-ai resume {session.run_id} --episodes N" if session.completed else None,
     }
 
 
@@ -91,7 +100,12 @@ def render_summary(summary: dict[str, Any]) -> str:
         out.append(f"  marked now: {note}")
     out.append("attempts:")
     for a in summary["attempts"]:
-        line = f"  #{a['attempt']} {a['run_id']} {a['outcome']:<19} generations {a['generations']}"
+        span = "-" if a["generations"] is None else f"{a['generations'][0]}-{a['generations'][1]}"
+        line = f"  #{a['attempt']} {a['run_id']} {a['outcome']:<19} generations {span}"
+        if a["best_validation_score"] is not None:
+            line += f"  best score {a['best_validation_score']:+.4f}"
+        if a["resumed_from"]:
+            line += f"  (resumed from {a['resumed_from'].split('@')[0]})"
         if a["error"]:
             line += f"  error {a['error']}"
         if a["note"]:
@@ -120,4 +134,6 @@ def render_summary(summary: dict[str, Any]) -> str:
                    f"final params sha256 {summary['final_params_sha256']}")
     if summary["resume"]:
         out.append(f"to continue: {summary['resume']}")
+    if summary.get("extend"):
+        out.append(f"to train it longer: {summary['extend']}")
     return "\n".join(out)

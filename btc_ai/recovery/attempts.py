@@ -94,7 +94,7 @@ def close_failed_attempt(session: Any, attempt: Attempt, logger: RecoveryLogger,
     try:
         runs.tracker.log_dict(attempt.run_id, report, ARTIFACT_ERROR_JSON)
         runs.tracker.log_text(attempt.run_id, render_markdown(report), ARTIFACT_ERROR_MD)
-        runs.attempt_failed(attempt.run_id, outcome=attempt.outcome, error_type=type(exc).__name__,
+        runs.attempt_failed(attempt.run_id, number=attempt.number, outcome=attempt.outcome, error_type=type(exc).__name__,
                             generation_reached=logger.last_generation, interrupted=failure.interrupted)
     finally:
         system.reporter.attempt_failed(attempt.number, report)

@@ -71,7 +71,7 @@ def mark_stale_attempts(runs: RunModel, session: SessionRecord, attempts: list[A
         steps = [step for step, _ in runs.metric_history(attempt.run_id, METRIC_FITNESS_MEAN)]
         last = max(steps, default=attempt.start_generation or 0)
         note = f"the process training attempt {attempt.number} died; last generation seen {last}"
-        runs.attempt_failed(attempt.run_id, outcome="interrupted", error_type="ProcessDied", generation_reached=last,
+        runs.attempt_failed(attempt.run_id, number=attempt.number, outcome="interrupted", error_type="ProcessDied", generation_reached=last,
                             interrupted=False, note=note)
         notes.append(note)
     return notes

@@ -16,16 +16,17 @@ from tenacity import RetryCallState
 from btc_ai.domain.policy_files import PolicyCard
 from btc_ai.domain.promotion import promotion_verdict
 from btc_ai.recovery.attempts import Attempt, RecoveryLogger, close_failed_attempt
+from btc_ai.recovery.descriptions import session_description, version_description, version_tags
 from btc_ai.recovery.inputs import SessionInputs
 from btc_ai.recovery.lease import claim_lease, lease_token
 from btc_ai.recovery.repairs import Repair
 from btc_ai.recovery.retry import Budget, Failure, Plan, Retry, Stop, next_step, retry_policy
 from btc_ai.recovery.state import RecoveryState
-from btc_ai.recovery.versions import version_description, version_tags
 from btc_ai.tracking.registry import Registration, log_model_version
 from btc_ai.tracking.run_model import (
     ARTIFACT_DATA_REPORT,
     ARTIFACT_HISTORY,
+    ARTIFACT_REQUESTED_CONFIG,
     METRIC_BEST_VALIDATION,
     TAG_MODEL_PARAMS,
     TAG_MODEL_VERSION,
@@ -61,6 +62,8 @@ class Session:
         self.resumed_from: RecoveryState | None = None
         self.previous_rows: list[dict[str, Any]] = []
         self.registration: Registration | None = None
+        self.final_metrics: Mapping[str, Any] = {}  # the training's metrics, once it succeeded
+        self.failed_before = 0  # attempts of earlier processes that did not succeed
         self.parent: ParentLink | None = None  # a new session nested under another run (a walk-forward)
 
     @property
@@ -91,6 +94,7 @@ class Session:
         """Run the attempts, register the model, draw the plots; close the session with its status."""
         try:
             model, metrics, best_reward = self._retrying()
+            self.final_metrics = metrics
             version = self._register(model, metrics)
             self._log_plots(model)
         except KeyboardInterrupt:
@@ -114,24 +118,28 @@ class Session:
         self.runs.reopen_session(self.run_id)
         self.attempt_offset = rs.attempts
         self.resumed_from = rs
-        self.previous_rows = [row for attempt in self.runs.attempts(self.run_id)
-                              for row in self.runs.metric_rows(attempt)]
+        earlier = self.runs.attempts(self.run_id)
+        self.failed_before = sum(a.outcome != "success" for a in earlier)
+        self.previous_rows = [row for attempt in earlier for row in self.runs.metric_rows(attempt)]
         self.system.reporter.session_started(self.run_id, cfg)
 
     def _create(self, inputs: SessionInputs) -> None:
         cfg, link = inputs.config, self.parent
-        self.run_id = self.runs.open_session(name=link.name if link else f"{cfg.BUCKET.lower()}-session",
+        name = f"{cfg.BUCKET.lower()}-seed{cfg.SEED}-{time.strftime('%Y%m%d-%H%M%S')}"  # runs a user can tell apart
+        self.run_id = self.runs.open_session(name=link.name if link else name,
                                              bucket=cfg.BUCKET, data_source=inputs.source, lease_owner=lease_token(),
                                              heartbeat=time.time(), parent=link.run_id if link else None,
                                              tags=link.tags if link else None)
         self.system.session_run_id = self.run_id
         tracker = self.runs.tracker
-        tracker.log_params(self.run_id, inputs.requested)
+        tracker.log_params(self.run_id, cfg.to_dict())  # the config that trains; what was asked for, beside it
+        tracker.log_dict(self.run_id, inputs.requested, ARTIFACT_REQUESTED_CONFIG)
         if self.data_report is not None:  # the data as read from its source, with what the loader repaired
             tracker.log_dict(self.run_id, {"source": inputs.source, "report": self.data_report.to_dict()},
                              ARTIFACT_DATA_REPORT)
         for repair in inputs.repairs:
             self._log_repair(repair, parent=self.run_id)
+        self.system.reporter.repairs_made(list(inputs.repairs))
         self.system.reporter.session_started(self.run_id, cfg)
 
     def _close(self, status: str, run_status: str, final_sha: str | None = None) -> None:
@@ -139,11 +147,14 @@ class Session:
         if rows:
             self.runs.tracker.log_table_csv(self.run_id, rows, ARTIFACT_HISTORY)
         best = max((row.get(METRIC_BEST_VALIDATION, float("-inf")) for row in rows), default=float("-inf"))
-        summary = {"attempts": self.total_attempts, "elapsed_time": self.elapsed(), "repairs": len(self.repairs)}
+        failed = self.failed_before + sum(a.outcome != "success" for a in self.attempts)
+        summary = {"attempts": self.total_attempts, "failed_attempts": failed, "elapsed_time": self.elapsed(),
+                   "repairs": len(self.repairs)}
         if np.isfinite(best):
             summary["best_reward"] = best
         self.runs.close_session(self.run_id, status=status, run_status=run_status, summary=summary,
-                                step=max((row["generation"] for row in rows), default=0), final_params_sha256=final_sha)
+                                step=max((row["generation"] for row in rows), default=0), final_params_sha256=final_sha,
+                                description=session_description(self, status, self.final_metrics))
 
     def _register(self, model: Any, metrics: Mapping[str, Any]) -> str:
         """Log and register the best policy, unless it is the one the session registered already."""
@@ -252,5 +263,5 @@ class Session:
         logger.close()
         attempt.history = logger.history
         attempt.outcome = "success"
-        self.runs.attempt_succeeded(attempt.run_id)
+        self.runs.attempt_succeeded(attempt.run_id, attempt.number)
         return model, metrics, best_reward

@@ -37,6 +37,9 @@ __all__ = ["ProgressReporter", "SessionResult", "TrainingRecoverySystem", "regis
 class ProgressReporter:
     """What a person watching the training is told; silent here, the CLI prints."""
 
+    def repairs_made(self, repairs: list[Repair]) -> None:
+        """The validation repairs of a new session, before its training starts."""
+
     def session_started(self, run_id: str, config: TrainingConfig) -> None:
         """A session run was created."""
 

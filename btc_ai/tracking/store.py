@@ -243,6 +243,10 @@ class Tracker:
         for lo in range(0, len(items), 100):
             self._write("log_batch", {"run_id": run_id, "params": items[lo : lo + 100]})
 
+    def delete_tags(self, run_id: str, keys: Iterable[str]) -> None:
+        """Remove tags that no longer say anything (a released lease, a retired checkpoint's marker)."""
+        self._write("delete_tags", {"run_id": run_id, "keys": list(keys)})
+
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         self.log_metrics(run_id, [], tags)
 
@@ -338,6 +342,12 @@ def _log_batch(tracker: Tracker, args: dict[str, Any]) -> None:
                                  tags=tags if lo == 0 else [], synchronous=True)
 
 
+def _delete_tags(tracker: Tracker, args: dict[str, Any]) -> None:
+    for key in args["keys"]:
+        with contextlib.suppress(MlflowException):  # already gone: a replay after a crash
+            tracker.client.delete_tag(args["run_id"], key)
+
+
 def _set_status(tracker: Tracker, args: dict[str, Any]) -> None:
     tracker.client.update_run(args["run_id"], status=args["status"])
 
@@ -367,6 +377,7 @@ def _register_model(tracker: Tracker, args: dict[str, Any]) -> str:
 
 _OPERATIONS: dict[str, Callable[[Tracker, dict[str, Any]], Any]] = {
     "create_run": _create_run, "log_batch": _log_batch, "set_status": _set_status, "set_terminated": _set_terminated,
+    "delete_tags": _delete_tags,
     "log_artifact": _log_artifact, "log_artifacts": _log_artifacts, "delete_artifact": _delete_artifact,
     "register_model": _register_model,
 }

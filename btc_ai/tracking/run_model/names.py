@@ -61,10 +61,12 @@ TAG_FOLD = "btc_ai.fold"  # a walk-forward session's fold (1 = oldest test block
 TAG_SEED = "btc_ai.seed"  # ... and its seed
 TAG_FOLDS = "btc_ai.folds"  # a walk-forward run's number of folds
 TAG_SEEDS = "btc_ai.seeds"  # ... and its seeds, space-separated
+TAG_RUN_NAME = "mlflow.runName"  # what the UI lists: <bucket>-seed<N>-<start>, attempt-<n> (<outcome>)
 TAG_DESCRIPTION = "mlflow.note.content"  # the run's description in the MLflow UI (markdown)
 
 METRIC_FITNESS_MEAN, METRIC_FITNESS_MAX = "fitness/mean", "fitness/max"
-METRIC_BEST_VALIDATION = "validation/best_reward"
+METRIC_BEST_VALIDATION = "validation/best_reward"  # the best score so far (it carries across attempts)
+METRIC_VALIDATION_SCORE = "validation/score"  # one validation's score: what selection compares
 METRIC_BEST_REWARD = "best_reward"  # session summary
 
 ARTIFACT_MODEL = "model"  # where sessions before immutable versions logged their model
@@ -73,6 +75,7 @@ ARTIFACT_CHECKPOINTS = "checkpoints"
 ARTIFACT_ERROR_JSON, ARTIFACT_ERROR_MD = "error_report.json", "error_report.md"
 ARTIFACT_HISTORY = "performance_history.csv"
 ARTIFACT_DATA_REPORT = "data_report.json"
+ARTIFACT_REQUESTED_CONFIG = "config/requested.json"  # the config as asked for (the params are what trained)
 ARTIFACT_PLOTS = "plots"
 ARTIFACT_WALK_FORWARD_SPEC = "walk_forward.json"  # what a walk-forward was asked to do, and its folds
 ARTIFACT_WALK_FORWARD_TABLE = "walk_forward_results.csv"  # one row per fold and seed: the test-span figures

@@ -19,6 +19,7 @@ from btc_ai.tracking.run_model.names import (
     TAG_ATTEMPT,
     TAG_BUCKET,
     TAG_DATA_SOURCE,
+    TAG_DESCRIPTION,
     TAG_ERROR_TYPE,
     TAG_FINAL_SHA,
     TAG_GENERATION_REACHED,
@@ -32,6 +33,7 @@ from btc_ai.tracking.run_model.names import (
     TAG_REPAIR_RULE,
     TAG_REPAIRED_BY,
     TAG_RESUMED_FROM,
+    TAG_RUN_NAME,
     TAG_SESSION,
     TAG_SKIPPED_CHECKPOINTS,
     TAG_STALE_ATTEMPTS,
@@ -249,13 +251,17 @@ class RunModel:
         self.tracker.set_tags(session_id, {TAG_LEASE_HEARTBEAT: f"{now:.0f}"})
 
     def close_session(self, session_id: str, *, status: str, run_status: str, summary: Mapping[str, float], step: int,
-                      final_params_sha256: str | None = None) -> None:
-        """Summary metrics, then the final status in the same write that releases the lease, then the end."""
+                      final_params_sha256: str | None = None, description: str | None = None) -> None:
+        """Summary metrics, the final status and description, the lease released (its tags removed: a session
+        nobody holds has none), then the end."""
         self.tracker.log_values(session_id, summary, step=step)
-        tags = {TAG_STATUS: status, TAG_LEASE_OWNER: ""}
+        tags = {TAG_STATUS: status}
         if final_params_sha256 is not None:
             tags[TAG_FINAL_SHA] = final_params_sha256
+        if description:
+            tags[TAG_DESCRIPTION] = description[:50_000]
         self.tracker.set_tags(session_id, tags)
+        self.tracker.delete_tags(session_id, [TAG_LEASE_OWNER, TAG_LEASE_HEARTBEAT])
         self.tracker.end_run(session_id, run_status)
 
     def record_outcome(self, session_id: str, *, stop_reason: str, test_span: str | None) -> None:
@@ -282,14 +288,15 @@ class RunModel:
             tags[TAG_STALE_ATTEMPTS] = " | ".join(stale)[:5000]
         return self.tracker.create_run(KIND_ATTEMPT, parent=session_id, name=f"attempt-{number}", tags=tags)
 
-    def attempt_succeeded(self, run_id: str) -> None:
-        self.tracker.set_tags(run_id, {TAG_OUTCOME: "success", TAG_ERROR_TYPE: ""})
+    def attempt_succeeded(self, run_id: str, number: int) -> None:
+        self.tracker.set_tags(run_id, {TAG_OUTCOME: "success", TAG_RUN_NAME: f"attempt-{number} (success)"})
         self.tracker.end_run(run_id, "FINISHED")
 
-    def attempt_failed(self, run_id: str, *, outcome: str, error_type: str, generation_reached: int,
+    def attempt_failed(self, run_id: str, *, number: int, outcome: str, error_type: str, generation_reached: int,
                        interrupted: bool, note: str | None = None) -> None:
         tags: dict[str, Any] = {TAG_OUTCOME: outcome, TAG_ERROR_TYPE: error_type,
-                                TAG_GENERATION_REACHED: generation_reached}
+                                TAG_GENERATION_REACHED: generation_reached,
+                                TAG_RUN_NAME: f"attempt-{number} ({error_type} after generation {generation_reached})"}
         if note is not None:
             tags[TAG_NOTE] = note
         self.tracker.set_tags(run_id, tags)

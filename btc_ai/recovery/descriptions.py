@@ -1,5 +1,6 @@
-"""What a registered model version says about itself: where it came from (session, attempt, generation,
-data and its span, config) and how it did, on the validation span (used for selection) and out of sample."""
+"""What runs and versions say about themselves: a model version's tags and description (where it came from,
+how it did on the validation span, used for selection, and out of sample), and a session's description
+(its attempts, repairs, outcome, figures and how to resume) — markdown the MLflow UI shows."""
 
 from __future__ import annotations
 
@@ -66,4 +67,28 @@ def version_description(session: Session, config: TrainingConfig, metrics: Mappi
     lines.append(f"Validation span (used for selection): return {metrics['best/validation_total_return']:+.2%}, "
                  f"buy-and-hold {metrics['best/validation_buy_and_hold_return']:+.2%}.")
     lines.append(f"Costs: {config.FEE_BPS:g} bps fee + {config.SLIPPAGE_BPS:g} bps slippage per unit traded.")
+    return "\n\n".join(lines)
+
+
+def session_description(session: Session, status: str, metrics: Mapping[str, Any]) -> str:
+    """The session run's markdown note: outcome first, then attempts, repairs, figures, how to go on."""
+    failed = [a for a in session.attempts if a.outcome != "success"]
+    head = {"completed": "Completed", "failed": "**Failed**", "interrupted": "**Interrupted**"}.get(status, status)
+    lines = [f"{head} after {session.total_attempts} attempt(s)"
+             + (f", {len(failed)} of them failed in this run of the command" if failed else "") + "."]
+    rows = ["| attempt | outcome | error |", "|---|---|---|"]
+    rows += [f"| {a.number} | {a.outcome} | {a.error or ''} |" for a in session.attempts]
+    lines.append("\n".join(rows))
+    if session.repairs:
+        lines.append("Repairs: " + "; ".join(r.summary() for r in session.repairs))
+    if metrics:
+        lines.append(f"Stopped: {metrics.get('stop_reason', '-')}.")
+        if "test/total_return" in metrics:
+            lines.append(f"Out of sample (test span {metrics.get('test_span', '')}): return "
+                         f"{metrics['test/total_return']:+.2%} after costs vs buy-and-hold "
+                         f"{metrics['test/buy_and_hold_return']:+.2%}, flat +0.00%.")
+        if "best/validation_total_return" in metrics:
+            lines.append(f"Validation (used for selection): return {metrics['best/validation_total_return']:+.2%}.")
+    lines.append(f"Continue or extend: `btc-ai resume {session.run_id}`" + (" --episodes N" if status == "completed" else "")
+                 + f"; details: `btc-ai report {session.run_id}`.")
     return "\n\n".join(lines)

@@ -65,3 +65,17 @@ def test_compare_attempts_notebook_runs_clean_against_a_fresh_store(store_with_a
     assert len(images) == 2  # the fitness curves and the model's equity curve
     assert "on the validation span (logged at training:" in text
     assert elapsed < 60, f"the notebook took {elapsed:.0f} s (target: under 60 s)"
+
+
+def test_the_notebook_against_no_store_says_so_in_one_line_and_creates_nothing(tmp_path, monkeypatch) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("BTC_AI_SESSION", raising=False)
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
+    assert not [out for out in outputs if out.output_type == "error"]
+    text = "".join(out.get("text", "") for out in outputs if out.output_type == "stream")
+    assert f"no session: there is no btc_ai session on {uri}" in text
+    assert not (tmp_path / "mlruns").exists()  # nothing created

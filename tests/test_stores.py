@@ -119,7 +119,8 @@ def test_a_wrong_run_id_on_a_store_is_refused_in_milliseconds_and_changes_nothin
 
 @pytest.mark.parametrize("content", [b"just some text, not a database\n" * 20, bytes(range(256)) * 64,
                                      b"SQLite format 3\x00" + b"\xff" * 4000])
-@pytest.mark.parametrize("command", [["train", *tiny_flags()], ["report", RUN_ID], ["resume", RUN_ID]])
+@pytest.mark.parametrize("command", [["train", *tiny_flags()], ["report", RUN_ID], ["resume", RUN_ID],
+                                     ["backup", "--version", "1", "--description", "x"]])
 def test_a_store_file_that_is_not_a_database_is_refused_at_once(run_main: Run, here: Path, content: bytes,
                                                                 command: list[str]) -> None:
     (here / "mlruns").mkdir()
@@ -238,6 +239,7 @@ def foreign_folder() -> Path:
     if os.geteuid() == 0 and not _AS_NOBODY:
         pytest.skip("needs setpriv to run btc-ai as another user (root ignores file modes)")
     work = Path(tempfile.mkdtemp(prefix="btc-ai-stores-"))  # not under tmp_path: that is private to root
+    work.chmod(0o755)
     try:
         yield work
     finally:
@@ -248,11 +250,25 @@ def foreign_folder() -> Path:
 
 
 def test_an_unwritable_working_folder_is_one_line_and_nothing_is_created(foreign_folder: Path) -> None:
-    foreign_folder.chmod(0o555)
+    work, elsewhere = foreign_folder / "work", foreign_folder / "store"
+    work.mkdir(mode=0o555)
+    elsewhere.mkdir(mode=0o777)
+    work.chmod(0o555)  # mkdir's mode is masked by the umask
+    elsewhere.chmod(0o777)
     started = time.perf_counter()
-    done = _as_user(foreign_folder, "train", *tiny_flags())
-    _refused(done.returncode, done.stderr, "read-only", str(foreign_folder))
-    assert time.perf_counter() - started < 10 and list(foreign_folder.iterdir()) == []
+    done = _as_user(work, "train", *tiny_flags())  # the default store, ./mlruns
+    _refused(done.returncode, done.stderr, "read-only", str(work))
+    # a store elsewhere, but the checkpoints would go to ./checkpoints: refused before the session is created
+    done = _as_user(work, "train", *tiny_flags(), "--tracking-uri", f"sqlite:///{elsewhere}/mlflow.db")
+    _refused(done.returncode, done.stderr, "checkpoint folder", "read-only", "--checkpoint-dir")
+    assert time.perf_counter() - started < 20 and list(work.iterdir()) == [] and list(elsewhere.iterdir()) == []
+    private = foreign_folder / "private"  # a folder on the store's way this user may not enter
+    private.mkdir()
+    private.chmod(0o700)
+    for command in (["report", RUN_ID], ["train", *tiny_flags()]):
+        done = _as_user(elsewhere, *command, "--tracking-uri", f"sqlite:///{private}/mlruns/mlflow.db")
+        _refused(done.returncode, done.stderr, "permission denied")
+    assert list(private.iterdir()) == []
 
 
 def test_a_read_only_store_is_refused_within_seconds_and_still_reported(foreign_folder: Path) -> None:

@@ -23,7 +23,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_tracking_uri(args.tracking_uri)
+    check_tracking_uri(args.tracking_uri, must_exist=True)  # no store is created to find no model in
     from btc_ai.desk.promote import promote
     from btc_ai.tracking.run_model import RunModel
     from btc_ai.tracking.store import Tracker

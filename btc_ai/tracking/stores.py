@@ -32,6 +32,9 @@ _DATABASES = ("postgresql", "mysql", "mssql")
 _SCHEMES = ("sqlite", "http", "https", *_DATABASES, "databricks", "databricks-uc", "uc")
 # the tables every MLflow store has had since its first schema (the rest come with the migrations)
 _CORE_TABLES = {"experiments", "runs", "metrics", "params", "tags", "latest_metrics", "alembic_version"}
+# what MLflow's initialisation itself writes: a store with nothing else holds no one's data
+_BOOKKEEPING = {"alembic_version", "workspaces", "sqlite_sequence"}
+_ROWS_OF_A_NEW_STORE = {"experiments": " WHERE experiment_id != 0"}  # the default experiment
 # the database drivers SQLAlchemy imports, and the pip package that provides each
 _DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "pg8000": "pg8000",
                     "pymysql": "PyMySQL", "MySQLdb": "mysqlclient", "mysql": "mysql-connector-python",
@@ -53,7 +56,8 @@ def sqlite_file(uri: str) -> Path | None:
     slashes); None for anything else, including an in-memory ``sqlite://``."""
     if not uri.startswith("sqlite:///"):
         return None
-    return Path(unquote(uri.removeprefix("sqlite:///").split("?", 1)[0]))
+    path = unquote(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    return None if path in ("", ":memory:") else Path(path)
 
 
 def check_uri(uri: str, source: str = "--tracking-uri") -> None:
@@ -115,7 +119,7 @@ class Probe:
 
     state: str  # "missing", "whole" (MLflow's tables and a schema version), "half" (anything less)
     revision: str | None = None
-    holds_data: bool = False  # runs, experiments besides the default, or registered models
+    holds_data: bool = False  # rows beyond what MLflow's initialisation writes (runs, experiments, models, ...)
 
 
 def _tables(db: sqlite3.Connection) -> set[str]:
@@ -141,8 +145,13 @@ def connect_readonly(database: Path, timeout: float = SQLITE_TIMEOUT_S) -> sqlit
 
 def probe(database: Path) -> Probe:
     """The state of the store file (`StoreError` when it is not a database or cannot be read)."""
-    if not database.exists():
-        return Probe("missing")
+    try:
+        if not database.exists():
+            return Probe("missing")
+    except PermissionError:  # a folder on the way this user may not enter
+        raise StoreError(f"cannot reach the tracking store {database} (permission denied on a folder on its way); "
+                         "run as its owner, or point --tracking-uri / MLFLOW_TRACKING_URI at a store you can "
+                         "read") from None
     if database.is_dir():
         raise StoreError(f"{database} is a folder, not an SQLite database; point --tracking-uri / "
                          "MLFLOW_TRACKING_URI at the store's .db file")
@@ -157,10 +166,8 @@ def probe(database: Path) -> Probe:
             tables = _tables(db)
             revision = (db.execute("SELECT version_num FROM alembic_version").fetchone() or [None])[0] \
                 if "alembic_version" in tables else None
-            holds = any(db.execute(sql).fetchone()[0] for table, sql in (
-                ("runs", "SELECT count(*) FROM runs"),
-                ("experiments", "SELECT count(*) FROM experiments WHERE experiment_id != 0"),
-                ("registered_models", "SELECT count(*) FROM registered_models")) if table in tables)
+            holds = any(db.execute(f'SELECT EXISTS (SELECT 1 FROM "{table}"{_ROWS_OF_A_NEW_STORE.get(table, "")})')
+                        .fetchone()[0] for table in tables - _BOOKKEEPING if not table.startswith("_alembic_tmp"))
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:  # "file is not a database", "unable to open database file", ...

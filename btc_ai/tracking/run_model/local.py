@@ -14,11 +14,9 @@ from types import SimpleNamespace
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
-from btc_ai.domain.errors import ResumeError
 from btc_ai.tracking.run_model.names import (
     KIND_ATTEMPT,
     KIND_REPAIR,
-    KIND_SESSION,
     LATEST,
     MODEL_URI,
     TAG_KIND,
@@ -39,7 +37,7 @@ def _or_mlflow(method: Callable[..., T]) -> Callable[..., T]:
         try:
             return method(self, *args, **kwargs)
         except (sqlite3.Error, _NotLocal):
-            return getattr(RunModel, method.__name__)(self, *args, **kwargs)
+            return getattr(RunModel(self.tracker), method.__name__)(*args, **kwargs)
 
     return wrapper
 
@@ -111,37 +109,28 @@ class LocalRunModel(RunModel):
 
     @_or_mlflow
     def resolve_session(self, ref: str) -> SessionRecord:
-        ref = ref.strip()
-        match = MODEL_URI.match(ref)
-        if match:
-            if LATEST in (match["version"], match["alias"]):
-                version = self._scalar("SELECT MAX(version) FROM model_versions WHERE name = ?", match["name"])
-            else:
-                version = match["version"] or self._scalar(
-                    "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?", match["name"],
-                    match["alias"])
-            run_id = version and self._scalar("SELECT run_id FROM model_versions WHERE name = ? AND version = ?",
-                                              match["name"], int(version))
-            if not run_id:
-                raise _NotLocal(ref)  # the MLflow reader says so, with its hints
-            ref = run_id
-        elif ref.startswith("models:/"):
-            raise ResumeError(f"{ref} is not models:/<name>/<version> or models:/<name>@<alias>")
-        run = self._run(ref)
-        if run is None:
-            raise ResumeError(f"run {ref} does not exist on {self.tracking_uri}; check the ID "
-                              "(btc-ai prints it at the start) and --tracking-uri")
-        if run.info.lifecycle_stage == "deleted":
-            from btc_ai.tracking.stores import deleted_run
+        return RunModel.resolve_session(self, ref)
 
-            raise deleted_run(ref, run.info.experiment_id, self.tracking_uri)
-        kind = run.data.tags.get(TAG_KIND)
-        if kind == KIND_SESSION:
-            return _session(run)
-        parent = run.data.tags.get(TAG_SESSION) or run.data.tags.get(TAG_PARENT)
-        if kind in {KIND_ATTEMPT, KIND_REPAIR} and parent:
-            return self.resolve_session(parent)
-        raise ResumeError(f"run {ref} is not a btc_ai session, attempt or repair run")
+    def _model_run_id(self, ref: str) -> str:
+        match = MODEL_URI.match(ref)
+        assert match is not None
+        if LATEST in (match["version"], match["alias"]):
+            version = self._scalar("SELECT MAX(version) FROM model_versions WHERE name = ?", match["name"])
+        else:
+            version = match["version"] or self._scalar(
+                "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?", match["name"], match["alias"])
+        run_id = version and self._scalar("SELECT run_id FROM model_versions WHERE name = ? AND version = ?",
+                                          match["name"], int(version))
+        if not run_id:
+            raise _NotLocal(ref)  # the MLflow reader says so, with its hints
+        return run_id
+
+    def _find_run(self, run_id: str) -> Any | None:
+        return self._run(run_id)
+
+    @property
+    def uri(self) -> str:
+        return self.tracking_uri
 
     def _scalar(self, sql: str, *args: Any) -> Any:
         row = self._db.execute(sql, args).fetchone()

@@ -79,20 +79,17 @@ class RunModel:
         ResumeError (a user mistake) when there is none."""
         ref = ref.strip()
         if MODEL_URI.match(ref):
-            ref = self.model_version(ref).run_id or ""
+            ref = self._model_run_id(ref)
         elif ref.startswith("models:/"):
             raise ResumeError(f"{ref} is not models:/<name>/<version> or models:/<name>@<alias>")
-        from mlflow.exceptions import MlflowException
-
-        try:
-            run = self._client.get_run(ref)
-        except MlflowException:
-            raise ResumeError(f"run {ref} does not exist on {self.tracker.tracking_uri}; check the ID "
-                              "(btc-ai prints it at the start) and --tracking-uri") from None
+        run = self._find_run(ref)
+        if run is None:
+            raise ResumeError(f"run {ref} does not exist on {self.uri}; check the ID "
+                              "(btc-ai prints it at the start) and --tracking-uri")
         if run.info.lifecycle_stage == "deleted":
             from btc_ai.tracking.stores import deleted_run
 
-            raise deleted_run(ref, run.info.experiment_id, self.tracker.tracking_uri)
+            raise deleted_run(ref, run.info.experiment_id, self.uri)
         kind = run.data.tags.get(TAG_KIND)
         if kind == KIND_SESSION:
             return _session(run)
@@ -100,6 +97,24 @@ class RunModel:
         if kind in {KIND_ATTEMPT, KIND_REPAIR} and parent:
             return self.resolve_session(parent)
         raise ResumeError(f"run {ref} is not a btc_ai session, attempt or repair run")
+
+    @property
+    def uri(self) -> str:
+        """The store's tracking URI."""
+        return self.tracker.tracking_uri
+
+    def _model_run_id(self, ref: str) -> str:
+        """The run a model URI's version came from."""
+        return self.model_version(ref).run_id or ""
+
+    def _find_run(self, run_id: str) -> Any | None:
+        """The run (MLflow's `Run`, or a reader's look-alike), None when the store has no such run."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._client.get_run(run_id)
+        except MlflowException:
+            return None
 
     def model_version(self, ref: str) -> ModelVersionRecord:
         """The version behind ``models:/<name>/<version|latest>`` or ``models:/<name>@<alias>``; ResumeError

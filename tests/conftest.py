@@ -111,6 +111,7 @@ def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", "WARNING")  # what main() sets; restored (removed) afterwards
     monkeypatch.setenv("BTC_AI_PROGRESS_EVERY", "1")
     monkeypatch.delenv("BTC_AI_FAULT", raising=False)
+    monkeypatch.delenv("BTC_AI_KILL_AT", raising=False)
     loggers = [logging.getLogger(name) for name in ("btc_ai", "mlflow", "alembic")]
     saved = [(lg, lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
     try:

@@ -118,6 +118,7 @@ def _check_store(args: argparse.Namespace, resume: str | None) -> None:
 def run_train(args: argparse.Namespace) -> int:
     _check_flags(args, args.resume)
     if args.resume:
+        args.resume = _session_of(args.resume, args.quiet)
         given = [f"--{name}" for name in [*_CONFIG_FLAGS, "config"] if getattr(args, name) is not None] + \
             (["--set"] if args.set else [])
         if given:  # a mistake in the flags themselves: said before the store is looked at
@@ -131,9 +132,22 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_resume(args: argparse.Namespace) -> int:
     _check_flags(args, args.ref)
+    args.ref = _session_of(args.ref, args.quiet)
     _check_store(args, args.ref)
     overrides = {"EPISODES": args.episodes} if args.episodes is not None else {}
     return _run(args, overrides, args.ref)
+
+
+def _session_of(ref: str, quiet: bool) -> str:
+    """A resume reference; a local checkpoint file (or folder) stands for the session it was written for."""
+    if not os.path.exists(ref):
+        return ref
+    from btc_ai.recovery.inputs import checkpoint_session
+
+    session = checkpoint_session(ref)
+    if not quiet:
+        print(f"{ref} is a checkpoint of session {session}: resuming the session from its newest committed checkpoint")
+    return session
 
 
 def _parse_assignment(text: str) -> tuple[str, Any]:
@@ -216,9 +230,14 @@ def _check_data(args: argparse.Namespace) -> None:
 
 
 def _training_func() -> Any:
-    from btc_ai.training.faults import ENV_VAR, FaultSpec, inject_fault
+    from btc_ai.training.faults import ENV_VAR, KILL_ENV_VAR, FaultSpec, inject_fault, parse_kill_point
     from btc_ai.training.loop import train_model
 
+    if os.environ.get(KILL_ENV_VAR):  # tests and `btc-ai chaos`: SIGKILL inside a checkpoint commit
+        try:
+            parse_kill_point(os.environ[KILL_ENV_VAR])
+        except ValueError as exc:
+            raise UserInputError(f"{KILL_ENV_VAR}: {exc}") from None
     if not os.environ.get(ENV_VAR):
         return train_model
     try:  # the documented fault-injection hook (tests, `btc-ai chaos`)

@@ -19,7 +19,7 @@ from btc_ai.recovery import TrainingRecoverySystem
 from btc_ai.recovery.classify import RECOVERABLE, UNRECOVERABLE
 from btc_ai.tracking.run_model import ARTIFACT_CHECKPOINTS, METRIC_FITNESS_MEAN, RunModel, SessionRecord
 from btc_ai.tracking.store import Tracker
-from btc_ai.training.faults import inject_fault
+from btc_ai.training.faults import KILL_ENV_VAR, inject_fault
 from btc_ai.training.loop import train_model
 
 # Small enough that a scenario takes about a second in process.
@@ -55,7 +55,7 @@ class Scratch:
         return f"sqlite:///{self.root / 'mlruns' / 'mlflow.db'}"
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "BTC_AI_FAULT"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "BTC_AI_FAULT", "BTC_AI_KILL_AT"))}
         return {**env, "MLFLOW_TRACKING_URI": self.uri, "PYTHONUNBUFFERED": "1", "BTC_AI_PROGRESS_EVERY": "1"}
 
 
@@ -141,6 +141,37 @@ def scenario_sigkill_resume(scratch: Scratch) -> Outcome:
                    time.perf_counter() - tick, passed)
 
 
+# Commits of 1,050 metrics (a validation every generation, a checkpoint every 50): two chunks each.
+COMMIT_FLAGS = ["--episodes", "100", "--hidden-size", "8", "--es-population", "8", "--min-checkpoint-interval", "50",
+                "--set", "MAX_STEPS_PER_EPISODE=32", "--set", "EPISODES_PER_EVAL=1", "--set", "EVAL_INTERVAL=1",
+                "--set", "CHECKPOINT_MIN_SECONDS=0", "--set", "EARLY_STOP_PATIENCE=0", "--set", "NOISE_TABLE_SIZE=65536"]
+
+
+def scenario_sigkill_mid_commit(scratch: Scratch) -> Outcome:
+    """SIGKILL after the first metric chunk of the second checkpoint commit (its marker not written), then
+    resume: from the first checkpoint, every generation's metrics once, bit-identical to an uninterrupted run."""
+    tick = time.perf_counter()
+    env = {**scratch.env(), "OMP_NUM_THREADS": "1"}  # tiny matrices: one thread is faster
+    base = Scratch(scratch.root / "baseline")
+    base.root.mkdir()
+    _cli(base, "train", *COMMIT_FLAGS, env={**env, "MLFLOW_TRACKING_URI": base.uri})
+    killed = _cli(scratch, "train", *COMMIT_FLAGS, env={**env, KILL_ENV_VAR: "metrics:1@2"})
+    (session,) = _sessions(scratch)
+    shutil.rmtree(scratch.root / "checkpoints", ignore_errors=True)
+    resumed = _cli(scratch, "resume", session.run_id, env=env)
+    runs = RunModel(Tracker(scratch.uri))
+    attempts = runs.attempts(session)
+    steps = sorted(step for a in attempts for step, _ in runs.metric_history(a.run_id, METRIC_FITNESS_MEAN))
+    baseline = _sessions(base)
+    same = bool(baseline) and _final_sha(scratch, session.run_id) == _final_sha(base, baseline[0].run_id)
+    once = steps == list(range(1, 101))
+    start = attempts[-1].start_generation if attempts else None
+    passed = killed.returncode == -signal.SIGKILL and resumed.returncode == 0 and same and once and start == 50
+    outcome = "bit-identical, once" if same and once else "DIFFERS" if not same else "metrics not once"
+    return Outcome("sigkill mid-commit+resume", "process died", len(attempts), "-", outcome,
+                   time.perf_counter() - tick, passed)
+
+
 def scenario_corrupted_checkpoint(scratch: Scratch) -> Outcome:
     tick = time.perf_counter()
     env = {**scratch.env(), "BTC_AI_FAULT": "PermissionError@8"}
@@ -217,6 +248,7 @@ def scenarios() -> dict[str, Callable[[Scratch], Outcome]]:
     table["stall"] = _in_process("stall", "Stall@3", True)
     table["sigterm"] = scenario_sigterm
     table["sigkill+resume"] = scenario_sigkill_resume
+    table["sigkill-mid-commit"] = scenario_sigkill_mid_commit
     table["corrupted-checkpoint"] = scenario_corrupted_checkpoint
     table["tracking-server-down"] = scenario_tracking_server_down
     table["tracking-server-lost"] = scenario_tracking_server_lost

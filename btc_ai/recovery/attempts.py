@@ -42,8 +42,8 @@ class RecoveryLogger(AttemptLogger):
     progress reporter and the session lease's heartbeat."""
 
     def __init__(self, runs: RunModel, run_id: str, reporter: ProgressReporter, attempt: int, session_id: str,
-                 keep_checkpoints: int | None) -> None:
-        super().__init__(runs.tracker, run_id, keep_periodic=keep_checkpoints)
+                 keep_checkpoints: int | None, logged_through: int = 0) -> None:
+        super().__init__(runs.tracker, run_id, keep_periodic=keep_checkpoints, logged_through=logged_through)
         self.runs = runs
         self.session_id = session_id
         self.last_heartbeat = time.monotonic()
@@ -56,7 +56,8 @@ class RecoveryLogger(AttemptLogger):
     def on_generation(self, generation: int, metrics: Mapping[str, float]) -> None:
         super().on_generation(generation, metrics)
         self.generations_done += 1
-        self.history.append({"generation": generation, "attempt": self.attempt, **metrics})
+        if generation > self.logged_through:  # else its row is an earlier attempt's (see AttemptLogger)
+            self.history.append({"generation": generation, "attempt": self.attempt, **metrics})
         self.reporter.generation_done(generation, metrics)
 
     def on_checkpoint(self, state: TrainingState, path: Path | None, sha256: str | None, *, emergency: bool) -> None:

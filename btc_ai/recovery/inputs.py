@@ -5,6 +5,7 @@ created on the store."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,11 +50,31 @@ def resume_reference(recovery_state: Any) -> RecoveryState | str | None:
     return None
 
 
+def checkpoint_session(ref: str) -> str:
+    """The run ID of the session a local checkpoint file (or its folder) belongs to: checkpoints are written
+    to ``<checkpoint dir>/<session run ID>/``, so the folder's name is the session. ResumeError when it is
+    not a run ID (a file copied elsewhere): then the session is unknown, and its config with it."""
+    path = Path(ref)
+    folder = path if path.is_dir() else path.parent
+    name = folder.resolve().name
+    if _RUN_ID.match(name):
+        return name
+    raise ResumeError(f"{ref} is a local file, not a run, and its folder {name!r} is not a session run ID (a "
+                      "checkpoint stands for its session only in checkpoints/<session run ID>/); resume takes a "
+                      "session or attempt run ID or a models:/ URI")
+
+
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
 def new_session_inputs(system: TrainingRecoverySystem, config: Any, df: Any, recovery_state: Any) -> SessionInputs:
+    start = _as_state(recovery_state)
+    if config is None and start is not None:  # a local checkpoint holds the config it trained with, never a preset
+        config = dict(start.config)
     requested, cfg, repairs = resolve_config(system, config)
     data, report, data_repair = resolve_data(df, system.date_format)
     repairs += [data_repair] if data_repair is not None else []
-    inputs = SessionInputs(cfg, data, report, _as_state(recovery_state), requested, repairs, source=source_label(df))
+    inputs = SessionInputs(cfg, data, report, start, requested, repairs, source=source_label(df))
     return _fit_episode(inputs)
 
 

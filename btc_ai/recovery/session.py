@@ -21,7 +21,8 @@ from btc_ai.recovery.inputs import SessionInputs
 from btc_ai.recovery.lease import claim_lease, lease_token
 from btc_ai.recovery.repairs import Repair
 from btc_ai.recovery.retry import Budget, Failure, Plan, Retry, Stop, next_step, retry_policy
-from btc_ai.recovery.state import RecoveryState
+from btc_ai.recovery.signals import interrupts_held
+from btc_ai.recovery.state import RecoveryState, logged_through
 from btc_ai.tracking.registry import Registration, log_model_version
 from btc_ai.tracking.run_model import (
     ARTIFACT_DATA_REPORT,
@@ -61,6 +62,7 @@ class Session:
         self.attempt_offset = 0  # attempts of this session made by earlier processes
         self.resumed_from: RecoveryState | None = None
         self.previous_rows: list[dict[str, Any]] = []
+        self.logged_through = 0  # a resume: generations beyond its state an earlier attempt logged (see AttemptLogger)
         self.registration: Registration | None = None
         self.final_metrics: Mapping[str, Any] = {}  # the training's metrics, once it succeeded
         self.failed_before = 0  # attempts of earlier processes that did not succeed
@@ -86,8 +88,17 @@ class Session:
         self.data_report = inputs.report
         if inputs.resume is not None:
             self._reopen(inputs.resume, inputs.config)
+            if inputs.data_changed:  # other data trains those generations differently: logged again
+                self.logged_through = 0
         else:
-            self._create(inputs)
+            try:
+                with interrupts_held():  # the session's config is on the store before an interrupt can end it
+                    self._create(inputs)
+            except KeyboardInterrupt:
+                if self.run_id:  # closed as interrupted, with its config: a resume trains what was asked for
+                    with contextlib.suppress(Exception):
+                        self._close("interrupted", "KILLED")
+                raise
         self.plan = Plan(inputs.config, inputs.data, inputs.start, data_changed=inputs.data_changed)
 
     def train(self) -> tuple[Any, dict[str, Any], float]:
@@ -121,6 +132,7 @@ class Session:
         earlier = self.runs.attempts(self.run_id)
         self.failed_before = sum(a.outcome != "success" for a in earlier)
         self.previous_rows = [row for attempt in earlier for row in self.runs.metric_rows(attempt)]
+        self.logged_through = logged_through(rs.generation, earlier, self.previous_rows, cfg)
         self.system.reporter.session_started(self.run_id, cfg)
 
     def _create(self, inputs: SessionInputs) -> None:
@@ -250,7 +262,8 @@ class Session:
         attempt = self.attempts[-1]
         plan = attempt.plan
         logger = RecoveryLogger(self.runs, attempt.run_id, self.system.reporter, attempt.number, self.run_id,
-                                self.system.keep_checkpoints)
+                                self.system.keep_checkpoints,
+                                logged_through=self.logged_through if len(self.attempts) == 1 else 0)
         save_dir = Path(self.save_path) if self.save_path is not None else self.system.checkpoint_dir / self.run_id
         try:
             model, metrics, best_reward, _ = self.training_func(

@@ -1,5 +1,6 @@
 """SIGINT and SIGTERM: the one mechanism that turns them into an exception (a training, a backup, a
-restore). The first signal raises `Interrupted` in the main thread; a second one exits at once."""
+restore). The first signal raises `Interrupted` in the main thread; a second one exits at once. Writes that
+belong together (a new session run and its config) hold them until they are done (`interrupts_held`)."""
 
 from __future__ import annotations
 
@@ -54,3 +55,28 @@ def graceful_interrupts(stop_event: threading.Event | None = None) -> Iterator[N
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """While inside: a SIGINT or SIGTERM waits, and takes its usual course (the handler outside, e.g.
+    :func:`graceful_interrupts`) as the block ends; a second one exits the process at once, as ever. For
+    writes that must not be cut apart, such as a new session run and its config (milliseconds)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            os._exit(128 + signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        if received:
+            signal.raise_signal(received[0])  # delivered to the handler now in place

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from btc_ai.domain.config import TrainingConfig
-from btc_ai.domain.errors import CheckpointError
+from btc_ai.domain.errors import CheckpointError, ResumeError
 from btc_ai.recovery.lease import mark_stale_attempts
 from btc_ai.tracking.run_model import AttemptRecord, CheckpointRecord, RunModel
 from btc_ai.tracking.store import Tracker
@@ -54,12 +56,14 @@ class RecoveryState:
         attempts = runs.attempts(session)
         stale = mark_stale_attempts(runs, session, attempts) if mark_stale else []
         state, ref_used, skipped = newest_good_checkpoint(runs, attempts)
+        recorded = next((a.params for a in reversed(attempts) if a.params), None) or session.params
         if state is not None:
             config = TrainingConfig.from_dict(state.config)
-        elif attempts:
-            config = TrainingConfig.from_dict(dict(attempts[-1].params))
-        else:
-            config = TrainingConfig.from_dict(dict(session.params))
+        elif recorded:
+            config = TrainingConfig.from_dict(dict(recorded))
+        else:  # never a preset in its place: that would train something nobody asked for
+            raise ResumeError(f"session {session.run_id} has no recorded config (it was stopped while it was being "
+                              "created) and nothing was trained: start a new training with btc-ai train")
         return cls(
             session_run_id=session.run_id,
             config=config,
@@ -93,3 +97,25 @@ def newest_good_checkpoint(runs: RunModel, attempts: list[AttemptRecord]) -> tup
             except (CheckpointError, OSError) as exc:
                 skipped.append(f"{ref.artifact_path} of run {ref.run_id}: {exc}")
     return None, None, skipped
+
+
+def logged_through(start: int, attempts: list[AttemptRecord], rows: list[dict[str, Any]],
+                   config: TrainingConfig) -> int:
+    """The newest generation N >= ``start`` such that generations start+1..N all have their metrics on the
+    store already, from earlier attempts that trained them as ``config`` does (the same params, EPISODES
+    aside): a process killed inside a checkpoint commit, after some of its metric chunks (whole
+    generations each) and before the marker, leaves such generations beyond the checkpoint a resume
+    starts from. The resumed attempt logs from N+1, so each generation appears once across attempts
+    (with the same values: the training is deterministic). ``rows`` are the earlier attempts' metric rows
+    (``attempt``, ``generation``, metrics...)."""
+    wanted = _comparable(config.to_dict())
+    same = {a.number for a in attempts if _comparable(a.params) == wanted}
+    logged = {int(row["generation"]) for row in rows if row.get("attempt") in same}
+    through = start
+    while through + 1 in logged:
+        through += 1
+    return through
+
+
+def _comparable(params: Mapping[str, Any]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in params.items() if k != "EPISODES"}

@@ -17,13 +17,17 @@ class AttemptLogger(TrainingCallbacks):
     """Training callbacks that record one attempt run: data facts, metrics per generation, checkpoints.
 
     Checkpoints retired from the store (all but the newest ``keep_periodic`` periodic ones) are removed
-    from the local checkpoint folder too.
+    from the local checkpoint folder too. Generations up to ``logged_through`` are not logged: an earlier
+    attempt of the session trained them the same way and its metrics of them are on the store already (a
+    process killed after sending a commit's metrics, before its marker), so each appears once.
     """
 
-    def __init__(self, tracker: Tracker, run_id: str, *, keep_periodic: int | None = None) -> None:
+    def __init__(self, tracker: Tracker, run_id: str, *, keep_periodic: int | None = None,
+                 logged_through: int = 0) -> None:
         self.tracker = tracker
         self.run_id = run_id
         self.writer = RunWriter(tracker, run_id, keep_periodic=keep_periodic)
+        self.logged_through = logged_through
         self.last_generation = 0
         self.last_metrics: dict[str, float] = {}
 
@@ -49,12 +53,12 @@ class AttemptLogger(TrainingCallbacks):
     def on_generation(self, generation: int, metrics: Mapping[str, float]) -> None:
         self.last_generation = generation
         self.last_metrics = dict(metrics)
-        self.writer.add(generation, metrics)
+        if generation > self.logged_through:
+            self.writer.add(generation, metrics)
 
     def on_checkpoint(self, state: TrainingState, path: Path | None, sha256: str | None, *, emergency: bool) -> None:
         if path is not None and sha256 is not None:
-            for old in self.writer.checkpoint(state.generation, path, sha256, emergency=emergency):
-                old.unlink(missing_ok=True)
+            self.writer.checkpoint(state.generation, path, sha256, emergency=emergency)
 
     def close(self) -> None:
         self.writer.close()

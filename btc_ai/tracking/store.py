@@ -34,7 +34,7 @@ _log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "btc-ai"
 MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
-_BATCH = 1000  # MLflow's limit of metrics per log_batch
+MAX_METRICS_PER_CALL = 1000  # MLflow's limit of metrics per log_batch: one store call, one transaction
 
 REPLAY_INTERVAL_S = 1.0
 
@@ -251,7 +251,8 @@ class Tracker:
         self.log_metrics(run_id, [], tags)
 
     def log_metrics(self, run_id: str, metrics: Iterable[Metric], tags: Mapping[str, str] | None = None) -> None:
-        """Metrics (and optionally tags) in as few store transactions as MLflow's batch limits allow."""
+        """Metrics (and optionally tags, stored after every metric) in as few store calls as MLflow's batch
+        limits allow."""
         items = [[m.key, m.value, m.timestamp, m.step] for m in metrics]
         tag_items = [[str(k), str(v)] for k, v in (tags or {}).items()]
         self._write("log_batch", {"run_id": run_id, "metrics": items, "tags": tag_items[:100]})
@@ -337,9 +338,16 @@ def _log_batch(tracker: Tracker, args: dict[str, Any]) -> None:
     metrics = [Metric(k, v, ts, step) for k, v, ts, step in args.get("metrics", [])]
     params = [Param(k, v) for k, v in args.get("params", [])]
     tags = [RunTag(k, v) for k, v in args.get("tags", [])]
-    for lo in range(0, max(len(metrics), 1), _BATCH):
-        tracker.client.log_batch(args["run_id"], metrics=metrics[lo : lo + _BATCH], params=params if lo == 0 else [],
-                                 tags=tags if lo == 0 else [], synchronous=True)
+    # one store call each, params first and tags last: a tag written with metrics (a checkpoint's marker)
+    # never commits before them (MLflow's client would put the tags in its first call, the store commits
+    # params, metrics and tags of one call in separate transactions in that order)
+    client, run_id = tracker.client, args["run_id"]
+    if params:
+        client.log_batch(run_id, params=params, synchronous=True)
+    for lo in range(0, len(metrics), MAX_METRICS_PER_CALL):
+        client.log_batch(run_id, metrics=metrics[lo : lo + MAX_METRICS_PER_CALL], synchronous=True)
+    if tags:
+        client.log_batch(run_id, tags=tags, synchronous=True)
 
 
 def _delete_tags(tracker: Tracker, args: dict[str, Any]) -> None:

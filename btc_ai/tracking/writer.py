@@ -1,19 +1,22 @@
 """The attempt's writer: metrics batched in memory and committed with each checkpoint from one background
-thread, and the retention of the store's periodic checkpoints."""
+thread (upload, metric chunks, marker, retention: in that order), and the retention of the store's periodic
+checkpoints."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric
 
 from btc_ai.tracking.run_model import ARTIFACT_CHECKPOINTS, TAG_LAST_CHECKPOINT, checkpoint_tag
-from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.store import MAX_METRICS_PER_CALL, Tracker
+from btc_ai.training.faults import commit_began, commit_step
 
 
 class Retention:
@@ -33,14 +36,35 @@ class Retention:
         return retired
 
 
+def step_chunks(metrics: list[Metric], limit: int = MAX_METRICS_PER_CALL) -> Iterator[list[Metric]]:
+    """``metrics`` (in step order) in chunks of at most ``limit``, each holding whole steps: a chunk is one
+    store transaction, so a process killed between two chunks leaves whole generations on the store."""
+    chunk: list[Metric] = []
+    for _, group in groupby(metrics, key=lambda m: m.step):
+        rows = list(group)
+        if chunk and len(chunk) + len(rows) > limit:
+            yield chunk
+            chunk = []
+        while len(rows) > limit:  # a step with more metrics than one call takes (never at ~25 per generation)
+            yield rows[:limit]
+            rows = rows[limit:]
+        chunk.extend(rows)
+    if chunk:
+        yield chunk
+
+
 class RunWriter:
     """Writes one run's metrics and checkpoints from a background thread; a generation never waits.
 
-    Metrics are committed with checkpoints: the metrics of every generation up to a checkpoint go to
-    the store in one transaction with that checkpoint's sha256 tag, after its file is uploaded. A
-    process killed at any moment so leaves the run consistent: metrics for every generation up to
-    the newest recorded checkpoint and none beyond it; a resume continues right after it, so no
-    generation is logged twice. :meth:`flush` sends everything (the end of an attempt).
+    Metrics are committed with checkpoints, in this order: the checkpoint file is uploaded; the metrics of
+    every generation since the previous checkpoint go to the store in chunks of whole generations (one
+    store call, one transaction each, within MLflow's limit of 1000 metrics a call); then the checkpoint's
+    marker (its sha256 tag and the last-checkpoint tag) alone, last; only then are older checkpoints
+    retired (store and local file). A checkpoint with a marker so has every metric up to it on the store,
+    and the checkpoint before it is never deleted before the marker of the one that replaces it is stored.
+    A process killed inside a commit leaves at most whole generations beyond its newest marked
+    checkpoint; a resume starts from that checkpoint and does not log those generations again (see
+    ``logged_through`` of `AttemptLogger`). :meth:`flush` sends everything (the end of an attempt).
     """
 
     def __init__(self, tracker: Tracker, run_id: str, *, keep_periodic: int | None = None) -> None:
@@ -64,8 +88,8 @@ class RunWriter:
         return future
 
     def checkpoint(self, generation: int, path: Path, sha256: str, *, emergency: bool) -> list[Path]:
-        """Upload ``path``, then commit it (its sha256 tag) with the metrics of every generation up to it;
-        returns the older checkpoints retired from the store (their local files are the caller's).
+        """Commit the checkpoint at ``path``: upload, the metrics of every generation up to it, its marker,
+        then retention; returns the older checkpoints retired (from the store and the local folder).
 
         Returns once committed, so a SIGKILL loses at most the generations since this checkpoint; a
         store error surfaces here. (Letting the commit run on while training goes on was tried: under
@@ -73,24 +97,31 @@ class RunWriter:
         """
         with self._lock:
             batch, self._pending = self._pending, []
-        tags = {checkpoint_tag(path.stem): sha256, TAG_LAST_CHECKPOINT: str(generation)}
-        return self.submit(self._commit_checkpoint, path, batch, tags, emergency).result()
+        return self.submit(self._commit_checkpoint, generation, path, sha256, batch, emergency).result()
 
-    def _commit_checkpoint(self, path: Path, batch: list[Metric], tags: Mapping[str, str],
+    def _commit_checkpoint(self, generation: int, path: Path, sha256: str, batch: list[Metric],
                            emergency: bool) -> list[Path]:
+        commit = commit_began()
         self.tracker.log_artifact(self.run_id, path, ARTIFACT_CHECKPOINTS)
-        self.tracker.log_metrics(self.run_id, batch, tags)
+        commit_step("upload", commit)
+        for number, chunk in enumerate(step_chunks(batch), 1):
+            self.tracker.log_metrics(self.run_id, chunk)
+            commit_step(f"metrics:{number}", commit)
+        self.tracker.set_tags(self.run_id, {checkpoint_tag(path.stem): sha256, TAG_LAST_CHECKPOINT: str(generation)})
+        commit_step("marker", commit)
         retired = self.retention.admit(path, emergency=emergency)
-        for old in retired:
+        for old in retired:  # the newer checkpoint's marker is stored: the older ones may go
             self.tracker.delete_artifact(self.run_id, f"{ARTIFACT_CHECKPOINTS}/{old.name}")
+            old.unlink(missing_ok=True)
+        commit_step("retention", commit)
         return retired
 
     def flush(self) -> None:
         """Send every pending metric and wait until all queued work is stored; re-raise the first error."""
         with self._lock:
             batch, self._pending = self._pending, []
-        if batch:
-            self.submit(self.tracker.log_metrics, self.run_id, batch)
+        for chunk in step_chunks(batch):
+            self.submit(self.tracker.log_metrics, self.run_id, chunk)
         futures, self._futures = self._futures, []
         errors = [f.exception() for f in futures]
         first = next((e for e in errors if e is not None), None)

@@ -7,13 +7,20 @@ one); ``KeyError@2:LEARNING_RATE`` names the config key at fault; ``NaN@4`` make
 NaN so the ES itself detects it; ``Stall@4`` hangs generation 4 (the stall watchdog ends it);
 ``Slow@4`` adds 0.1 s to generation 4 and every later one (paces a training so a test can act on it
 mid-way, e.g. stop a tracking server); ``x2`` fires twice (default once per process).
+
+``BTC_AI_KILL_AT=STEP@N`` SIGKILLs the process right after a step of its N-th checkpoint commit (see
+:func:`commit_step`), where no generation boundary falls: ``upload`` (the file is on the store), ``metrics:K``
+(the K-th metric chunk is), ``marker`` (the marker tags are: the commit is complete), ``retention`` (older
+checkpoints are retired). Only tests and `btc-ai chaos` set it.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import os
 import re
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +35,9 @@ from btc_ai.domain.evaluation import PopulationEvaluator
 ENV_VAR = "BTC_AI_FAULT"
 SLOW_SECONDS = 0.1
 _SPEC = re.compile(r"^(?P<error>\w+)@(?P<generation>\d+)(?::(?P<key>[A-Z_]+))?(?:x(?P<times>\d+))?$")
+KILL_ENV_VAR = "BTC_AI_KILL_AT"
+_KILL = re.compile(r"^(?P<step>upload|metrics:(?P<chunk>[1-9]\d*)|marker|retention)@(?P<commit>[1-9]\d*)$")
+_commits = 0  # checkpoint commits this process has begun
 
 
 def _make(name: str, message: str) -> BaseException:
@@ -116,3 +126,27 @@ def inject_fault(training_func: Callable[..., Any], spec: FaultSpec | str) -> Ca
 
     faulty.fault = spec  # type: ignore[attr-defined]
     return faulty
+
+
+def parse_kill_point(text: str) -> tuple[str, int]:
+    """``metrics:2@3`` -> ("metrics:2", 3); ValueError naming the form when ``text`` is not a kill point."""
+    match = _KILL.match(text.strip())
+    if not match:
+        raise ValueError(f"kill point {text!r} is not STEP@N with STEP upload, metrics:K, marker or retention "
+                         "(e.g. metrics:1@2: after the first metric chunk of the second checkpoint commit)")
+    return match["step"], int(match["commit"])
+
+
+def commit_began() -> int:
+    """Count a checkpoint commit of this process; returns its number (1-based) for :func:`commit_step`."""
+    global _commits
+    _commits += 1
+    return _commits
+
+
+def commit_step(step: str, commit: int) -> None:
+    """``step`` of checkpoint commit number ``commit`` is done: SIGKILL this process here when
+    ``BTC_AI_KILL_AT`` names this step of this commit."""
+    text = os.environ.get(KILL_ENV_VAR)
+    if text and parse_kill_point(text) == (step, commit):
+        os.kill(os.getpid(), signal.SIGKILL)

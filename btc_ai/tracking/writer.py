@@ -112,6 +112,7 @@ class RunWriter:
         retired = self.retention.admit(path, emergency=emergency)
         for old in retired:  # the newer checkpoint's marker is stored: the older ones may go
             self.tracker.delete_artifact(self.run_id, f"{ARTIFACT_CHECKPOINTS}/{old.name}")
+            self.tracker.delete_tags(self.run_id, [checkpoint_tag(old.stem)])  # no marker of a file that is gone
             old.unlink(missing_ok=True)
         commit_step("retention", commit)
         return retired

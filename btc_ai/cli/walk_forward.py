@@ -72,7 +72,11 @@ def _find(args: argparse.Namespace, ref: str) -> tuple[Any, Any]:
 
 def is_walk_forward(args: argparse.Namespace, ref: str) -> bool:
     """Whether ``ref`` is a walk-forward run (or one of its sessions) on the (existing) store of ``args``."""
-    return not ref.strip().startswith("models:/") and _find(args, ref)[1] is not None
+    if ref.strip().startswith("models:/"):
+        return False
+    tracker, found = _find(args, ref)
+    tracker.close()
+    return found is not None
 
 
 def resume_walk_forward(args: argparse.Namespace, ref: str, overrides: dict[str, Any] | None) -> int | None:
@@ -82,6 +86,7 @@ def resume_walk_forward(args: argparse.Namespace, ref: str, overrides: dict[str,
         return None
     tracker, found = _find(args, ref)
     if found is None:
+        tracker.close()  # the session resume opens its own
         return None
     if overrides:
         raise UserInputError(f"walk-forward {found.run_id} continues with the config it recorded for every fold; "

@@ -125,7 +125,7 @@ def prepare(source: str | Path | None, values: Mapping[str, Any], folds: int,
     """Check everything (folds, seeds, config, data, enough candles for the folds) and plan the folds."""
     if folds < 1:
         raise UserInputError(f"--folds {folds}: a walk-forward needs at least 1 fold")
-    values = dict(values)
+    values = {k: v for k, v in values.items() if k != "TEST_FRACTION"}  # set for each fold
     try:
         config, _ = validate_and_repair(values)
     except ConfigValidationError as exc:
@@ -167,7 +167,7 @@ class WalkForward:
             data_source=inputs.source, data_fingerprint=inputs.fingerprint, folds=len(inputs.plan.folds),
             seeds=inputs.seeds, lease_owner=lease_token(), heartbeat=time.time())
         tracker = runs.tracker
-        tracker.log_params(run_id, {**inputs.values, "folds": len(inputs.plan.folds),
+        tracker.log_params(run_id, {**inputs.values, "TEST_FRACTION": "per fold", "folds": len(inputs.plan.folds),
                                     "seeds": " ".join(map(str, inputs.seeds)),
                                     "held_out_share": inputs.plan.held_out_share,
                                     "block_bars": inputs.plan.block_bars})
@@ -176,9 +176,12 @@ class WalkForward:
         self.reporter.started(run_id, inputs, resumed=False)
         return self._run(run_id, inputs)
 
-    def resume(self, walk_forward: WalkForwardRecord, data_path: str | Path | None = None) -> WalkForwardResult:
-        """Continue ``walk_forward`` with the folds not done; its data from the recorded file (or ``data_path``)."""
+    def resume(self, walk_forward: WalkForwardRecord | str, data_path: str | Path | None = None) -> WalkForwardResult:
+        """Continue ``walk_forward`` (its record or run ID) with the folds not done; its data from the recorded
+        file (or ``data_path``)."""
         runs = self.runs
+        if isinstance(walk_forward, str):
+            walk_forward = runs.record(walk_forward)
         run_id = self.run_id = walk_forward.run_id
         spec = runs.spec(run_id)
         source = data_path if data_path is not None else _recorded_source(run_id, spec)

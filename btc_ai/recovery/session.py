@@ -179,10 +179,15 @@ class Session:
         card = PolicyCard.of(cfg, metrics["best_params_sha256"], session_run_id=self.run_id,
                              best_generation=metrics["best_generation"])
         champion, verdict = promotion_verdict({k: v for k, v in metrics.items() if k.startswith("test/")})
+        # a walk-forward fold is an evaluation of the trainer, not a candidate: it moves no alias by itself
+        fold = self.parent is not None or (self.resumed_from is not None and self.resumed_from.nested)
+        if champion and fold:
+            verdict += " (a walk-forward fold: @champion not moved; btc-ai promote moves it)"
         rs = self.resumed_from
         previous = {TAG_MODEL_PARAMS: rs.model_params_sha256, TAG_MODEL_VERSION: rs.model_version} if rs else {}
         registration = log_model_version(
             tracker, self.run_id, model, card, name=registered_model_name(cfg.BUCKET), champion=champion,
+            move_champion=champion and not fold,
             verdict=verdict, previous={k: v for k, v in previous.items() if v},
             tags=version_tags(self, attempt, cfg, metrics), description=version_description(self, cfg, metrics))
         self.registration = registration

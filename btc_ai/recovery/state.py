@@ -32,6 +32,7 @@ class RecoveryState:
     stale: list[str] = field(default_factory=list)
     model_version: str | None = None  # the session's newest registered version, and the parameters it holds
     model_params_sha256: str | None = None
+    nested: bool = False  # a session under another run (a walk-forward fold)
 
     @property
     def generation(self) -> int:
@@ -78,6 +79,7 @@ class RecoveryState:
             stale=stale,
             model_version=session.model_version,
             model_params_sha256=session.model_params_sha256,
+            nested=session.parent_id is not None,
         )
 
 

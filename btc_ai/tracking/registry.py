@@ -42,10 +42,12 @@ class Registration:
 
 
 def log_model_version(tracker: Tracker, run_id: str, net: Any, card: Any, *, name: str, tags: Mapping[str, Any],
-                      description: str, champion: bool, verdict: str, previous: Mapping[str, str]) -> Registration:
+                      description: str, champion: bool, verdict: str, previous: Mapping[str, str],
+                      move_champion: bool | None = None) -> Registration:
     """Log ``net`` (a `PolicyNet` with its `PolicyCard`) under ``models/<sha>`` of ``run_id`` and register it.
 
-    ``previous`` holds the session's newest registration (its params sha256 and version tags): the same
+    ``champion`` says the version passed the promotion gate, ``move_champion`` (default: the same) whether
+    the alias moves to it. ``previous`` holds the session's newest registration (its params sha256 and version tags): the same
     parameters again register nothing (the files behind the existing version stay as they are).
     """
     path = model_path(card.params_sha256)
@@ -58,10 +60,12 @@ def log_model_version(tracker: Tracker, run_id: str, net: Any, card: Any, *, nam
     promotion = f"{'passed' if champion else 'rejected'}: {verdict}"
     version = tracker.register_model(run_id, {
         "name": name, "path": path, "params_sha256": card.params_sha256, "description": description,
-        "aliases": [ALIAS_CHAMPION] if champion else [],  # "latest" is MLflow's own: models:/<name>/latest
+        # "latest" is MLflow's own: models:/<name>/latest
+        "aliases": [ALIAS_CHAMPION] if (champion if move_champion is None else move_champion) else [],
         "tags": {**{k: str(v)[:5000] for k, v in tags.items()}, VERSION_TAG_PROMOTION: promotion,
                  TAG_CLIENT_KEY: uuid.uuid4().hex}})
-    return Registration(None if version is None else str(version), True, champion, promotion, path)
+    moved = champion if move_champion is None else move_champion
+    return Registration(None if version is None else str(version), True, moved, promotion, path)
 
 
 def register(client: Any, run_id: str, args: Mapping[str, Any]) -> str:

@@ -57,6 +57,7 @@ class SessionRecord:
     test_span: str | None = None
     model_path: str | None = None  # the newest logged model's folder on the run
     model_params_sha256: str | None = None
+    parent_id: str | None = None  # the run a nested session belongs to (a walk-forward)
 
     @property
     def completed(self) -> bool:
@@ -126,7 +127,7 @@ def _session(run: Any) -> SessionRecord:
                          t.get(TAG_MODEL_VERSION), t.get(TAG_LEASE_OWNER, ""),
                          float(t.get(TAG_LEASE_HEARTBEAT, 0) or 0), dict(run.data.params),
                          run.data.metrics.get(METRIC_BEST_REWARD), t.get(TAG_STOP_REASON), t.get(TAG_TEST_SPAN),
-                         t.get(TAG_MODEL_PATH), t.get(TAG_MODEL_PARAMS))
+                         t.get(TAG_MODEL_PATH), t.get(TAG_MODEL_PARAMS), t.get(TAG_PARENT))
 
 
 def _attempt(run: Any) -> AttemptRecord:

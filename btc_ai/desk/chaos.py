@@ -56,7 +56,10 @@ class Scratch:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "BTC_AI_FAULT", "BTC_AI_KILL_AT"))}
-        return {**env, "MLFLOW_TRACKING_URI": self.uri, "PYTHONUNBUFFERED": "1", "BTC_AI_PROGRESS_EVERY": "1"}
+        # one thread per training: the scenarios' trainings are tiny, and two processes with a thread per core
+        # each (a scenario's training beside its baseline, or beside the caller) would oversubscribe the cores
+        return {**env, "MLFLOW_TRACKING_URI": self.uri, "PYTHONUNBUFFERED": "1", "BTC_AI_PROGRESS_EVERY": "1",
+                "OMP_NUM_THREADS": "1"}
 
 
 def _in_process(name: str, fault: str, expect_recovered: bool) -> Callable[[Scratch], Outcome]:
@@ -83,6 +86,7 @@ def _in_process(name: str, fault: str, expect_recovered: bool) -> Callable[[Scra
         return Outcome(name, "recoverable" if expect_recovered else "unrecoverable", len(attempts),
                        ", ".join(repairs) or "-", "completed" if model is not None else "failed", seconds,
                        passed and nothing_running, "" if nothing_running else "a run was left RUNNING")
+    scenario.shares_store = True  # type: ignore[attr-defined]  # an experiment of its own in one scratch store
     return scenario
 
 
@@ -265,9 +269,14 @@ def run_chaos(names: list[str] | None = None, out: Callable[[str], None] = print
     results = []
     out(f"{'scenario':<26} {'classification':<26} {'attempts':>8} {'repairs':<38} {'outcome':<22} {'time':>7}  result")
     with tempfile.TemporaryDirectory(prefix="btc-ai-chaos-") as tmp:
+        shared = Scratch(Path(tmp) / "in-process")  # the in-process scenarios: one store, an experiment each
+        shared.root.mkdir()
         for name in chosen:
-            scratch = Scratch(Path(tmp) / name.replace("+", "_"))
-            scratch.root.mkdir()
+            if getattr(table[name], "shares_store", False):
+                scratch = shared
+            else:
+                scratch = Scratch(Path(tmp) / name.replace("+", "_"))
+                scratch.root.mkdir()
             try:
                 result = table[name](scratch)
             except Exception as exc:  # a scenario that crashes is a failed scenario, not a crashed command

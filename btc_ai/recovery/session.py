@@ -4,6 +4,7 @@ attempts run under the retry policy, its model registered, its plots drawn, and 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -35,7 +36,7 @@ from btc_ai.tracking.run_model import (
     RunModel,
     registered_model_name,
 )
-from btc_ai.training import validation_equity
+from btc_ai.training import span_equities
 
 if TYPE_CHECKING:
     from btc_ai.domain.config import TrainingConfig
@@ -204,10 +205,9 @@ class Session:
         try:
             if self.runs.tracker.offline:  # they are drawn from the store's records
                 raise ConnectionError(f"the tracking store is unreachable; later: btc-ai report {self.run_id} --plots")
-            held_out = plan.config.TEST_FRACTION > 0
+            curves = functools.cache(lambda: span_equities(model, plan.config, plan.data))  # one split for both
             plots = write_session_plots(
-                self.runs, self.run_id, equity=lambda: validation_equity(model, plan.config, plan.data),
-                test_equity=lambda: validation_equity(model, plan.config, plan.data, span="test") if held_out else None)
+                self.runs, self.run_id, equity=lambda: curves()[0], test_equity=lambda: curves()[1])
             warning = plots.equity_skipped and f"equity curve skipped: {plots.equity_skipped}"
         except Exception as exc:
             warning = f"plots skipped: {type(exc).__name__}: {exc}"

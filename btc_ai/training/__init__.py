@@ -8,9 +8,10 @@ mlflow.
 from btc_ai.training.loop import (
     TrainingCallbacks,
     TrainingSetup,
+    span_equities,
     train_model,
     training_bars,
     validation_equity,
 )
 
-__all__ = ["TrainingCallbacks", "TrainingSetup", "train_model", "training_bars", "validation_equity"]
+__all__ = ["TrainingCallbacks", "TrainingSetup", "span_equities", "train_model", "training_bars", "validation_equity"]

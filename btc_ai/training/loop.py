@@ -106,18 +106,27 @@ def validation_equity(policy: np.ndarray | torch.nn.Module, config: TrainingConf
     last point matches the ``best/validation_total_return`` (``test/total_return``) the training
     reported for that policy.
     """
+    curve = span_equities(policy, config, df)[1 if span == "test" else 0]
+    if curve is None:
+        raise ValueError("the training holds out no test span (TEST_FRACTION=0)")
+    return curve
+
+
+def span_equities(policy: np.ndarray | torch.nn.Module, config: TrainingConfig | Mapping[str, Any],
+                  df: pd.DataFrame | str | Path | None = None) -> tuple[EquityCurve, EquityCurve | None]:
+    """The validation and test spans' curves of :func:`validation_equity` from one read and split of the
+    data (the test curve None when the training held out no test span)."""
     config = config if isinstance(config, TrainingConfig) else TrainingConfig.from_dict(config)
     candles, _, _ = prepare_data(df, config)
     split = market_split(candles, config)
-    market = split.test if span == "test" else split.validation
-    if market is None:
-        raise ValueError("the training holds out no test span (TEST_FRACTION=0)")
     spec = PolicySpec(len(split.feature_names), config.HIDDEN_SIZE, config.HIDDEN_LAYERS)
     if isinstance(policy, torch.nn.Module):
         net = PolicyNet(spec, split.feature_names)
         net.load_state_dict(policy.state_dict())
         policy = net.flat_params()
-    return equity_curve(spec, np.asarray(policy, dtype=np.float32), market, config)
+    params = np.asarray(policy, dtype=np.float32)
+    test = equity_curve(spec, params, split.test, config) if split.test is not None else None
+    return equity_curve(spec, params, split.validation, config), test
 
 
 def _resume_state(recovery_state: Any, config: TrainingConfig, fingerprint: str, allow_data_change: bool) -> TrainingState:

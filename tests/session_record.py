@@ -23,7 +23,7 @@ CONFIG = {"EPISODES": 6, "ES_POPULATION": 8, "HIDDEN_SIZE": 8, "MAX_STEPS_PER_EP
           "EVAL_INTERVAL": 2, "MIN_CHECKPOINT_INTERVAL": 2, "CHECKPOINT_MIN_SECONDS": 0.0,
           "NOISE_TABLE_SIZE": 1 << 16, "LEARNING_RATE": 0.05, "SIGMA": 0.1, "BUCKET": "Scalping"}
 # Tag values that differ between two identical trainings.
-VOLATILE_TAGS = {"btc_ai.lease.owner", "btc_ai.lease.heartbeat", "btc_ai.client_key", "mlflow.user",
+VOLATILE_TAGS = {"btc_ai.lease.owner", "btc_ai.lease.heartbeat", "mlflow.btc_ai.client_key", "mlflow.user",
                  "mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit", "btc_ai.data_source",
                  "btc_ai.final_params_sha256", "btc_ai.data_fingerprint", "mlflow.note.content", "btc_ai.model_path",
                  "btc_ai.model_params_sha256"}

@@ -26,6 +26,7 @@ from btc_ai.tracking.run_model import (
     VERSION_TAG_PROMOTION,
     model_path,
 )
+from btc_ai.tracking.run_model.names import client_key
 from btc_ai.tracking.store import Tracker
 
 
@@ -74,7 +75,8 @@ def register(client: Any, run_id: str, args: Mapping[str, Any]) -> str:
     name, tags = args["name"], args["tags"]
     with contextlib.suppress(MlflowException):  # already registered
         client.create_registered_model(name, description=DESCRIPTION)
-    found = client.search_model_versions(f"name = '{name}' and tag.`{TAG_CLIENT_KEY}` = '{tags[TAG_CLIENT_KEY]}'")
+    key, value = client_key(tags)
+    found = client.search_model_versions(f"name = '{name}' and tag.`{key}` = '{value}'")
     version = found[0] if found else client.create_model_version(
         name, source=f"runs:/{run_id}/{args['path']}", run_id=run_id, tags=dict(tags), description=args["description"])
     for alias in args["aliases"]:

@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 from btc_ai.tracking.journal import Entry, Journal, is_placeholder, journal_dir, new_placeholder, substitute
 from btc_ai.tracking.outage import HTTP_TIMEOUT_S, is_outage, outage_reason
 from btc_ai.tracking.paths import artifact_root, resolve_tracking_uri
-from btc_ai.tracking.run_model import TAG_CLIENT_KEY, TAG_KIND, TAG_PARENT
+from btc_ai.tracking.run_model.names import TAG_CLIENT_KEY, TAG_KIND, TAG_PARENT, client_key
 from btc_ai.tracking.stores import check_uri, deleted_experiment, ensure_store
 
 _log = logging.getLogger(__name__)
@@ -326,7 +326,8 @@ class _Unresolved(Exception):
 
 def _create_run(tracker: Tracker, args: dict[str, Any]) -> str:
     tags = args["tags"]
-    found = tracker.client.search_runs([args["experiment_id"]], f"tags.`{TAG_CLIENT_KEY}` = '{tags[TAG_CLIENT_KEY]}'")
+    key, value = client_key(tags)
+    found = tracker.client.search_runs([args["experiment_id"]], f"tags.`{key}` = '{value}'")
     if found:
         return found[0].info.run_id
     run = tracker.client.create_run(args["experiment_id"], tags=tags, run_name=args.get("name"),

@@ -9,7 +9,16 @@ import re
 
 TAG_KIND = "btc_ai.kind"  # session | attempt | repair | walk_forward
 TAG_PARENT = "mlflow.parentRunId"
-TAG_CLIENT_KEY = "btc_ai.client_key"  # set at creation: a replayed creation finds the run instead of doubling it
+# set at creation: a replayed creation finds the run instead of doubling it. Bookkeeping, so under MLflow's
+# own prefix, which the UI keeps out of a run's tag list; journals written before the rename use the old name
+TAG_CLIENT_KEY = "mlflow.btc_ai.client_key"
+LEGACY_CLIENT_KEY = "btc_ai.client_key"
+
+
+def client_key(tags: dict[str, str]) -> tuple[str, str]:
+    """(tag name, value) of the client key in a journaled creation's tags, whichever name wrote it."""
+    name = TAG_CLIENT_KEY if TAG_CLIENT_KEY in tags else LEGACY_CLIENT_KEY
+    return name, tags[name]
 KIND_SESSION, KIND_ATTEMPT, KIND_REPAIR = "session", "attempt", "repair"
 TAG_STATUS = "btc_ai.status"  # running | completed | failed | interrupted
 TAG_BUCKET = "btc_ai.bucket"

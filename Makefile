@@ -10,13 +10,17 @@ TORCH_SPEC ?= torch==2.13.0
 BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.btc_ai-installed
 PYTEST_ARGS ?=
+# test processes (pytest-xdist): most tests wait on subprocesses, servers and signals, so 2 cores run two at once
+# well; tests sharing a costly resource run in one process (@pytest.mark.xdist_group, --dist loadgroup)
+TEST_WORKERS ?= 2
+XDIST      := -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: help setup train test test-fast e2e lint ui bench clean
 
 help:
 	@echo "make train   set up, then train on the built-in default data (local MLflow store in mlruns/)"
 	@echo "make test    set up, then run the test suite"
-	@echo "make test-fast  the suite without the slow tests (trainings, servers, notebook, browser): under 60 s"
+	@echo "make test-fast  the suite without the slow tests (trainings, servers, notebook, browser): ~25 s"
 	@echo "make ui      MLflow UI on the local store   make bench  benchmarks   make lint  ruff"
 	@echo "make e2e     the MLflow UI checked in headless Chromium (screenshots in test-output/ui/)"
 
@@ -33,11 +37,11 @@ train: $(STAMP)
 	$(BIN)/btc-ai train $(TRAIN_ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # the loop for changing code: everything not marked slow (a training, a server, a notebook, a browser) or e2e
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not e2e" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow and not e2e" $(PYTEST_ARGS)
 
 # needs Debian's chromium (apt-get install chromium); nothing downloads a browser. `make test` runs it too
 # where Chromium is installed and says why it skips where it is not.

@@ -2,6 +2,6 @@
 
 import sys
 
-from btc_ai.cli import main
+from btc_ai.cli import console
 
-sys.exit(main())
+sys.exit(console())

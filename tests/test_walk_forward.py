@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import math
 import signal
 import subprocess
@@ -174,6 +175,18 @@ def test_the_table_holds_the_fold_sessions_own_test_figures(here, run_main, cand
     assert "plots/walk_forward.png" in artifacts
     assert f"mean test return {metrics['walk_forward/mean_test_return']:+.2%}" in out  # the printed table
 
+    # `btc-ai report <walk-forward>` reads the same table back from the store, and --json its figures
+    code, shown, err = run_main("report", parent.info.run_id)
+    assert code == 0, err
+    table = out[out.index("fold   seed"):out.index("(50 = no timing skill)")]
+    assert table in shown and "completed" in shown.splitlines()[0] and "sessions done: 6 of 6" in shown
+    code, shown, err = run_main("report", parent.info.run_id, "--json")
+    summary = json.loads(shown)
+    assert code == 0 and summary["resume_command"] is None and not summary["unfinished"]
+    assert summary["aggregate"]["mean_test_return"] == metrics["walk_forward/mean_test_return"]
+    assert {(r["fold"], r["seed"]): r["test_return"] for r in summary["rows"]} == \
+        {(int(r["fold"]), int(r["seed"])): float(r["test_return"]) for r in rows}
+
 
 # ~20-40 ms per generation: slow enough to kill mid-fold, fast enough for the suite
 KILL_CONFIG = {"EPISODES": 40, "HIDDEN_SIZE": 48, "ES_POPULATION": 16, "MAX_STEPS_PER_EPISODE": 128,
@@ -225,6 +238,11 @@ def test_killed_mid_fold_and_resumed_it_ends_as_an_uninterrupted_walk_forward(tm
     assert sorted(sessions) == [(1, 42), (2, 42)]  # fold 3 not begun
     assert sessions[(1, 42)].data.tags["btc_ai.status"] == "completed"
     assert sessions[(2, 42)].info.status == "RUNNING"  # killed mid-fold
+
+    shown = _cli(killed, "report", parent.info.run_id)  # what is done, what is not, and how to go on
+    assert shown.returncode == 0, shown.stderr
+    assert "sessions done: 1 of 3" in shown.stdout and f"continue it: btc-ai resume {parent.info.run_id}" in shown.stdout
+    assert f"fold 2 seed 42: session {sessions[(2, 42)].info.run_id}" in shown.stdout
 
     resumed = _cli(killed, "resume", parent.info.run_id)
     assert resumed.returncode == 0, resumed.stderr

@@ -342,8 +342,8 @@ def _settle_journal(system: Any) -> None:
     if tracker is None or not tracker.offline:
         return
     tracker.close()
-    if tracker.reachable():
-        tracker.replay()
+    if tracker.reachable(timeout=5):  # a server busy with others' replays answers slowly, not never
+        tracker.replay(wait=True)  # another training sharing the journal may be sending our entries
     left = tracker.pending()
     if left:
         print(f"tracking server unreachable ({tracker.outage or 'no answer'}): {left} writes wait in the journal "

@@ -193,22 +193,23 @@ class Tracker:
             if self.reachable():
                 self.replay()
 
-    def reachable(self) -> bool:
+    def reachable(self, timeout: float = 1.0) -> bool:
         """A cheap probe before replaying: the server's /health for HTTP stores; SQLite is simply tried."""
         if not self.tracking_uri.startswith(("http://", "https://")):
             return True
         try:
-            with urllib.request.urlopen(f"{self.tracking_uri.rstrip('/')}/health", timeout=1) as response:
+            with urllib.request.urlopen(f"{self.tracking_uri.rstrip('/')}/health", timeout=timeout) as response:
                 response.read()
             return True
         except OSError:
             return False
 
-    def replay(self) -> int:
+    def replay(self, *, wait: bool = False) -> int:
         """Send every journaled write, in order; returns how many were sent (fewer when the store is still
-        unreachable). Back to direct writes once the journal is empty."""
+        unreachable). Back to direct writes once the journal is empty. ``wait``: where another process is
+        sending the shared journal, wait for it, then send the rest (before this process exits)."""
         try:
-            sent = self.journal.replay(self._apply_entry)
+            sent = self.journal.replay(self._apply_entry, wait=wait)
         except Exception as exc:
             if login_refused(exc) is not None:  # a login changed meanwhile: the entries wait for a good one
                 _log.warning("journal replay to %s refused the login (%s): the writes wait; fix the login, then "

@@ -15,13 +15,14 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 XDIST      := -n $(TEST_WORKERS) --dist loadgroup
 
-.PHONY: help setup train test test-fast e2e lint ui bench clean
+.PHONY: help setup train test test-fast e2e lint ui server bench clean
 
 help:
 	@echo "make train   set up, then train on the built-in default data (local MLflow store in mlruns/)"
 	@echo "make test    set up, then run the test suite"
 	@echo "make test-fast  the suite without the slow tests (trainings, servers, notebook, browser): ~25 s"
 	@echo "make ui      MLflow UI on the local store   make bench  benchmarks   make lint  ruff"
+	@echo "make server  a team MLflow server on 127.0.0.1 (PostgreSQL, proxied artifacts, basic auth; needs postgresql)"
 	@echo "make e2e     the MLflow UI checked in headless Chromium (screenshots in test-output/ui/)"
 
 setup: $(STAMP)
@@ -30,7 +31,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,server]"
 	@touch $@
 
 train: $(STAMP)
@@ -58,6 +59,11 @@ ui: $(STAMP)
 	@# one worker and no job runner: several uvicorn workers and MLflow's job processes cost 2 cores ~40 s to start
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root ./mlruns/artifacts --host 127.0.0.1 --port $${PORT:-5000} --workers 1
+
+# a team server to try (README "A team server"): PostgreSQL in a temporary folder (as nobody when root),
+# mlflow server with proxied artifacts and basic auth, one worker, no job runner; Ctrl-C stops both
+server: $(STAMP)
+	$(BIN)/python -m btc_ai.tracking.team_server team-server --port $${PORT:-5000}
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"

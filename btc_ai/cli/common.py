@@ -38,18 +38,22 @@ def flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
 
 
 def error(message: str) -> None:
-    """The one-line error format of `btc-ai` on stderr."""
-    print(f"btc-ai: error: {message}", file=sys.stderr)
+    """The one-line error format of `btc-ai` on stderr (secrets masked: a URI's password, password variables)."""
+    from btc_ai.tracking.credentials import redact
+
+    print(f"btc-ai: error: {redact(message)}", file=sys.stderr)
 
 
 class TrackingServerUnreachable(UserInputError):
     """The HTTP tracking server did not answer its health check before anything started."""
 
 
-def check_tracking_uri(uri: str | None, *, must_exist: bool = False, write: bool = True) -> None:
+def check_tracking_uri(uri: str | None, *, must_exist: bool = False, write: bool = True,
+                       experiment: str = "btc-ai") -> None:
     """The store must be usable before anything starts, in milliseconds (not MLflow's minutes of retries
     and a traceback): a URI MLflow opens, a local store this user can read (``write``: and write) that
-    exists where it must (``must_exist``: report, resume), and an HTTP server that answers in 5 s.
+    exists where it must (``must_exist``: report, resume), and an HTTP server that answers in 5 s and
+    accepts our login.
     Nothing is created (`btc_ai.tracking.stores.check_store`)."""
     from btc_ai.tracking.stores import check_store
 
@@ -66,6 +70,41 @@ def check_tracking_uri(uri: str | None, *, must_exist: bool = False, write: bool
         reason = getattr(exc, "reason", exc)
         raise TrackingServerUnreachable(f"cannot reach the tracking server at {uri} ({reason}); start it, or check "
                                         "--tracking-uri / MLFLOW_TRACKING_URI") from None
+    check_login(uri, experiment)
+
+
+def check_login(uri: str, experiment: str = "btc-ai") -> None:
+    """A server that has logins (MLflow's basic-auth app) accepts ours and lets us read ``experiment``:
+    else one line (which server, what to set) before anything is created or journaled. A server without
+    logins answers 200 or 404 here, which is fine."""
+    import base64
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from btc_ai.domain.errors import CredentialsError
+    from btc_ai.tracking.credentials import PASSWORD_VARIABLE, USERNAME_VARIABLE, login_hint
+
+    query = urllib.parse.urlencode({"experiment_name": experiment})
+    request = urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name?{query}")
+    user, password = os.environ.get(USERNAME_VARIABLE), os.environ.get(PASSWORD_VARIABLE)
+    if user and password:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        request.add_header("Authorization", f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            raise CredentialsError(f"the tracking server at {uri} refused the request: {login_hint(uri)}") from None
+        if exc.code == 403:
+            raise CredentialsError(f"the tracking server at {uri} does not let user {user!r} read experiment "
+                                   f"{experiment!r}; ask its admin for permission on it, or use --experiment NAME") \
+                from None
+    except (urllib.error.URLError, OSError, ValueError):
+        pass  # it answered /health just now; a hiccup here is the training's to ride out
 
 
 def check_run_reference(uri: str | None, ref: str) -> None:

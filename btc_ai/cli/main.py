@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("mlflow", "alembic"):  # and if it was imported already (tests, notebooks)
         logging.getLogger(name).setLevel(logging.WARNING)
+    from btc_ai.tracking.credentials import redact_logs
+
+    redact_logs()  # and again once mlflow, imported later, has its handler (Tracker)
     _show_warnings()
     args = build_parser().parse_args(argv)
     _, run = COMMANDS[args.command]
@@ -87,6 +90,9 @@ def _show_warnings() -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("btc-ai: warning: %(message)s"))
         handler._btc_ai = True  # type: ignore[attr-defined]
+        from btc_ai.tracking.credentials import RedactingFilter
+
+        handler.addFilter(RedactingFilter())
         logger.addHandler(handler)
         logger.setLevel(logging.WARNING)
         logger.propagate = False

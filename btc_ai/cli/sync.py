@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     tracker = Tracker(uri)  # opening the store replays the journal
     tracker.close()
+    if tracker.pending():  # another process sharing the journal was sending it: wait for it, send the rest
+        tracker.replay(wait=True)
     left = tracker.pending()
     if left:
         error(f"{waiting - left} of {waiting} journaled writes sent; {left} still wait in {journal.folder} "

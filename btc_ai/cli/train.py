@@ -103,7 +103,7 @@ def add_resume_parser(sub: Any) -> None:
 def _check_store(args: argparse.Namespace, resume: str | None) -> None:
     """The store first, in milliseconds and creating nothing: a usable URI and local store (one that exists,
     for a resume), a server that answers, a run ID that is there and not deleted."""
-    check_tracking_uri(args.tracking_uri, must_exist=resume is not None)
+    check_tracking_uri(args.tracking_uri, must_exist=resume is not None, experiment=args.experiment)
     check_writable(args.checkpoint_dir, "the checkpoint folder", "--checkpoint-dir")
     if resume is not None:
         try:
@@ -342,8 +342,8 @@ def _settle_journal(system: Any) -> None:
     if tracker is None or not tracker.offline:
         return
     tracker.close()
-    if tracker.reachable():
-        tracker.replay()
+    if tracker.reachable(timeout=5):  # a server busy with others' replays answers slowly, not never
+        tracker.replay(wait=True)  # another training sharing the journal may be sending our entries
     left = tracker.pending()
     if left:
         print(f"tracking server unreachable ({tracker.outage or 'no answer'}): {left} writes wait in the journal "

@@ -13,6 +13,7 @@ from importlib import metadata
 from typing import Any
 
 from btc_ai.recovery.classify import Classification
+from btc_ai.tracking.credentials import redact, redact_value
 
 
 def _version(package: str) -> str:
@@ -46,12 +47,12 @@ def build_error_report(
     """A JSON-serialisable report of one failed attempt.
 
     ``repair`` is the repair chosen (None if none); ``decision`` says in words whether a retry follows
-    and why (or why not).
+    and why (or why not). No secret survives in it (a URI's password, a password variable's value).
     """
     import numpy
     import torch
 
-    return {
+    return redact_value({
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "session_run_id": session_run_id,
         "attempt_run_id": attempt_run_id,
@@ -92,7 +93,7 @@ def build_error_report(
             "pid": os.getpid(),
             "argv": sys.argv,
         },
-    }
+    })
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
@@ -128,4 +129,4 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines += [f"- {k}: {v}" for k, v in report["data"].items()]
     lines += ["", "## Versions and machine", ""]
     lines += [f"- {k}: {v}" for k, v in {**report["versions"], **report["machine"]}.items()]
-    return "\n".join(lines) + "\n"
+    return redact("\n".join(lines) + "\n")

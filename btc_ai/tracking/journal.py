@@ -156,15 +156,17 @@ class Journal:
 
     # -- replay ---------------------------------------------------------------------------------
 
-    def replay(self, apply: Callable[[Entry, dict[str, str]], str | None]) -> int:
+    def replay(self, apply: Callable[[Entry, dict[str, str]], str | None], *, wait: bool = False) -> int:
         """Apply pending entries in order until none is left or ``apply`` raises (the entry stays pending).
 
         ``apply(entry, ids)`` gets the placeholder map and returns the real run ID when the entry
         created a run. Appends go on meanwhile (they queue behind); a replay already running in another
-        process or thread makes this one return at once. Returns the number of entries applied.
+        process or thread makes this one return at once, or with ``wait`` (a process about to exit, whose
+        entries another process may be sending) wait for it, then send what is left. Returns the number of
+        entries applied.
         """
         applied = 0
-        with self._replaying, self._file_lock("replay.lock", wait=False) as held:
+        with self._replaying, self._file_lock("replay.lock", wait=wait) as held:
             if not held:
                 return 0
             while True:

@@ -52,3 +52,23 @@ def is_outage(exc: BaseException) -> bool:
                 return True
         current = current.__cause__ or current.__context__
     return False
+
+
+_REFUSALS = {"UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403}
+
+
+def login_refused(exc: BaseException) -> int | None:
+    """401 when the server refused who we are (no login, a wrong one), 403 when it refused what we asked
+    (no permission on the experiment or run); None for anything else. Neither is an outage: nothing is
+    journaled, the user is told what to set."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, MlflowException):
+            code = _REFUSALS.get(str(getattr(current, "error_code", "")))
+            status = getattr(current, "get_http_status_code", lambda: None)()
+            if code or status in (401, 403):
+                return code or status
+        current = current.__cause__ or current.__context__
+    return None

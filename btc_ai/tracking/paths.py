@@ -13,8 +13,12 @@ def default_tracking_uri(root: str | Path = ".") -> str:
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """An explicit URI, else ``MLFLOW_TRACKING_URI``, else the local store under ``./mlruns``."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    """An explicit URI, else ``MLFLOW_TRACKING_URI``, else the local store under ``./mlruns``; a server URI's
+    ``user:password@`` moves into MLflow's login variables (`btc_ai.tracking.credentials`), so the URI
+    everything else sees, prints and stores holds no password."""
+    from btc_ai.tracking.credentials import adopt_credentials
+
+    return adopt_credentials(uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri())
 
 
 def artifact_root(uri: str) -> str | None:

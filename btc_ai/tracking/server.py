@@ -20,6 +20,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def mlflow_executable() -> str:
+    """The ``mlflow`` beside this interpreter (a venv's), else the one on PATH."""
+    mlflow = Path(sys.executable).with_name("mlflow")
+    return str(mlflow) if mlflow.exists() else "mlflow"
+
+
 class LocalMlflowServer:
     """``mlflow server`` over ``folder/mlflow.db`` with artifacts in ``folder/artifacts``, on one port for
     its whole life (a restart comes back at the same URL, like a real server after a crash)."""
@@ -34,13 +40,7 @@ class LocalMlflowServer:
     def start(self, timeout: float = 120.0) -> None:
         """Start and wait until ``/health`` answers."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        mlflow = Path(sys.executable).with_name("mlflow")
-        command = [str(mlflow) if mlflow.exists() else "mlflow", "server",
-                   "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
-                   "--artifacts-destination", str(self.folder / "artifacts"),
-                   "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no background job workers polling the CPU
+        command, env = self.command(), self.environment()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True)
@@ -53,6 +53,20 @@ class LocalMlflowServer:
             time.sleep(0.2)
         self.stop()
         raise TimeoutError(f"mlflow server did not answer within {timeout:.0f} s; see {self.log}")
+
+    def command(self) -> list[str]:
+        """The ``mlflow server`` command line: one worker, loopback only, artifacts proxied by the server."""
+        return [mlflow_executable(), "server", "--backend-store-uri", self.backend_store_uri(),
+                "--artifacts-destination", str(self.folder / "artifacts"),
+                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+
+    def backend_store_uri(self) -> str:
+        return f"sqlite:///{self.folder / 'mlflow.db'}"
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no background job workers polling the CPU
+        return env
 
     def healthy(self) -> bool:
         try:

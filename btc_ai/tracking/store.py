@@ -6,7 +6,6 @@ Knows runs, params, metrics, tags and artifacts by explicit run ID; what they me
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import logging
@@ -16,25 +15,27 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
+from btc_ai.domain.errors import CredentialsError
+from btc_ai.tracking.credentials import login_hint, redact, redact_logs, redact_value
 from btc_ai.tracking.journal import Entry, Journal, is_placeholder, journal_dir, new_placeholder, substitute
-from btc_ai.tracking.outage import HTTP_TIMEOUT_S, is_outage, outage_reason
+from btc_ai.tracking.operations import OPERATIONS
+from btc_ai.tracking.outage import HTTP_TIMEOUT_S, is_outage, login_refused, outage_reason
 from btc_ai.tracking.paths import artifact_root, resolve_tracking_uri
-from btc_ai.tracking.run_model.names import TAG_CLIENT_KEY, TAG_KIND, TAG_PARENT, client_key
+from btc_ai.tracking.run_model.names import TAG_CLIENT_KEY, TAG_KIND, TAG_PARENT
 from btc_ai.tracking.stores import check_uri, deleted_experiment, ensure_store
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "btc-ai"
 MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
-MAX_METRICS_PER_CALL = 1000  # MLflow's limit of metrics per log_batch: one store call, one transaction
 
 REPLAY_INTERVAL_S = 1.0
 
@@ -75,7 +76,8 @@ class Tracker:
     """Runs of one experiment on one tracking server, always addressed by explicit run ID."""
 
     def __init__(self, tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> None:
-        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)  # a login in the URI moves to MLflow's variables
+        redact_logs()  # mlflow's own log handler exists now
         check_uri(self.tracking_uri, "tracking URI")  # MLflow's own refusals are tracebacks or minutes of retries
         ensure_store(self.tracking_uri)  # a local store: whole (built aside if new) or a StoreError
         if self.tracking_uri.startswith("sqlite:"):
@@ -100,7 +102,29 @@ class Tracker:
                 self._start_replayer()
         self.experiment_id = self._experiment_id(experiment)
 
+    def refusal(self, exc: BaseException, what: str) -> CredentialsError | None:
+        """The one-line `CredentialsError` for a login or permission the server refused, else None."""
+        status = login_refused(exc)
+        if status is None:
+            return None
+        if status == 401:
+            return CredentialsError(f"the tracking server at {self.tracking_uri} refused the request: "
+                                    f"{login_hint(self.tracking_uri)}")
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME") or "(no user)"
+        return CredentialsError(f"the tracking server at {self.tracking_uri} does not let user {user!r} {what}; "
+                                "ask its admin for EDIT permission on the experiment (or train into your own with "
+                                "--experiment NAME)")
+
     def _experiment_id(self, name: str) -> str:
+        try:
+            return self._find_or_create_experiment(name)
+        except MlflowException as exc:
+            refused = self.refusal(exc, f"use experiment {name!r}")
+            if refused is None:
+                raise
+            raise refused from None
+
+    def _find_or_create_experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None and found.lifecycle_stage == "deleted":  # MLflow would refuse every run in it
             raise deleted_experiment(name, found.experiment_id, self.tracking_uri)
@@ -124,6 +148,7 @@ class Tracker:
         still wait in the journal. A journaled ``create_run`` returns a placeholder run ID."""
         if op == "create_run":
             args = {**args, "placeholder": new_placeholder()}
+        args = redact_value(args)  # no password in a param, tag, description or journal entry
         with self._write_lock:
             if self._ids:  # runs created while offline, known by their real IDs since
                 args = substitute(args, self._ids)
@@ -131,6 +156,11 @@ class Tracker:
                 try:
                     return self._apply(op, args)
                 except Exception as exc:
+                    what = (f"write to run {args['run_id']}" if args.get("run_id")
+                            else f"create runs in experiment {self.experiment_name!r}")
+                    refused = self.refusal(exc, what)
+                    if refused is not None:  # a login or permission problem, not an outage: nothing journaled
+                        raise refused from None
                     if not is_outage(exc):
                         raise
                     self._go_offline(exc)
@@ -163,23 +193,28 @@ class Tracker:
             if self.reachable():
                 self.replay()
 
-    def reachable(self) -> bool:
+    def reachable(self, timeout: float = 1.0) -> bool:
         """A cheap probe before replaying: the server's /health for HTTP stores; SQLite is simply tried."""
         if not self.tracking_uri.startswith(("http://", "https://")):
             return True
         try:
-            with urllib.request.urlopen(f"{self.tracking_uri.rstrip('/')}/health", timeout=1) as response:
+            with urllib.request.urlopen(f"{self.tracking_uri.rstrip('/')}/health", timeout=timeout) as response:
                 response.read()
             return True
         except OSError:
             return False
 
-    def replay(self) -> int:
+    def replay(self, *, wait: bool = False) -> int:
         """Send every journaled write, in order; returns how many were sent (fewer when the store is still
-        unreachable). Back to direct writes once the journal is empty."""
+        unreachable). Back to direct writes once the journal is empty. ``wait``: where another process is
+        sending the shared journal, wait for it, then send the rest (before this process exits)."""
         try:
-            sent = self.journal.replay(self._apply_entry)
+            sent = self.journal.replay(self._apply_entry, wait=wait)
         except Exception as exc:
+            if login_refused(exc) is not None:  # a login changed meanwhile: the entries wait for a good one
+                _log.warning("journal replay to %s refused the login (%s): the writes wait; fix the login, then "
+                             "btc-ai sync", self.tracking_uri, redact(str(exc))[:200])
+                return 0
             if not is_outage(exc):
                 raise
             return 0
@@ -200,12 +235,12 @@ class Tracker:
         try:
             return self._apply(entry.op, args)
         except Exception as exc:
-            if is_outage(exc):
+            if is_outage(exc) or login_refused(exc) is not None:
                 raise
             # the store answered but refuses this write: it will never succeed, so it must not block
             # everything behind it; it is kept beside the journal with the reason
             with open(self.journal.folder / "rejected.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"seq": entry.seq, "op": entry.op, "args": args, "error": str(exc)[:2000]}) + "\n")
+                fh.write(json.dumps({"seq": entry.seq, "op": entry.op, "args": args, "error": redact(str(exc))[:2000]}) + "\n")
             _log.warning("journal entry %s (%s) rejected by the store: %s", entry.seq, entry.op, exc)
             return None
 
@@ -214,7 +249,7 @@ class Tracker:
         run_id = args.get("run_id")
         if run_id is not None and is_placeholder(run_id):  # its creation was rejected: so is this
             raise _Unresolved(f"run {run_id} was never created on the store")
-        operation = _OPERATIONS.get(op)
+        operation = OPERATIONS.get(op)
         if operation is None:
             raise ValueError(f"unknown tracking operation {op!r}")
         return operation(self, args)
@@ -319,74 +354,3 @@ class Tracker:
 
 class _Unresolved(Exception):
     """An entry names a run whose creation has not been replayed (it failed): it waits."""
-
-
-# -- the journaled operations: each takes the tracker and its recorded arguments ------------------------
-
-
-def _create_run(tracker: Tracker, args: dict[str, Any]) -> str:
-    tags = args["tags"]
-    key, value = client_key(tags)
-    found = tracker.client.search_runs([args["experiment_id"]], f"tags.`{key}` = '{value}'")
-    if found:
-        return found[0].info.run_id
-    run = tracker.client.create_run(args["experiment_id"], tags=tags, run_name=args.get("name"),
-                                    start_time=args.get("start_time"))
-    return run.info.run_id
-
-
-def _log_batch(tracker: Tracker, args: dict[str, Any]) -> None:
-    metrics = [Metric(k, v, ts, step) for k, v, ts, step in args.get("metrics", [])]
-    params = [Param(k, v) for k, v in args.get("params", [])]
-    tags = [RunTag(k, v) for k, v in args.get("tags", [])]
-    # one store call each, params first and tags last: a tag written with metrics (a checkpoint's marker)
-    # never commits before them (MLflow's client would put the tags in its first call, the store commits
-    # params, metrics and tags of one call in separate transactions in that order)
-    client, run_id = tracker.client, args["run_id"]
-    if params:
-        client.log_batch(run_id, params=params, synchronous=True)
-    for lo in range(0, len(metrics), MAX_METRICS_PER_CALL):
-        client.log_batch(run_id, metrics=metrics[lo : lo + MAX_METRICS_PER_CALL], synchronous=True)
-    if tags:
-        client.log_batch(run_id, tags=tags, synchronous=True)
-
-
-def _delete_tags(tracker: Tracker, args: dict[str, Any]) -> None:
-    for key in args["keys"]:
-        with contextlib.suppress(MlflowException):  # already gone: a replay after a crash
-            tracker.client.delete_tag(args["run_id"], key)
-
-
-def _set_status(tracker: Tracker, args: dict[str, Any]) -> None:
-    tracker.client.update_run(args["run_id"], status=args["status"])
-
-
-def _set_terminated(tracker: Tracker, args: dict[str, Any]) -> None:
-    tracker.client.set_terminated(args["run_id"], status=args["status"], end_time=args.get("end_time"))
-
-
-def _log_artifact(tracker: Tracker, args: dict[str, Any]) -> None:
-    tracker.artifact_repository(args["run_id"]).log_artifact(args["path"], args.get("artifact_path"))
-
-
-def _log_artifacts(tracker: Tracker, args: dict[str, Any]) -> None:
-    tracker.artifact_repository(args["run_id"]).log_artifacts(args["path"], args.get("artifact_path"))
-
-
-def _delete_artifact(tracker: Tracker, args: dict[str, Any]) -> None:
-    with contextlib.suppress(NotImplementedError, MlflowException, FileNotFoundError):
-        tracker.artifact_repository(args["run_id"]).delete_artifacts(args["artifact_path"])
-
-
-def _register_model(tracker: Tracker, args: dict[str, Any]) -> str:
-    from btc_ai.tracking.registry import register
-
-    return register(tracker.client, args["run_id"], args)
-
-
-_OPERATIONS: dict[str, Callable[[Tracker, dict[str, Any]], Any]] = {
-    "create_run": _create_run, "log_batch": _log_batch, "set_status": _set_status, "set_terminated": _set_terminated,
-    "delete_tags": _delete_tags,
-    "log_artifact": _log_artifact, "log_artifacts": _log_artifacts, "delete_artifact": _delete_artifact,
-    "register_model": _register_model,
-}

@@ -1,0 +1,89 @@
+"""The journaled tracking operations: each takes the tracker and the arguments recorded for it, and each
+is idempotent, so replaying an entry twice (a process killed mid-replay) changes nothing."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from btc_ai.tracking.run_model.names import client_key
+
+if TYPE_CHECKING:
+    from btc_ai.tracking.store import Tracker
+
+MAX_METRICS_PER_CALL = 1000  # MLflow's limit of metrics per log_batch: one store call, one transaction
+
+
+# -- the journaled operations: each takes the tracker and its recorded arguments ------------------------
+
+
+def _create_run(tracker: Tracker, args: dict[str, Any]) -> str:
+    tags = args["tags"]
+    key, value = client_key(tags)
+    found = tracker.client.search_runs([args["experiment_id"]], f"tags.`{key}` = '{value}'")
+    if found:
+        return found[0].info.run_id
+    run = tracker.client.create_run(args["experiment_id"], tags=tags, run_name=args.get("name"),
+                                    start_time=args.get("start_time"))
+    return run.info.run_id
+
+
+def _log_batch(tracker: Tracker, args: dict[str, Any]) -> None:
+    metrics = [Metric(k, v, ts, step) for k, v, ts, step in args.get("metrics", [])]
+    params = [Param(k, v) for k, v in args.get("params", [])]
+    tags = [RunTag(k, v) for k, v in args.get("tags", [])]
+    # one store call each, params first and tags last: a tag written with metrics (a checkpoint's marker)
+    # never commits before them (MLflow's client would put the tags in its first call, the store commits
+    # params, metrics and tags of one call in separate transactions in that order)
+    client, run_id = tracker.client, args["run_id"]
+    if params:
+        client.log_batch(run_id, params=params, synchronous=True)
+    for lo in range(0, len(metrics), MAX_METRICS_PER_CALL):
+        client.log_batch(run_id, metrics=metrics[lo : lo + MAX_METRICS_PER_CALL], synchronous=True)
+    if tags:
+        client.log_batch(run_id, tags=tags, synchronous=True)
+
+
+def _delete_tags(tracker: Tracker, args: dict[str, Any]) -> None:
+    for key in args["keys"]:
+        with contextlib.suppress(MlflowException):  # already gone: a replay after a crash
+            tracker.client.delete_tag(args["run_id"], key)
+
+
+def _set_status(tracker: Tracker, args: dict[str, Any]) -> None:
+    tracker.client.update_run(args["run_id"], status=args["status"])
+
+
+def _set_terminated(tracker: Tracker, args: dict[str, Any]) -> None:
+    tracker.client.set_terminated(args["run_id"], status=args["status"], end_time=args.get("end_time"))
+
+
+def _log_artifact(tracker: Tracker, args: dict[str, Any]) -> None:
+    tracker.artifact_repository(args["run_id"]).log_artifact(args["path"], args.get("artifact_path"))
+
+
+def _log_artifacts(tracker: Tracker, args: dict[str, Any]) -> None:
+    tracker.artifact_repository(args["run_id"]).log_artifacts(args["path"], args.get("artifact_path"))
+
+
+def _delete_artifact(tracker: Tracker, args: dict[str, Any]) -> None:
+    with contextlib.suppress(NotImplementedError, MlflowException, FileNotFoundError):
+        tracker.artifact_repository(args["run_id"]).delete_artifacts(args["artifact_path"])
+
+
+def _register_model(tracker: Tracker, args: dict[str, Any]) -> str:
+    from btc_ai.tracking.registry import register
+
+    return register(tracker.client, args["run_id"], args)
+
+
+OPERATIONS: dict[str, Callable[[Tracker, dict[str, Any]], Any]] = {
+    "create_run": _create_run, "log_batch": _log_batch, "set_status": _set_status, "set_terminated": _set_terminated,
+    "delete_tags": _delete_tags,
+    "log_artifact": _log_artifact, "log_artifacts": _log_artifacts, "delete_artifact": _delete_artifact,
+    "register_model": _register_model,
+}

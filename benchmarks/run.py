@@ -26,6 +26,7 @@ from benchmarks import (
     bench_default,
     bench_es,
     bench_eval,
+    bench_load,
     bench_models,
     bench_outage,
     bench_resume,
@@ -54,6 +55,7 @@ FAMILIES: dict[str, Callable[[], list[Record]]] = {
     "startup": bench_startup.run,
     "models": bench_models.run,
     "walk_forward": bench_walk_forward.run,
+    "load": bench_load.run,  # 8 + 8 + 4 concurrent trainings against the team server and SQLite (minutes)
 }
 
 # (record, comparison, threshold, label)
@@ -72,6 +74,10 @@ TARGETS: tuple[tuple[str, str, float, str], ...] = (
     ("outage_dead_server_overhead_pct", "<", 10.0, "a dead tracking server adds < 10% to training wall time (vs untracked)"),
     ("outage_30s_metrics_lost", "<", 0.5, "no metrics lost across a 30 s tracking-server outage"),
     ("outage_30s_metrics_duplicated", "<", 0.5, "no metrics duplicated across a 30 s tracking-server outage"),
+    ("load_team_restart_generations_lost", "<", 0.5, "8 concurrent trainings, server restarted mid-way: 0 generations lost"),
+    ("load_team_restart_generations_doubled", "<", 0.5, "8 concurrent trainings, server restarted mid-way: 0 doubled"),
+    ("load_team_restart_checkpoints_missing", "<", 0.5, "8 concurrent trainings, server restarted mid-way: 0 checkpoints missing"),
+    ("load_team_slowdown_pct", "<=", 5.0, "a live team server slows 8 concurrent trainings <= 5% (same machine)"),
     ("backup_seconds_20_sessions", "<", 10.0, "backup of a store with 20 sessions < 10 s"),
     ("backup_restore_mismatched_files", "<", 0.5, "every archived artifact and checkpoint restored byte for byte"),
     ("checkpoint_save_ms_h512", "<", 100.0, "checkpoint save < 100 ms at hidden 512"),

@@ -209,7 +209,7 @@ def train_model(
     history: list[dict[str, float]] = []
     validation: dict[str, float] = {}
     watchdog = StallWatchdog(config.STALL_FACTOR, config.STALL_MIN_SECONDS)
-    close_evaluator: Callable[[], None] = lambda: None
+    close_evaluator: Callable[[], None] = _nothing
     if evaluator is None:
         evaluator, close_evaluator = build_evaluator(es, spec, split.train, config)
     base_evaluator = evaluator
@@ -239,6 +239,8 @@ def train_model(
                         last_checkpoint = time.perf_counter()
     except BaseException as exc:
         # `state` is still the last completed generation: never the one that failed half-way.
+        for event in getattr(base_evaluator, "take_events", list)():  # what the cluster did in the failed one
+            callbacks.on_event(state.generation + 1, event)
         if emergency_checkpoints and state_is_resumable(state):
             try:
                 _hand_out(state, callbacks, save_dir, emergency=True)
@@ -322,7 +324,11 @@ def build_evaluator(es: OpenAIES, spec: PolicySpec, market: MarketData,
         from btc_ai.training.cluster.evaluator import open_ray_evaluator
 
         return open_ray_evaluator(es, spec, market, config)
-    return BatchedEvaluator(es, spec, market, config), lambda: None
+    return BatchedEvaluator(es, spec, market, config), _nothing
+
+
+def _nothing() -> None:
+    """Releasing an in-process evaluator: nothing to do."""
 
 
 def _generations(

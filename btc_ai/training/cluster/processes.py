@@ -3,6 +3,7 @@ every Ray process on the machine, other users' too)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -68,7 +69,5 @@ def wait_gone(pids: set[int], timeout_s: float) -> set[int]:
 
 
 def _signal(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass

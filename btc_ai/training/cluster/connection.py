@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from types import TracebackType
 
 import ray
@@ -34,6 +35,25 @@ def loopback_only() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+CONNECT_TIMEOUT_S = 3.0
+
+
+def _check_reachable(address: RayAddress) -> None:
+    """ConnectionError unless the cluster's head answers on its port: Ray itself retries a dead address for
+    minutes (a stale ``auto`` address left by a cluster that is gone)."""
+    from ray._private import services
+
+    if address.kind == "auto":
+        target = services.canonicalize_bootstrap_address_or_die("auto")
+    else:
+        target = address.text.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {target}: {exc}") from None
+
+
 class RayConnection:
     """A context manager: inside, this process is a Ray driver. ``local:N`` starts a cluster of N one-CPU
     workers here and stops it on exit (every process it started ended by PID); ``auto`` and ``ray://``
@@ -57,6 +77,7 @@ class RayConnection:
                 ray.init(address="local", num_cpus=self.address.workers, include_dashboard=False, _node_ip_address=LOOPBACK,
                          object_store_memory=LOCAL_OBJECT_STORE_BYTES, log_to_driver=False)
             else:
+                _check_reachable(self.address)
                 ray.init(address=self.address.text, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             self._stop(before)

@@ -38,6 +38,7 @@ START_TIMEOUT_S = 120.0  # no worker ready by then: the cluster has no CPU for u
 START_GRACE_S = 10.0  # after the first worker, how long the start waits for the others (late ones join later)
 CHUNK_DEADLINE_FACTOR = 20.0  # a chunk unanswered this many median chunk times: its worker counts as lost
 CHUNK_DEADLINE_MIN_S = 5.0
+SPECULATE_FACTOR = 3.0  # an idle worker also runs a chunk this many median chunk times late (the same floats)
 LOST_AFTER_MAX_S = 30.0
 SLOW_FAULT_S = 1.5  # the "slow" fault: a chunk that still runs when a test removes its node
 LOST_ERRORS = (RayActorError, WorkerCrashedError, ObjectLostError)
@@ -94,6 +95,7 @@ class RayEvaluator:
         self._events: list[str] = []
         self._reevaluated = 0
         self._chunk_seconds: deque[float] = deque(maxlen=256)
+        self._orphans: dict[Any, tuple[_Worker, int]] = {}  # calls a finished generation no longer waited for
         self._await_first_worker()
 
     # -- workers -----------------------------------------------------------------------------------
@@ -125,7 +127,23 @@ class RayEvaluator:
         """The process of each worker as last seen (None while it starts)."""
         return [w.pid if w.live else None for w in self.workers]
 
+    def _check_orphans(self) -> None:
+        """A call answered by another worker first may still fail later: its worker was lost all the same
+        (a chunk sent twice, the first copy's worker killed), and the record says so."""
+        if not self._orphans:
+            return
+        ready, _ = ray.wait(list(self._orphans), num_returns=len(self._orphans), timeout=0)
+        for ref in ready:
+            worker, generation = self._orphans.pop(ref)
+            try:
+                ray.get(ref, timeout=GET_TIMEOUT_S)
+            except LOST_ERRORS as exc:
+                self._lose(worker, generation, type(exc).__name__)
+            except RayError:
+                pass
+
     def _check_probes(self, timeout: float = 0.0) -> None:
+        self._check_orphans()
         probes = {w.probe: w for w in self.workers if w.probe is not None}
         if not probes:
             return
@@ -186,6 +204,8 @@ class RayEvaluator:
             for worker in self.workers:
                 while worker.live and worker.inflight < IN_FLIGHT_PER_WORKER and pending:
                     index = pending.popleft()
+                    if results[index] is not None:
+                        continue
                     this_fault = fault if fault == "slow" else None
                     if fault == "kill":
                         this_fault, fault = "kill", None
@@ -211,8 +231,9 @@ class RayEvaluator:
                 try:
                     value = ray.get(ref, timeout=GET_TIMEOUT_S)
                 except LOST_ERRORS as exc:
-                    pending.appendleft(index)
-                    self._reevaluated += len(chunks[index])
+                    if results[index] is None and all(i != index for i, _, _ in inflight.values()):
+                        pending.appendleft(index)
+                        self._reevaluated += len(chunks[index])
                     self._lose(worker, generation, type(exc).__name__)
                     requeue(worker)
                     continue
@@ -220,19 +241,47 @@ class RayEvaluator:
                     results[index], done = value, done + 1
                 self._chunk_seconds.append(time.monotonic() - sent)
                 progress = time.monotonic()
+            self._speculate(inflight, results, chunks, params_ref, generation)
             deadline = self._chunk_deadline()
             for _ref, (_, worker, sent) in list(inflight.items()):
                 if time.monotonic() - sent > deadline:  # a node gone without Ray noticing yet, a hung actor
                     self._lose(worker, generation, f"no answer in {deadline:.1f} s")
                     requeue(worker)
+        for ref, (_, worker, _) in inflight.items():
+            worker.inflight -= 1
+            self._orphans[ref] = (worker, generation)
         return results  # type: ignore[return-value]
+
+    def _speculate(self, inflight: dict[Any, tuple[int, _Worker, float]], results: list[np.ndarray | None],
+                   chunks: list[np.ndarray], params_ref: Any, generation: int) -> None:
+        """Nothing left to send and a worker idle: it runs the oldest late chunk too (a worker killed without
+        Ray having said so yet, or a slow one); whichever answer comes first is used, both are the same."""
+        idle = [w for w in self.workers if w.live and w.inflight == 0]
+        if not idle or not self._chunk_seconds:
+            return
+        late = SPECULATE_FACTOR * statistics.median(self._chunk_seconds)
+        sent: dict[int, int] = {}
+        for index, _, _ in inflight.values():
+            sent[index] = sent.get(index, 0) + 1
+        now = time.monotonic()
+        for _, (index, owner, started) in sorted(inflight.items(), key=lambda item: item[1][2]):
+            if not idle:
+                return
+            if results[index] is None and sent[index] == 1 and owner not in idle and now - started > late:
+                worker = idle.pop()
+                ref = worker.handle.evaluate.remote(params_ref, generation, chunks[index], None)
+                inflight[ref] = (index, worker, now)
+                worker.inflight += 1
+                sent[index] = 2
+                self._reevaluated += len(chunks[index])
 
     def _chunk_deadline(self) -> float:
         median = statistics.median(self._chunk_seconds) if self._chunk_seconds else 0.0
         return max(CHUNK_DEADLINE_MIN_S, CHUNK_DEADLINE_FACTOR * median)
 
     def generation_metrics(self) -> dict[str, float]:
-        """The cluster's share of a generation's metrics: live workers now, members re-evaluated in it."""
+        """The cluster's share of a generation's metrics: live workers now, and the members evaluated again in it
+        (their worker was lost, or late: a chunk is sent again, never counted twice)."""
         metrics = {"cluster/live_workers": float(self.live_workers),
                    "cluster/reevaluated_members": float(self._reevaluated)}
         self._reevaluated = 0

@@ -130,6 +130,18 @@ def test_a_node_removed_mid_generation_is_re_evaluated_and_changes_nothing(clust
     assert any("generation 2: worker" in e for e in seen.events), seen.events
 
 
+def test_the_stall_watchdog_ends_a_generation_that_waits_on_the_cluster(cluster, candles) -> None:
+    from btc_ai.domain.errors import TrainingStalledError
+
+    ensure_two_nodes(cluster)
+
+    def stall_generation_2(evaluator: RayEvaluator) -> None:
+        evaluator.faults[1] = "slow"  # every chunk of generation 2 takes 1.5 s: past a 0.5 s deadline
+
+    with pytest.raises(TrainingStalledError, match="generation 2"):
+        _ray_training(candles, stall_generation_2, STALL_MIN_SECONDS=0.5, STALL_FACTOR=2.0)
+
+
 def _system(tmp_path, name: str) -> tuple[TrainingRecoverySystem, Tracker]:
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", experiment=name)
     return TrainingRecoverySystem(checkpoint_dir=tmp_path / "ck", max_retries=2, tracker=tracker,

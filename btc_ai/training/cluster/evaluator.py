@@ -177,6 +177,11 @@ class RayEvaluator:
             return np.concatenate(self._gather(params_ref, generation, chunks))
         except ClusterLostError:
             raise
+        except SystemError as exc:  # a signal handler's error (the stall watchdog, Ctrl-C) raised inside Ray's wait
+            inner = exc.__cause__ or exc.__context__
+            if inner is None:
+                raise
+            raise inner from None
         except (RayError, ConnectionError) as exc:  # the head or the object store is gone
             raise ClusterLostError(f"the Ray cluster failed in generation {generation + 1}: "
                                    f"{type(exc).__name__}: {exc}") from exc

@@ -23,6 +23,7 @@ import torch
 
 from benchmarks import (
     bench_backup,
+    bench_cluster,
     bench_default,
     bench_es,
     bench_eval,
@@ -56,6 +57,7 @@ FAMILIES: dict[str, Callable[[], list[Record]]] = {
     "models": bench_models.run,
     "walk_forward": bench_walk_forward.run,
     "load": bench_load.run,  # 8 + 8 + 4 concurrent trainings against the team server and SQLite (minutes)
+    "cluster": bench_cluster.run,
 }
 
 # (record, comparison, threshold, label)
@@ -88,6 +90,11 @@ TARGETS: tuple[tuple[str, str, float, str], ...] = (
     ("startup_help_seconds", "<", 0.5, "`btc-ai --help` < 0.5 s (a fresh process)"),
     ("startup_presets_seconds", "<", 0.5, "`btc-ai presets` < 0.5 s (a fresh process)"),
     ("startup_report_seconds", "<", 1.5, "`btc-ai report <session>` < 1.5 s (a fresh process, store of two sessions)"),
+    ("cluster_parallel_efficiency_pop256_h512", ">=", 80.0,
+     "Ray: parallel efficiency of 2 single-CPU workers vs 1 >= 80 % (p256, h512)"),
+    ("cluster_ray_overhead_share_pop256_h512", "<=", 10.0, "Ray overhead <= 10 % of a generation (p256, h512)"),
+    ("cluster_killed_worker_share_of_generation_pop256_h512", "<=", 100.0,
+     "a killed Ray worker costs at most one generation's time (p256, h512)"),
     ("walk_forward_seconds_4x2", "<", 240.0,
      "walk-forward of 4 folds x 2 seeds on the shared month < 4 min (default config, 2 cores)"),
 )

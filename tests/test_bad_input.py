@@ -100,6 +100,12 @@ CONFIG_CASES = {
     "unknown flag": (lambda t: ["--learning_rat", "0.1"], "--learning_rat"),
     "malformed fault hook": (lambda t: ["--episodes", "2"], "BTC_AI_FAULT"),
     "unreachable tracking server": (lambda t: ["--tracking-uri", "http://127.0.0.1:9"], "cannot reach"),
+    "bad --ray-address": (lambda t: ["--ray-address", "local:two"], "local:N"),
+    "--ray-address with the local evaluator": (lambda t: ["--ray-address", "auto", "--evaluator", "local"],
+                                               "drop one"),
+    "unknown evaluator": (lambda t: ["--evaluator", "spark"], "--evaluator"),
+    "--evaluator ray without Ray installed": (lambda t: ["--evaluator", "ray"], "pip install -e '.[cluster]'"),
+    "no Ray cluster at the address": (lambda t: ["--ray-address", "ray://127.0.0.1:9"], "no ray cluster"),
 }
 
 
@@ -108,6 +114,8 @@ def test_bad_config_or_flags(here, run_main, monkeypatch, case) -> None:
     build, word = CONFIG_CASES[case]
     if case == "malformed fault hook":
         monkeypatch.setenv("BTC_AI_FAULT", "ValueError-3")
+    if case == "--evaluator ray without Ray installed":
+        monkeypatch.setattr("btc_ai.training.cluster.address.ray_installed", lambda: False)
     code, _, err = run_main("train", *build(here))  # argparse's own errors come back as their exit code
     _assert_one_line_exit_2(code, err, word)
     _nothing_created(here)

@@ -9,6 +9,7 @@ import torch
 
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.errors import (
+    ClusterLostError,
     ConfigValidationError,
     DataValidationError,
     GPUError,
@@ -33,6 +34,7 @@ ROWS = [
     (TradingEnvironmentError("x"), True, "TradingEnvironmentError"),
     (TrainingStalledError("x"), True, "TrainingStalledError"),
     (torch.OutOfMemoryError("x"), True, "OutOfMemoryError"),  # a RuntimeError
+    (ClusterLostError("x"), True, "ClusterLostError"),  # a RuntimeError: the repair moves to the local evaluator
     (ImportError("x"), False, "ImportError"),
     (ModuleNotFoundError("x"), False, "ModuleNotFoundError"),  # an ImportError
     (FileNotFoundError("x"), False, "FileNotFoundError"),  # an OSError
@@ -126,3 +128,12 @@ def test_a_repair_changes_only_the_key_the_error_names() -> None:
     assert set(named.changes) <= {"SIGMA"} and "SIGMA" in named.reason
     blamed = choose_repair(_ctx(RuntimeError("bad"), config, has_checkpoints=True))
     assert set(blamed.changes) <= {"LEARNING_RATE", "ES_POPULATION"}  # names no key: the documented fallback
+
+
+def test_a_lost_cluster_continues_on_the_local_evaluator_and_changes_nothing_else() -> None:
+    config = TrainingConfig.from_dict({"EVALUATOR": "ray", "RAY_WORKERS": 4})
+    repair = choose_repair(RepairContext(ClusterLostError("gone"), config, preset_config("Scalping"),
+                                         has_checkpoints=True))
+    assert repair.rule == "continue_on_local_evaluator"
+    assert dict(repair.changes) == {"EVALUATOR": ("ray", "local")}
+    assert repair.apply(config).EVALUATOR == "local"

@@ -1,6 +1,6 @@
 """The house keeps its floors: read from the source of every module (imports inside functions included),
 no module imports a higher floor, mlflow is imported by the tracking floor alone, tenacity by recovery
-alone, no module-level import circle, no module over 400 lines, and no tag name spelled out anywhere
+alone, ray by the cluster evaluator's two modules alone, no module-level import circle, no module over 400 lines, and no tag name spelled out anywhere
 but in the run model."""
 
 from __future__ import annotations
@@ -87,6 +87,15 @@ def test_mlflow_only_in_tracking_and_tenacity_only_in_recovery() -> None:
         if "tenacity" in roots and not module.startswith("btc_ai.recovery"):
             wrong.append(f"{module} imports tenacity")
     assert not wrong, "\n".join(wrong)
+
+
+RAY_MODULES = {"btc_ai.training.cluster.connection", "btc_ai.training.cluster.evaluator"}
+
+
+def test_ray_only_in_the_cluster_evaluator() -> None:
+    users = {module for module, path in _modules().items()
+             if "ray" in {name.split(".")[0] for name in _imports(path, module)}}
+    assert users == RAY_MODULES
 
 
 def test_no_import_circle_and_no_module_over_400_lines() -> None:

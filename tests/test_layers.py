@@ -21,10 +21,19 @@ def test_domain_and_training_modules_import_without_mlflow_or_tenacity() -> None
     assert "torch" in loaded and "pandas" in loaded  # the check really imported the modules
     assert "mlflow" not in loaded
     assert "tenacity" not in loaded
+    assert "ray" not in loaded
 
 
 def test_importing_the_package_is_light_and_names_load_on_first_use() -> None:
     loaded = _loaded_after("import btc_ai")
-    assert not {"torch", "pandas", "mlflow"} & loaded
+    assert not {"torch", "pandas", "mlflow", "ray"} & loaded
     loaded = _loaded_after("from btc_ai import train_model, load_candles, TrainingRecoverySystem")
     assert {"torch", "pandas", "mlflow"} <= loaded
+    assert "ray" not in loaded
+
+
+def test_the_cli_of_a_local_training_never_imports_ray() -> None:
+    loaded = _loaded_after("import btc_ai.cli.main, btc_ai.cli.train, btc_ai.cli.cluster, btc_ai.recovery, "
+                           "btc_ai.training.cluster.address")
+    assert "mlflow" in loaded or "btc_ai" in loaded
+    assert "ray" not in loaded

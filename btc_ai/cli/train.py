@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from btc_ai.cli.cluster import add_cluster_flags, evaluator_overrides, ray_cluster
 from btc_ai.cli.common import (
     EXIT_CODES,
     EXIT_FAILED,
@@ -74,6 +75,7 @@ def add_train_parser(sub: Any) -> None:
     flag(train, "quiet", action="store_true", help="print only the summary")
     flag(train, "resume", metavar="REF", help="continue a training instead (same as `btc-ai resume REF`)")
     flag(train, "allow_data_change", action="store_true", help="with --resume: allow data that differs")
+    add_cluster_flags(train)
 
 
 def add_resume_parser(sub: Any) -> None:
@@ -98,6 +100,7 @@ def add_resume_parser(sub: Any) -> None:
     flag(resume, "tracking_uri", metavar="URI", help=TRACKING_URI_HELP)
     resume.add_argument("--experiment", default="btc-ai", help=argparse.SUPPRESS)
     flag(resume, "quiet", action="store_true", help="print only the summary")
+    add_cluster_flags(resume)
 
 
 def _check_store(args: argparse.Namespace, resume: str | None) -> None:
@@ -126,8 +129,8 @@ def run_train(args: argparse.Namespace) -> int:
                                  "(to train longer: btc-ai resume REF --episodes N)")
     _check_store(args, args.resume)
     if args.resume:
-        return _run(args, None, args.resume)
-    return _run(args, config_from_args(args), None)
+        return _run(args, evaluator_overrides(args) or None, args.resume)
+    return _run(args, {**config_from_args(args), **evaluator_overrides(args)}, None)
 
 
 def run_resume(args: argparse.Namespace) -> int:
@@ -135,7 +138,9 @@ def run_resume(args: argparse.Namespace) -> int:
     args.ref = _session_of(args.ref, args.quiet)
     _check_store(args, args.ref)
     overrides = {"EPISODES": args.episodes} if args.episodes is not None else {}
-    return _run(args, overrides, args.ref)
+    return _run(args, {**overrides, **evaluator_overrides(args)}, args.ref)
+
+
 
 
 def _session_of(ref: str, quiet: bool) -> str:
@@ -304,7 +309,7 @@ def _train_with_recovery(args: argparse.Namespace, training_func: Any, values: d
         date_format=getattr(args, "date_format", None),
     )
     try:
-        with graceful_interrupts(system.stop_event):
+        with graceful_interrupts(system.stop_event), ray_cluster(args, values):
             result = system.train(training_func, config=values, df=args.data_path or None, recovery_state=resume)
     except KeyboardInterrupt as exc:
         error(_interrupted(exc, system.session_run_id, reporter.last_generation, resume))

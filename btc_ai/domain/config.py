@@ -19,6 +19,7 @@ from btc_ai.domain.presets import BUCKETS, DEFAULT_BUCKET, find_bucket
 from btc_ai.domain.shapes import policy_param_count
 
 TIMEFRAMES = ("5min", "15min", "30min", "1h", "4h", "1d")
+EVALUATORS = ("local", "ray")
 
 # Keys that fix the network's shape or its inputs: a resumed or repaired training must keep them.
 STRUCTURAL_KEYS = frozenset({"HIDDEN_SIZE", "HIDDEN_LAYERS", "LOOKBACK", "TIMEFRAME", "NOISE_TABLE_SIZE"})
@@ -70,6 +71,12 @@ class TrainingConfig(BaseModel):
     NOISE_TABLE_SIZE: int = Field(ge=1 << 16, le=1 << 28, description="floats in the shared ES noise table")
     STALL_FACTOR: float = Field(ge=2.0, le=10_000.0, description="a generation stalls past this x the median time")
     STALL_MIN_SECONDS: float = Field(ge=0.1, le=86_400.0, description="a generation never stalls sooner than this")
+    EVALUATOR: str = Field(description="where the population is scored: local (this process) or ray (a Ray cluster; "
+                           "the same numbers bit for bit)")
+    RAY_WORKERS: int = Field(ge=0, le=100_000, description="Ray evaluation actors, one CPU each (0: one per CPU "
+                             "of the cluster)")
+    RAY_CHUNK_MEMBERS: int = Field(ge=1, le=4096, description="members per evaluation chunk, locally and on Ray "
+                                   "alike (fixed shapes: the numbers cannot depend on how members are spread)")
 
     @field_validator("BUCKET", mode="before")
     @classmethod
@@ -85,6 +92,14 @@ class TrainingConfig(BaseModel):
         text = str(value).strip().lower()
         if text not in TIMEFRAMES:
             raise ValueError("unknown timeframe")
+        return text
+
+    @field_validator("EVALUATOR", mode="before")
+    @classmethod
+    def _known_evaluator(cls, value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in EVALUATORS:
+            raise ValueError("unknown evaluator")
         return text
 
     @field_validator("*", mode="before")
@@ -293,6 +308,8 @@ def allowed_range(key: str) -> str:
         return ", ".join(BUCKETS)
     if key == "TIMEFRAME":
         return ", ".join(TIMEFRAMES)
+    if key == "EVALUATOR":
+        return ", ".join(EVALUATORS)
     field = TrainingConfig.model_fields[key]
     low, low_inc, high, high_inc = bounds(key)
     kind = field.annotation.__name__ if isinstance(field.annotation, type) else str(field.annotation)

@@ -59,6 +59,12 @@ class TrainingStalledError(BtcAiError, RuntimeError):
     """A generation ran past its deadline."""
 
 
+class ClusterLostError(BtcAiError, RuntimeError):
+    """The Ray cluster is gone for this training: every evaluation worker lost (and none rejoined in time),
+    or the head unreachable. Recoverable: the training continues on the local evaluator from the last good
+    state (the same numbers)."""
+
+
 class CheckpointError(UserInputError, ValueError):
     """A checkpoint is unreadable, tampered with, or does not match what it claims to hold."""
 

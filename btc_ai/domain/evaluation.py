@@ -41,6 +41,14 @@ class PopulationEvaluator(Protocol):
         ...
 
 
+def evaluation_chunks(members: Sequence[int], chunk_members: int) -> list[np.ndarray]:
+    """``members`` cut into consecutive chunks of ``chunk_members`` (the last one shorter): the one unit of
+    evaluation, in-process and on a cluster alike, so every member is scored in the same tensor shapes
+    however chunks are spread over workers (or re-evaluated after a lost one)."""
+    members = np.asarray(members, dtype=np.int64)
+    return [members[lo : lo + chunk_members] for lo in range(0, len(members), chunk_members)]
+
+
 def episode_starts(seed: int, generation: int, count: int, steps: int, span: int,
                    allowed: np.ndarray | None = None) -> np.ndarray:
     """First decision row of each episode of ``generation``, drawn uniformly from the training span (from
@@ -94,6 +102,13 @@ class BatchedEvaluator:
                             close_at_end=True)
 
     def evaluate(self, params: np.ndarray, generation: int, members: Sequence[int]) -> np.ndarray:
+        chunks = evaluation_chunks(members, self.config.RAY_CHUNK_MEMBERS)
+        if len(chunks) == 1:
+            return self.evaluate_chunk(params, generation, chunks[0])
+        return np.concatenate([self.evaluate_chunk(params, generation, chunk) for chunk in chunks])
+
+    def evaluate_chunk(self, params: np.ndarray, generation: int, members: Sequence[int]) -> np.ndarray:
+        """Fitness of one chunk of members (see :func:`evaluation_chunks`)."""
         positions, returns = self.positions(params, generation, members)
         rewards = step_rewards(positions, returns[None], self.config.cost_rate, self.config.holding_cost_rate,
                                close_at_end=True)

@@ -8,7 +8,9 @@ SYNONYMS = {
     "EPISODES": ("EPOCHS", "EPOCH", "GENERATIONS", "N_GENERATIONS", "NUM_GENERATIONS", "ITERATIONS", "ITERS",
                  "N_ITER", "N_ITERATIONS", "STEPS", "NUM_EPOCHS", "N_EPOCHS", "MAX_GENERATIONS", "GENS"),
     "ES_POPULATION": ("POPULATION", "POPULATION_SIZE", "POP_SIZE", "POP", "NPOP", "N_POP", "POPSIZE",
-                      "NUM_WORKERS", "WORKERS", "BATCH_SIZE"),
+                      "BATCH_SIZE"),
+    "RAY_WORKERS": ("NUM_WORKERS", "WORKERS", "N_WORKERS", "RAY_NUM_WORKERS"),
+    "EVALUATOR": ("BACKEND", "EXECUTOR", "DISTRIBUTED"),
     "LEARNING_RATE": ("LR", "ALPHA", "STEP_SIZE", "STEPSIZE", "ETA"),
     "SIGMA": ("NOISE_STD", "STD", "NOISE", "NOISE_SCALE", "PERTURBATION", "STDDEV", "NOISE_STDDEV"),
     "HIDDEN_SIZE": ("HIDDEN", "HIDDEN_UNITS", "HIDDEN_DIM", "UNITS", "WIDTH", "NEURONS", "HIDDEN_NEURONS"),
@@ -29,4 +31,5 @@ SYNONYMS = {
 # command-line settings people put into a config file: not config keys, but flags
 FLAG_NAMES = {"DATA_PATH": "--data_path", "DATA": "--data_path", "DATA_FILE": "--data_path", "CONFIG": "--config",
           "MAX_RETRIES": "--max_retries", "CHECKPOINT_DIR": "--checkpoint_dir", "TRACKING_URI": "--tracking-uri",
-          "EXPERIMENT": "--experiment", "DATE_FORMAT": "--date-format", "RESUME": "btc-ai resume REF"}
+          "EXPERIMENT": "--experiment", "DATE_FORMAT": "--date-format", "RESUME": "btc-ai resume REF",
+          "RAY_ADDRESS": "--ray-address"}

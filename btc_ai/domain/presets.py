@@ -29,6 +29,9 @@ _COMMON: dict[str, Any] = {
     "NOISE_TABLE_SIZE": 1 << 23,
     "STALL_FACTOR": 20.0,
     "STALL_MIN_SECONDS": 60.0,
+    "EVALUATOR": "local",  # ray: the population is scored on a Ray cluster (pip install -e .[cluster])
+    "RAY_WORKERS": 0,  # 0: one worker per CPU the cluster has
+    "RAY_CHUNK_MEMBERS": 16,
 }
 
 

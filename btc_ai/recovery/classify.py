@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from btc_ai.domain.errors import (
+    ClusterLostError,
     DataValidationError,
     GPUError,
     NaNError,
@@ -41,6 +42,7 @@ RECOVERABLE: Mapping[type[BaseException], str] = {
     TradingEnvironmentError: "the trading environment can be rebuilt",
     TrainingStalledError: "a stalled generation can be retried from the last good state",
     torch.OutOfMemoryError: "a smaller population needs less memory",
+    ClusterLostError: "the training continues on the local evaluator from the last good state",
 }
 UNRECOVERABLE: Mapping[type[BaseException], str] = {
     ImportError: "a critical module is missing",

@@ -29,6 +29,7 @@ from btc_ai.domain.config import (
 )
 from btc_ai.domain.data import clean_candles
 from btc_ai.domain.errors import (
+    ClusterLostError,
     ConfigValidationError,
     DataValidationError,
     NaNError,
@@ -311,6 +312,13 @@ def retry_from_last_good_state(ctx: RepairContext) -> Repair | None:
                   ctx.triggered_by)
 
 
+def continue_on_local_evaluator(ctx: RepairContext) -> Repair | None:
+    """The Ray cluster is lost: the same training continues in this process from the last good state (the
+    local evaluator gives the same numbers, so the session still ends as it would have)."""
+    return ctx.change("continue_on_local_evaluator", "the Ray cluster was lost: the training continues on the "
+                      "local evaluator from the last good state", {"EVALUATOR": "local"})
+
+
 def revert_override_to_preset(ctx: RepairContext) -> Repair:
     """Fallback: an error that blames a key reverts that key (and no other) to the preset; one that names no
     key reverts the first user override (in REVERT_ORDER)."""
@@ -342,6 +350,7 @@ REPAIR_BY_ERROR: Mapping[type[BaseException], Callable[[RepairContext], Repair |
     TradingEnvironmentError: rebuild_environment,
     torch.OutOfMemoryError: halve_population_on_oom,
     TrainingStalledError: retry_from_last_good_state,
+    ClusterLostError: continue_on_local_evaluator,
 }
 
 

@@ -6,7 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from btc_ai.tracking.run_model import ARTIFACT_DATA_REPORT, TAG_DATA_FINGERPRINT, TAG_START_GENERATION
+from btc_ai.tracking.run_model import (
+    ARTIFACT_DATA_REPORT,
+    TAG_CLUSTER_EVENT,
+    TAG_DATA_FINGERPRINT,
+    TAG_START_GENERATION,
+)
 from btc_ai.tracking.store import Tracker
 from btc_ai.tracking.writer import RunWriter
 from btc_ai.training.checkpoint import TrainingState
@@ -30,6 +35,7 @@ class AttemptLogger(TrainingCallbacks):
         self.logged_through = logged_through
         self.last_generation = 0
         self.last_metrics: dict[str, float] = {}
+        self.events: list[str] = []
 
     def on_start(self, setup: TrainingSetup) -> None:
         self.last_generation = setup.start_generation
@@ -60,5 +66,19 @@ class AttemptLogger(TrainingCallbacks):
         if path is not None and sha256 is not None:
             self.writer.checkpoint(state.generation, path, sha256, emergency=emergency)
 
+    def on_event(self, generation: int, event: str) -> None:
+        """A cluster event (a worker lost or back) on the attempt's tag, every one of the attempt so far."""
+        self.events.append(event if event.startswith("generation ") else f"generation {generation}: {event}")
+        self.writer.submit(self.tracker.set_tags, self.run_id, {TAG_CLUSTER_EVENT: _tag_text(self.events)})
+
     def close(self) -> None:
         self.writer.close()
+
+
+_TAG_LIMIT = 4000  # MLflow stores tag values of up to 8000 characters (5000 on some servers)
+
+
+def _tag_text(events: list[str]) -> str:
+    """The newest events that fit in one tag value, oldest first."""
+    text = "\n".join(events)
+    return text if len(text) <= _TAG_LIMIT else "...\n" + text[-_TAG_LIMIT:].split("\n", 1)[-1]

@@ -61,6 +61,9 @@ class TrainingCallbacks:
     def on_checkpoint(self, state: TrainingState, path: Path | None, sha256: str | None, *, emergency: bool) -> None:
         """Called with every resumable state the loop hands out (written to ``path`` when saved locally)."""
 
+    def on_event(self, generation: int, event: str) -> None:
+        """Something of note happened to the evaluation in ``generation`` (a cluster worker lost or back)."""
+
 
 def params_sha256(params: np.ndarray) -> str:
     """sha256 of float32 parameter bytes: equal hashes mean bit-identical policies."""
@@ -196,9 +199,6 @@ def train_model(
         state = TrainingState(config.to_dict(), state.es, fingerprint, state.elapsed_time, state.extra)
     else:
         state = TrainingState(config.to_dict(), es.init(spec.init_params(config.SEED)), fingerprint)
-    evaluator = evaluator or BatchedEvaluator(es, spec, split.train, config)
-    if wrap_evaluator is not None:
-        evaluator = wrap_evaluator(evaluator)
 
     callbacks.on_start(
         TrainingSetup(config, report, fingerprint, spec.n_params, split.feature_names, len(split.train),
@@ -209,16 +209,24 @@ def train_model(
     history: list[dict[str, float]] = []
     validation: dict[str, float] = {}
     watchdog = StallWatchdog(config.STALL_FACTOR, config.STALL_MIN_SECONDS)
+    close_evaluator: Callable[[], None] = _nothing
+    if evaluator is None:
+        evaluator, close_evaluator = build_evaluator(es, spec, split.train, config)
+    base_evaluator = evaluator
+    if wrap_evaluator is not None:
+        evaluator = wrap_evaluator(evaluator)
     last_checkpoint = time.perf_counter()
     try:
         with watchdog.running():
-            run = _generations(config, es, spec, split, evaluator, state, started)
+            run = _generations(config, es, spec, split, evaluator, state, started, base_evaluator)
             while state.generation < config.EPISODES and stop_reason is None:
                 with watchdog.generation(state.generation + 1):
                     state, metrics = next(run)
                     generation = state.generation
                     validation = {k: v for k, v in metrics.items() if k.startswith("validation/")} or validation
                     history.append({"generation": generation, **metrics})
+                    for event in getattr(base_evaluator, "take_events", list)():
+                        callbacks.on_event(generation, event)
                     callbacks.on_generation(generation, metrics)
                     stop_reason = early_stop_reason(state, config) if "validation/score" in metrics else None
                     if stop_reason is not None:  # the last state says so: a resume of it trains no further
@@ -231,6 +239,8 @@ def train_model(
                         last_checkpoint = time.perf_counter()
     except BaseException as exc:
         # `state` is still the last completed generation: never the one that failed half-way.
+        for event in getattr(base_evaluator, "take_events", list)():  # what the cluster did in the failed one
+            callbacks.on_event(state.generation + 1, event)
         if emergency_checkpoints and state_is_resumable(state):
             try:
                 _hand_out(state, callbacks, save_dir, emergency=True)
@@ -240,6 +250,8 @@ def train_model(
         if detailed is not exc:
             raise detailed from None
         raise
+    finally:
+        close_evaluator()
 
     elapsed = prior_elapsed + time.perf_counter() - started
     es_state = state.es
@@ -301,6 +313,24 @@ def state_is_resumable(state: TrainingState | None) -> bool:
     return state is not None and bool(np.all(np.isfinite(state.es.params)))
 
 
+def build_evaluator(es: OpenAIES, spec: PolicySpec, market: MarketData,
+                    config: TrainingConfig) -> tuple[PopulationEvaluator, Callable[[], None]]:
+    """The evaluator ``config.EVALUATOR`` names, and the function that releases it: in this process, or on a
+    Ray cluster (Ray is imported here only then)."""
+    if config.EVALUATOR == "ray":
+        from btc_ai.training.cluster.address import require_ray
+
+        require_ray("EVALUATOR=ray")
+        from btc_ai.training.cluster.evaluator import open_ray_evaluator
+
+        return open_ray_evaluator(es, spec, market, config)
+    return BatchedEvaluator(es, spec, market, config), _nothing
+
+
+def _nothing() -> None:
+    """Releasing an in-process evaluator: nothing to do."""
+
+
 def _generations(
     config: TrainingConfig,
     es: OpenAIES,
@@ -309,8 +339,11 @@ def _generations(
     evaluator: PopulationEvaluator,
     state: TrainingState,
     started: float,
+    base_evaluator: PopulationEvaluator | None = None,
 ) -> Iterator[tuple[TrainingState, dict[str, float]]]:
-    """Run generations up to ``config.EPISODES``, yielding each completed state and its metrics."""
+    """Run generations up to ``config.EPISODES``, yielding each completed state and its metrics (with the
+    evaluator's own, e.g. a cluster's live workers, when it reports any)."""
+    evaluator_metrics = getattr(base_evaluator, "generation_metrics", None)
     members = np.arange(config.ES_POPULATION)
     steps = config.ES_POPULATION * config.EPISODES_PER_EVAL * config.MAX_STEPS_PER_EPISODE
     prior_elapsed = state.elapsed_time
@@ -321,6 +354,8 @@ def _generations(
         fitness = evaluator.evaluate(state.es.params, state.generation, members)
         evaluated = time.perf_counter()
         es_state, metrics = es.tell(state.es, perturbations, fitness)
+        if evaluator_metrics is not None:
+            metrics.update(evaluator_metrics())
         generation = es_state.generation
         if generation % config.EVAL_INTERVAL == 0 or generation == config.EPISODES:
             validation = evaluate_span(spec, es_state.params, split.validation, config)

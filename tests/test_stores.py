@@ -339,7 +339,9 @@ def test_an_interrupt_at_any_moment_of_start_up_leaves_a_store_the_next_command_
         code, _, next_err = run_main("train", *tiny_flags(EPISODES=2))
         assert code == 0 and "Traceback" not in next_err, f"{what}\nnext: {next_err}"
         assert probe(store).revision == head and not list((folder / "mlruns").glob(".mlflow.db.building-*")), what
-    assert struck_mid_build >= 4  # the sweep really hit MLflow while it built the store
+    # the sweep really hit MLflow while it built the store: the points 0.0 and 0.2 s after the build file appears
+    # always do; the later ones do only where the build is slow (a busy machine), so they are not counted on
+    assert struck_mid_build >= 2
 
 
 @pytest.mark.slow

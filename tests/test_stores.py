@@ -317,7 +317,7 @@ def test_an_interrupt_at_any_moment_of_start_up_leaves_a_store_the_next_command_
         folder.mkdir()
         store = folder / "mlruns" / "mlflow.db"
         started = time.monotonic()
-        proc = subprocess.Popen(btc_ai_cmd("train", *tiny_flags(EPISODES=400)), cwd=folder, env=env,
+        proc = subprocess.Popen(btc_ai_cmd("train", *tiny_flags(EPISODES=5000, EARLY_STOP_PATIENCE=0)), cwd=folder, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if moment == "building":
             _wait_for(proc, lambda f=folder: any((f / "mlruns").glob(".mlflow.db.building-*")))

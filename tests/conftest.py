@@ -96,6 +96,16 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def wait_for_line(proc: Any, lines: list[str], prefix: str) -> None:
+    """Read ``proc``'s stdout into ``lines`` until a line starts with ``prefix``; fail if it ends first."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(prefix):
+            return
+    raise AssertionError(f"training ended before {prefix!r}:\n{''.join(lines)}")
+
+
 def btc_ai_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "btc_ai", *args]
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import btc_ai_cmd, cli_env, tiny_flags
+from conftest import btc_ai_cmd, cli_env, tiny_flags, wait_for_line
 from mlflow import MlflowClient
 
 from btc_ai.tracking.journal import Journal, journal_dir
@@ -41,15 +41,6 @@ def _env(tmp_path: Path, url: str) -> dict[str, str]:
     env["MLFLOW_TRACKING_URI"] = url
     env["BTC_AI_FAULT"] = "Slow@1"  # 0.1 s more per generation: time to act between generations
     return env
-
-
-def _wait_for(proc: subprocess.Popen, lines: list[str], prefix: str) -> None:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith(prefix):
-            return
-    raise AssertionError(f"training ended before {prefix!r}:\n{''.join(lines)}")
 
 
 def _check_store(url: str, generations: int, checkpoint_dir: Path) -> str:
@@ -93,9 +84,9 @@ def test_server_lost_and_back_mid_training_loses_and_doubles_nothing(tmp_path: P
                                 env=_env(tmp_path, server.url), stdout=subprocess.PIPE, stderr=stderr_file, text=True)
     lines: list[str] = []
     try:
-        _wait_for(proc, lines, "gen 6/")
+        wait_for_line(proc, lines, "gen 6/")
         server.stop()  # a crash: training must go on, writing to the journal
-        _wait_for(proc, lines, "gen 14/")
+        wait_for_line(proc, lines, "gen 14/")
         proc.send_signal(signal.SIGSTOP)  # hold the training while the server restarts (seconds here)
         server.start()
         proc.send_signal(signal.SIGCONT)
@@ -123,7 +114,7 @@ def test_writes_of_a_training_that_ended_offline_are_sent_by_the_next_command(tm
     proc = subprocess.Popen(btc_ai_cmd("train", "--episodes", str(episodes), *FLAGS), cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
-    _wait_for(proc, lines, "gen 4/")
+    wait_for_line(proc, lines, "gen 4/")
     server.stop() if failure == "killed" else server.pause()
     seen = [time.monotonic()]
     assert proc.stdout is not None

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, btc_ai_cmd, tiny_flags
+from conftest import ROOT, btc_ai_cmd, tiny_flags, wait_for_line
 from team import USERS, Team, session_exactness, team_server
 
 pytestmark = pytest.mark.slow
@@ -158,15 +158,6 @@ def test_three_trainings_at_once_on_one_server_are_complete_and_exact(team: Team
         assert found.exact and found.status == "completed", found
 
 
-def _wait_for(proc: subprocess.Popen[str], prefix: str, seen: list[str]) -> None:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        seen.append(line)
-        if line.startswith(prefix):
-            return
-    raise AssertionError(f"ended before {prefix!r}: {''.join(seen)}")
-
-
 def test_two_trainings_sharing_a_journal_through_a_server_restart_replay_each_entry_once(
         team: Team, tmp_path: Path) -> None:
     env = team.env(tmp_path)
@@ -176,10 +167,10 @@ def test_two_trainings_sharing_a_journal_through_a_server_restart_replay_each_en
     seen: list[list[str]] = [[], []]
     try:
         for proc, lines in zip(procs, seen, strict=True):
-            _wait_for(proc, "gen 4/", lines)
+            wait_for_line(proc, lines, "gen 4/")
         team.server.stop()
         for proc, lines in zip(procs, seen, strict=True):
-            _wait_for(proc, "gen 12/", lines)  # trained on while the server was down: writes journaled
+            wait_for_line(proc, lines, "gen 12/")  # trained on while the server was down: writes journaled
             proc.send_signal(signal.SIGSTOP)  # held while the server restarts, so both replay while training
         team.server.start(timeout=180)
         for proc in procs:

@@ -22,7 +22,7 @@ from btc_ai.training.cluster.evaluator import RayEvaluator  # noqa: E402
 from btc_ai.training.cluster.processes import alive, descendants  # noqa: E402
 from btc_ai.training.loop import TrainingCallbacks, train_model  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # one cluster at a time, in one test process
 
 CONFIG = {**TINY, "EPISODES": 5, "ES_POPULATION": 16, "RAY_CHUNK_MEMBERS": 4, "STALL_MIN_SECONDS": 8.0}
 NODE = {"num_cpus": 1, "node_ip_address": "127.0.0.1"}

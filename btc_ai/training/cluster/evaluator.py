@@ -163,6 +163,12 @@ class RayEvaluator:
     def _lose(self, worker: _Worker, generation: int, why: str) -> None:
         if not worker.live:
             return
+        # a call of an earlier generation still unanswered on this worker (its chunk was answered by another one
+        # first): the worker died then, not now, and that call can only fail too
+        for ref, (owner, earlier) in list(self._orphans.items()):
+            if owner is worker:
+                del self._orphans[ref]
+                generation = min(generation, earlier)
         worker.live = False
         worker.probe = worker.handle.pid.remote()  # answered once Ray has restarted it (max_restarts)
         self._events.append(f"generation {generation + 1}: worker {worker.index} (pid {worker.pid}) lost ({why}); its "

@@ -327,6 +327,31 @@ def test_an_interrupted_backup_leaves_no_archive_and_no_temporary_files(store, t
     assert list((tmp_path / "out").iterdir()) == []
 
 
+@pytest.mark.slow
+def test_a_checkpoint_deleted_after_the_snapshot_is_archived_from_its_pinned_copy(store, tmp_path, monkeypatch) -> None:
+    """Retention deleting a checkpoint between the database snapshot and the archive's writing (a training
+    running meanwhile) must not leave the archive's database naming a checkpoint the archive lacks."""
+    from btc_ai.desk.backup import create as backup_create
+
+    project = restore_backup(store.archive, tmp_path / "project").path
+    uri = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
+    checkpoints = sorted((project / "mlruns").rglob("checkpoints/gen-*.pt"))
+    assert checkpoints
+    real = backup_create._snapshot
+
+    def snapshot_then_retention(database, target):
+        real(database, target)
+        for path in checkpoints:  # as retention would, after the snapshot recorded them
+            path.unlink()
+
+    monkeypatch.setattr(backup_create, "_snapshot", snapshot_then_retention)
+    result = backup_create.create_backup("3", "retention", dest=tmp_path / "out", root=project, tracking_uri=uri)
+    assert not result.warnings
+    with zipfile.ZipFile(result.path) as zf:
+        names = set(zf.namelist())
+    assert {f"mlruns/{p.relative_to(project / 'mlruns').as_posix()}" for p in checkpoints} <= names
+
+
 def test_the_backup_module_does_not_load_mlflow() -> None:
     code = "import sys, btc_ai.desk.backup, btc_ai.cli; print('mlflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -153,10 +153,15 @@ def create_backup(version: str, description: str, *, dest: str | Path = "backups
             folders, outside = _artifact_folders(db, store, aliases)
         finally:
             db.close()
+        def under(folder: Path) -> list[Path]:
+            """The files of ``folder`` now and those pinned from it: a checkpoint the snapshot records is archived
+            from its pinned link even when retention deleted it since."""
+            return sorted({*_walk(folder), *(p for p in staged if _inside(p, folder))})
+
         def sources() -> Iterator[tuple[Path, str]]:
             yield snapshot, DATABASE
             for folder in folders:
-                for path in _walk(folder):
+                for path in under(folder):
                     if path not in skip:
                         yield path, f"{STORE}/{path.relative_to(store).as_posix()}"
             for folder in [root / "checkpoints", root / "configs", *extra]:
@@ -164,7 +169,7 @@ def create_backup(version: str, description: str, *, dest: str | Path = "backups
                     if folder not in skip:
                         yield folder, folder.relative_to(root).as_posix()
                     continue
-                for path in _walk(folder):
+                for path in under(folder):
                     if path not in skip and not _inside(path, work) and not any(_inside(path, f) for f in folders):
                         yield path, path.relative_to(root).as_posix()
 

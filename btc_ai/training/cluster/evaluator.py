@@ -134,6 +134,8 @@ class RayEvaluator:
             return
         ready, _ = ray.wait(list(self._orphans), num_returns=len(self._orphans), timeout=0)
         for ref in ready:
+            if ref not in self._orphans:  # dropped meanwhile: its worker was recorded lost with another of them
+                continue
             worker, generation = self._orphans.pop(ref)
             try:
                 ray.get(ref, timeout=GET_TIMEOUT_S)

@@ -3,6 +3,7 @@ the recovery system promises (the original design's recovery test script, as a c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -11,8 +12,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from btc_ai.domain.errors import UserInputError
 from btc_ai.recovery import TrainingRecoverySystem
@@ -42,13 +44,23 @@ class Outcome:
     seconds: float
     passed: bool
     detail: str = ""
+    skipped: bool = False  # this machine cannot run it (the reason in ``detail``): neither passed nor failed
 
 
 @dataclass
 class Scratch:
-    """A throw-away folder with its own SQLite store and synthetic data."""
+    """A throw-away folder with its own SQLite store and synthetic data; ``shared`` holds what several
+    scenarios of one run use (a team server), closed by ``stack`` when the run ends."""
 
     root: Path
+    stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    shared: dict[str, Any] = field(default_factory=dict)
+
+    def sibling(self, name: str) -> Scratch:
+        """A fresh folder beside this one, sharing its run-wide resources."""
+        scratch = Scratch(self.root.parent / name, self.stack, self.shared)
+        scratch.root.mkdir()
+        return scratch
 
     @property
     def uri(self) -> str:
@@ -206,39 +218,80 @@ def scenario_tracking_server_lost(scratch: Scratch) -> Outcome:
     cannot send, replays it when the server is back; the server ends with every generation exactly once."""
     from btc_ai.tracking.server import LocalMlflowServer
 
-    episodes = 24
     server = LocalMlflowServer(scratch.root / "server")
     server.start()
-    env = {**scratch.env(), "MLFLOW_TRACKING_URI": server.url, "BTC_AI_FAULT": "Slow@1"}
+    try:
+        return outage_mid_training(scratch, "tracking server lost", server.url, server.stop, server.start,
+                                   scratch.env())
+    finally:
+        server.stop()
+
+
+def outage_mid_training(scratch: Scratch, name: str, url: str, fail: Callable[[], None], heal: Callable[[], None],
+                        env: dict[str, str]) -> Outcome:
+    """A training against ``url``: ``fail()`` at generation 4, ``heal()`` at 12 (the training held meanwhile, so
+    it replays mid-training); passed when it completes with every generation's metrics once, every committed
+    checkpoint stored and no run left RUNNING (read as ``env``'s login)."""
+    episodes = 24
+    env = {**env, "MLFLOW_TRACKING_URI": url, "BTC_AI_FAULT": "Slow@1"}
     tick = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "btc_ai", "train", *CLI_FLAGS, "--episodes", str(episodes)],
-                            cwd=scratch.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            cwd=scratch.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
+        session_id = ""
         for line in proc.stdout:
-            if line.startswith("gen 4/"):
-                server.stop()
+            if line.startswith("session run "):
+                session_id = line.split()[2]
+            elif line.startswith("gen 4/"):
+                fail()
             elif line.startswith("gen 12/"):
                 proc.send_signal(signal.SIGSTOP)  # held while the server restarts, then it replays mid-training
-                server.start()
+                heal()
                 proc.send_signal(signal.SIGCONT)
                 break
-        proc.communicate(timeout=300)
-        runs = RunModel(Tracker(server.url))
-        (session,) = runs.sessions()
-        attempts = runs.attempts(session)
-        steps = sorted(step for a in attempts for step, _ in runs.metric_history(a.run_id, METRIC_FITNESS_MEAN))
-        closed = not runs.running_runs()
-        runs.tracker.close()
+        _, err = proc.communicate(timeout=300)
+        with logged_in(env):
+            runs = RunModel(Tracker(url))
+            session = runs.session(session_id)  # the server may hold other scenarios' sessions
+            attempts = runs.attempts(session)
+            steps = sorted(step for a in attempts for step, _ in runs.metric_history(a.run_id, METRIC_FITNESS_MEAN))
+            stored = {(c.run_id, c.artifact_path) for c in runs.checkpoints(attempts)}
+            missing = [f"{a.run_id}:{stem}" for a in attempts for stem in a.checkpoint_sha
+                       if (a.run_id, f"{ARTIFACT_CHECKPOINTS}/{stem}.pt") not in stored]
+            closed = not runs.running_runs(session.experiment_id)
+            runs.tracker.close()
     finally:
         if proc.poll() is None:
             proc.kill()
-        server.stop()
     exact = steps == list(range(1, episodes + 1))
-    passed = proc.returncode == 0 and exact and closed
-    return Outcome("tracking server lost", "outage (journaled)", len(attempts), "-",
+    journaled = "journal" in err
+    passed = proc.returncode == 0 and exact and closed and not missing and journaled
+    problems = [text for text, bad in (("a run was not closed", not closed),
+                                       (f"{len(missing)} checkpoint(s) missing", missing),
+                                       ("the outage was not journaled", not journaled),
+                                       (f"exit {proc.returncode}", proc.returncode != 0)) if bad]
+    return Outcome(name, "outage (journaled)", len(attempts), "-",
                    "all metrics, once" if exact else f"{len(steps)} of {episodes} metrics", time.perf_counter() - tick,
-                   passed, "" if closed else "a run was not closed")
+                   passed, "; ".join(problems))
+
+
+@contextlib.contextmanager
+def logged_in(env: dict[str, str]):
+    """This process's MLflow login set to ``env``'s for the block (a team server's reads), then put back."""
+    keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    saved = {k: os.environ.get(k) for k in keys}
+    try:
+        for key in keys:
+            if key in env:
+                os.environ[key] = env[key]
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def scenarios() -> dict[str, Callable[[Scratch], Outcome]]:
@@ -256,6 +309,9 @@ def scenarios() -> dict[str, Callable[[Scratch], Outcome]]:
     table["corrupted-checkpoint"] = scenario_corrupted_checkpoint
     table["tracking-server-down"] = scenario_tracking_server_down
     table["tracking-server-lost"] = scenario_tracking_server_lost
+    from btc_ai.desk.chaos_team import team_scenarios  # the same outages on the team deployment
+
+    table.update(team_scenarios())
     return table
 
 
@@ -268,23 +324,22 @@ def run_chaos(names: list[str] | None = None, out: Callable[[str], None] = print
     chosen = names or list(table)
     results = []
     out(f"{'scenario':<26} {'classification':<26} {'attempts':>8} {'repairs':<38} {'outcome':<22} {'time':>7}  result")
-    with tempfile.TemporaryDirectory(prefix="btc-ai-chaos-") as tmp:
-        shared = Scratch(Path(tmp) / "in-process")  # the in-process scenarios: one store, an experiment each
+    with tempfile.TemporaryDirectory(prefix="btc-ai-chaos-") as tmp, contextlib.ExitStack() as stack:
+        shared = Scratch(Path(tmp) / "in-process", stack)  # the in-process scenarios: one store, an experiment each
         shared.root.mkdir()
         for name in chosen:
-            if getattr(table[name], "shares_store", False):
-                scratch = shared
-            else:
-                scratch = Scratch(Path(tmp) / name.replace("+", "_"))
-                scratch.root.mkdir()
+            scratch = shared if getattr(table[name], "shares_store", False) else shared.sibling(name.replace("+", "_"))
             try:
                 result = table[name](scratch)
             except Exception as exc:  # a scenario that crashes is a failed scenario, not a crashed command
                 result = Outcome(name, "?", 0, "-", f"crashed: {type(exc).__name__}", 0.0, False, str(exc)[:200])
             results.append(result)
+            verdict = "SKIP" if result.skipped else "PASS" if result.passed else "FAIL"
             out(f"{result.scenario:<26} {result.classification:<26} {result.attempts:>8} {result.repairs:<38} "
-                f"{result.outcome:<22} {result.seconds:>6.1f}s  {'PASS' if result.passed else 'FAIL'}"
+                f"{result.outcome:<22} {result.seconds:>6.1f}s  {verdict}"
                 + (f"  ({result.detail})" if result.detail else ""))
-    failed = [r.scenario for r in results if not r.passed]
-    out(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    skipped = [r.scenario for r in results if r.skipped]
+    failed = [r.scenario for r in results if not r.passed and not r.skipped]
+    out(f"{len(results) - len(failed) - len(skipped)} passed, {len(failed)} failed"
+        + (f", {len(skipped)} skipped" if skipped else ""))
     return 0 if not failed else 1

@@ -21,6 +21,9 @@ def outage_reason(exc: BaseException) -> str:
     errno_text = re.search(r"\[Errno -?\d+\] [^'\")\]]+", text)
     if errno_text:
         return errno_text.group(0).strip()
+    answered = re.search(r"too many (5\d\d) error responses", text)
+    if answered:  # the server is up but cannot serve (its database down, a proxy without a backend)
+        return f"it answered HTTP {answered.group(1)}, retried"
     for pattern, reason in (("timed out", "timed out"), ("RemoteDisconnected", "connection closed by the server"),
                             ("Connection aborted", "connection aborted"), ("Connection reset", "connection reset")):
         if pattern.lower() in text.lower():

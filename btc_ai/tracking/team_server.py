@@ -95,12 +95,18 @@ class PostgresCluster:
                       f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync")
         finally:
             pwfile.unlink()
-        options = f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories='' -c fsync=on"
-        self._run(str(postgres_bin("pg_ctl")), "start", "-w", "-t", "60", "-D", str(self.data),
-                  "-l", str(self.folder / "postgres.log"), "-o", options)
+        self.serve()
         for database in ("mlflow", "mlflow_auth"):
             self._run(str(postgres_bin("createdb")), "-h", "127.0.0.1", "-p", str(self.port), "-U", DATABASE_USER,
                       database)
+
+    def serve(self) -> None:
+        """Start the server on the existing data folder (after `start` made it, or again after ``stop(remove=False)``:
+        a database restarted under a running tracking server)."""
+        assert self.folder is not None
+        options = f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories='' -c fsync=on"
+        self._run(str(postgres_bin("pg_ctl")), "start", "-w", "-t", "60", "-D", str(self.data),
+                  "-l", str(self.folder / "postgres.log"), "-o", options)
 
     def url(self, database: str = "mlflow") -> str:
         """The SQLAlchemy URL of a database, without the password (libpq takes it from ``PGPASSWORD``)."""

@@ -82,13 +82,29 @@ class CpuMeter:
 
 
 def _cpu_ticks() -> tuple[int, int] | None:
-    """(busy ticks of the whole machine, ticks of this process)."""
+    """(busy ticks of the whole machine, ticks of this process and every process below it): a benchmark's own
+    servers, Ray workers and subprocesses are its work, not foreign load."""
     try:
         fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, ValueError, IndexError):
         return None
-    return sum(fields) - fields[3] - fields[4], int(own[11]) + int(own[12])  # all but idle and iowait
+    stats: dict[int, tuple[int, int]] = {}  # pid -> (parent, ticks incl. reaped children)
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            rest = path.read_text().rsplit(")", 1)[1].split()
+            stats[int(path.parent.name)] = (int(rest[1]), sum(int(v) for v in rest[11:15]))
+        except (OSError, ValueError, IndexError):
+            continue
+    mine, frontier = {os.getpid()}, [os.getpid()]
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in stats.items():
+        children.setdefault(parent, []).append(pid)
+    while frontier:
+        for child in children.get(frontier.pop(), []):
+            if child not in mine:
+                mine.add(child)
+                frontier.append(child)
+    return sum(fields) - fields[3] - fields[4], sum(stats[pid][1] for pid in mine if pid in stats)
 
 
 def wait_for_quiet(max_wait_s: float = 10.0) -> None:

@@ -76,6 +76,7 @@ class RunWriter:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="btc-ai-writer")
         self._futures: list[Future[Any]] = []
+        self._commit: Future[Any] | None = None  # the checkpoint commit in flight
 
     def add(self, step: int, metrics: Mapping[str, float]) -> None:
         stamp = int(time.time() * 1000)
@@ -88,17 +89,29 @@ class RunWriter:
         self._futures.append(future)
         return future
 
-    def checkpoint(self, generation: int, path: Path, sha256: str, *, emergency: bool) -> list[Path]:
-        """Commit the checkpoint at ``path``: upload, the metrics of every generation up to it, its marker,
-        then retention; returns the older checkpoints retired (from the store and the local folder).
+    def checkpoint(self, generation: int, path: Path, sha256: str, *, emergency: bool) -> None:
+        """Commit the checkpoint at ``path`` on the writer thread: upload, the metrics of every generation up to
+        it, its marker, then retention (older checkpoints retired from the store and the local folder).
 
-        Returns once committed, so a SIGKILL loses at most the generations since this checkpoint; a
-        store error surfaces here. (Letting the commit run on while training goes on was tried: under
-        full CPU load the commit then lagged a whole interval, doubling what a SIGKILL could lose.)
+        The training goes on while a periodic commit is sent, but a commit never starts before the previous
+        one is stored (this call waits for it, and re-raises its error): at most one is in flight, so a
+        SIGKILL loses at most the generations since the checkpoint before the newest, and a store as fast
+        as the checkpoints come costs the training nothing. (Waiting for every commit instead cost a training
+        on the team server's cores 8 % of its time: ~150 ms a commit, every 2 s.) An emergency checkpoint
+        (an error or an interrupt is ending the attempt) returns only once committed.
         """
+        self.wait_for_commit()
         with self._lock:
             batch, self._pending = self._pending, []
-        return self.submit(self._commit_checkpoint, generation, path, sha256, batch, emergency).result()
+        self._commit = self.submit(self._commit_checkpoint, generation, path, sha256, batch, emergency)
+        if emergency:
+            self.wait_for_commit()
+
+    def wait_for_commit(self) -> None:
+        """Block until the checkpoint commit in flight (if any) is stored; re-raise its error."""
+        commit, self._commit = self._commit, None
+        if commit is not None:
+            commit.result()
 
     def _commit_checkpoint(self, generation: int, path: Path, sha256: str, batch: list[Metric],
                            emergency: bool) -> list[Path]:
@@ -124,7 +137,7 @@ class RunWriter:
             batch, self._pending = self._pending, []
         for chunk in step_chunks(batch):
             self.submit(self.tracker.log_metrics, self.run_id, chunk)
-        futures, self._futures = self._futures, []
+        futures, self._futures, self._commit = self._futures, [], None
         errors = [f.exception() for f in futures]
         first = next((e for e in errors if e is not None), None)
         if first is not None:

@@ -150,3 +150,33 @@ def test_writes_of_a_training_that_ended_offline_are_sent_by_the_next_command(tm
     assert _check_store(server.url, episodes, tmp_path / "checkpoints") == session
     again = subprocess.run(btc_ai_cmd("sync"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "nothing to send" in again.stdout
+
+
+def test_deletes_made_while_the_server_is_down_are_journaled_not_dropped(tmp_path: Path, server, monkeypatch) -> None:
+    """Checkpoint retention deletes an old checkpoint's file and marker; with the server down those deletes
+    must wait in the journal like any write (they were once swallowed as "already gone", leaving a marker of a
+    file that no longer exists, which a resume would then try to use)."""
+    from btc_ai.tracking.store import Tracker
+
+    monkeypatch.setenv("BTC_AI_JOURNAL_DIR", str(tmp_path / "journal"))
+    tracker = Tracker(server.url, experiment="deletes")
+    run_id = tracker.create_run("attempt")
+    (tmp_path / "gen-000001.pt").write_bytes(b"checkpoint")
+    tracker.log_artifact(run_id, tmp_path / "gen-000001.pt", "checkpoints")
+    tracker.set_tags(run_id, {"btc_ai.checkpoint.gen-000001": "sha", "other": "kept"})
+    server.stop()
+    tracker.delete_artifact(run_id, "checkpoints/gen-000001.pt")
+    tracker.delete_tags(run_id, ["btc_ai.checkpoint.gen-000001"])
+    assert tracker.offline and tracker.pending() == 2
+    server.start()
+    tracker.replay(wait=True)  # the tracker's own replayer may be sending them already
+    assert tracker.pending() == 0 and not tracker.offline
+    tracker.close()
+    client = MlflowClient(server.url)
+    assert "btc_ai.checkpoint.gen-000001" not in client.get_run(run_id).data.tags
+    assert client.get_run(run_id).data.tags["other"] == "kept"
+    assert client.list_artifacts(run_id, "checkpoints") == []
+    # a delete replayed twice (a process killed after the store applied it) changes nothing
+    tracker.delete_tags(run_id, ["btc_ai.checkpoint.gen-000001"])
+    tracker.delete_artifact(run_id, "checkpoints/gen-000001.pt")
+    assert not tracker.offline and tracker.pending() == 0

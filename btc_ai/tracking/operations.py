@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from btc_ai.tracking.outage import is_outage, login_refused
 from btc_ai.tracking.run_model.names import client_key
 
 if TYPE_CHECKING:
@@ -48,10 +49,19 @@ def _log_batch(tracker: Tracker, args: dict[str, Any]) -> None:
         client.log_batch(run_id, tags=tags, synchronous=True)
 
 
+def _already_done(exc: MlflowException) -> bool:
+    """The store answered that what a delete removes is gone already (a replay after a crash), as opposed to
+    not answering at all (an outage: the delete must be journaled, or the thing it removes stays for good)."""
+    return not is_outage(exc) and login_refused(exc) is None
+
+
 def _delete_tags(tracker: Tracker, args: dict[str, Any]) -> None:
     for key in args["keys"]:
-        with contextlib.suppress(MlflowException):  # already gone: a replay after a crash
+        try:
             tracker.client.delete_tag(args["run_id"], key)
+        except MlflowException as exc:
+            if not _already_done(exc):
+                raise
 
 
 def _set_status(tracker: Tracker, args: dict[str, Any]) -> None:
@@ -71,8 +81,12 @@ def _log_artifacts(tracker: Tracker, args: dict[str, Any]) -> None:
 
 
 def _delete_artifact(tracker: Tracker, args: dict[str, Any]) -> None:
-    with contextlib.suppress(NotImplementedError, MlflowException, FileNotFoundError):
-        tracker.artifact_repository(args["run_id"]).delete_artifacts(args["artifact_path"])
+    try:
+        with contextlib.suppress(NotImplementedError, FileNotFoundError):  # a store that cannot delete; gone
+            tracker.artifact_repository(args["run_id"]).delete_artifacts(args["artifact_path"])
+    except MlflowException as exc:
+        if not _already_done(exc):
+            raise
 
 
 def _register_model(tracker: Tracker, args: dict[str, Any]) -> str:

@@ -69,7 +69,11 @@ def ensure_two_nodes(cluster) -> None:
 
 @pytest.fixture(scope="module")
 def local_sha(candles) -> str:
-    _, metrics, _, _ = train_model(dict(CONFIG), candles)
+    return _local_sha(candles, CONFIG["EPISODES"])
+
+
+def _local_sha(candles, episodes: int) -> str:
+    _, metrics, _, _ = train_model({**CONFIG, "EPISODES": episodes}, candles)
     return metrics["final_params_sha256"]
 
 
@@ -97,17 +101,29 @@ def test_ray_parameters_are_bit_identical_to_local_with_any_number_of_workers(cl
 
 def test_a_worker_killed_mid_generation_is_re_evaluated_and_changes_nothing(cluster, candles, local_sha) -> None:
     ensure_two_nodes(cluster)
-    seen = Events()
+    actors: list[list[str]] = []
 
-    def kill_in_generation_3(evaluator: RayEvaluator) -> None:
-        evaluator.faults[2] = "kill"  # the first chunk sent in generation 3: its worker SIGKILLs itself
-        evaluator.faults[3] = "slow"  # a generation as long as a real one: Ray reports the death meanwhile
+    class Seen(Events):
+        def on_generation(self, generation: int, metrics) -> None:
+            super().on_generation(generation, metrics)
+            actors.append([w.handle._actor_id.hex() for w in evaluator[0].workers])
 
-    metrics = _ray_training(candles, kill_in_generation_3, seen, RAY_WORKERS=2)
-    assert metrics["final_params_sha256"] == local_sha
+    seen, evaluator = Seen(), []
+
+    def kill_in_generation_3(inner: RayEvaluator) -> None:
+        evaluator.append(inner)
+        inner.faults[2] = "kill"  # the first chunk sent in generation 3: its worker SIGKILLs itself
+        inner.faults[3] = inner.faults[4] = "slow"  # generations as long as real ones: Ray restarts it meanwhile
+
+    metrics = _ray_training(candles, kill_in_generation_3, seen, RAY_WORKERS=2, EPISODES=6)
+    assert metrics["final_params_sha256"] == _local_sha(candles, 6)
     reevaluated = {row["generation"]: row["cluster/reevaluated_members"] for row in metrics["history"]}
     assert reevaluated[3] >= CONFIG["RAY_CHUNK_MEMBERS"]
     assert any("generation 3: worker" in e and "lost" in e for e in seen.events), seen.events
+    # the worker Ray restarted is the one that rejoins: its actor is kept, not replaced by a fresh one (which
+    # would throw Ray's half-done restart away and start over)
+    assert any("rejoined" in e for e in seen.events), seen.events
+    assert all(ids == actors[0] for ids in actors), actors
 
 
 def test_a_node_removed_mid_generation_is_re_evaluated_and_changes_nothing(cluster, candles, local_sha) -> None:

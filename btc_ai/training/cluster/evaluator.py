@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import ray
 import torch
-from ray.exceptions import ObjectLostError, RayActorError, RayError, WorkerCrashedError
+from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError, RayError, WorkerCrashedError
 
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.errors import ClusterLostError
@@ -40,6 +40,10 @@ CHUNK_DEADLINE_FACTOR = 20.0  # a chunk unanswered this many median chunk times:
 CHUNK_DEADLINE_MIN_S = 5.0
 SPECULATE_FACTOR = 3.0  # an idle worker also runs a chunk this many median chunk times late (the same floats)
 LOST_AFTER_MAX_S = 30.0
+# A call on an actor Ray is restarting fails at once (ActorUnavailableError): the readiness probe is sent again
+# this much later. (Taking that failure for "dead for good" and starting a fresh actor dropped the last handle of
+# the restarting one, so Ray destroyed it half-started: a killed worker came back ~2 s later than Ray had it.)
+PROBE_RETRY_S = 0.1
 SLOW_FAULT_S = 1.5  # the "slow" fault: a chunk that still runs when a test removes its node
 LOST_ERRORS = (RayActorError, WorkerCrashedError, ObjectLostError)
 
@@ -71,6 +75,7 @@ class _Worker:
     handle: Any
     live: bool = False
     probe: Any = None  # a pending pid() call: the worker is (re)starting until it answers
+    probe_at: float = 0.0  # no probe pending: when to ask again (Ray is restarting the actor)
     pid: int | None = None
     inflight: int = 0
 
@@ -146,6 +151,10 @@ class RayEvaluator:
 
     def _check_probes(self, timeout: float = 0.0) -> None:
         self._check_orphans()
+        now = time.monotonic()
+        for worker in self.workers:
+            if not worker.live and worker.probe is None and now >= worker.probe_at:
+                worker.probe = worker.handle.pid.remote()
         probes = {w.probe: w for w in self.workers if w.probe is not None}
         if not probes:
             return
@@ -155,6 +164,9 @@ class RayEvaluator:
             worker.probe = None
             try:
                 pid = ray.get(ref, timeout=GET_TIMEOUT_S)
+            except ActorUnavailableError:  # Ray is restarting it (max_restarts): ask again shortly, keep the handle
+                worker.probe_at = time.monotonic() + PROBE_RETRY_S
+                continue
             except LOST_ERRORS:  # gone for good (no restart left): a fresh actor takes its place
                 self._start(worker)
                 continue

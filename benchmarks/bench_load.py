@@ -153,7 +153,7 @@ def _records(prefix: str, results: list[dict], uri: str, bare: float, cpu: float
 
 def measure() -> list[Record]:
     from btc_ai.tracking.run_model import TAG_KIND
-    from btc_ai.tracking.team_server import PostgresCluster, TeamMlflowServer, postgres_missing
+    from btc_ai.tracking.team_server import postgres_missing, team_deployment
 
     reason = postgres_missing()
     if reason:
@@ -162,44 +162,36 @@ def measure() -> list[Record]:
     env["MLFLOW_LOGGING_LEVEL"] = "WARNING"
     bare = statistics.mean(r["seconds"] for r in _run_workers("untracked", "", TRAININGS, env))
     records = [Record("load_untracked_train_seconds", bare, "s", f"{TRAININGS} untracked trainings at once, mean")]
-    database = PostgresCluster()
-    database.start()
-    with tempfile.TemporaryDirectory() as folder:
-        server = TeamMlflowServer(folder, database, default_permission="EDIT")
-        try:
-            server.start(timeout=180)
-            server.create_user(USER, PASSWORD)
-            team_env = {**env, "MLFLOW_TRACKING_USERNAME": USER, "MLFLOW_TRACKING_PASSWORD": PASSWORD,
-                        "BTC_AI_JOURNAL_DIR": str(Path(folder) / "journal")}
-            os.environ["BTC_AI_JOURNAL_DIR"] = team_env["BTC_AI_JOURNAL_DIR"]  # the driver's sync reads it
-            os.environ.update(MLFLOW_TRACKING_USERNAME=USER, MLFLOW_TRACKING_PASSWORD=PASSWORD)  # the checks' reads
-            postmaster = int((database.data / "postmaster.pid").read_text().split()[0])
-            pids = {server.proc.pid, postmaster}
-            tick, cpu = time.perf_counter(), _cpu_seconds(pids)
-            results = _run_workers("tracked", server.url, TRAININGS, team_env)
-            cores = (_cpu_seconds(pids) - cpu) / (time.perf_counter() - tick)
-            records += _records("load_team", results, server.url, bare, cores)
-            half = statistics.mean(r["seconds"] for r in results) / 2
+    with tempfile.TemporaryDirectory() as folder, team_deployment(folder, {USER: PASSWORD},
+                                                                   default_permission="EDIT") as server:
+        team_env = {**env, "MLFLOW_TRACKING_USERNAME": USER, "MLFLOW_TRACKING_PASSWORD": PASSWORD,
+                    "BTC_AI_JOURNAL_DIR": str(Path(folder) / "journal")}
+        os.environ["BTC_AI_JOURNAL_DIR"] = team_env["BTC_AI_JOURNAL_DIR"]  # the driver's sync reads it
+        os.environ.update(MLFLOW_TRACKING_USERNAME=USER, MLFLOW_TRACKING_PASSWORD=PASSWORD)  # the checks' reads
+        postmaster = int((server.database.data / "postmaster.pid").read_text().split()[0])
+        pids = {server.proc.pid, postmaster}
+        tick, cpu = time.perf_counter(), _cpu_seconds(pids)
+        results = _run_workers("tracked", server.url, TRAININGS, team_env)
+        cores = (_cpu_seconds(pids) - cpu) / (time.perf_counter() - tick)
+        records += _records("load_team", results, server.url, bare, cores)
+        half = statistics.mean(r["seconds"] for r in results) / 2
 
-            def restart() -> None:
-                """Mid-way through trainings that are all under way (a start that meets a dead server is
-                refused at once, by design: that is not what this measures)."""
-                from mlflow import MlflowClient
+        def restart() -> None:
+            """Mid-way through trainings that are all under way (a start that meets a dead server is
+            refused at once, by design: that is not what this measures)."""
+            from mlflow import MlflowClient
 
-                client, deadline = MlflowClient(server.url), time.monotonic() + WORKER_LIMIT_S
-                query = f"tags.`{TAG_KIND}` = 'session' and attributes.status = 'RUNNING'"
-                while (len(client.search_runs([client.get_experiment_by_name("bench-load").experiment_id], query))
-                       < TRAININGS and time.monotonic() < deadline):
-                    time.sleep(0.5)
-                time.sleep(min(half, 10.0))
-                server.stop()
-                server.start(timeout=180)
-
-            results = _run_workers("tracked", server.url, TRAININGS, team_env, during=restart)
-            records += _records("load_team_restart", results, server.url, bare, None)
-        finally:
+            client, deadline = MlflowClient(server.url), time.monotonic() + WORKER_LIMIT_S
+            query = f"tags.`{TAG_KIND}` = 'session' and attributes.status = 'RUNNING'"
+            while (len(client.search_runs([client.get_experiment_by_name("bench-load").experiment_id], query))
+                   < TRAININGS and time.monotonic() < deadline):
+                time.sleep(0.5)
+            time.sleep(min(half, 10.0))
             server.stop()
-            database.stop()
+            server.start(timeout=180)
+
+        results = _run_workers("tracked", server.url, TRAININGS, team_env, during=restart)
+        records += _records("load_team_restart", results, server.url, bare, None)
     with tempfile.TemporaryDirectory() as folder:
         uri = f"sqlite:///{folder}/mlruns/mlflow.db"
         results = _run_workers("tracked", uri, SQLITE_TRAININGS, {**env, "BTC_AI_JOURNAL_DIR": f"{folder}/journal"})

@@ -125,7 +125,7 @@ def _records(placement: str, result: dict, cpu_cores: float, note: str) -> list[
 
 def measure() -> list[Record]:
     from benchmarks.bench_load import _cpu_seconds
-    from btc_ai.tracking.team_server import PostgresCluster, TeamMlflowServer, postgres_missing
+    from btc_ai.tracking.team_server import postgres_missing, team_deployment
 
     reason = postgres_missing()
     if reason:
@@ -133,29 +133,21 @@ def measure() -> list[Record]:
     if len(os.sched_getaffinity(0)) < 2:
         return [Record("team_skipped", 1, "", "needs 2 CPUs (one for the server, one for the training)")]
     records: list[Record] = []
-    database = PostgresCluster()
-    database.start()
-    with tempfile.TemporaryDirectory() as folder:
-        server = TeamMlflowServer(folder, database, default_permission="EDIT")
-        try:
-            server.start(timeout=180)
-            server.create_user(USER, PASSWORD)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-            env.update(MLFLOW_LOGGING_LEVEL="WARNING", MLFLOW_TRACKING_USERNAME=USER, MLFLOW_TRACKING_PASSWORD=PASSWORD,
-                       BTC_AI_JOURNAL_DIR=str(Path(folder) / "journal"))
-            postmaster = int((database.data / "postmaster.pid").read_text().split()[0])
-            roots = {server.proc.pid, postmaster}
-            for placement, note in (("shared", "server, PostgreSQL and training share the 2 cores; 2 torch threads"),
-                                    ("separate", f"server + PostgreSQL pinned to CPU {SERVER_CPU}, the training to "
-                                                 f"CPU {TRAINING_CPU} on 1 torch thread: a server machine of its own")):
-                _pin(_tree(roots), {SERVER_CPU} if placement == "separate" else os.sched_getaffinity(0))
-                tick, cpu = time.perf_counter(), _cpu_seconds(roots)
-                result = _run(placement, server.url, env)
-                cores = (_cpu_seconds(roots) - cpu) / (time.perf_counter() - tick)
-                records += _records(placement, result, cores, note)
-        finally:
-            server.stop()
-            database.stop()
+    with tempfile.TemporaryDirectory() as folder, team_deployment(folder, {USER: PASSWORD},
+                                                                   default_permission="EDIT") as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        env.update(MLFLOW_LOGGING_LEVEL="WARNING", MLFLOW_TRACKING_USERNAME=USER, MLFLOW_TRACKING_PASSWORD=PASSWORD,
+                   BTC_AI_JOURNAL_DIR=str(Path(folder) / "journal"))
+        postmaster = int((server.database.data / "postmaster.pid").read_text().split()[0])
+        roots = {server.proc.pid, postmaster}
+        for placement, note in (("shared", "server, PostgreSQL and training share the 2 cores; 2 torch threads"),
+                                ("separate", f"server + PostgreSQL pinned to CPU {SERVER_CPU}, the training to "
+                                             f"CPU {TRAINING_CPU} on 1 torch thread: a server machine of its own")):
+            _pin(_tree(roots), {SERVER_CPU} if placement == "separate" else os.sched_getaffinity(0))
+            tick, cpu = time.perf_counter(), _cpu_seconds(roots)
+            result = _run(placement, server.url, env)
+            cores = (_cpu_seconds(roots) - cpu) / (time.perf_counter() - tick)
+            records += _records(placement, result, cores, note)
     return records
 
 

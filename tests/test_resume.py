@@ -86,7 +86,9 @@ def test_sigkill_then_resume_by_run_id_ends_bit_identical(tmp_path, uninterrupte
     assert first.info.status == "FAILED" and first.data.tags["btc_ai.outcome"] == "interrupted"
     assert "last generation seen" in first.data.tags["btc_ai.note"]
     start = int(second.data.tags["btc_ai.start_generation"])
-    assert generation - 3 <= start <= 40  # lost work: at most MIN_CHECKPOINT_INTERVAL generations before the kill
+    # lost work: the newest checkpoint's commit may still have been in flight (periodic commits run beside the
+    # training, one at a time), so at most two MIN_CHECKPOINT_INTERVALs (3) before the kill
+    assert generation - 2 * 3 <= start <= 40
     client = _client(tmp_path)
     steps = [m.step for run in (first, second) for m in client.get_metric_history(run.info.run_id, "fitness/mean")]
     assert sorted(steps) == list(range(1, 41))  # every generation once: no gap, nothing logged twice

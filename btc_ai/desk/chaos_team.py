@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from btc_ai.desk.chaos import CLI_FLAGS, Outcome, Scratch, _cli, logged_in, outage_mid_training
 from btc_ai.tracking.run_model import RunModel
 from btc_ai.tracking.store import Tracker
-from btc_ai.tracking.team_server import PostgresCluster, TeamMlflowServer, postgres_missing
+from btc_ai.tracking.team_server import PostgresCluster, TeamMlflowServer, postgres_missing, team_deployment
 
 USER = "chaos"
 
@@ -36,15 +36,9 @@ def _deployment(scratch: Scratch) -> TeamDeployment | str:
         if reason:
             scratch.shared["team"] = reason
             return reason
-        database = PostgresCluster()
-        database.start()
-        scratch.stack.callback(database.stop)
-        server = TeamMlflowServer(scratch.root.parent / "team-server", database, default_permission="READ")
-        server.start(timeout=180)
-        scratch.stack.callback(server.stop)
         password = secrets.token_urlsafe(12)
-        server.create_user(USER, password)
-        scratch.shared["team"] = TeamDeployment(server, database, password)
+        server = scratch.stack.enter_context(team_deployment(scratch.root.parent / "team-server", {USER: password}))
+        scratch.shared["team"] = TeamDeployment(server, server.database, password)
     return scratch.shared["team"]
 
 

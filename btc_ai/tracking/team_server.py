@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from btc_ai.tracking.server import LocalMlflowServer, free_port
@@ -176,6 +177,24 @@ class TeamMlflowServer(LocalMlflowServer):
         """Give a user a permission (READ, EDIT, MANAGE) on one experiment."""
         self._admin("3.0/mlflow/users/permissions/grant", {"username": username, "resource_type": "experiment",
                                                            "resource_id": experiment_id, "permission": permission})
+
+
+@contextlib.contextmanager
+def team_deployment(folder: str | Path, users: dict[str, str], *, default_permission: str = "READ",
+                    timeout: float = 180.0) -> Iterator[TeamMlflowServer]:
+    """A PostgreSQL cluster and the team server over it (artifacts in ``folder``), with ``users`` (name ->
+    password) created; both stopped, and the database removed, when the block ends."""
+    database = PostgresCluster()
+    database.start()
+    server = TeamMlflowServer(folder, database, default_permission=default_permission)
+    try:
+        server.start(timeout=timeout)
+        for user, password in users.items():
+            server.create_user(user, password)
+        yield server
+    finally:
+        server.stop()
+        database.stop()
 
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a long-running helper

@@ -1,7 +1,7 @@
 """What a live team server costs one training (issue #15's slowdown target), measured fairly: the default
 config, ``train_model`` bare against the same training logging every generation's metrics and every
 checkpoint through an attempt run on the team server (PostgreSQL + proxied artifacts + basic auth on
-127.0.0.1), in interleaved back-to-back pairs as ``bench_tracking`` does for SQLite. Two placements:
+127.0.0.1), in interleaved back-to-back triples (bare, checkpoints to local disk only, tracked), as ``bench_tracking`` does for SQLite. Two placements:
 
 - ``shared``: the server, PostgreSQL and the training on the same 2 cores, the training on 2 torch threads
   (one machine does everything: the server's request handling takes the training's CPU);
@@ -9,7 +9,7 @@ checkpoint through an attempt run on the team server (PostgreSQL + proxied artif
   CPU 0 on one torch thread: a server machine of its own, reached over loopback. What is left is what a
   training pays for its writes: the round trips and the client's own work, not the server's CPU.
 
-Bounded: 5 pairs of 150 generations per placement, one subprocess each (``python -m benchmarks.bench_team
+Bounded: 5 triples (bare, local checkpoints, tracked) of 150 generations per placement, one subprocess each (``python -m benchmarks.bench_team
 worker ...``), each with a 600 s limit.
 """
 
@@ -34,7 +34,7 @@ SERVER_CPU, TRAINING_CPU = 1, 0
 
 
 def worker(uri: str, threads: int, out: str) -> None:
-    """Interleaved pairs of the default training, bare and tracked on ``uri``; their wall times as JSON."""
+    """Interleaved triples of the default training: bare, local checkpoints, tracked on ``uri``; their wall times as JSON."""
     import torch
 
     torch.set_num_threads(threads)
@@ -48,12 +48,15 @@ def worker(uri: str, threads: int, out: str) -> None:
     data = default_candles()
     train_model(config.replace(EPISODES=5), data)  # warm: imports, noise table
     tracker = Tracker(uri, experiment="bench-team")
-    bare, tracked, checkpoints = [], [], []
+    bare, local, tracked, checkpoints = [], [], [], []
     with tempfile.TemporaryDirectory() as folder:
         for k in range(REPEATS):
             tick = time.perf_counter()
             train_model(config, data)
             bare.append(time.perf_counter() - tick)
+            tick = time.perf_counter()
+            train_model(config, data, Path(folder) / f"local{k}", emergency_checkpoints=True)
+            local.append(time.perf_counter() - tick)
             run_id = tracker.create_run("attempt", name=f"bench-{k}")
             logger = AttemptLogger(tracker, run_id)
             tick = time.perf_counter()
@@ -64,7 +67,7 @@ def worker(uri: str, threads: int, out: str) -> None:
             checkpoints.append(len(tracker.client.list_artifacts(run_id, "checkpoints")))
     offline = tracker.offline
     tracker.close()
-    Path(out).write_text(json.dumps({"bare": bare, "tracked": tracked, "checkpoints": checkpoints,
+    Path(out).write_text(json.dumps({"bare": bare, "local": local, "tracked": tracked, "checkpoints": checkpoints,
                                      "offline": offline}))
 
 
@@ -106,20 +109,27 @@ def _run(placement: str, uri: str, env: dict[str, str]) -> dict:
 
 
 def _records(placement: str, result: dict, cpu_cores: float, note: str) -> list[Record]:
-    bare, tracked = result["bare"], result["tracked"]
+    bare, local, tracked = result["bare"], result["local"], result["tracked"]
     ratios = [t / b for t, b in zip(tracked, bare, strict=True)]
+    server = [t / c for t, c in zip(tracked, local, strict=True)]
     spread = ", ".join(f"{100 * (r - 1):+.1f}" for r in ratios)
+    offline = "; the training went offline (journaled)" if result["offline"] else ""
     return [
         Record(f"team_{placement}_bare_train_seconds", statistics.median(bare), "s",
-               f"train_model, default config ({GENERATIONS} generations), untracked; {note}"),
+               f"train_model, default config ({GENERATIONS} generations), untracked, no checkpoint files; {note}"),
+        Record(f"team_{placement}_local_checkpoints_train_seconds", statistics.median(local), "s",
+               "the same, untracked, writing its checkpoints to local disk (fsync) as a tracked training does"),
         Record(f"team_{placement}_tracked_train_seconds", statistics.median(tracked), "s",
                f"the same, every generation's metrics and {statistics.median(result['checkpoints']):.0f} checkpoints "
                "logged to the team server, until all is stored"),
         Record(f"team_{placement}_slowdown_pct", 100 * (statistics.median(ratios) - 1), "%",
-               f"median over {len(ratios)} back-to-back pairs of tracked / bare - 1 (pairs: {spread} %)"
-               + ("; the training went offline (journaled)" if result["offline"] else "")),
+               f"median over {len(ratios)} back-to-back triples of tracked / bare - 1 (per triple: {spread} %)"
+               + offline),
+        Record(f"team_{placement}_server_share_pct", 100 * (statistics.median(server) - 1), "%",
+               "the server's part: tracked / local checkpoints - 1, median (per triple: "
+               + ", ".join(f"{100 * (r - 1):+.1f}" for r in server) + " %)"),
         Record(f"team_{placement}_server_cpu_cores", cpu_cores, "cores",
-               "mlflow server + PostgreSQL, mean over the pairs (bare and tracked)"),
+               "mlflow server + PostgreSQL, mean over the triples"),
     ]
 
 

@@ -71,22 +71,6 @@ def worker(uri: str, threads: int, out: str) -> None:
                                      "offline": offline}))
 
 
-def _tree(roots: set[int]) -> set[int]:
-    """``roots`` and every process below them (Linux /proc)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    found, changed = set(roots), True
-    while changed:
-        more = {pid for pid, parent in parents.items() if parent in found} - found
-        found |= more
-        changed = bool(more)
-    return found
-
-
 def _pin(pids: set[int], cpus: set[int]) -> None:
     """Every thread of every process in ``pids`` onto ``cpus`` (new ones inherit it from their parent)."""
     for pid in pids:
@@ -136,6 +120,7 @@ def _records(placement: str, result: dict, cpu_cores: float, note: str) -> list[
 def measure() -> list[Record]:
     from benchmarks.bench_load import _cpu_seconds
     from btc_ai.tracking.team_server import postgres_missing, team_deployment
+    from btc_ai.training.cluster.processes import descendants
 
     reason = postgres_missing()
     if reason:
@@ -153,7 +138,7 @@ def measure() -> list[Record]:
         for placement, note in (("shared", "server, PostgreSQL and training share the 2 cores; 2 torch threads"),
                                 ("separate", f"server + PostgreSQL pinned to CPU {SERVER_CPU}, the training to "
                                              f"CPU {TRAINING_CPU} on 1 torch thread: a server machine of its own")):
-            _pin(_tree(roots), {SERVER_CPU} if placement == "separate" else os.sched_getaffinity(0))
+            _pin(roots.union(*(descendants(pid) for pid in roots)), {SERVER_CPU} if placement == "separate" else os.sched_getaffinity(0))
             tick, cpu = time.perf_counter(), _cpu_seconds(roots)
             result = _run(placement, server.url, env)
             cores = (_cpu_seconds(roots) - cpu) / (time.perf_counter() - tick)

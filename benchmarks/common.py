@@ -16,6 +16,7 @@ import pandas as pd
 
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.market import MarketData, split_market
+from btc_ai.training.cluster.processes import descendants
 
 THREADS = 2
 EVAL_STEPS = 500
@@ -88,23 +89,13 @@ def _cpu_ticks() -> tuple[int, int] | None:
         fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     except (OSError, ValueError, IndexError):
         return None
-    stats: dict[int, tuple[int, int]] = {}  # pid -> (parent, ticks incl. reaped children)
-    for path in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            rest = path.read_text().rsplit(")", 1)[1].split()
-            stats[int(path.parent.name)] = (int(rest[1]), sum(int(v) for v in rest[11:15]))
+    mine = 0
+    for pid in {os.getpid(), *descendants()}:
+        try:  # utime, stime and the same of children it has reaped
+            mine += sum(int(v) for v in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:15])
         except (OSError, ValueError, IndexError):
-            continue
-    mine, frontier = {os.getpid()}, [os.getpid()]
-    children: dict[int, list[int]] = {}
-    for pid, (parent, _) in stats.items():
-        children.setdefault(parent, []).append(pid)
-    while frontier:
-        for child in children.get(frontier.pop(), []):
-            if child not in mine:
-                mine.add(child)
-                frontier.append(child)
-    return sum(fields) - fields[3] - fields[4], sum(stats[pid][1] for pid in mine if pid in stats)
+            continue  # ended meanwhile
+    return sum(fields) - fields[3] - fields[4], mine
 
 
 def wait_for_quiet(max_wait_s: float = 10.0) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import cli_env
 
-from btc_ai.tracking.team_server import PostgresCluster, TeamMlflowServer, postgres_missing
+from btc_ai.tracking.team_server import PostgresCluster, TeamMlflowServer, postgres_missing, team_deployment
 
 USERS = {"alice": "alice-Pw-7Qz81kX", "bob": "bob-Pw-3Lm92vY"}
 
@@ -49,24 +49,16 @@ def team_server(folder: Path) -> Iterator[Team]:
     reason = postgres_missing()
     if reason:
         pytest.skip(reason)
-    database = PostgresCluster()
-    database.start()
-    server = TeamMlflowServer(folder, database)
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
     try:
-        server.start(timeout=180)
-        for user, password in USERS.items():
-            server.create_user(user, password)
-        yield Team(server, database)
+        with team_deployment(folder, USERS) as server:
+            yield Team(server, server.database)
     finally:
-        server.stop()
-        database.stop()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
 
 @dataclass
 class Exactness:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from btc_ai.desk.chaos import CLI_FLAGS, Outcome, Scratch, _cli, logged_in, outage_mid_training
 from btc_ai.tracking.run_model import RunModel
 from btc_ai.tracking.store import Tracker
-from btc_ai.tracking.team_server import PostgresCluster, TeamMlflowServer, postgres_missing, team_deployment
+from btc_ai.tracking.team_server import TeamMlflowServer, postgres_missing, team_deployment
 
 USER = "chaos"
 
@@ -21,7 +21,6 @@ USER = "chaos"
 @dataclass
 class TeamDeployment:
     server: TeamMlflowServer
-    database: PostgresCluster
     password: str
 
     def env(self, scratch: Scratch, password: str | None = None) -> dict[str, str]:
@@ -38,7 +37,7 @@ def _deployment(scratch: Scratch) -> TeamDeployment | str:
             return reason
         password = secrets.token_urlsafe(12)
         server = scratch.stack.enter_context(team_deployment(scratch.root.parent / "team-server", {USER: password}))
-        scratch.shared["team"] = TeamDeployment(server, server.database, password)
+        scratch.shared["team"] = TeamDeployment(server, password)
     return scratch.shared["team"]
 
 
@@ -62,8 +61,9 @@ def _server_lost(scratch: Scratch, team: TeamDeployment) -> Outcome:
 def _database_lost(scratch: Scratch, team: TeamDeployment) -> Outcome:
     """PostgreSQL stopped under a running `mlflow server` and started again: the server answers errors meanwhile,
     which the training must take for an outage (journal, replay), not for a failed request."""
+    database = team.server.database
     return outage_mid_training(scratch, "team database lost", team.server.url,
-                               lambda: team.database.stop(remove=False), team.database.serve, team.env(scratch))
+                               lambda: database.stop(remove=False), database.serve, team.env(scratch))
 
 
 def _login_refused(scratch: Scratch, team: TeamDeployment) -> Outcome:

@@ -114,7 +114,7 @@ class RunWriter:
             commit.result()
 
     def _commit_checkpoint(self, generation: int, path: Path, sha256: str, batch: list[Metric],
-                           emergency: bool) -> list[Path]:
+                           emergency: bool) -> None:
         commit = commit_began()
         self.tracker.log_artifact(self.run_id, path, ARTIFACT_CHECKPOINTS)
         commit_step("upload", commit)
@@ -129,7 +129,6 @@ class RunWriter:
             self.tracker.delete_tags(self.run_id, [checkpoint_tag(old.stem)])  # no marker of a file that is gone
             old.unlink(missing_ok=True)
         commit_step("retention", commit)
-        return retired
 
     def flush(self) -> None:
         """Send every pending metric and wait until all queued work is stored; re-raise the first error."""

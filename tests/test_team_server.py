@@ -190,7 +190,7 @@ def test_two_trainings_sharing_a_journal_through_a_server_restart_replay_each_en
         assert found.exact and found.status == "completed", found
     from btc_ai.tracking.journal import Journal, journal_dir
 
-    assert Journal(journal_dir(team.url, tmp_path / "journal")).pending_count() == 0
+    assert Journal(journal_dir(team.url, tmp_path / "journal", user="alice")).pending_count() == 0
 
 
 def test_two_resumes_of_one_session_from_two_processes_one_wins_the_other_is_one_line(

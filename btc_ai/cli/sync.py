@@ -22,16 +22,18 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from btc_ai.tracking.journal import Journal, journal_dir
-    from btc_ai.tracking.paths import resolve_tracking_uri
+    from btc_ai.tracking.credentials import display_uri
+    from btc_ai.tracking.journal import Journal
+    from btc_ai.tracking.paths import journal_dir, resolve_tracking_uri
     from btc_ai.tracking.stores import check_uri, uri_source
 
     uri = resolve_tracking_uri(args.tracking_uri)
     check_uri(uri, uri_source(args.tracking_uri))  # a misspelt or file-store URI: one line, exit 2
+    shown = display_uri(uri)  # a database URI keeps its password for SQLAlchemy: never on the console
     journal = Journal(journal_dir(uri))
     waiting = journal.pending_count()
     if not waiting:
-        print(f"nothing to send: the journal for {uri} is empty")
+        print(f"nothing to send: the journal for {shown} is empty")
         return EXIT_OK
     try:
         check_tracking_uri(uri)
@@ -50,5 +52,5 @@ def run(args: argparse.Namespace) -> int:
               f"({tracker.outage or 'the store stopped answering, or another btc-ai process is sending them'}); "
               "run `btc-ai sync` again")
         return EXIT_FAILED
-    print(f"sent {waiting} journaled writes to {uri}; nothing pending")
+    print(f"sent {waiting} journaled writes to {shown}; nothing pending")
     return EXIT_OK

@@ -385,6 +385,8 @@ def _print_summary(system: Any, metrics: Mapping[str, Any], best_reward: float, 
     else:
         registered = f"registered as models:/{name}/{version} ({metrics.get('model_promotion', '')})"
     print(f"model: {registered}; final params sha256 {metrics['final_params_sha256'][:16]}")
-    ui = f"mlflow ui --backend-store-uri {system.tracker.tracking_uri}"
+    from btc_ai.tracking.credentials import display_uri
+
+    ui = f"mlflow ui --backend-store-uri {display_uri(system.tracker.tracking_uri)}"
     in_repo = Path("Makefile").is_file() and "\nui:" in Path("Makefile").read_text(encoding="utf-8", errors="replace")
     print(f"open the UI: make ui  (or: {ui})" if in_repo else f"open the UI: {ui}")

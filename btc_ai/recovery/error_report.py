@@ -13,7 +13,7 @@ from importlib import metadata
 from typing import Any
 
 from btc_ai.recovery.classify import Classification
-from btc_ai.tracking.credentials import redact, redact_value
+from btc_ai.tracking.credentials import redact
 
 
 def _version(package: str) -> str:
@@ -47,12 +47,13 @@ def build_error_report(
     """A JSON-serialisable report of one failed attempt.
 
     ``repair`` is the repair chosen (None if none); ``decision`` says in words whether a retry follows
-    and why (or why not). No secret survives in it (a URI's password, a password variable's value).
+    and why (or why not). Its prose (the error, traceback, stacks, reasons, the command line) has secrets
+    masked; its data (run IDs, config, metrics, data summary) is as it is.
     """
     import numpy
     import torch
 
-    return redact_value({
+    return {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "session_run_id": session_run_id,
         "attempt_run_id": attempt_run_id,
@@ -60,18 +61,18 @@ def build_error_report(
         "error": {
             "type": type(exc).__name__,
             "module": type(exc).__module__,
-            "message": str(exc),
+            "message": redact(str(exc)),
             "key": getattr(exc, "key", None),
-            "traceback": "".join(traceback.format_exception(exc)),
-            "thread_stacks": getattr(exc, "stacks", None),  # every thread, for a stalled generation
+            "traceback": redact("".join(traceback.format_exception(exc))),
+            "thread_stacks": redact(getattr(exc, "stacks", None) or "") or None,  # every thread, for a stalled generation
         },
         "classification": {
             "recoverable": classification.recoverable,
             "matched": classification.matched,
-            "why": classification.reason,
+            "why": redact(classification.reason),
         },
         "repair": repair,
-        "decision": decision,
+        "decision": redact(decision),
         "generation_reached": generation_reached,
         "last_metrics": dict(last_metrics),
         "config": dict(config),
@@ -91,9 +92,9 @@ def build_error_report(
             "torch_threads": torch.get_num_threads(),
             "memory_gib": _memory_gib(),
             "pid": os.getpid(),
-            "argv": sys.argv,
+            "argv": [redact(arg) for arg in sys.argv],
         },
-    })
+    }
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
@@ -129,4 +130,4 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines += [f"- {k}: {v}" for k, v in report["data"].items()]
     lines += ["", "## Versions and machine", ""]
     lines += [f"- {k}: {v}" for k, v in {**report["versions"], **report["machine"]}.items()]
-    return redact("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"  # its prose was masked in the report: the data shown is exact

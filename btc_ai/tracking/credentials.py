@@ -1,15 +1,17 @@
 """Credentials of a tracking server, kept out of everything written: a URI's ``user:password@`` moves into
 MLflow's own variables (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``) before anything uses
-the URI, and `redact` masks any secret left in a text (a URI's password, the values of the password
-variables) wherever a URI, an error or a log line is printed, tagged, journaled or reported. No mlflow.
+the URI. `redact` masks what could still carry a secret, but only in text for people (console and log
+lines, error reports, run descriptions): data in flight (run IDs, tag keys, params, metric names, paths,
+shas) is never passed through it, so no password can rewrite it. No mlflow.
 """
 
 from __future__ import annotations
 
+import base64
+import getpass
 import logging
 import os
 import re
-from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 USERNAME_VARIABLE, PASSWORD_VARIABLE = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
@@ -17,66 +19,125 @@ USERNAME_VARIABLE, PASSWORD_VARIABLE = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACK
 SECRET_VARIABLES = (PASSWORD_VARIABLE, "MLFLOW_TRACKING_TOKEN", "PGPASSWORD",
                     "AWS_SECRET_ACCESS_KEY", "AZURE_STORAGE_ACCESS_KEY", "DATABRICKS_TOKEN")
 MASK = "***"
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<password>[^@/\s]*)@")
+# a URI's authority: the login is everything before its LAST "@" (a password may hold an "@" itself)
+_AUTHORITY = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<authority>[^/?#\s]*)")
+# a secret given by name: password=..., "PGPASSWORD": "...", token: ..., Authorization: Basic ...
+_NAMED = re.compile(r"(?i)(?P<key>[A-Za-z0-9_.-]*(?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key)"
+                    r"[A-Za-z0-9_.-]*[\"']?\s*[=:]\s*[\"']?)(?P<value>[^\s\"',;&)}\]]+)")
+_AUTH_HEADER = re.compile(r"(?i)\b(?P<key>(?:basic|bearer)\s+)(?P<value>[A-Za-z0-9+/=._~-]{8,})")
 _seen: set[str] = set()  # passwords taken out of URIs by this process (masked even after the URI is gone)
+
+
+def _split_authority(authority: str) -> tuple[str | None, str | None, str]:
+    """``user:pw@host`` -> (user, pw, host), splitting at the LAST "@"; (None, None, host) without a login."""
+    if "@" not in authority:
+        return None, None, authority
+    userinfo, _, host = authority.rpartition("@")
+    user, sep, password = userinfo.partition(":")
+    return user, (password if sep else None), host
 
 
 def split_credentials(uri: str) -> tuple[str, str | None, str | None]:
     """``http://user:pw@host:5000/x`` -> (``http://host:5000/x``, ``user``, ``pw``); other URIs unchanged
-    (a database URL keeps its password for SQLAlchemy, and `redact` masks it)."""
+    (a database URL keeps its password for SQLAlchemy: `strip_login` is its form for people and names)."""
     if not uri.startswith(("http://", "https://")):
         return uri, None, None
     parts = urlsplit(uri)
-    if "@" not in parts.netloc:
+    user, password, host = _split_authority(parts.netloc)
+    if user is None:
         return uri, None, None
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    return urlunsplit(parts._replace(netloc=host)), unquote(user) or None, unquote(password) or None
+    return urlunsplit(parts._replace(netloc=host)), unquote(user) or None, unquote(password or "") or None
+
+
+def strip_login(uri: str) -> str:
+    """``uri`` without any ``user:password@`` (any scheme): what names a store in a folder name or a hash."""
+    return _AUTHORITY.sub(lambda m: m["scheme"] + _split_authority(m["authority"])[2], uri, count=1)
+
+
+def login_user(uri: str) -> str | None:
+    """Who ``uri`` logs in as: a server's ``MLFLOW_TRACKING_USERNAME`` (a URI's login has moved there), a
+    database URI's user; None for a local store."""
+    match = _AUTHORITY.match(uri)
+    if match is None:
+        return None
+    user = _split_authority(match["authority"])[0]
+    if user:
+        return unquote(user)
+    if uri.startswith(("http://", "https://")):
+        return os.environ.get(USERNAME_VARIABLE) or None
+    return None
+
+
+def os_user() -> str:
+    """This process's OS user (its uid where the name cannot be had)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
 
 
 def adopt_credentials(uri: str) -> str:
     """The URI without its ``user:password@``, which go to MLflow's variables (a URI's login wins over
-    the variables: it was given on purpose); the ``MLFLOW_TRACKING_URI`` variable is cleaned too, so no
-    library or child process meets the password inside a URI."""
+    the variables: it was given on purpose). A ``MLFLOW_TRACKING_URI`` variable holding a login is cleaned
+    whichever URI is used, so no library or child process meets the password inside it; its login is
+    adopted only for the same server."""
     clean, user, password = split_credentials(uri)
-    if user is None and password is None:
-        return uri
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if env_uri:
+        env_clean, env_user, env_password = split_credentials(env_uri)
+        if env_user is not None or env_password is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env_clean
+            if env_clean == clean and user is None and password is None:
+                user, password = env_user, env_password
     if password:
         _seen.add(password)
         os.environ[PASSWORD_VARIABLE] = password
     if user:
         os.environ[USERNAME_VARIABLE] = user
-    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if env_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = split_credentials(env_uri)[0]
     return clean
 
 
 def _secrets() -> list[str]:
+    """Secret values masked wherever they appear in a text for people: only distinctive ones (8 characters
+    or more, or holding a character other than a letter or digit). A short plain word or number (``5000``,
+    ``admin``, ``mlflow``) is not masked on its own: in prose it is far likelier to be a port, a user name
+    or the word itself than an echo of the password, and masking it would falsify what a person reads (a
+    port shown as ***). Where a password really is echoed — inside a URI's login, after a secret's name
+    (``password=``, ``PGPASSWORD:``), as an Authorization header — the forms in `redact` catch it, whatever
+    its length."""
     values = {os.environ.get(name, "") for name in SECRET_VARIABLES} | _seen
-    return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)  # a 1-3 char "secret" would mask text
+    user, password = os.environ.get(USERNAME_VARIABLE), os.environ.get(PASSWORD_VARIABLE)
+    if user and password:  # the Basic token a request carries
+        values.add(base64.b64encode(f"{user}:{password}".encode()).decode())
+    distinct = (v for v in values if len(v) >= 4 and (len(v) >= 8 or not v.isalnum()))
+    return sorted(distinct, key=len, reverse=True)
+
+
+def _mask_login(match: re.Match[str]) -> str:
+    user, password, host = _split_authority(match["authority"])
+    if password is None:
+        return match[0]
+    return f"{match['scheme']}{user}:{MASK}@{host}"
 
 
 def redact(text: str) -> str:
-    """``text`` with every URI's password and every secret variable's value replaced by ``***``."""
+    """``text`` for people with every URI's password, every named secret (``password=...``, an
+    Authorization header) and every distinctive secret value (see `_secrets`) replaced by ``***``.
+    Never for data: a run ID, tag, param, metric name or path is written as it is."""
     if not text:
         return text
-    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    text = _AUTHORITY.sub(_mask_login, text)
+    text = _NAMED.sub(lambda m: m["key"] + MASK, text)
+    text = _AUTH_HEADER.sub(lambda m: m["key"] + MASK, text)
     for secret in _secrets():
         if secret in text:
             text = text.replace(secret, MASK)
     return text
 
 
-def redact_value(value: Any) -> Any:
-    """`redact` inside strings, lists and dicts (a tracking write's arguments)."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, list):
-        return [redact_value(v) for v in value]
-    if isinstance(value, dict):
-        return {k: redact_value(v) for k, v in value.items()}
-    return value
+def display_uri(uri: str) -> str:
+    """A URI as it may be shown: its password masked, the rest as it is."""
+    return _AUTHORITY.sub(_mask_login, uri, count=1)
 
 
 class RedactingFilter(logging.Filter):
@@ -116,4 +177,5 @@ def login_hint(uri: str) -> str:
 
 
 __all__ = ["MASK", "PASSWORD_VARIABLE", "SECRET_VARIABLES", "USERNAME_VARIABLE", "RedactingFilter",
-           "adopt_credentials", "login_hint", "redact", "redact_logs", "redact_value", "split_credentials"]
+           "adopt_credentials", "display_uri", "login_hint", "login_user", "os_user", "redact", "redact_logs",
+           "split_credentials", "strip_login"]

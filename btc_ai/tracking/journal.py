@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
-import re
 import shutil
 import threading
 import uuid
@@ -29,15 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from btc_ai.tracking.paths import journal_dir, private_folder
+
+__all__ = ["Entry", "Journal", "is_placeholder", "journal_dir", "new_placeholder", "substitute"]  # journal_dir: paths
+
 PLACEHOLDER_PREFIX = "pending"
-
-
-def journal_dir(tracking_uri: str, root: str | Path | None = None) -> Path:
-    """The journal folder of one tracking URI: ``$BTC_AI_JOURNAL_DIR`` (else ``./mlruns/journal``) / a slug."""
-    base = Path(root or os.environ.get("BTC_AI_JOURNAL_DIR") or Path("mlruns") / "journal")
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", tracking_uri)[:60].strip("_")
-    digest = hashlib.sha256(tracking_uri.encode()).hexdigest()[:10]
-    return base.resolve() / f"{slug}-{digest}"
 
 
 def new_placeholder() -> str:
@@ -114,7 +108,7 @@ class Journal:
     def _file_lock(self, name: str = "lock", *, wait: bool = True) -> Iterator[bool]:
         """An exclusive lock shared with other processes; yields False (not held) when ``wait`` is off and
         another holder has it."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_folder(self.folder)  # the owner's alone: another user neither reads nor replays it
         with open(self.folder / name, "a") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

@@ -24,12 +24,12 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from btc_ai.domain.errors import CredentialsError
-from btc_ai.tracking.credentials import login_hint, redact, redact_logs, redact_value
-from btc_ai.tracking.journal import Entry, Journal, is_placeholder, journal_dir, new_placeholder, substitute
+from btc_ai.tracking.credentials import login_hint, redact, redact_logs
+from btc_ai.tracking.journal import Entry, Journal, is_placeholder, new_placeholder, substitute
 from btc_ai.tracking.operations import OPERATIONS
 from btc_ai.tracking.outage import HTTP_TIMEOUT_S, is_outage, login_refused, outage_reason
-from btc_ai.tracking.paths import artifact_root, resolve_tracking_uri
-from btc_ai.tracking.run_model.names import TAG_CLIENT_KEY, TAG_KIND, TAG_PARENT
+from btc_ai.tracking.paths import artifact_root, journal_dir, resolve_tracking_uri
+from btc_ai.tracking.run_model.names import PROSE_TAGS, TAG_CLIENT_KEY, TAG_KIND, TAG_PARENT
 from btc_ai.tracking.stores import check_uri, deleted_experiment, ensure_store
 
 _log = logging.getLogger(__name__)
@@ -65,6 +65,20 @@ def _tune_sqlite() -> None:
             cursor.close()
 
     _SQLITE_TUNED = True
+
+
+def _mask_prose(args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` with secrets masked in the text written for people only (a run's description, notes, a
+    version's description: `PROSE_TAGS`); every ID, key, param, metric and path goes as it is."""
+    out = dict(args)
+    tags = out.get("tags")
+    if isinstance(tags, dict):
+        out["tags"] = {k: redact(v) if k in PROSE_TAGS and isinstance(v, str) else v for k, v in tags.items()}
+    elif isinstance(tags, list):
+        out["tags"] = [[k, redact(v)] if k in PROSE_TAGS and isinstance(v, str) else [k, v] for k, v in tags]
+    if isinstance(out.get("description"), str):
+        out["description"] = redact(out["description"])
+    return out
 
 
 def _param_value(value: Any) -> str:
@@ -148,7 +162,7 @@ class Tracker:
         still wait in the journal. A journaled ``create_run`` returns a placeholder run ID."""
         if op == "create_run":
             args = {**args, "placeholder": new_placeholder()}
-        args = redact_value(args)  # no password in a param, tag, description or journal entry
+        args = _mask_prose(args)  # masking is for people: data in flight is never rewritten
         with self._write_lock:
             if self._ids:  # runs created while offline, known by their real IDs since
                 args = substitute(args, self._ids)

@@ -191,8 +191,8 @@ class LocalRunModel(RunModel):
 def open_run_model(tracking_uri: str | None = None) -> RunModel:
     """The run model of a store: read with sqlite3 where it is a local SQLite file with nothing waiting in
     the outage journal (which the MLflow store replays on opening), else through MLflow."""
-    from btc_ai.tracking.journal import Journal, journal_dir
-    from btc_ai.tracking.paths import resolve_tracking_uri
+    from btc_ai.tracking.journal import Journal
+    from btc_ai.tracking.paths import journal_dir, resolve_tracking_uri
     from btc_ai.tracking.stores import check_store, sqlite_file
 
     uri = resolve_tracking_uri(tracking_uri)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from btc_ai.domain.errors import ResumeError
+from btc_ai.tracking.credentials import redact
 from btc_ai.tracking.run_model.names import (
     ARTIFACT_CHECKPOINTS,
     CHECKPOINT_PATH,
@@ -16,6 +17,7 @@ from btc_ai.tracking.run_model.names import (
     KIND_SESSION,
     LATEST,
     MODEL_URI,
+    PROSE_TAGS,
     TAG_ATTEMPT,
     TAG_BUCKET,
     TAG_DATA_SOURCE,
@@ -144,7 +146,7 @@ class RunModel:
         client = self._client
         client.set_registered_model_alias(version.name, alias, version.version)
         for key, value in tags.items():
-            client.set_model_version_tag(version.name, version.version, key, value)
+            client.set_model_version_tag(version.name, version.version, key, redact(value) if key in PROSE_TAGS else value)
 
     def sessions(self, experiment_id: str | None = None) -> list[SessionRecord]:
         """Every session of an experiment (this tracker's by default), oldest first."""

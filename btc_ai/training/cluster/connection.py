@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
+from collections.abc import Iterator
 from types import TracebackType
 
 import ray
@@ -27,6 +29,25 @@ STOP_GRACE_S = 10.0
 def quiet_ray_environment() -> None:
     """No usage statistics sent anywhere (set before Ray starts anything)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+# what a worker never needs and must not hold: it evaluates parameters and never talks to a tracking server
+# or a database (logins, tokens, keys; every MLFLOW_TRACKING_* variable, whose URI may carry a login)
+_SECRET_VARIABLE = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|ACCESS_KEY|CREDENTIAL|^MLFLOW_TRACKING_", re.IGNORECASE)
+
+
+@contextlib.contextmanager
+def without_secrets() -> Iterator[None]:
+    """The process environment without secret variables while Ray starts its processes (they copy it, and
+    its workers copy theirs), restored afterwards. Only around the start of a local cluster: no other thread
+    of ours talks to the store then (the training and its writer start inside the cluster's context)."""
+    saved = {k: v for k, v in os.environ.items() if _SECRET_VARIABLE.search(k)}
+    for key in saved:
+        del os.environ[key]
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def loopback_only() -> None:
@@ -77,9 +98,10 @@ class RayConnection:
             loopback_only()
         try:
             if self.address.owned:
-                ray.init(address="local", num_cpus=self.address.workers, include_dashboard=False, _node_ip_address=LOOPBACK,
-                         object_store_memory=LOCAL_OBJECT_STORE_BYTES, log_to_driver=False,
-                         _system_config=LOCAL_SYSTEM_CONFIG)
+                with without_secrets():
+                    ray.init(address="local", num_cpus=self.address.workers, include_dashboard=False,
+                             _node_ip_address=LOOPBACK, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                             log_to_driver=False, _system_config=LOCAL_SYSTEM_CONFIG)
             else:
                 _check_reachable(self.address)
                 ray.init(address=self.address.text, log_to_driver=False)

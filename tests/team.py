@@ -14,7 +14,7 @@ from conftest import cli_env
 
 from btc_ai.tracking.team_server import PostgresCluster, TeamMlflowServer, postgres_missing, team_deployment
 
-USERS = {"alice": "alice-Pw-7Qz81kX", "bob": "bob-Pw-3Lm92vY"}
+USERS = {"alice": "abc@def-Pw-7Qz81kX", "bob": "bob-Pw-3Lm92vY"}  # an "@" in a password: parsed to the last "@"
 
 
 @dataclass

@@ -8,7 +8,6 @@ shas) is never passed through it, so no password can rewrite it. No mlflow.
 from __future__ import annotations
 
 import base64
-import getpass
 import logging
 import os
 import re
@@ -69,10 +68,13 @@ def login_user(uri: str) -> str | None:
 
 
 def os_user() -> str:
-    """This process's OS user (its uid where the name cannot be had)."""
+    """This process's OS user, by its uid (not $USER/$LOGNAME, which `sudo -E` carries over): its name, else
+    the uid."""
+    import pwd
+
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
         return str(os.getuid())
 
 

@@ -180,7 +180,10 @@ def _session(folder: Path, password: str | None) -> tuple[dict, str, str]:
     with _session_environment(folder, password), contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         uri = store_uri(folder)
         os.environ["BTC_AI_FAULT"] = FAULT  # a recoverable error that blames a key: a failure and its repair
-        assert main(["train", *tiny_flags(LEARNING_RATE=0.05), "--tracking-uri", uri]) == 0, out.getvalue()
+        # data that holds the password: a param's value (5000) and the checkpoints' paths (the folder's name)
+        train = ["train", *tiny_flags(LEARNING_RATE=0.05, STALL_MIN_SECONDS=5000), "--tracking-uri", uri,
+                 "--checkpoint-dir", str(folder / "checkpoints")]
+        assert main(train) == 0, out.getvalue()
         del os.environ["BTC_AI_FAULT"]
         session = session_runs(uri)[-1].info.run_id
         assert main(["resume", session, "--episodes", "8", "--tracking-uri", uri]) == 0, out.getvalue()

@@ -272,10 +272,14 @@ def _two_users(work: Path) -> None:
     from btc_ai.tracking.store import Tracker
 
     env = {**cli_env(work), "HOME": str(work), "PYTHONDONTWRITEBYTECODE": "1"}
-    umask = ["sh", "-c", 'umask 000 && exec "$@"', "sh"]  # a store both may write (a team's shared group)
-    first = subprocess.run([*umask, *btc_ai_cmd("train", *tiny_flags(EPISODES=2))], cwd=work, env=env,
+    def shared() -> None:  # files both may write (a team's shared group)
+        os.umask(0)
+
+    first = subprocess.run(btc_ai_cmd("train", *tiny_flags(EPISODES=2)), cwd=work, env=env, preexec_fn=shared,
                            capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
+    for path in (work / "mlruns").rglob("*"):  # the store is built in a private temporary file: share it
+        path.chmod(0o777 if path.is_dir() else 0o666)
     uri = store_uri(work)
     tracker = Tracker(uri, experiment="btc-ai")
     run = tracker.create_run("attempt")
@@ -283,8 +287,8 @@ def _two_users(work: Path) -> None:
     journal.append("log_batch", {"run_id": run, "tags": [["owner", "root"]]})
     assert stat.S_IMODE(journal.folder.stat().st_mode) == 0o700
 
-    second = subprocess.run([*_AS_NOBODY, *umask, *btc_ai_cmd("train", *tiny_flags(EPISODES=2))], cwd=work,
-                            env=env, capture_output=True, text=True, timeout=300)
+    second = subprocess.run([*_AS_NOBODY, *btc_ai_cmd("train", *tiny_flags(EPISODES=2))], cwd=work, env=env,
+                            preexec_fn=shared, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0 and "Traceback" not in second.stderr, second.stderr
     assert "owner" not in tracker.client.get_run(run).data.tags  # nobody did not replay root's entry
     assert journal.pending_count() == 1

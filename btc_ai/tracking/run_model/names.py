@@ -100,6 +100,7 @@ DATAFRAME_DATA = "dataframe"  # ... and of one trained on a DataFrame passed in 
 CHECKPOINT_PATH = re.compile(r"^checkpoints/(?P<emergency>emergency-)?gen-(?P<generation>\d{6})\.pt$")
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+|latest)|@(?P<alias>[\w-]+))$")
 LATEST = "latest"  # models:/<name>/latest (and @latest here): the newest version; MLflow reserves the alias
+DELETED_VERSION = "Deleted_Internal"  # the stage MLflow gives the row it keeps of a deleted version
 
 
 def registered_model_name(bucket: str) -> str:

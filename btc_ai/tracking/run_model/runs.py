@@ -59,6 +59,18 @@ if TYPE_CHECKING:
     from btc_ai.tracking.store import Tracker
 
 
+def missing_version(ref: str, uri: str) -> ResumeError:
+    """A model URI whose version is not (or no longer) in the registry: a version deleted in the UI keeps only
+    a redacted row, so it is named as the version, never by the run ID MLflow left in it."""
+    match = MODEL_URI.match(ref.strip())
+    assert match is not None
+    name, number = match["name"], match["version"]
+    hint = f" (registered names are lower case: {name.lower()})" if name != name.lower() else ""
+    what = (f"model version {name}/{number} does not exist (deleted?)" if number and number != LATEST
+            else f"{ref}: no version of {name} answers to it (deleted?)")
+    return ResumeError(f"{what} on {uri}{hint}; see the versions on the MLflow UI's Models page, or give the "
+                       "session's run ID instead")
+
 class RunModel:
     """Sessions, attempts, repairs and checkpoints on one tracking store, as records."""
 
@@ -135,9 +147,7 @@ class RunModel:
             return _version(self._client.get_model_version(name, number) if number
                             else self._client.get_model_version_by_alias(name, alias))
         except MlflowException:
-            hint = f" (registered names are lower case: {name.lower()})" if name != name.lower() else ""
-            raise ResumeError(f"{ref}: no such registered model version{hint}; list them with "
-                              "`mlflow models` or the UI's Models page") from None
+            raise missing_version(ref, self.uri) from None
 
     def set_alias(self, version: ModelVersionRecord, alias: str, tags: Mapping[str, str]) -> None:
         """Point ``alias`` at ``version`` and record why on it."""

@@ -11,6 +11,7 @@ block k or a later one; each fold is an ordinary training session on its slice o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -123,16 +124,27 @@ def _short_span(fold: Fold | None, config: TrainingConfig) -> tuple[str, int] | 
 
 def _too_few(bars: pd.DataFrame, config: TrainingConfig, folds: int, number: int, short: tuple[str, int]) -> str:
     """The one line refusing ``folds`` folds: which span is short, and the most folds (or the data) that fit."""
-    n, floor = len(bars), _span_floor(config)
+    n = len(bars)
     fewer = next((k for k in range(folds - 1, 0, -1) if _fits(bars, config, k)), 0)
-    # the test blocks bind first as folds multiply: K blocks of `floor` + 1 bars in the held-out share
-    needed = -(-(floor + 1) * folds // held_out_share(folds, config.VALIDATION_FRACTION))
+    needed = _bars_needed(config, folds)
     step = pd.Timedelta(config.TIMEFRAME)
     way = f"use at most {fewer} fold(s), " if fewer else ""
     return (f"{n} {config.TIMEFRAME} bars are too few for {folds} walk-forward fold(s): fold {number}'s {short[0]} span "
             f"would hold {short[1]} bars, less than one episode (MAX_STEPS_PER_EPISODE={config.MAX_STEPS_PER_EPISODE}, "
             f"after the feature warm-up); {way}give at least about {needed:.0f} bars ({needed * step / pd.Timedelta('1D'):.1f} "
             "days) of candles, or a shorter MAX_STEPS_PER_EPISODE")
+
+
+def _bars_needed(config: TrainingConfig, folds: int) -> int:
+    """About how many bars ``folds`` folds need: each test block, and fold 1's validation and train spans
+    (the shortest), one episode long after their warm-ups (the split's arithmetic, solved for the bars)."""
+    from btc_ai.domain.features import warmup_bars
+
+    floor, purge, val = _span_floor(config), warmup_bars(config.LOOKBACK), config.VALIDATION_FRACTION
+    share = held_out_share(folds, val)
+    first = 1.0 - share * (folds - 1) / folds  # fold 1's share of the bars
+    return math.ceil(max((floor + 1) * folds / share, (floor + purge) / (val * first),
+                         (floor + 2 * purge) / (first * (1.0 - val) - share / folds)))
 
 
 def _fits(bars: pd.DataFrame, config: TrainingConfig, folds: int) -> bool:

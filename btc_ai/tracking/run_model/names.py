@@ -92,6 +92,7 @@ ARTIFACT_PLOTS = "plots"
 ARTIFACT_WALK_FORWARD_SPEC = "walk_forward.json"  # what a walk-forward was asked to do, and its folds
 ARTIFACT_WALK_FORWARD_TABLE = "walk_forward_results.csv"  # one row per fold and seed: the test-span figures
 ARTIFACT_WALK_FORWARD_PLOT = "plots/walk_forward.png"
+ARTIFACT_WALK_FORWARD_DESCRIPTION = "walk_forward_description.md"  # the whole description, where the tag is cut
 METRIC_WALK_FORWARD_PREFIX = "walk_forward/"  # the aggregate over folds
 METRIC_FOLD_PREFIX = "fold/"  # per fold, step = fold number
 BUILTIN_DATA = "builtin:default"  # the data source of a session trained on the built-in data

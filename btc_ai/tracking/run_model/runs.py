@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from btc_ai.domain.errors import ResumeError
+from btc_ai.domain.text_fit import fit_text
 from btc_ai.tracking.run_model.names import (
     ARTIFACT_CHECKPOINTS,
     CHECKPOINT_PATH,
@@ -284,7 +285,7 @@ class RunModel:
         if final_params_sha256 is not None:
             tags[TAG_FINAL_SHA] = final_params_sha256
         if description:
-            tags[TAG_DESCRIPTION] = description[:50_000]
+            tags[TAG_DESCRIPTION] = fit_text(description, whole_at=f"`btc-ai report {session_id}`")
         self.tracker.set_tags(session_id, tags)
         self.tracker.delete_tags(session_id, [TAG_LEASE_OWNER, TAG_LEASE_HEARTBEAT])
         self.tracker.end_run(session_id, run_status)

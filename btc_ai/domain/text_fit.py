@@ -1,5 +1,5 @@
-"""Text fitted into the length limit of where it is stored: MLflow cuts a tag value (a run's description,
-``mlflow.note.content``, included) at 8,000 characters and prints WARNING lines saying so. `fit_text`
+"""Text fitted into the length limit of where it is stored: MLflow cuts a tag value (a run's description
+included) at 8,000 characters and prints WARNING lines saying so. `fit_text`
 keeps the beginning and the end (where a summary or a verdict usually is), drops whole lines between them,
 and says in their place how many were left out and where the whole text is."""
 

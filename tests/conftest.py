@@ -118,7 +118,7 @@ def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     for name in [k for k in os.environ if k.startswith("MLFLOW_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri(tmp_path))
-    monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", "WARNING")  # what main() sets; restored (removed) afterwards
+    monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", "ERROR")  # what main() sets; restored (removed) afterwards
     monkeypatch.setenv("BTC_AI_PROGRESS_EVERY", "1")
     monkeypatch.delenv("BTC_AI_FAULT", raising=False)
     monkeypatch.delenv("BTC_AI_KILL_AT", raising=False)

@@ -134,7 +134,7 @@ def test_every_config_problem_is_named_at_once_in_one_line(here, run_main) -> No
 
 @pytest.mark.parametrize(("ref", "word"), [
     ("0123456789abcdef0123456789abcdef", "does not exist"),
-    ("models:/btc-ai-scalping/1", "no such registered model version"),
+    ("models:/btc-ai-scalping/1", "model version btc-ai-scalping/1 does not exist"),
     ("models:/btc-ai-scalping", "models:/<name>/<version>"),
 ])
 def test_bad_resume_reference(here, run_main, ref, word) -> None:

@@ -202,7 +202,7 @@ def test_backtest_command_tracks_a_run_and_refuses_bad_input(registered, here, r
     hourly = here / "hourly.csv"
     frame = pd.read_csv(data)
     frame.iloc[::12].to_csv(hourly, index=False)  # 1-hour candles: a 5-minute model cannot trade them
-    for args, needle in ((("models:/btc-ai-scalping/99", str(data)), "no such registered model version"),
+    for args, needle in ((("models:/btc-ai-scalping/99", str(data)), "model version btc-ai-scalping/99 does not exist"),
                          (("models:/btc-ai-scalping/latest", str(short)), "bars"),
                          (("models:/btc-ai-scalping/latest", str(hourly)), "timeframe")):
         code, _, err = run_main("backtest", *args)

@@ -135,7 +135,7 @@ def test_resume_by_model_uri_extends_a_finished_training_and_a_plain_resume_is_a
     assert sorted(m.step for m in client.get_metric_history(second.info.run_id, "fitness/mean")) == [13, 14, 15]
     assert max(int(v.version) for v in client.search_model_versions("name = 'btc-ai-scalping'")) == 2
     missing = _run_cli(tmp_path, "resume", "models:/btc-ai-scalping/7")
-    assert missing.returncode == 2 and "no such registered model version" in missing.stderr
+    assert missing.returncode == 2 and "model version btc-ai-scalping/7 does not exist" in missing.stderr
 
 
 def _crash_run(tmp_path, generation: int = 11):

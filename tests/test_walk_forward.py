@@ -27,7 +27,7 @@ from btc_ai.training.loop import market_split
 # -- the folds (no training) ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("bucket", "k"), [("Scalping", 1), ("Scalping", 3), ("Scalping", 6), ("Intraday", 4)])
+@pytest.mark.parametrize(("bucket", "k"), [("Scalping", 1), ("Scalping", 3), ("Scalping", 6), ("Intraday", 2)])
 def test_folds_are_in_time_order_their_test_blocks_disjoint_and_unseen_by_their_training(candles, bucket, k) -> None:
     data = load_candles(candles)[0]
     config = TrainingConfig.from_dict({"BUCKET": bucket})

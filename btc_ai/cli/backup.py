@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from btc_ai.cli.common import EXIT_OK, error, flag
+from btc_ai.cli.common import EXIT_OK, check_writable, error, flag
 from btc_ai.domain.errors import UserInputError
 
 
@@ -59,6 +59,7 @@ def run_backup(args: argparse.Namespace) -> int:
         if args.version is None or args.description is None:
             raise UserInputError("backup needs --version and --description, e.g. btc-ai backup --version 1.4 "
                                  "--description post_training_stable (or --verify ZIP)")
+        check_writable(args.dest or "backups", "the backup folder", "--dest")
         from btc_ai.desk.backup import create_backup
         from btc_ai.tracking.paths import resolve_tracking_uri
         from btc_ai.tracking.stores import probe, sqlite_file
@@ -100,6 +101,7 @@ def run_restore(args: argparse.Namespace) -> int:
     from btc_ai.desk.backup import restore_backup
     from btc_ai.recovery.signals import exit_code, graceful_interrupts
 
+    check_writable(args.into, "the restore folder", "--into", renamed_into_place=True)
     try:
         with graceful_interrupts():
             result = restore_backup(args.archive, args.into)

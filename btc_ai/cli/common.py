@@ -123,13 +123,14 @@ def check_run_reference(uri: str | None, ref: str) -> None:
     open_run_model(uri).resolve_session(ref)  # ResumeError or StoreError: one line, exit 2
 
 
-def check_writable(folder: str, what: str, flag_name: str) -> None:
+def check_writable(folder: str, what: str, flag_name: str, *, renamed_into_place: bool = False) -> None:
     """A folder a command will write into (or, where it is still to be made, the nearest one that exists)
-    is writable for this user: refused before anything is created, not as a failed training later."""
+    is writable for this user: refused before anything is created, not as a failed training later. A folder
+    ``renamed_into_place`` is built beside it first, so its parent is what must be writable."""
     from pathlib import Path
 
     path = Path(folder).absolute()
-    existing = path
+    existing = path.parent if renamed_into_place else path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():

@@ -44,11 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # MLflow's and alembic's INFO lines (store creation, migrations) are noise on a user's terminal;
-    # MLflow sets its level from this variable when it is first imported, which is later
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # MLflow's and alembic's log lines (store creation, migrations, a tag it cut) are not the user's: what
+    # matters reaches them as btc-ai's own lines; MLflow sets its level from this variable when it is first
+    # imported, which is later
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
     for name in ("mlflow", "alembic"):  # and if it was imported already (tests, notebooks)
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.ERROR)
     from btc_ai.tracking.credentials import redact_logs
 
     redact_logs()  # and again once mlflow, imported later, has its handler (Tracker)

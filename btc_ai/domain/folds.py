@@ -11,6 +11,7 @@ block k or a later one; each fold is an ordinary training session on its slice o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -93,19 +94,65 @@ def plan_folds(candles: pd.DataFrame, config: TrainingConfig, folds: int) -> Fol
     block = int(n * share) // folds
     made = []
     for number in range(1, folds + 1):
-        m = n - (folds - number) * block
-        fold = _fold(bars, config, number, m, block) if block > MIN_SPAN_BARS else None
-        if fold is None or min(fold.train.bars, fold.validation.bars, fold.test.bars) < MIN_SPAN_BARS:
-            raise DataValidationError(
-                f"{n} {config.TIMEFRAME} bars are too few for {folds} walk-forward fold(s): each test block would hold "
-                f"{block} bars and fold {number} would train on {fold.train.bars if fold else 0} (every span needs "
-                f"at least {MIN_SPAN_BARS}); give more candles, fewer --folds or a finer timeframe", key="TIMEFRAME")
+        fold = _fold(bars, config, number, n - (folds - number) * block, block) if block > MIN_SPAN_BARS else None
+        short = _short_span(fold, config)
+        if short:
+            raise DataValidationError(_too_few(bars, config, folds, number, short), key="TIMEFRAME")
         made.append(fold)
     from btc_ai.domain.features import warmup_bars
 
     text = FOLD_CONSTRUCTION.format(share=folds * block / n, n=n, timeframe=config.TIMEFRAME, k=folds, block=block,
                                     purge=warmup_bars(config.LOOKBACK))
     return FoldPlan(tuple(made), share, block, text)
+
+
+def _span_floor(config: TrainingConfig) -> int:
+    """The fewest decisions a fold's train, validation or test span may hold: one training episode (a
+    shorter test block scores less than one episode of trading, a shorter train span cannot hold one)."""
+    return max(MIN_SPAN_BARS, config.MAX_STEPS_PER_EPISODE)
+
+
+def _short_span(fold: Fold | None, config: TrainingConfig) -> tuple[str, int] | None:
+    """The first of a fold's spans shorter than `_span_floor` (name, decisions); None when all are long enough."""
+    if fold is None:
+        return ("test", 0)
+    for name, span in (("test", fold.test), ("train", fold.train), ("validation", fold.validation)):
+        if span.bars < _span_floor(config):
+            return name, span.bars
+    return None
+
+
+def _too_few(bars: pd.DataFrame, config: TrainingConfig, folds: int, number: int, short: tuple[str, int]) -> str:
+    """The one line refusing ``folds`` folds: which span is short, and the most folds (or the data) that fit."""
+    n = len(bars)
+    fewer = next((k for k in range(folds - 1, 0, -1) if _fits(bars, config, k)), 0)
+    needed = _bars_needed(config, folds)
+    step = pd.Timedelta(config.TIMEFRAME)
+    way = f"use at most {fewer} fold(s), " if fewer else ""
+    return (f"{n} {config.TIMEFRAME} bars are too few for {folds} walk-forward fold(s): fold {number}'s {short[0]} span "
+            f"would hold {short[1]} bars, less than one episode (MAX_STEPS_PER_EPISODE={config.MAX_STEPS_PER_EPISODE}, "
+            f"after the feature warm-up); {way}give at least about {needed:.0f} bars ({needed * step / pd.Timedelta('1D'):.1f} "
+            "days) of candles, or a shorter MAX_STEPS_PER_EPISODE")
+
+
+def _bars_needed(config: TrainingConfig, folds: int) -> int:
+    """About how many bars ``folds`` folds need: each test block, and fold 1's validation and train spans
+    (the shortest), one episode long after their warm-ups (the split's arithmetic, solved for the bars)."""
+    from btc_ai.domain.features import warmup_bars
+
+    floor, purge, val = _span_floor(config), warmup_bars(config.LOOKBACK), config.VALIDATION_FRACTION
+    share = held_out_share(folds, val)
+    first = 1.0 - share * (folds - 1) / folds  # fold 1's share of the bars
+    return math.ceil(max((floor + 1) * folds / share, (floor + purge) / (val * first),
+                         (floor + 2 * purge) / (first * (1.0 - val) - share / folds)))
+
+
+def _fits(bars: pd.DataFrame, config: TrainingConfig, folds: int) -> bool:
+    block = int(len(bars) * held_out_share(folds, config.VALIDATION_FRACTION)) // folds
+    if block <= _span_floor(config):
+        return False
+    return all(_short_span(_fold(bars, config, k, len(bars) - (folds - k) * block, block), config) is None
+               for k in (1, folds))  # fold 1 has the shortest train and validation spans, every block is equal
 
 
 def _fold(bars: pd.DataFrame, config: TrainingConfig, number: int, m: int, block: int) -> Fold:

@@ -16,6 +16,7 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
+from btc_ai.domain.text_fit import fit_text
 from btc_ai.tracking.candle_model import DESCRIPTION, POLICY_ARTIFACT, save_candle_model
 from btc_ai.tracking.run_model import (
     ALIAS_CHAMPION,
@@ -60,7 +61,7 @@ def log_model_version(tracker: Tracker, run_id: str, net: Any, card: Any, *, nam
         tracker.log_artifacts(run_id, local, path)
     promotion = f"{'passed' if champion else 'rejected'}: {verdict}"
     version = tracker.register_model(run_id, {
-        "name": name, "path": path, "params_sha256": card.params_sha256, "description": description,
+        "name": name, "path": path, "params_sha256": card.params_sha256, "description": fit_text(description, whole_at=f"the description of run {run_id}"),
         # "latest" is MLflow's own: models:/<name>/latest
         "aliases": [ALIAS_CHAMPION] if (champion if move_champion is None else move_champion) else [],
         "tags": {**{k: str(v)[:5000] for k, v in tags.items()}, VERSION_TAG_PROMOTION: promotion,

@@ -6,7 +6,7 @@ a kill midway leaves a half-built file that every later open fails on, and two p
 race to create the same tables), and it retries a store it cannot open for about 100 s before a
 traceback. Here every URI and local store is checked with sqlite3 in milliseconds, without importing
 mlflow (`check_store`), and refused with one `StoreError`; a new store is built aside by MLflow's own
-initialisation in a temporary file, under a lock on its folder, and moved into place with
+initialisation in a temporary file, under a lock file beside it, and moved into place with
 ``os.replace`` (`ensure_store`); a half-built store that holds nothing is rebuilt the same way.
 """
 
@@ -19,6 +19,7 @@ import functools
 import os
 import re
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -228,24 +229,35 @@ def check_store(flag_value: str | None = None, *, must_exist: bool = False, writ
 
 
 @contextlib.contextmanager
-def _folder_lock(folder: Path) -> Iterator[int]:
-    """An exclusive lock on the store's folder (flock on the directory itself: no lock file left behind),
-    held while a store is built or rebuilt; yields the folder's descriptor (for fsync)."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+def _store_lock(database: Path) -> Iterator[int]:
+    """An exclusive lock on ``<store>.lock`` beside the store, held while a store is built or rebuilt; yields
+    the folder's descriptor (for fsync). A lock file opened for writing, not the folder: NFS refuses flock on
+    a read-only descriptor. A file system that cannot lock at all is one `StoreError`."""
+    folder, lock = database.parent, database.with_name(database.name + ".lock")
+    lock_fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    with contextlib.suppress(PermissionError):  # whoever may write the folder may take the lock too
+        os.fchmod(lock_fd, stat.S_IMODE(os.stat(folder).st_mode) & 0o666)
+    folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     raise StoreError(f"another process has been creating the tracking store in {folder} for "
                                      f"{LOCK_WAIT_S:.0f} s; wait for it, or end it and try again") from None
                 time.sleep(0.05)
-        yield fd
+            except OSError as exc:
+                raise StoreError(f"cannot lock {lock} to create the tracking store ({exc.strerror or exc}): its "
+                                 "file system offers no locks (NFS mounted without its lock service?); mount it "
+                                 "with locking, or keep the store on a local disk with --tracking-uri "
+                                 "sqlite:////local/folder/mlflow.db") from None
+        yield folder_fd
     finally:
-        os.close(fd)  # releases the lock
+        os.close(folder_fd)
+        os.close(lock_fd)  # releases the lock
 
 
 def _remove(*paths: Path) -> None:
@@ -275,7 +287,7 @@ def ensure_store(uri: str) -> None:
         raise StoreError(f"cannot create the tracking store folder {database.parent}: {exc.strerror or exc}; run "
                          "btc-ai in a folder you can write, or point --tracking-uri / MLFLOW_TRACKING_URI "
                          "elsewhere") from None
-    with _folder_lock(database.parent) as folder_fd:
+    with _store_lock(database) as folder_fd:
         found = probe(database)  # another process may have built it meanwhile
         if found.state == "whole" and found.revision == _head_revision():
             return

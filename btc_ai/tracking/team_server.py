@@ -37,6 +37,16 @@ def postgres_bin(name: str) -> str | None:
     return None
 
 
+def write_private(path: Path, text: str) -> None:
+    """``text`` as the whole of ``path``, readable by its owner only from the first byte on, replaced in one
+    step (a reader never sees an old file's rest after a shorter new one)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
 def _unprivileged() -> list[str]:
     """The prefix that runs a program as ``nobody`` when we are root (initdb and postgres refuse root)."""
     return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if os.geteuid() == 0 else []
@@ -143,19 +153,19 @@ class TeamMlflowServer(LocalMlflowServer):
         return [*super().command(), "--app-name", "basic-auth"]
 
     def environment(self) -> dict[str, str]:
+        # written afresh at every start: a file left by an earlier `make server` names that run's database
+        # port and admin password, and the server would start on them
         config = self.folder / "basic_auth.ini"
-        if not config.exists():
-            config.touch(mode=0o600)
-            config.write_text(
-                "[mlflow]\n"
-                f"default_permission = {self.default_permission}\n"
-                f"database_uri = {self.database.url('mlflow_auth')}\n"
-                f"admin_username = {ADMIN_USER}\n"
-                f"admin_password = {self.admin_password}\n"
-                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-                # a PBKDF2 check costs ~10 ms of CPU; without the cache every metric batch of every
-                # training pays it on the server's one worker
-                "auth_cache_ttl_seconds = 60\n")
+        write_private(config,
+                      "[mlflow]\n"
+                      f"default_permission = {self.default_permission}\n"
+                      f"database_uri = {self.database.url('mlflow_auth')}\n"
+                      f"admin_username = {ADMIN_USER}\n"
+                      f"admin_password = {self.admin_password}\n"
+                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                      # a PBKDF2 check costs ~10 ms of CPU; without the cache every metric batch of every
+                      # training pays it on the server's one worker
+                      "auth_cache_ttl_seconds = 60\n")
         env = super().environment()
         env["MLFLOW_AUTH_CONFIG_PATH"] = str(config)
         env["PGPASSWORD"] = self.database.password  # the backend URLs carry no password
@@ -213,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a long-run
         password = secrets.token_urlsafe(12)
         server.create_user(args.user, password)
         secret = server.folder / f"{args.user}.password"  # never on the console: a file only its owner reads
-        secret.touch(mode=0o600)
-        secret.write_text(password + "\n")
+        write_private(secret, password + "\n")
         print(f"team server at {server.url} (PostgreSQL on 127.0.0.1:{database.port}, artifacts in "
               f"{server.folder / 'artifacts'}, log {server.log})\n"
               f"  export MLFLOW_TRACKING_URI={server.url} MLFLOW_TRACKING_USERNAME={args.user}\n"

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 from btc_ai.tracking.run_model.names import (
+    DELETED_VERSION,
     KIND_ATTEMPT,
     KIND_REPAIR,
     LATEST,
@@ -24,7 +25,7 @@ from btc_ai.tracking.run_model.names import (
     TAG_SESSION,
 )
 from btc_ai.tracking.run_model.records import SessionRecord, _attempt, _repair, _session
-from btc_ai.tracking.run_model.runs import RunModel
+from btc_ai.tracking.run_model.runs import RunModel, missing_version
 
 T = TypeVar("T")
 
@@ -114,15 +115,16 @@ class LocalRunModel(RunModel):
     def _model_run_id(self, ref: str) -> str:
         match = MODEL_URI.match(ref)
         assert match is not None
+        live = f"name = ? AND current_stage != '{DELETED_VERSION}'"
         if LATEST in (match["version"], match["alias"]):
-            version = self._scalar("SELECT MAX(version) FROM model_versions WHERE name = ?", match["name"])
+            version = self._scalar(f"SELECT MAX(version) FROM model_versions WHERE {live}", match["name"])
         else:
             version = match["version"] or self._scalar(
                 "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?", match["name"], match["alias"])
-        run_id = version and self._scalar("SELECT run_id FROM model_versions WHERE name = ? AND version = ?",
+        run_id = version and self._scalar(f"SELECT run_id FROM model_versions WHERE {live} AND version = ?",
                                           match["name"], int(version))
         if not run_id:
-            raise _NotLocal(ref)  # the MLflow reader says so, with its hints
+            raise missing_version(ref, self.uri)
         return run_id
 
     def _find_run(self, run_id: str) -> Any | None:

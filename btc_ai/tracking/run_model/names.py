@@ -96,6 +96,7 @@ ARTIFACT_PLOTS = "plots"
 ARTIFACT_WALK_FORWARD_SPEC = "walk_forward.json"  # what a walk-forward was asked to do, and its folds
 ARTIFACT_WALK_FORWARD_TABLE = "walk_forward_results.csv"  # one row per fold and seed: the test-span figures
 ARTIFACT_WALK_FORWARD_PLOT = "plots/walk_forward.png"
+ARTIFACT_WALK_FORWARD_DESCRIPTION = "walk_forward_description.md"  # the whole description, where the tag is cut
 METRIC_WALK_FORWARD_PREFIX = "walk_forward/"  # the aggregate over folds
 METRIC_FOLD_PREFIX = "fold/"  # per fold, step = fold number
 BUILTIN_DATA = "builtin:default"  # the data source of a session trained on the built-in data
@@ -104,6 +105,7 @@ DATAFRAME_DATA = "dataframe"  # ... and of one trained on a DataFrame passed in 
 CHECKPOINT_PATH = re.compile(r"^checkpoints/(?P<emergency>emergency-)?gen-(?P<generation>\d{6})\.pt$")
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+|latest)|@(?P<alias>[\w-]+))$")
 LATEST = "latest"  # models:/<name>/latest (and @latest here): the newest version; MLflow reserves the alias
+DELETED_VERSION = "Deleted_Internal"  # the stage MLflow gives the row it keeps of a deleted version
 
 
 def registered_model_name(bucket: str) -> str:

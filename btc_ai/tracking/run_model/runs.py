@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from btc_ai.domain.errors import ResumeError
+from btc_ai.domain.text_fit import fit_text
 from btc_ai.tracking.credentials import redact
 from btc_ai.tracking.run_model.names import (
     ARTIFACT_CHECKPOINTS,
@@ -60,6 +61,18 @@ from btc_ai.tracking.run_model.records import (
 if TYPE_CHECKING:
     from btc_ai.tracking.store import Tracker
 
+
+def missing_version(ref: str, uri: str) -> ResumeError:
+    """A model URI whose version is not (or no longer) in the registry: a version deleted in the UI keeps only
+    a redacted row, so it is named as the version, never by the run ID MLflow left in it."""
+    match = MODEL_URI.match(ref.strip())
+    assert match is not None
+    name, number = match["name"], match["version"]
+    hint = f" (registered names are lower case: {name.lower()})" if name != name.lower() else ""
+    what = (f"model version {name}/{number} does not exist (deleted?)" if number and number != LATEST
+            else f"{ref}: no version of {name} answers to it (deleted?)")
+    return ResumeError(f"{what} on {uri}{hint}; see the versions on the MLflow UI's Models page, or give the "
+                       "session's run ID instead")
 
 class RunModel:
     """Sessions, attempts, repairs and checkpoints on one tracking store, as records."""
@@ -137,9 +150,7 @@ class RunModel:
             return _version(self._client.get_model_version(name, number) if number
                             else self._client.get_model_version_by_alias(name, alias))
         except MlflowException:
-            hint = f" (registered names are lower case: {name.lower()})" if name != name.lower() else ""
-            raise ResumeError(f"{ref}: no such registered model version{hint}; list them with "
-                              "`mlflow models` or the UI's Models page") from None
+            raise missing_version(ref, self.uri) from None
 
     def set_alias(self, version: ModelVersionRecord, alias: str, tags: Mapping[str, str]) -> None:
         """Point ``alias`` at ``version`` and record why on it."""
@@ -276,7 +287,7 @@ class RunModel:
         if final_params_sha256 is not None:
             tags[TAG_FINAL_SHA] = final_params_sha256
         if description:
-            tags[TAG_DESCRIPTION] = description[:50_000]
+            tags[TAG_DESCRIPTION] = fit_text(description, whole_at=f"`btc-ai report {session_id}`")
         self.tracker.set_tags(session_id, tags)
         self.tracker.delete_tags(session_id, [TAG_LEASE_OWNER, TAG_LEASE_HEARTBEAT])
         self.tracker.end_run(session_id, run_status)

@@ -11,8 +11,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from btc_ai.domain.errors import ResumeError
+from btc_ai.domain.text_fit import TAG_VALUE_LIMIT, fit_text
 from btc_ai.tracking.run_model.names import (
+    ARTIFACT_WALK_FORWARD_DESCRIPTION,
     ARTIFACT_WALK_FORWARD_SPEC,
+    ARTIFACT_WALK_FORWARD_TABLE,
     KIND_SESSION,
     KIND_WALK_FORWARD,
     TAG_BUCKET,
@@ -188,8 +191,12 @@ class WalkForwardRuns:
             TAG_LEASE_OWNER: lease_owner, TAG_LEASE_HEARTBEAT: f"{heartbeat:.0f}"})
 
     def describe(self, run_id: str, markdown: str) -> None:
-        """The run's description in the MLflow UI."""
-        self.tracker.set_tags(run_id, {TAG_DESCRIPTION: markdown[:50_000]})
+        """The run's description in the MLflow UI; past MLflow's limit, the whole of it is an artifact the
+        shortened description names (many folds make a long table)."""
+        if len(markdown) > TAG_VALUE_LIMIT:
+            self.tracker.log_text(run_id, markdown, ARTIFACT_WALK_FORWARD_DESCRIPTION)
+        self.tracker.set_tags(run_id, {TAG_DESCRIPTION: fit_text(
+            markdown, whole_at=f"artifact {ARTIFACT_WALK_FORWARD_DESCRIPTION}, the figures in {ARTIFACT_WALK_FORWARD_TABLE}")})
 
     def reopen(self, run_id: str) -> None:
         self.runs.reopen_session(run_id)  # the same two writes: RUNNING, status running

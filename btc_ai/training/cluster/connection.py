@@ -15,7 +15,7 @@ import ray
 
 from btc_ai.domain.errors import UserInputError
 from btc_ai.training.cluster.address import RayAddress, parse_ray_address
-from btc_ai.training.cluster.processes import descendants, end_processes, wait_gone
+from btc_ai.training.cluster.processes import descendants, end_processes, record, running, wait_gone
 
 _log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"  # a local cluster listens on loopback only
@@ -86,7 +86,7 @@ class RayConnection:
 
     def __init__(self, address: RayAddress | str) -> None:
         self.address = parse_ray_address(address) if isinstance(address, str) else address
-        self.pids: set[int] = set()
+        self.processes: dict[int, int] = {}  # what a local cluster started: PID -> start time (processes.record)
         self._connected_here = False
 
     def __enter__(self) -> RayConnection:
@@ -112,7 +112,7 @@ class RayConnection:
                                  ) from None
         self._connected_here = True
         if self.address.owned:
-            self.pids = descendants() - before
+            self.processes = record(descendants() - before)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
@@ -128,13 +128,15 @@ class RayConnection:
     def _stop(self, before: set[int] | None) -> None:
         if self.address.owned:  # what the cluster runs now: its workers too, started after __enter__
             if before is not None:  # a start that failed half-way: whatever it left
-                self.pids |= descendants() - before
-            for pid in list(self.pids):
-                self.pids |= descendants(pid)
+                self.processes.update(record(descendants() - before))
+            # only below processes that are still ours: a reused PID's children are someone else's
+            self.processes = running(self.processes)
+            for pid in list(self.processes):
+                self.processes.update(record(descendants(pid)))
         with contextlib.suppress(Exception):
             ray.shutdown()
-        if self.pids:
-            left = wait_gone(self.pids, STOP_GRACE_S)
+        if self.processes:
+            left = wait_gone(self.processes, STOP_GRACE_S)
             killed = end_processes(left)
             if killed:
                 _log.warning("ended %d Ray processes of the local cluster by PID: %s", len(killed), sorted(killed))

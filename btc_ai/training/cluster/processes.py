@@ -1,5 +1,6 @@
 """The processes a Ray cluster of ours runs, found and ended by PID (never by name: `ray stop` would end
-every Ray process on the machine, other users' too)."""
+every Ray process on the machine, other users' too). A process is recorded as its PID and its start time:
+a PID is reused once its process ends, so a tear-down hours later signals only the processes it started."""
 
 from __future__ import annotations
 
@@ -7,28 +8,29 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+Recorded = Mapping[int, int]  # PID -> start time (clock ticks after boot, /proc/<pid>/stat field 22)
 
-def _parents() -> dict[int, int]:
-    parents = {}
+
+def _stats() -> dict[int, tuple[int, int]]:
+    """PID -> (parent PID, start time) of every live process (zombies run nothing and are left out)."""
+    stats = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z":  # an exited child not yet reaped runs nothing
-            parents[int(entry.name)] = int(fields[1])
-    return parents
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                stats[int(entry.name)] = (int(fields[1]), int(fields[19]))
+    return stats
 
 
 def descendants(pid: int | None = None) -> set[int]:
     """Every live process below ``pid`` (default: this process), children of children included."""
     root = os.getpid() if pid is None else pid
-    parents = _parents()
+    parents = {child: parent for child, (parent, _) in _stats().items()}
     found: set[int] = set()
     frontier = {root}
     while frontier:
@@ -37,37 +39,58 @@ def descendants(pid: int | None = None) -> set[int]:
     return found
 
 
+def record(pids: Iterable[int]) -> dict[int, int]:
+    """The running processes among ``pids`` as PID -> start time: what identifies them later."""
+    stats = _stats()
+    return {pid: stats[pid][1] for pid in pids if pid in stats}
+
+
+def running(recorded: Recorded) -> dict[int, int]:
+    """The recorded processes still running: same PID and same start time (a reused PID is another process)."""
+    stats = _stats()
+    return {pid: start for pid, start in recorded.items() if pid in stats and stats[pid][1] == start}
+
+
 def alive(pids: set[int]) -> set[int]:
     """The PIDs of ``pids`` that still run (zombies do not)."""
-    running = set(_parents())
-    return {pid for pid in pids if pid in running}
+    return set(record(pids))
 
 
-def end_processes(pids: set[int], grace_s: float = 5.0) -> set[int]:
-    """SIGTERM each PID still running, SIGKILL what is left after ``grace_s``; returns the PIDs that had to
-    be killed. Only PIDs we recorded ourselves are passed here."""
-    left = alive(pids)
-    for pid in left:
-        _signal(pid, signal.SIGTERM)
+def end_processes(recorded: Recorded, grace_s: float = 5.0) -> set[int]:
+    """SIGTERM each recorded process still running, SIGKILL what is left after ``grace_s``; returns the PIDs
+    that had to be killed. A PID now held by another process is never signalled."""
+    left = running(recorded)
+    for pid, start in left.items():
+        _signal(pid, start, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while left and time.monotonic() < deadline:
         time.sleep(0.05)
-        left = alive(left)
-    for pid in left:
-        _signal(pid, signal.SIGKILL)
-    return left
+        left = running(left)
+    for pid, start in left.items():
+        _signal(pid, start, signal.SIGKILL)
+    return set(left)
 
 
-def wait_gone(pids: set[int], timeout_s: float) -> set[int]:
-    """Wait up to ``timeout_s`` for ``pids`` to end by themselves; returns those still running."""
+def wait_gone(recorded: Recorded, timeout_s: float) -> dict[int, int]:
+    """Wait up to ``timeout_s`` for the recorded processes to end by themselves; returns those still running."""
     deadline = time.monotonic() + timeout_s
-    left = alive(pids)
+    left = running(recorded)
     while left and time.monotonic() < deadline:
         time.sleep(0.05)
-        left = alive(left)
+        left = running(left)
     return left
 
 
-def _signal(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
+def _signal(pid: int, start: int, sig: int) -> None:
+    """Signal through a pidfd checked against the start time: the PID cannot be reused between the check and
+    the signal (a pidfd keeps naming the process it was opened on)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if running({pid: start}):
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, sig)
+    finally:
+        os.close(fd)

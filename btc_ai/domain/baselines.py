@@ -8,6 +8,7 @@ day and a week) in bars of the span's timeframe: 24/168 on 1h bars, 6/42 on 4h, 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,11 +37,22 @@ class RuleWindows:
                 f"{_duration(SLOW_WINDOW)}); momentum over {self.slow} bars")
 
 
+def rule_label(rule: str, windows: RuleWindows) -> str:
+    """How a reader sees ``rule``: ``SMA 24/168``, ``momentum 168``, ``buy-and-hold``, ``flat``."""
+    return {"sma_crossover": f"SMA {windows.fast}/{windows.slow}", "momentum": f"momentum {windows.slow}",
+            "buy_and_hold": "buy-and-hold"}.get(rule, rule)
+
+
 def rule_windows(bars_per_year: float) -> RuleWindows:
     """A day and a week in bars of the timeframe with ``bars_per_year`` bars a year (at least 1 and 2)."""
     bar = _YEAR / bars_per_year
     fast = max(1, round(FAST_WINDOW / bar))
     return RuleWindows(fast=fast, slow=max(fast + 1, round(SLOW_WINDOW / bar)), bar=pd.Timedelta(bar).round("s"))
+
+
+def timeframe_windows(timeframe: str) -> RuleWindows:
+    """:func:`rule_windows` of a TIMEFRAME such as ``1h`` (what a report reads off a session's params)."""
+    return rule_windows(_YEAR / pd.Timedelta(timeframe))
 
 
 def known_closes(market: MarketData, history: int) -> tuple[np.ndarray, int]:
@@ -98,6 +110,18 @@ def best_rule(sharpes: dict[str, float]) -> tuple[str, float]:
     """The rule with the highest Sharpe (the first of :data:`RULES` on a tie), and that Sharpe."""
     rule = max((r for r in RULES if r in sharpes), key=lambda r: (sharpes[r], -RULES.index(r)))
     return rule, sharpes[rule]
+
+
+def baselines_line(metrics: Mapping[str, float], windows: RuleWindows, span: str = "test") -> str | None:
+    """``buy-and-hold +27.9% (Sharpe +1.90), flat +0.00% (0.00), SMA 24/168 +14.5% (+1.18), momentum 168 ...``
+    from ``baseline/<rule>/...`` metrics of ``span`` (None when there are none)."""
+    infix = "" if span == "test" else f"{span}_"
+    parts = []
+    for rule in RULES:
+        ret, sharpe = metrics.get(f"baseline/{rule}/{infix}total_return"), metrics.get(f"baseline/{rule}/{infix}sharpe")
+        if ret is not None and sharpe is not None:
+            parts.append(f"{rule_label(rule, windows)} {ret:+.2%} (Sharpe {sharpe:+.2f})")
+    return ", ".join(parts) or None
 
 
 def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ import pandas as pd
 from btc_ai.domain.market import EpisodeStats, MarketData, episode_stats
 
 RULES = ("buy_and_hold", "flat", "sma_crossover", "momentum")
+RULE_NAMES = {"buy_and_hold": "buy-and-hold", "flat": "flat", "sma_crossover": "SMA crossover", "momentum": "momentum"}
 FAST_WINDOW = pd.Timedelta(days=1)  # the crossover's fast average
 SLOW_WINDOW = pd.Timedelta(days=7)  # the crossover's slow average and momentum's look-back
 _YEAR = pd.Timedelta(days=365)
@@ -112,16 +114,28 @@ def best_rule(sharpes: dict[str, float]) -> tuple[str, float]:
     return rule, sharpes[rule]
 
 
-def baselines_line(metrics: Mapping[str, float], windows: RuleWindows, span: str = "test") -> str | None:
-    """``buy-and-hold +27.9% (Sharpe +1.90), flat +0.00% (0.00), SMA 24/168 +14.5% (+1.18), momentum 168 ...``
-    from ``baseline/<rule>/...`` metrics of ``span`` (None when there are none)."""
+def baselines_line(metrics: Mapping[str, Any], span: str = "test") -> str | None:
+    """``buy-and-hold +27.90% (Sharpe +1.90), flat +0.00% (Sharpe +0.00), SMA crossover ...`` from the
+    ``baseline/<rule>/...`` metrics of ``span`` (None when there are none)."""
     infix = "" if span == "test" else f"{span}_"
     parts = []
     for rule in RULES:
         ret, sharpe = metrics.get(f"baseline/{rule}/{infix}total_return"), metrics.get(f"baseline/{rule}/{infix}sharpe")
         if ret is not None and sharpe is not None:
-            parts.append(f"{rule_label(rule, windows)} {ret:+.2%} (Sharpe {sharpe:+.2f})")
+            parts.append(f"{RULE_NAMES[rule]} {ret:+.2%} (Sharpe {sharpe:+.2f})")
     return ", ".join(parts) or None
+
+
+def baseline_lines(metrics: Mapping[str, Any], windows: str | None = None) -> list[str]:
+    """One line per span with rule baselines in ``metrics``, stating the rules' windows (``windows``, else the
+    ``baseline_windows`` the training reported)."""
+    windows = windows or metrics.get("baseline_windows")
+    lines = []
+    for span in ("validation", "test"):
+        line = baselines_line(metrics, span)
+        if line:
+            lines.append(f"rule baselines, {span} span, same costs" + (f" ({windows})" if windows else "") + f": {line}")
+    return lines
 
 
 def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:

@@ -146,7 +146,7 @@ class BatchedEvaluator:
         the noise of one member's fitness from the choice of windows (the spread of the centre's per-episode
         fitness over sqrt(episodes)), against which ``fitness/std`` across members is the signal."""
         inputs, returns = self.windows(generation)
-        centre = torch.from_numpy(np.asarray(params, dtype=np.float32)[None])
+        centre = torch.from_numpy(np.array(params, dtype=np.float32)[None])
         positions = positions_from_actions(batched_actions(self.spec, centre, inputs).numpy()).reshape(1, *returns.shape)
         fitness = self.episode_fitness(positions, returns)[0]
         metrics = {"centre/fitness": float(fitness.mean()), "centre/exposure": float(np.abs(positions).mean()),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from btc_ai.domain.baselines import RULES, best_rule
+from btc_ai.domain.baselines import RULE_NAMES, RULES, best_rule
 
 
 def promotion_verdict(test: Mapping[str, float]) -> tuple[bool, str]:
@@ -20,7 +20,7 @@ def promotion_verdict(test: Mapping[str, float]) -> tuple[bool, str]:
     if not sharpes:
         sharpes = {"buy_and_hold": test["test/buy_and_hold_sharpe"]}
     rule, best = best_rule(sharpes)
-    name = rule.replace("_", "-") if rule == "buy_and_hold" else rule.replace("_", " ")
+    name = RULE_NAMES[rule]
     if ret <= 0:
         return False, f"test return {ret:+.2%} after costs is not above flat (0)"
     if sharpe <= best:

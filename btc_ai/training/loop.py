@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from btc_ai.domain import evaluation
 from btc_ai.domain.baselines import rule_windows
 from btc_ai.domain.config import STRUCTURAL_KEYS, TrainingConfig
 from btc_ai.domain.data import DataReport, data_fingerprint, load_candles, resample_candles
@@ -350,8 +351,8 @@ def _generations(
     evaluator's own, e.g. a cluster's live workers, when it reports any)."""
     evaluator_metrics = getattr(base_evaluator, "generation_metrics", None)
     # the centre policy on each generation's windows, in this process whatever scores the population
-    centre = base_evaluator if isinstance(base_evaluator, BatchedEvaluator) else BatchedEvaluator(es, spec, split.train,
-                                                                                                  config)
+    centre_metrics = getattr(base_evaluator, "centre_metrics", None) or \
+        evaluation.BatchedEvaluator(es, spec, split.train, config).centre_metrics
     members = np.arange(config.ES_POPULATION)
     steps = config.ES_POPULATION * config.EPISODES_PER_EVAL * config.MAX_STEPS_PER_EPISODE
     prior_elapsed = state.elapsed_time
@@ -364,7 +365,7 @@ def _generations(
         es_state, metrics = es.tell(state.es, perturbations, fitness)
         if evaluator_metrics is not None:
             metrics.update(evaluator_metrics())
-        metrics.update(centre.centre_metrics(state.es.params, state.generation))
+        metrics.update(centre_metrics(state.es.params, state.generation))
         if metrics.get("fitness/noise_std"):
             metrics["fitness/signal_to_noise"] = metrics["fitness/std"] / metrics["fitness/noise_std"]
         generation = es_state.generation

@@ -97,6 +97,11 @@ def test_ray_parameters_are_bit_identical_to_local_with_any_number_of_workers(cl
     assert metrics["final_params_sha256"] == local_sha
     assert {row["cluster/live_workers"] for row in metrics["history"]} == {float(workers)}
     assert all(row["cluster/reevaluated_members"] >= 0 for row in metrics["history"])  # > 0: a late chunk sent twice
+    # what the members did comes back from the workers with their fitness: the same numbers as locally
+    _, local, _, _ = train_model(CONFIG, candles)
+    activity = ("population/never_trade_share", "population/exposure", "centre/exposure", "centre/turnover")
+    assert [[row[k] for k in activity] for row in metrics["history"]] == \
+        [[row[k] for k in activity] for row in local["history"]]
 
 
 def test_a_worker_killed_mid_generation_is_re_evaluated_and_changes_nothing(cluster, candles, local_sha) -> None:

@@ -158,6 +158,10 @@ def test_the_table_holds_the_fold_sessions_own_test_figures(here, run_main, cand
         assert float(row["buy_and_hold_return"]) == m["test/buy_and_hold_return"]
         assert float(row["null_percentile"]) == m["test/null_percentile"]
         assert float(row["gross_return"]) == m["test/gross_return"]
+        for rule in ("sma_crossover", "momentum"):  # the rule baselines of the same test span, same costs
+            assert float(row[f"{rule}_return"]) == m[f"baseline/{rule}/total_return"]
+            assert float(row[f"{rule}_sharpe"]) == m[f"baseline/{rule}/sharpe"]
+        assert float(row["buy_and_hold_sharpe"]) == m["baseline/buy_and_hold/sharpe"] == m["test/buy_and_hold_sharpe"]
         assert row["final_params_sha256"] == session.data.tags["btc_ai.final_params_sha256"]
         fold = plan.folds[int(row["fold"]) - 1]
         assert row["test_span"] == session.data.tags["btc_ai.test_span"] == fold.test.label()
@@ -174,6 +178,10 @@ def test_the_table_holds_the_fold_sessions_own_test_figures(here, run_main, cand
     artifacts = {a.path for a in _client(here).list_artifacts(parent.info.run_id, "plots")}
     assert "plots/walk_forward.png" in artifacts
     assert f"mean test return {metrics['walk_forward/mean_test_return']:+.2%}" in out  # the printed table
+    sma = [sum(float(r["sma_crossover_return"]) for r in rows if int(r["fold"]) == f) / 2 for f in (1, 2, 3)]
+    assert metrics["walk_forward/baseline/sma_crossover/mean_test_return"] == pytest.approx(sum(sma) / 3, rel=1e-12)
+    assert "rule baselines, same spans and costs (mean over folds): buy-and-hold" in out and "SMA crossover" in out
+    assert "SMA 288/2016 bars of 5min" in parent.data.tags["mlflow.note.content"]
 
     # `btc-ai report <walk-forward>` reads the same table back from the store, and --json its figures
     code, shown, err = run_main("report", parent.info.run_id)

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from btc_ai.cli.common import EXIT_OK, TRACKING_URI_HELP, check_tracking_uri, flag
+from btc_ai.domain.baselines import RULE_NAMES
 
 
 def add_parser(sub: Any) -> None:
@@ -52,6 +53,12 @@ def run(args: argparse.Namespace) -> int:
           f"{p['short_share']:.0%} of bars")
     print(f"  buy-and-hold: return {h['total_return']:+.2%} net, Sharpe {h['sharpe']:+.2f}, max drawdown "
           f"{h['max_drawdown']:.2%};  flat: +0.00%")
+    for rule, figures in result.baselines.items():
+        if rule not in ("buy_and_hold", "flat"):
+            print(f"  {RULE_NAMES[rule] + ':':<13} return {figures['total_return']:+.2%} net, Sharpe "
+                  f"{figures['sharpe']:+.2f}, max drawdown {figures['max_drawdown']:.2%}, {figures['trades']:.0f} trades "
+                  "(long or flat)")
+    print(f"  rule windows: {result.windows}; every rule pays the policy's costs")
     print(f"  null check:   {result.null_percentile:.0f}th percentile among time-shifted copies of its own positions "
           "(about 50: no timing skill)")
     if done.run_id:

@@ -12,7 +12,7 @@ def add_parser(sub: Any) -> None:
     promote = sub.add_parser(
         "promote", help="point an alias (default champion) at a model version; --force for one the gate rejected",
         description="Move ALIAS to MODEL_REF. New versions become the champion only by passing the promotion gate "
-                    "on their test span (net return above flat and Sharpe above buy-and-hold's); a version that "
+                    "on their test span (net return above flat and Sharpe above every rule baseline's); a version that "
                     "failed it moves only with --force and --reason, recorded on the version. Exit codes: 0 moved; "
                     "2 bad input (unknown version, a rejected version without --force).")
     promote.add_argument("ref", metavar="MODEL_REF", help="models:/<name>/<version> (or @<alias>, /latest)")

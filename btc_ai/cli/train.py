@@ -22,6 +22,8 @@ from btc_ai.cli.common import (
     error,
     flag,
 )
+from btc_ai.domain.baselines import baseline_lines
+from btc_ai.domain.collapse import collapse_line
 from btc_ai.domain.config import allowed_range
 from btc_ai.domain.errors import ConfigValidationError, UserInputError
 
@@ -375,6 +377,8 @@ def _print_summary(system: Any, metrics: Mapping[str, Any], best_reward: float, 
               f"{metrics['test/null_percentile']:.0f}th percentile of time-shifted copies (50 = luck)")
     else:
         print("no test span (TEST_FRACTION=0): there is no out-of-sample figure for this training")
+    for line in filter(None, (*baseline_lines(metrics), collapse_line(metrics))):
+        print(line)
     if metrics.get("gap_rows"):
         print(f"gaps in the data: {metrics['gap_rows']} bars held flat (a return across a gap is not one bar's)")
     version, name = metrics["model_version"], metrics.get("model_name", "")

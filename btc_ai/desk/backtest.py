@@ -114,7 +114,8 @@ def _plot(result: BacktestResult, label: str, path: str | Path) -> Path:
     from btc_ai.domain.plots import plot_equity_curve
 
     return plot_equity_curve(result.equity, result.hold_equity, result.index, path,
-                             title=f"{label}: backtest {result.start:%Y-%m-%d} to {result.end:%Y-%m-%d}")
+                             title=f"{label}: backtest {result.start:%Y-%m-%d} to {result.end:%Y-%m-%d}",
+                             rules=result.rule_equity)
 
 
 def _track(runs: RunModel, result: BacktestResult, label: str, frame: Any, source: Any, plot: Any) -> str:
@@ -125,6 +126,7 @@ def _track(runs: RunModel, result: BacktestResult, label: str, frame: Any, sourc
         TAG_BACKTEST_SPAN: f"{result.start:%Y-%m-%d %H:%M} .. {result.end:%Y-%m-%d %H:%M} UTC"})
     values = {f"policy/{k}": v for k, v in result.figures.items()}
     values.update({f"buy_and_hold/{k}": v for k, v in result.buy_and_hold.items()})
+    values.update({f"baseline/{rule}/{k}": v for rule, figures in result.baselines.items() for k, v in figures.items()})
     values.update({"null_percentile": result.null_percentile, "bars": float(result.bars),
                    "cost_bps": result.cost_bps})
     tracker.log_values(run_id, values)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from btc_ai.domain.baselines import RULES, baseline_lines, timeframe_windows
+from btc_ai.domain.collapse import collapse_line
 from btc_ai.recovery.lease import mark_stale_attempts, session_busy
 from btc_ai.tracking.run_model import (
     METRIC_FITNESS_MEAN,
@@ -58,7 +60,7 @@ def session_summary(runs: RunModel, ref: str) -> dict[str, Any]:
         "checkpoints": checkpoints,
         "best_reward": session.best_reward,
         "stop_reason": session.stop_reason,
-        **_figures(runs, session.run_id, session.test_span),
+        **_figures(runs, session.run_id, session.test_span, session.params.get("TIMEFRAME")),
         "final_params_sha256": session.final_params_sha256,
         "model_name": registered_model_name(session.bucket) if session.bucket else None,
         "model_version": session.model_version,
@@ -70,13 +72,17 @@ def session_summary(runs: RunModel, ref: str) -> dict[str, Any]:
 _FIGURES = ("total_return", "gross_return", "buy_and_hold_return", "sharpe", "max_drawdown", "trades", "turnover")
 
 
-def _figures(runs: RunModel, session_id: str, test_span: str | None) -> dict[str, Any]:
+def _figures(runs: RunModel, session_id: str, test_span: str | None, timeframe: str | None) -> dict[str, Any]:
     """The best policy's figures: on the validation span (used for selection) and on the test span (out of
-    sample), as the session recorded them."""
+    sample), as the session recorded them, the rule baselines' beside them, and whether it collapsed to flat."""
     metrics = runs.latest_metrics(session_id)
     validation = {k: metrics[f"best/validation_{k}"] for k in _FIGURES if f"best/validation_{k}" in metrics}
     test = {k: metrics[f"test/{k}"] for k in (*_FIGURES, "null_percentile") if f"test/{k}" in metrics}
-    return {"validation": validation or None, "test": {"span": test_span, **test} if test else None}
+    windows = timeframe_windows(timeframe).describe() if timeframe else None
+    return {"validation": validation or None, "test": {"span": test_span, **test} if test else None,
+            "baselines": {rule: {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith(f"baseline/{rule}/")}
+                          for rule in RULES} | {"windows": windows},
+            "baseline_lines": baseline_lines(metrics, windows), "collapse": collapse_line(metrics)}
 
 
 def _figure_line(label: str, figures: dict[str, Any]) -> str:
@@ -129,6 +135,9 @@ def render_summary(summary: dict[str, Any]) -> str:
         out.append(_figure_line(f"test span {summary['test']['span'] or ''} (out of sample)", summary["test"]))
     elif summary["status"] == "completed":
         out.append("test span: none held out (TEST_FRACTION=0): no out-of-sample figure")
+    out += summary.get("baseline_lines") or []
+    if summary.get("collapse"):
+        out.append(summary["collapse"])
     if summary["model_version"]:
         out.append(f"registered model: {registered_model_name(summary['bucket'] or '')} version {summary['model_version']}, "
                    f"final params sha256 {summary['final_params_sha256']}")

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from btc_ai.domain.baselines import timeframe_windows
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.data import data_fingerprint, load_candles
 from btc_ai.domain.errors import ConfigValidationError, DataValidationError, ResumeError, UserInputError
@@ -277,8 +278,11 @@ class WalkForward:
         tracker.log_values(run_id, {METRIC_WALK_FORWARD_PREFIX + k: v for k, v in agg.metrics().items()})
         for number, (ret, hold) in enumerate(zip(agg.fold_returns, agg.fold_buy_and_hold, strict=True), start=1):
             per_seed = {f"{METRIC_FOLD_PREFIX}test_return/seed_{r.seed}": r.test_return for r in rows if r.fold == number}
+            rules = {f"{METRIC_FOLD_PREFIX}{rule}_return": returns[number - 1]
+                     for rule, returns in agg.fold_baselines.items() if rule != "buy_and_hold"}
             tracker.log_values(run_id, {f"{METRIC_FOLD_PREFIX}test_return": ret,
-                                        f"{METRIC_FOLD_PREFIX}buy_and_hold_return": hold, **per_seed}, step=number)
+                                        f"{METRIC_FOLD_PREFIX}buy_and_hold_return": hold, **rules, **per_seed},
+                               step=number)
         tracker.log_table_csv(run_id, [r.as_dict() for r in rows], ARTIFACT_WALK_FORWARD_TABLE)
         with tempfile.TemporaryDirectory() as tmp:
             path = plot_walk_forward(rows, agg, Path(tmp) / Path(ARTIFACT_WALK_FORWARD_PLOT).name)
@@ -299,7 +303,9 @@ def _description(inputs: WalkForwardInputs, table: list[str] | None) -> str:
     """The walk-forward run's description: how the folds are built, each fold's spans, and the results."""
     lines = ["**Walk-forward.** " + inputs.plan.construction, "",
              f"Data: `{inputs.source}`; seeds {', '.join(map(str, inputs.seeds))}; every figure below is out of sample "
-             "(the test block of each fold), net of costs, next to buy-and-hold and flat (0 %).", "",
+             "(the test block of each fold), net of costs, next to the rule baselines (buy-and-hold, flat 0 %, SMA "
+             f"crossover and momentum, long or flat, same costs: {timeframe_windows(inputs.config.TIMEFRAME).describe()}).",
+             "",
              "| fold | train | validation (selection) | test (out of sample) | TEST_FRACTION |", "|---|---|---|---|---|"]
     lines += [f"| {f.number} | {f.train.label()} | {f.validation.label()} | {f.test.label()} | {f.test_fraction:.4f} |"
               for f in inputs.plan.folds]

@@ -1,5 +1,6 @@
 """A policy on candles: its positions bar by bar (what the registered model returns), and a backtest of
-them with the training's cost model, against buy-and-hold and flat over the same span, with the null
+them with the training's cost model, against the rule baselines (buy-and-hold, flat, SMA crossover,
+momentum) over the same span, with the null
 check of its timing (the statistics of backtesting.py, named as plainly)."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from btc_ai.domain.baselines import baseline_stats, rule_label, rule_positions, rule_windows
 from btc_ai.domain.data import load_candles, resample_candles
 from btc_ai.domain.errors import DataValidationError
 from btc_ai.domain.features import compute_features
@@ -67,11 +69,15 @@ class BacktestResult:
     equity: np.ndarray = field(repr=False)
     hold_equity: np.ndarray = field(repr=False)
     index: pd.DatetimeIndex = field(repr=False)
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # rule -> figures, same costs
+    windows: str = ""  # the rules' windows, stated
+    rule_equity: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # label (SMA 24/168) -> equity
 
     def as_dict(self) -> dict[str, Any]:
         return {"start": self.start.isoformat(), "end": self.end.isoformat(), "bars": self.bars,
                 "cost_bps_per_unit_traded": self.cost_bps, "policy": self.figures, "buy_and_hold": self.buy_and_hold,
-                "flat": {"total_return": 0.0}, "null_percentile": self.null_percentile}
+                "flat": {"total_return": 0.0, "sharpe": 0.0}, "baselines": self.baselines,
+                "baseline_windows": self.windows, "null_percentile": self.null_percentile}
 
 
 def backtest_policy(net: PolicyNet, card: PolicyCard, candles: Any, *, start: Any = None, end: Any = None,
@@ -94,11 +100,11 @@ def backtest_positions(positions: np.ndarray, span: MarketData, cost_rate: float
     stats = episode_stats(positions, returns, cost_rate, holding_cost, 0.0, span.bars_per_year, tradable=span.tradable,
                           close_at_end=True)
     hold_positions = np.ones_like(positions)
-    hold = episode_stats(hold_positions, returns, cost_rate, 0.0, 0.0, span.bars_per_year, tradable=span.tradable,
-                         close_at_end=True)
+    hold = episode_stats(hold_positions, returns, cost_rate, holding_cost, 0.0, span.bars_per_year,
+                         tradable=span.tradable, close_at_end=True)
     rewards = step_rewards(positions, returns, cost_rate, holding_cost, tradable=span.tradable,
                            close_at_end=True).astype(np.float64)
-    hold_rewards = step_rewards(hold_positions, returns, cost_rate, 0.0, tradable=span.tradable,
+    hold_rewards = step_rewards(hold_positions, returns, cost_rate, holding_cost, tradable=span.tradable,
                                 close_at_end=True).astype(np.float64)
     held = positions if span.tradable is None else positions * span.tradable
     figures = {"total_return": stats.total_return, "gross_return": stats.gross_return, "sharpe": stats.sharpe,
@@ -107,6 +113,11 @@ def backtest_positions(positions: np.ndarray, span: MarketData, cost_rate: float
                "short_share": float((held < 0).mean())}
     hold_figures = {"total_return": hold.total_return, "gross_return": hold.gross_return, "sharpe": hold.sharpe,
                     "sortino": hold.sortino, "max_drawdown": hold.max_drawdown}
+    windows = rule_windows(span.bars_per_year)
+    rules = baseline_stats(span, cost_rate, holding_cost, windows=windows)
+    rule_equity = {rule_label(rule, windows): _equity(step_rewards(
+        rule_positions(rule, span, windows), returns, cost_rate, holding_cost, tradable=span.tradable, close_at_end=True))
+        for rule in ("sma_crossover", "momentum")}
     step = span.index[-1] - span.index[-2] if len(span.index) > 1 else pd.Timedelta(0)
     return BacktestResult(
         start=span.index[0], end=span.index[-1] + step, bars=len(span), figures=figures, buy_and_hold=hold_figures,
@@ -114,7 +125,16 @@ def backtest_positions(positions: np.ndarray, span: MarketData, cost_rate: float
         cost_bps=cost_rate * 1e4, equity=np.exp(np.concatenate([[0.0], np.cumsum(rewards)])),
         hold_equity=np.exp(np.concatenate([[0.0], np.cumsum(hold_rewards)])),
         index=span.index.append(pd.DatetimeIndex([span.index[-1] + step])),
+        baselines={rule: {k: float(getattr(st, k)) for k in _RULE_FIGURES} for rule, st in rules.items()},
+        windows=windows.describe(), rule_equity=rule_equity,
     )
+
+
+_RULE_FIGURES = ("total_return", "gross_return", "sharpe", "sortino", "max_drawdown", "trades", "turnover")
+
+
+def _equity(rewards: np.ndarray) -> np.ndarray:
+    return np.exp(np.concatenate([[0.0], np.cumsum(rewards.astype(np.float64))]))
 
 
 def _rows(market: MarketData, valid_from: int, start: Any, end: Any) -> tuple[int, int]:

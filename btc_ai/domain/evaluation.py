@@ -8,14 +8,15 @@ the same data and config returns identical numbers for any subset of members.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
 
+from btc_ai.domain.baselines import RULES, baseline_stats, rule_label, rule_positions, rule_windows
 from btc_ai.domain.config import ConfigProblem, TrainingConfig
 from btc_ai.domain.errors import ConfigValidationError
 from btc_ai.domain.es import OpenAIES
@@ -76,6 +77,7 @@ class BatchedEvaluator:
     spec: PolicySpec
     market: MarketData
     config: TrainingConfig
+    _activity: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._features = torch.from_numpy(np.ascontiguousarray(self.market.features))
@@ -103,23 +105,66 @@ class BatchedEvaluator:
 
     def evaluate(self, params: np.ndarray, generation: int, members: Sequence[int]) -> np.ndarray:
         chunks = evaluation_chunks(members, self.config.RAY_CHUNK_MEMBERS)
-        if len(chunks) == 1:
-            return self.evaluate_chunk(params, generation, chunks[0])
-        return np.concatenate([self.evaluate_chunk(params, generation, chunk) for chunk in chunks])
+        scores = [self.score_chunk(params, generation, chunk) for chunk in chunks]
+        return self.keep_activity(scores[0] if len(scores) == 1 else np.concatenate(scores))
+
+    def keep_activity(self, scores: np.ndarray) -> np.ndarray:
+        """The fitness column of a generation's :meth:`score_chunk` rows; the rest is kept for
+        :meth:`generation_metrics`."""
+        self._activity = scores[:, 1:]
+        return np.ascontiguousarray(scores[:, 0])
+
+    def generation_metrics(self) -> dict[str, float]:
+        """What the population did in the last evaluated generation (see :func:`activity_metrics`)."""
+        activity, self._activity = self._activity, None
+        return activity_metrics(activity) if activity is not None else {}
 
     def evaluate_chunk(self, params: np.ndarray, generation: int, members: Sequence[int]) -> np.ndarray:
         """Fitness of one chunk of members (see :func:`evaluation_chunks`)."""
+        return np.ascontiguousarray(self.score_chunk(params, generation, members)[:, 0])
+
+    def score_chunk(self, params: np.ndarray, generation: int, members: Sequence[int]) -> np.ndarray:
+        """(members, 3) float64 of one chunk: fitness, trades per episode and exposure (mean |position|), one
+        row per member: the one unit a worker returns, so local and cluster runs see the same numbers."""
         positions, returns = self.positions(params, generation, members)
+        fitness = self.episode_fitness(positions, returns).mean(axis=-1)
+        trades = ((turnover(positions) > 0).sum(axis=-1) + (positions[..., -1] != 0)).mean(axis=-1)  # as episode_stats
+        exposure = np.abs(positions).mean(axis=(-2, -1))
+        return np.stack([fitness, trades.astype(np.float64), exposure.astype(np.float64)], axis=1)
+
+    def episode_fitness(self, positions: np.ndarray, returns: np.ndarray) -> np.ndarray:
+        """Shaped fitness (members, episodes) of positions (members, episodes, steps) over the episodes' returns."""
         rewards = step_rewards(positions, returns[None], self.config.cost_rate, self.config.holding_cost_rate,
                                close_at_end=True)
         fitness = shaped_fitness(rewards, self.config.DRAWDOWN_PENALTY)
         if self.config.TURNOVER_PENALTY_BPS:  # shaping against churn: the training's fitness only
             fitness = fitness - self.config.turnover_penalty_rate * turnover(positions, close_at_end=True).sum(axis=-1)
-        return fitness.mean(axis=-1)
+        return fitness
+
+    def centre_metrics(self, params: np.ndarray, generation: int) -> dict[str, float]:
+        """The centre policy on the generation's own windows: its fitness, exposure and turnover per episode, and
+        the noise of one member's fitness from the choice of windows (the spread of the centre's per-episode
+        fitness over sqrt(episodes)), against which ``fitness/std`` across members is the signal."""
+        inputs, returns = self.windows(generation)
+        centre = torch.from_numpy(np.array(params, dtype=np.float32)[None])
+        positions = positions_from_actions(batched_actions(self.spec, centre, inputs).numpy()).reshape(1, *returns.shape)
+        fitness = self.episode_fitness(positions, returns)[0]
+        metrics = {"centre/fitness": float(fitness.mean()), "centre/exposure": float(np.abs(positions).mean()),
+                   "centre/turnover": float(turnover(positions, close_at_end=True).sum(axis=-1).mean())}
+        if len(fitness) > 1:
+            metrics["fitness/noise_std"] = float(fitness.std(ddof=1) / np.sqrt(len(fitness)))
+        return metrics
 
     @property
     def steps_per_member(self) -> int:
         return self.config.EPISODES_PER_EVAL * self.config.MAX_STEPS_PER_EPISODE
+
+
+def activity_metrics(activity: np.ndarray) -> dict[str, float]:
+    """A generation's population at a glance from its (members, 2) trades per episode and exposure: the
+    share of members that never trade (a population collapsing to flat) and the mean exposure."""
+    return {"population/never_trade_share": float((activity[:, 0] == 0).mean()),
+            "population/exposure": float(activity[:, 1].mean())}
 
 
 def policy_positions(spec: PolicySpec, params: np.ndarray, market: MarketData) -> np.ndarray:
@@ -151,9 +196,21 @@ def _span_stats(positions: np.ndarray, market: MarketData, config: TrainingConfi
     returns = market.next_log_return
     stats = episode_stats(positions, returns, config.cost_rate, config.holding_cost_rate, config.DRAWDOWN_PENALTY,
                           market.bars_per_year, tradable=market.tradable, close_at_end=True)
-    hold = episode_stats(np.ones_like(positions), returns, config.cost_rate, 0.0, 0.0, market.bars_per_year,
-                         tradable=market.tradable, close_at_end=True)
+    hold = episode_stats(np.ones_like(positions), returns, config.cost_rate, config.holding_cost_rate, 0.0,
+                         market.bars_per_year, tradable=market.tradable, close_at_end=True)
     return stats, hold
+
+
+BASELINE_FIGURES = ("total_return", "gross_return", "sharpe", "sortino", "max_drawdown", "trades", "turnover")
+
+
+def baseline_metrics(market: MarketData, config: TrainingConfig, span: str = "test") -> dict[str, float]:
+    """The rule baselines over ``market`` with the policy's costs, as ``baseline/<rule>/<figure>`` for the test
+    span and ``baseline/<rule>/<span>_<figure>`` for another (as ``best/validation_<figure>`` names the policy's)."""
+    stats = baseline_stats(market, config.cost_rate, config.holding_cost_rate, config.DRAWDOWN_PENALTY)
+    infix = "" if span == "test" else f"{span}_"
+    return {f"baseline/{rule}/{infix}{figure}": float(getattr(stats[rule], figure))
+            for rule in RULES for figure in BASELINE_FIGURES}
 
 
 def selection_score(positions: np.ndarray, market: MarketData, config: TrainingConfig) -> float:
@@ -172,7 +229,8 @@ def selection_score(positions: np.ndarray, market: MarketData, config: TrainingC
 
 @dataclass(frozen=True)
 class EquityCurve:
-    """One policy's equity bar by bar over a span, beside buy-and-hold (flat stays at 1.0).
+    """One policy's equity bar by bar over a span, beside buy-and-hold and the other rule baselines (flat
+    stays at 1.0).
 
     Point 0 is the span's start (1.0); point t+1 is the equity after decision t is held over its bar,
     so ``equity[-1] - 1`` is the span's total return as :func:`evaluate_span` reports it.
@@ -182,6 +240,7 @@ class EquityCurve:
     equity: np.ndarray  # (n + 1,) float64
     buy_and_hold: np.ndarray  # (n + 1,) float64, paying the costs of the opening buy and closing sale
     positions: np.ndarray  # (n,) the policy's positions (-1, 0, +1)
+    rules: Mapping[str, np.ndarray] = field(default_factory=dict)  # label (SMA 24/168, ...) -> that rule's equity
 
     @property
     def total_return(self) -> float:
@@ -194,13 +253,19 @@ def equity_curve(spec: PolicySpec, params: np.ndarray, market: MarketData, confi
     returns = market.next_log_return
     rewards = step_rewards(positions, returns, config.cost_rate, config.holding_cost_rate, tradable=market.tradable,
                            close_at_end=True).astype(np.float64)
-    hold = step_rewards(np.ones_like(positions), returns, config.cost_rate, 0.0, tradable=market.tradable,
-                        close_at_end=True).astype(np.float64)
+    windows = rule_windows(market.bars_per_year)
+
+    def rule_equity(rule: str) -> np.ndarray:
+        rewards = step_rewards(rule_positions(rule, market, windows), returns, config.cost_rate,
+                               config.holding_cost_rate, tradable=market.tradable, close_at_end=True)
+        return np.exp(np.concatenate([[0.0], np.cumsum(rewards.astype(np.float64))]))
+
     index = market.index
     step = index[-1] - index[-2] if len(index) > 1 else pd.Timedelta(config.TIMEFRAME)
     return EquityCurve(
         index=index.append(pd.DatetimeIndex([index[-1] + step])) if len(index) else index,
         equity=np.exp(np.concatenate([[0.0], np.cumsum(rewards)])),
-        buy_and_hold=np.exp(np.concatenate([[0.0], np.cumsum(hold)])),
+        buy_and_hold=rule_equity("buy_and_hold"),
         positions=positions,
+        rules={rule_label(rule, windows): rule_equity(rule) for rule in ("sma_crossover", "momentum")},
     )

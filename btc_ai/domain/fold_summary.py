@@ -9,16 +9,22 @@ however many seeds trained on it. The t-statistic is that per-fold mean over its
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from btc_ai.domain.baselines import RULE_NAMES
+
 # one row per fold and seed: the column names of the table (CSV) and what each holds
 COLUMNS = ("fold", "seed", "session_run_id", "train_span", "test_span", "test_bars", "test_return", "gross_return",
-           "buy_and_hold_return", "sharpe", "null_percentile", "trades", "stop_reason", "final_params_sha256")
+           "buy_and_hold_return", "sharpe", "null_percentile", "trades", "stop_reason", "final_params_sha256",
+           "buy_and_hold_sharpe", "sma_crossover_return", "sma_crossover_sharpe", "momentum_return", "momentum_sharpe")
+# the rule baselines a row carries (flat is 0 and Sharpe 0 by definition), each as <rule>_return and <rule>_sharpe
+ROW_RULES = ("buy_and_hold", "sma_crossover", "momentum")
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,11 @@ class FoldRow:
     trades: float
     stop_reason: str
     final_params_sha256: str
+    buy_and_hold_sharpe: float = float("nan")
+    sma_crossover_return: float = float("nan")
+    sma_crossover_sharpe: float = float("nan")
+    momentum_return: float = float("nan")
+    momentum_sharpe: float = float("nan")
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in COLUMNS}
@@ -60,6 +71,12 @@ class Aggregate:
     mean_gross_return: float
     fold_returns: tuple[float, ...]  # per fold, the mean over seeds
     fold_buy_and_hold: tuple[float, ...]
+    mean_sharpe: float = float("nan")
+    flat_sessions: int = 0  # sessions whose policy made no trade on its test span
+    # per rule: mean test return and Sharpe over folds (same spans, same costs); the best rule by mean Sharpe
+    baselines: dict[str, tuple[float, float]] = field(default_factory=dict)
+    fold_baselines: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    best_baseline: str = ""
 
     def metrics(self) -> dict[str, float]:
         """The scalar figures by name (non-finite ones left out: MLflow stores no NaN usefully)."""
@@ -69,7 +86,10 @@ class Aggregate:
                   "mean_null_percentile": self.mean_null_percentile,
                   "mean_buy_and_hold_return": self.mean_buy_and_hold_return,
                   "mean_gross_return": self.mean_gross_return, "folds": float(self.folds),
-                  "sessions": float(self.sessions)}
+                  "sessions": float(self.sessions), "mean_sharpe": self.mean_sharpe,
+                  "flat_sessions": float(self.flat_sessions)}
+        for rule, (ret, sharpe) in self.baselines.items():
+            values[f"baseline/{rule}/mean_test_return"], values[f"baseline/{rule}/mean_sharpe"] = ret, sharpe
         return {k: float(v) for k, v in values.items() if math.isfinite(v)}
 
 
@@ -80,9 +100,22 @@ def aggregate(rows: Sequence[FoldRow]) -> Aggregate:
     hold = np.array([np.mean([r.buy_and_hold_return for r in rows if r.fold == f]) for f in folds], dtype=float)
     gross = np.array([np.mean([r.gross_return for r in rows if r.fold == f]) for f in folds], dtype=float)
     k = len(folds)
+    nan = float("nan")
+
+    def per_fold(column: str) -> np.ndarray:
+        return np.array([np.nanmean([getattr(r, column) for r in rows if r.fold == f]) for f in folds], dtype=float)
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a fold whose sessions predate the baselines: NaN
+        rules = {rule: (per_fold(f"{rule}_return"), per_fold(f"{rule}_sharpe")) for rule in ROW_RULES}
+        sharpe = per_fold("sharpe")
+    baselines = {rule: (float(np.mean(ret)), float(np.mean(sh))) for rule, (ret, sh) in rules.items()
+                 if k and np.isfinite(sh).all()}
+    if baselines:
+        baselines = {**baselines, "flat": (0.0, 0.0)}
+    best = max(baselines, key=lambda r: baselines[r][1]) if baselines else ""
     spread = float(np.std(returns, ddof=1)) if k > 1 else float("nan")
     t_stat = float(returns.mean() / (spread / math.sqrt(k))) if k > 1 and spread > 0 else float("nan")
-    nan = float("nan")
     return Aggregate(
         folds=k, sessions=len(rows),
         mean_test_return=float(returns.mean()) if k else nan,
@@ -93,7 +126,10 @@ def aggregate(rows: Sequence[FoldRow]) -> Aggregate:
         mean_null_percentile=float(np.mean([r.null_percentile for r in rows])) if rows else nan,
         mean_buy_and_hold_return=float(hold.mean()) if k else nan,
         mean_gross_return=float(gross.mean()) if k else nan,
-        fold_returns=tuple(float(x) for x in returns), fold_buy_and_hold=tuple(float(x) for x in hold))
+        fold_returns=tuple(float(x) for x in returns), fold_buy_and_hold=tuple(float(x) for x in hold),
+        mean_sharpe=float(sharpe.mean()) if k else nan, flat_sessions=sum(r.trades == 0 for r in rows),
+        baselines=baselines, best_baseline=best,
+        fold_baselines={rule: tuple(float(x) for x in rules[rule][0]) for rule in baselines if rule in rules})
 
 
 def _pct(x: float) -> str:
@@ -103,11 +139,14 @@ def _pct(x: float) -> str:
 def table_lines(rows: Sequence[FoldRow], agg: Aggregate) -> list[str]:
     """The table as printed: one line per fold and seed, then the aggregate."""
     head = (f"{'fold':>4} {'seed':>6}  {'test span (out of sample)':<38} {'return':>8} {'gross':>8} "
-            f"{'buy&hold':>8} {'flat':>6} {'Sharpe':>7} {'null pct':>8} {'trades':>6}")
+            f"{'buy&hold':>8} {'flat':>6} {'SMA':>8} {'mom.':>8} {'Sharpe':>7} {'B&H Sh.':>7} {'SMA Sh.':>7} "
+            f"{'mom. Sh.':>8} {'null pct':>8} {'trades':>6}")
     lines = [head, "-" * len(head)]
     for r in sorted(rows, key=lambda r: (r.fold, r.seed)):
         lines.append(f"{r.fold:>4} {r.seed:>6}  {r.test_span:<38} {_pct(r.test_return):>8} {_pct(r.gross_return):>8} "
-                     f"{_pct(r.buy_and_hold_return):>8} {'+0.00%':>6} {r.sharpe:>+7.2f} {r.null_percentile:>8.0f} "
+                     f"{_pct(r.buy_and_hold_return):>8} {'+0.00%':>6} {_pct(r.sma_crossover_return):>8} "
+                     f"{_pct(r.momentum_return):>8} {r.sharpe:>+7.2f} {r.buy_and_hold_sharpe:>+7.2f} "
+                     f"{r.sma_crossover_sharpe:>+7.2f} {r.momentum_sharpe:>+8.2f} {r.null_percentile:>8.0f} "
                      f"{r.trades:>6.0f}")
     t = f"{agg.t_statistic:+.2f}" if math.isfinite(agg.t_statistic) else "n/a (needs 2 folds that differ)"
     lines += [
@@ -118,7 +157,15 @@ def table_lines(rows: Sequence[FoldRow], agg: Aggregate) -> list[str]:
         f"{round(agg.share_above_buy_and_hold * agg.folds)}/{agg.folds}; buy-and-hold mean {_pct(agg.mean_buy_and_hold_return)}",
         f"  gross (before costs) mean {_pct(agg.mean_gross_return)}; timing null check: mean percentile "
         f"{agg.mean_null_percentile:.0f} (50 = no timing skill)",
+        f"  mean Sharpe {agg.mean_sharpe:+.2f}; sessions whose policy never trades on its test span: "
+        f"{agg.flat_sessions}/{agg.sessions}",
     ]
+    if agg.baselines:
+        rules = ", ".join(f"{RULE_NAMES[rule]} {_pct(ret)} (Sharpe {sharpe:+.2f})"
+                          for rule, (ret, sharpe) in agg.baselines.items())
+        verdict = "above" if agg.mean_sharpe > agg.baselines[agg.best_baseline][1] else "NOT above"
+        lines += [f"  rule baselines, same spans and costs (mean over folds): {rules}",
+                  f"  the policy's mean Sharpe is {verdict} the best rule's ({RULE_NAMES[agg.best_baseline]})"]
     return lines
 
 
@@ -139,6 +186,8 @@ def walk_forward_figure(rows: Sequence[FoldRow], agg: Aggregate, title: str | No
         ax.plot(np.full(len(seeds), x[k]), seeds, "o", color="C0", markersize=4, markeredgecolor="black",
                 label="each seed" if k == 0 else None)
     ax.plot(x, np.asarray(agg.fold_buy_and_hold) * 100, "D-", color="C1", label="buy-and-hold")
+    for k, rule in enumerate(r for r in agg.fold_baselines if r not in ("buy_and_hold", "flat")):
+        ax.plot(x, np.asarray(agg.fold_baselines[rule]) * 100, "s--", color=f"C{k + 4}", label=RULE_NAMES[rule])
     ax.axhline(0.0, color="grey", linewidth=1, label="flat")
     spans = {r.fold: r.test_span for r in rows}
     ax.set_xticks(x, [f"fold {f}\n{spans[f].replace(' .. ', chr(10))}" for f in folds], fontsize=7)
@@ -166,4 +215,7 @@ def row_from_metrics(fold: int, seed: int, session_run_id: str, train_span: str,
                    int(metrics.get("test/bars", 0)), metrics.get("test/total_return", nan),
                    metrics.get("test/gross_return", nan), metrics.get("test/buy_and_hold_return", nan),
                    metrics.get("test/sharpe", nan), metrics.get("test/null_percentile", nan),
-                   metrics.get("test/trades", nan), tags.get("stop_reason") or "", tags.get("final_params_sha256") or "")
+                   metrics.get("test/trades", nan), tags.get("stop_reason") or "", tags.get("final_params_sha256") or "",
+                   *(metrics.get(f"baseline/{rule}/{figure}", nan) for rule, figure in (
+                       ("buy_and_hold", "sharpe"), ("sma_crossover", "total_return"), ("sma_crossover", "sharpe"),
+                       ("momentum", "total_return"), ("momentum", "sharpe"))))

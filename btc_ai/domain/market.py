@@ -39,6 +39,9 @@ class MarketData:
     index: pd.DatetimeIndex  # timestamps of the decision rows
     bars_per_year: float
     tradable: np.ndarray | None = None  # (n,) bool: False where the next bar is across a gap; None: all
+    # closes before the first decision row (the series this span was cut from), so a rule baseline's
+    # moving averages are defined from the span's first bar, as the policy's features are
+    lead_close: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.next_log_return)
@@ -59,8 +62,9 @@ class MarketData:
 
     def slice(self, lo: int, hi: int) -> MarketData:
         """Decisions lo .. hi-1 of this span as a span of their own."""
+        lead = self.close[:lo] if self.lead_close is None else np.concatenate([self.lead_close, self.close[:lo]])
         return MarketData(self.features[lo:hi], self.next_log_return[lo:hi], self.close[lo : hi + 1], self.index[lo:hi],
-                          self.bars_per_year, None if self.tradable is None else self.tradable[lo:hi])
+                          self.bars_per_year, None if self.tradable is None else self.tradable[lo:hi], lead)
 
     def windows(self, starts: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """Features (E*steps, F) and returns (E, steps) of episodes starting at ``starts``."""

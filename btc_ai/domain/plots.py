@@ -72,23 +72,25 @@ def plot_fitness_history(attempts: Sequence[Mapping[str, Any]], path: str | Path
 
 
 def equity_figure(equity: np.ndarray, buy_and_hold: np.ndarray, index: Sequence[Any],
-                  title: str | None = None, test: tuple[np.ndarray, np.ndarray, Sequence[Any]] | None = None) -> Any:
-    """Top: the policy's equity against buy-and-hold and flat (1.0); bottom: the policy's drawdown. With
-    ``test`` (equity, buy-and-hold, index of the held-out span) a second column shows the test span, labelled
-    out of sample, beside the validation span, labelled used for selection."""
+                  title: str | None = None, test: tuple[np.ndarray, np.ndarray, Sequence[Any]] | None = None, *,
+                  rules: Mapping[str, np.ndarray] | None = None, test_rules: Mapping[str, np.ndarray] | None = None) -> Any:
+    """Top: the policy's equity against buy-and-hold, flat (1.0) and the other rule baselines (``rules``: label
+    -> equity, same costs); bottom: the policy's drawdown. With ``test`` (equity, buy-and-hold, index of the
+    held-out span) and ``test_rules`` a second column shows the test span, labelled out of sample, beside the
+    validation span, labelled used for selection."""
     from matplotlib.figure import Figure
 
-    columns = [("validation span (used for selection)", equity, buy_and_hold, index)]
+    columns = [("validation span (used for selection)", equity, buy_and_hold, index, rules or {})]
     if test is not None:
-        columns.append(("test span (out of sample: never used for any choice)", *test))
+        columns.append(("test span (out of sample: never used for any choice)", *test, test_rules or {}))
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
     fig.subplots_adjust(hspace=0.08, wspace=0.18, **_MARGINS)
     if test is not None:
         fig.subplots_adjust(top=0.86)  # room for the figure's title above the columns' own
     axes = fig.subplots(2, len(columns), sharex="col", height_ratios=[3, 1], squeeze=False)
-    for k, (label, eq, bh, idx) in enumerate(columns):
+    for k, (label, eq, bh, idx, others) in enumerate(columns):
         _equity_column(axes[0][k], axes[1][k], np.asarray(eq, dtype=float), np.asarray(bh, dtype=float), idx,
-                       label if test is not None else None, first=k == 0)
+                       label if test is not None else None, first=k == 0, rules=others)
     if title:
         fig.suptitle(title, fontsize=10, y=0.985) if test is not None else axes[0][0].set_title(title)
     elif test is None:
@@ -97,10 +99,13 @@ def equity_figure(equity: np.ndarray, buy_and_hold: np.ndarray, index: Sequence[
 
 
 def _equity_column(top: Any, bottom: Any, equity: np.ndarray, hold: np.ndarray, index: Sequence[Any],
-                   label: str | None, *, first: bool) -> None:
+                   label: str | None, *, first: bool, rules: Mapping[str, np.ndarray]) -> None:
     x = _time_axis(index) if len(index) == len(equity) else np.arange(len(equity))
     top.plot(x, equity, color="C0", linewidth=1.2, label=f"policy {equity[-1] - 1:+.2%}")
     top.plot(x, hold, color="C1", linewidth=1.0, alpha=0.8, label=f"buy-and-hold {hold[-1] - 1:+.2%}")
+    for k, (name, curve) in enumerate(rules.items()):
+        curve = np.asarray(curve, dtype=float)
+        top.plot(x, curve, color=f"C{k + 4}", linewidth=0.9, alpha=0.7, linestyle="-.", label=f"{name} {curve[-1] - 1:+.2%}")
     top.axhline(1.0, color="grey", linestyle="--", linewidth=1.0, label="flat +0.00%")
     if first:
         top.set_ylabel("equity (start = 1)")
@@ -124,9 +129,11 @@ def _equity_column(top: Any, bottom: Any, equity: np.ndarray, hold: np.ndarray, 
 
 
 def plot_equity_curve(equity: np.ndarray, buy_and_hold: np.ndarray, index: Sequence[Any], path: str | Path,
-                      title: str | None = None, test: tuple[np.ndarray, np.ndarray, Sequence[Any]] | None = None) -> Path:
+                      title: str | None = None, test: tuple[np.ndarray, np.ndarray, Sequence[Any]] | None = None, *,
+                      rules: Mapping[str, np.ndarray] | None = None,
+                      test_rules: Mapping[str, np.ndarray] | None = None) -> Path:
     """:func:`equity_figure` saved as a PNG at ``path`` (folders created); returns the path."""
-    return _save(equity_figure(equity, buy_and_hold, index, title, test), path)
+    return _save(equity_figure(equity, buy_and_hold, index, title, test, rules=rules, test_rules=test_rules), path)
 
 
 def _or_empty(values: Any) -> Any:

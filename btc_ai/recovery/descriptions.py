@@ -9,8 +9,11 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from btc_ai.domain.baselines import RULES, baseline_lines
+from btc_ai.domain.collapse import collapse_line
 from btc_ai.tracking.run_model import (
     VERSION_TAG_ATTEMPT,
+    VERSION_TAG_BASELINES,
     VERSION_TAG_BUCKET,
     VERSION_TAG_CONFIG,
     VERSION_TAG_DATA,
@@ -47,7 +50,11 @@ def version_tags(session: Session, attempt: Attempt, config: TrainingConfig, met
         tags[VERSION_TAG_DATA_SPAN] = f"{report.start:%Y-%m-%d %H:%M} .. {report.end:%Y-%m-%d %H:%M} UTC"
     if metrics.get("test_span"):
         tags[VERSION_TAG_TEST_SPAN] = metrics["test_span"]
-    for key in (*(f"best/validation_{f}" for f in FIGURES), *(f"test/{f}" for f in (*FIGURES, "null_percentile"))):
+    if metrics.get("baseline_windows"):
+        tags[VERSION_TAG_BASELINES] = metrics["baseline_windows"]
+    baselines = (f"baseline/{rule}/{figure}" for rule in RULES for figure in ("total_return", "sharpe"))
+    for key in (*(f"best/validation_{f}" for f in FIGURES), *(f"test/{f}" for f in (*FIGURES, "null_percentile")),
+                *baselines):
         if key in metrics:
             tags[VERSION_TAG_METRIC_PREFIX + key] = f"{metrics[key]:.6g}"
     return {k: v for k, v in tags.items() if v is not None}
@@ -66,6 +73,7 @@ def version_description(session: Session, config: TrainingConfig, metrics: Mappi
         lines.append("**No out-of-sample figures**: the training held out no test span (TEST_FRACTION=0).")
     lines.append(f"Validation span (used for selection): return {metrics['best/validation_total_return']:+.2%}, "
                  f"buy-and-hold {metrics['best/validation_buy_and_hold_return']:+.2%}.")
+    lines += _outcome_lines(metrics)
     lines.append(f"Costs: {config.FEE_BPS:g} bps fee + {config.SLIPPAGE_BPS:g} bps slippage per unit traded.")
     return "\n\n".join(lines)
 
@@ -89,6 +97,14 @@ def session_description(session: Session, status: str, metrics: Mapping[str, Any
                          f"{metrics['test/buy_and_hold_return']:+.2%}, flat +0.00%.")
         if "best/validation_total_return" in metrics:
             lines.append(f"Validation (used for selection): return {metrics['best/validation_total_return']:+.2%}.")
+        lines += _outcome_lines(metrics)
     lines.append(f"Continue or extend: `btc-ai resume {session.run_id}`" + (" --episodes N" if status == "completed" else "")
                  + f"; details: `btc-ai report {session.run_id}`.")
     return "\n\n".join(lines)
+
+
+def _outcome_lines(metrics: Mapping[str, Any]) -> list[str]:
+    """The test span's rule baselines (the validation span's without one) and, first, a collapse to flat."""
+    test = [line for line in baseline_lines(metrics) if "test span" in line]
+    collapsed = collapse_line(metrics)
+    return ([f"**{collapsed[0].upper()}{collapsed[1:]}.**"] if collapsed else []) + (test or baseline_lines(metrics))

@@ -174,12 +174,13 @@ class Session:
         attempt = self.attempts[-1]
         cfg = attempt.plan.config
         tracker = self.runs.tracker
-        tracker.log_values(self.run_id, {k: v for k, v in metrics.items() if k.startswith(("validation/", "best/", "test/"))},
+        values = {k: v for k, v in metrics.items() if k.startswith(("validation/", "best/", "test/", "baseline/"))}
+        tracker.log_values(self.run_id, {**values, "best/generation": float(metrics["best_generation"])},
                            step=int(metrics["generations"]))
         self.runs.record_outcome(self.run_id, stop_reason=metrics["stop_reason"], test_span=metrics.get("test_span"))
         card = PolicyCard.of(cfg, metrics["best_params_sha256"], session_run_id=self.run_id,
                              best_generation=metrics["best_generation"])
-        champion, verdict = promotion_verdict({k: v for k, v in metrics.items() if k.startswith("test/")})
+        champion, verdict = promotion_verdict({k: v for k, v in metrics.items() if k.startswith(("test/", "baseline/"))})
         # a walk-forward fold is an evaluation of the trainer, not a candidate: it moves no alias by itself
         fold = self.parent is not None or (self.resumed_from is not None and self.resumed_from.nested)
         if champion and fold:

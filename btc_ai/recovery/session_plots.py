@@ -149,7 +149,8 @@ def write_session_plots(runs: RunModel, ref: str, out_dir: str | Path | None = N
             title = f"the session's model, {span}, {bucket} session {session_id[:8]}"
             result.paths.append(plot_equity_curve(
                 curve.equity, curve.buy_and_hold, curve.index, folder / EQUITY_PNG, title=title,
-                test=(test.equity, test.buy_and_hold, test.index) if test is not None else None))
+                test=(test.equity, test.buy_and_hold, test.index) if test is not None else None,
+                rules=curve.rules, test_rules=test.rules if test is not None else None))
         except PlotDataMissing as exc:
             result.equity_skipped = str(exc)
         except Exception as exc:  # whatever broke, the fitness plot stands and the reason is told

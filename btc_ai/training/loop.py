@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from btc_ai.domain import evaluation
+from btc_ai.domain.baselines import rule_windows
 from btc_ai.domain.config import STRUCTURAL_KEYS, TrainingConfig
 from btc_ai.domain.data import DataReport, data_fingerprint, load_candles, resample_candles
 from btc_ai.domain.errors import CheckpointError, DataValidationError
@@ -22,6 +24,7 @@ from btc_ai.domain.evaluation import (
     BatchedEvaluator,
     EquityCurve,
     PopulationEvaluator,
+    baseline_metrics,
     equity_curve,
     evaluate_span,
 )
@@ -265,7 +268,9 @@ def train_model(
     metrics: dict[str, Any] = {
         **validation,
         **best_validation,
+        **baseline_metrics(split.validation, config, "validation"),
         **test,
+        "baseline_windows": rule_windows(split.validation.bars_per_year).describe(),
         "stop_reason": stop_reason or f"completed {es_state.generation} generations",
         "data_fingerprint": fingerprint,
         "gap_rows": split.gap_rows,
@@ -300,7 +305,8 @@ def score_test_span(spec: PolicySpec, params: np.ndarray, market: MarketData, co
     from btc_ai.domain.evaluation import policy_positions
     from btc_ai.domain.null_check import null_percentile
 
-    metrics: dict[str, Any] = evaluate_span(spec, params, market, config, prefix="test")
+    metrics: dict[str, Any] = {**evaluate_span(spec, params, market, config, prefix="test"),
+                                **baseline_metrics(market, config)}
     positions = policy_positions(spec, params, market)
     metrics["test/null_percentile"] = null_percentile(positions, market.next_log_return, config.cost_rate,
                                                       config.holding_cost_rate, tradable=market.tradable)
@@ -344,6 +350,9 @@ def _generations(
     """Run generations up to ``config.EPISODES``, yielding each completed state and its metrics (with the
     evaluator's own, e.g. a cluster's live workers, when it reports any)."""
     evaluator_metrics = getattr(base_evaluator, "generation_metrics", None)
+    # the centre policy on each generation's windows, in this process whatever scores the population
+    centre_metrics = getattr(base_evaluator, "centre_metrics", None) or \
+        evaluation.BatchedEvaluator(es, spec, split.train, config).centre_metrics
     members = np.arange(config.ES_POPULATION)
     steps = config.ES_POPULATION * config.EPISODES_PER_EVAL * config.MAX_STEPS_PER_EPISODE
     prior_elapsed = state.elapsed_time
@@ -356,6 +365,9 @@ def _generations(
         es_state, metrics = es.tell(state.es, perturbations, fitness)
         if evaluator_metrics is not None:
             metrics.update(evaluator_metrics())
+        metrics.update(centre_metrics(state.es.params, state.generation))
+        if metrics.get("fitness/noise_std"):
+            metrics["fitness/signal_to_noise"] = metrics["fitness/std"] / metrics["fitness/noise_std"]
         generation = es_state.generation
         if generation % config.EVAL_INTERVAL == 0 or generation == config.EPISODES:
             validation = evaluate_span(spec, es_state.params, split.validation, config)

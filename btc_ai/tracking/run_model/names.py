@@ -59,6 +59,7 @@ VERSION_TAG_DATA = "btc_ai.data_fingerprint"
 VERSION_TAG_DATA_SPAN = "btc_ai.data_span"
 VERSION_TAG_TEST_SPAN = "btc_ai.test_span"
 VERSION_TAG_CONFIG = "btc_ai.config_sha256"
+VERSION_TAG_BASELINES = "btc_ai.baseline_windows"  # the rule baselines' windows: SMA 24/168 bars of 1h, ...
 VERSION_TAG_METRIC_PREFIX = "metric."  # metric.test/total_return, metric.best/validation_sharpe, ...
 VERSION_TAG_PROMOTED_BY = "btc_ai.promoted_by"  # who moved an alias by hand, when, and why
 ALIAS_LATEST, ALIAS_CHAMPION = "latest", "champion"

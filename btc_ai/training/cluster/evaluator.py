@@ -27,7 +27,7 @@ from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.errors import ClusterLostError
 from btc_ai.domain.es import OpenAIES
-from btc_ai.domain.evaluation import BatchedEvaluator, evaluation_chunks
+from btc_ai.domain.evaluation import BatchedEvaluator, activity_metrics, evaluation_chunks
 from btc_ai.domain.market import MarketData
 from btc_ai.domain.policy import PolicySpec
 
@@ -63,7 +63,7 @@ class EvaluationWorker:
             os.kill(os.getpid(), signal.SIGKILL)
         if fault == "slow":
             time.sleep(SLOW_FAULT_S)
-        return self.evaluator.evaluate_chunk(params, generation, members)
+        return self.evaluator.score_chunk(params, generation, members)
 
     def pid(self) -> int:
         return os.getpid()
@@ -99,6 +99,7 @@ class RayEvaluator:
         self.workers = [self._start(_Worker(i, None)) for i in range(count)]
         self._events: list[str] = []
         self._reevaluated = 0
+        self._activity: np.ndarray | None = None
         self._chunk_seconds: deque[float] = deque(maxlen=256)
         self._orphans: dict[Any, tuple[_Worker, int]] = {}  # calls a finished generation no longer waited for
         self._await_first_worker()
@@ -194,7 +195,9 @@ class RayEvaluator:
         chunks = evaluation_chunks(members, self.chunk_members)
         try:
             params_ref = ray.put(np.ascontiguousarray(params, dtype=np.float32))
-            return np.concatenate(self._gather(params_ref, generation, chunks))
+            scores = np.concatenate(self._gather(params_ref, generation, chunks))
+            self._activity = scores[:, 1:]  # what the members did, as BatchedEvaluator keeps it
+            return np.ascontiguousarray(scores[:, 0])
         except ClusterLostError:
             raise
         except SystemError as exc:  # a signal handler's error (the stall watchdog, Ctrl-C) raised inside Ray's wait
@@ -309,7 +312,9 @@ class RayEvaluator:
         (their worker was lost, or late: a chunk is sent again, never counted twice)."""
         metrics = {"cluster/live_workers": float(self.live_workers),
                    "cluster/reevaluated_members": float(self._reevaluated)}
-        self._reevaluated = 0
+        if self._activity is not None:
+            metrics.update(activity_metrics(self._activity))
+        self._reevaluated, self._activity = 0, None
         return metrics
 
     def take_events(self) -> list[str]:

@@ -1,0 +1,24 @@
+"""Saying plainly when a training collapsed to flat: its selected policy never trades."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def never_trades(metrics: Mapping[str, Any]) -> bool:
+    """The selected policy made no trade on the validation span nor (when held out) on the test span."""
+    if metrics.get("best/validation_trades") is None:
+        return False
+    return metrics["best/validation_trades"] == 0 and metrics.get("test/trades", 0) == 0
+
+
+def collapse_line(metrics: Mapping[str, Any]) -> str | None:
+    """``collapsed to flat at generation N: ...`` (N: the selected policy's generation) when it never trades."""
+    if not never_trades(metrics):
+        return None
+    generation = metrics.get("best_generation", metrics.get("best/generation"))
+    spans = "the validation and test spans" if "test/trades" in metrics else "the validation span"
+    at = f" at generation {int(generation)}" if generation is not None else ""
+    return (f"collapsed to flat{at}: the selected policy never trades (0 trades on {spans}); its figures are "
+            "flat's, and any rule baseline with a positive Sharpe beats it")

@@ -59,6 +59,16 @@ def test_a_password_in_the_shell_rewrites_no_text_that_carries_data(monkeypatch,
     assert redact(f"http://bob:{password}@127.0.0.1:5000") == "http://bob:***@127.0.0.1:5000"
 
 
+@pytest.mark.parametrize("text", [
+    "/tmp/w/secret.csv: Permission denied, this user may not read the data file",
+    "tokens: 3 of 5 read; my_secret.json: no such file",
+    "password_hint.txt: not found",
+])
+def test_a_secret_word_inside_a_file_name_masks_nothing(text: str) -> None:
+    """A secret is taken by name only where the name ends with the word and is followed by = or :."""
+    assert redact(text) == text
+
+
 @pytest.mark.parametrize("password", PASSWORDS)
 def test_tracking_writes_are_never_rewritten_by_a_password(tmp_path: Path, monkeypatch, password: str) -> None:
     """Tag keys and values, params and artifact paths go to the store exactly as given; only the prose of a

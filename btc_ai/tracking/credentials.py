@@ -20,9 +20,10 @@ SECRET_VARIABLES = (PASSWORD_VARIABLE, "MLFLOW_TRACKING_TOKEN", "PGPASSWORD",
 MASK = "***"
 # a URI's authority: the login is everything before its LAST "@" (a password may hold an "@" itself)
 _AUTHORITY = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<authority>[^/?#\s]*)")
-# a secret given by name: password=..., "PGPASSWORD": "...", token: ..., Authorization: Basic ...
-_NAMED = re.compile(r"(?i)(?P<key>[A-Za-z0-9_.-]*(?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key)"
-                    r"[A-Za-z0-9_.-]*[\"']?\s*[=:]\s*[\"']?)(?P<value>[^\s\"',;&)}\]]+)")
+# a secret given by name: password=..., "PGPASSWORD": "...", token: ..., Authorization: Basic ...; the name
+# must end with the secret word, so a file called secret.csv or a word like "tokens:" is not taken for one
+_NAMED = re.compile(r"(?i)(?P<key>\b[A-Za-z0-9_-]*(?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key)"
+                    r"[\"']?\s*[=:]\s*[\"']?)(?P<value>[^\s\"',;&)}\]]+)")
 _AUTH_HEADER = re.compile(r"(?i)\b(?P<key>(?:basic|bearer)\s+)(?P<value>[A-Za-z0-9+/=._~-]{8,})")
 _seen: set[str] = set()  # passwords taken out of URIs by this process (masked even after the URI is gone)
 

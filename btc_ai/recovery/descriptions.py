@@ -81,6 +81,8 @@ def session_description(session: Session, status: str, metrics: Mapping[str, Any
     lines.append("\n".join(rows))
     if session.repairs:
         lines.append("Repairs: " + "; ".join(r.summary() for r in session.repairs))
+    if status != "completed" and (session.registration or session.unregistered):
+        lines.append(after_failure(session))
     if metrics:
         lines.append(f"Stopped: {metrics.get('stop_reason', '-')}.")
         if "test/total_return" in metrics:
@@ -92,3 +94,12 @@ def session_description(session: Session, status: str, metrics: Mapping[str, Any
     lines.append(f"Continue or extend: `btc-ai resume {session.run_id}`" + (" --episodes N" if status == "completed" else "")
                  + f"; details: `btc-ai report {session.run_id}`.")
     return "\n\n".join(lines)
+
+
+def after_failure(session: Session) -> str:
+    """What became of a policy trained to the end by a session that failed after (its last commit refused)."""
+    registration = session.registration
+    if registration is None:
+        return session.unregistered
+    version = registration.version or "pending (journaled)"
+    return f"The policy trained to the end is registered all the same: version {version} ({registration.path})."

@@ -30,7 +30,8 @@ from btc_ai.tracking.operations import OPERATIONS
 from btc_ai.tracking.outage import HTTP_TIMEOUT_S, is_outage, login_refused, outage_reason
 from btc_ai.tracking.paths import artifact_root, resolve_tracking_uri
 from btc_ai.tracking.run_model.names import TAG_CLIENT_KEY, TAG_KIND, TAG_PARENT
-from btc_ai.tracking.stores import check_uri, deleted_experiment, ensure_store
+from btc_ai.tracking.sqlite_wal import make_durable, tune_sqlite
+from btc_ai.tracking.stores import check_uri, deleted_experiment, ensure_store, sqlite_file
 
 _log = logging.getLogger(__name__)
 
@@ -38,33 +39,6 @@ DEFAULT_EXPERIMENT = "btc-ai"
 MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
 
 REPLAY_INTERVAL_S = 1.0
-
-
-_SQLITE_TUNED = False
-
-
-def _tune_sqlite() -> None:
-    """WAL journal with synchronous=NORMAL for every SQLite store this process opens.
-
-    A commit then appends to the write-ahead log without an fsync (about 10 ms each here), a killed
-    process loses nothing that was committed (only a power cut could lose the newest commits), and
-    readers such as the UI no longer block the training's writes.
-    """
-    global _SQLITE_TUNED
-    if _SQLITE_TUNED:
-        return
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    @event.listens_for(Engine, "connect")
-    def _pragmas(dbapi_connection: Any, connection_record: Any) -> None:
-        if type(dbapi_connection).__module__.startswith("sqlite3"):
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-    _SQLITE_TUNED = True
 
 
 def _param_value(value: Any) -> str:
@@ -80,8 +54,9 @@ class Tracker:
         redact_logs()  # mlflow's own log handler exists now
         check_uri(self.tracking_uri, "tracking URI")  # MLflow's own refusals are tracebacks or minutes of retries
         ensure_store(self.tracking_uri)  # a local store: whole (built aside if new) or a StoreError
+        self.database = sqlite_file(self.tracking_uri)  # a local store's file, else None
         if self.tracking_uri.startswith("sqlite:"):
-            _tune_sqlite()
+            tune_sqlite()
         if self.tracking_uri.startswith(("http://", "https://")):
             # bounded calls: a dead server must cost a generation milliseconds, not MLflow's minutes of retries
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -225,6 +200,11 @@ class Tracker:
                 self._offline = False
                 self.outage = None
         return sent
+
+    def make_durable(self) -> None:
+        """Every write stored so far survives a power cut too (a local store's log fsynced; a server's database
+        commits durably itself)."""
+        make_durable(self.database)
 
     def close(self) -> None:
         """Stop the background replay (what is still journaled waits for the next command or `btc-ai sync`)."""

@@ -144,6 +144,7 @@ class RunWriter:
             raise
         commit_fault("marker", commit)
         self.tracker.set_tags(self.run_id, {checkpoint_tag(path.stem): sha256, TAG_LAST_CHECKPOINT: str(generation)})
+        self.tracker.make_durable()  # older checkpoints go next: their successor's marker must outlive a power cut
         commit_step("marker", commit)
         commit_fault("retention", commit)
         retired = self.retention.admit(path, emergency=emergency)

@@ -298,10 +298,12 @@ class Tracker:
         self._write("log_artifact", {"run_id": run_id, "path": str(path), "artifact_path": artifact_path},
                     files={"path": path})
 
-    def log_artifacts(self, run_id: str, folder: str | Path, artifact_path: str | None = None) -> None:
-        """A whole folder (copied into the journal while the store is unreachable)."""
-        self._write("log_artifacts", {"run_id": run_id, "path": str(folder), "artifact_path": artifact_path},
-                    files={"path": folder})
+    def log_artifacts(self, run_id: str, folder: str | Path, artifact_path: str | None = None, *,
+                      immutable: bool = False) -> None:
+        """A whole folder (copied into the journal while the store is unreachable); ``immutable``: files
+        already at ``artifact_path`` are kept as they are (a content-addressed folder is written once)."""
+        self._write("log_artifacts", {"run_id": run_id, "path": str(folder), "artifact_path": artifact_path,
+                                      **({"immutable": True} if immutable else {})}, files={"path": folder})
 
     def register_model(self, run_id: str, version: Mapping[str, Any]) -> str | None:
         """Register a model the run logged, as ``version`` describes it (see `btc_ai.tracking.registry`);

@@ -48,11 +48,13 @@ def _timed(run_main: Run, *argv: str) -> tuple[int, str, str, float]:
 def _store(folder: Path) -> str:
     """A whole store under ``folder/mlruns`` holding one session run (no training: the Tracker alone)."""
     from btc_ai.tracking.run_model import KIND_SESSION
+    from btc_ai.tracking.sqlite_wal import close_sqlite_stores
     from btc_ai.tracking.store import Tracker
 
     tracker = Tracker(store_uri(folder))
     run_id = tracker.create_run(KIND_SESSION, name="a session")
     tracker.end_run(run_id, "KILLED")
+    close_sqlite_stores()  # one file, as every command leaves it
     return run_id
 
 

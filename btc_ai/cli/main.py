@@ -14,6 +14,7 @@ from typing import Any
 from btc_ai.cli import backtest, backup, chaos, presets, promote, report, sync, train, walk_forward
 from btc_ai.cli.common import EXIT_BAD_INPUT, EXIT_OK, Parser, error
 from btc_ai.domain.errors import UserInputError
+from btc_ai.tracking.sqlite_wal import close_sqlite_stores, forget_sqlite_stores
 
 # command -> (adds its subparser, runs it); each module imports what a command needs only when it runs.
 # The order is the order of `btc-ai --help`.
@@ -56,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _show_warnings()
     args = build_parser().parse_args(argv)
     _, run = COMMANDS[args.command]
+    forget_sqlite_stores()
     try:
         return run(args)
     except UserInputError as exc:  # every user mistake: one line, exit 2
@@ -69,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `btc-ai presets | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    finally:  # whatever ended the command (done, refused, failed, Ctrl-C): each local store it used is one
+        close_sqlite_stores()  # self-contained file, mlflow.db without a -wal beside it
 
 
 def console() -> int:

@@ -237,14 +237,18 @@ def _check_data(args: argparse.Namespace) -> None:
 
 
 def _training_func() -> Any:
-    from btc_ai.training.faults import ENV_VAR, KILL_ENV_VAR, FaultSpec, inject_fault, parse_kill_point
+    from btc_ai.training import faults
+    from btc_ai.training.faults import ENV_VAR, FaultSpec, inject_fault
     from btc_ai.training.loop import train_model
 
-    if os.environ.get(KILL_ENV_VAR):  # tests and `btc-ai chaos`: SIGKILL inside a checkpoint commit
+    # tests and `btc-ai chaos`: SIGKILL or an error inside a checkpoint commit
+    for name, parse in ((faults.KILL_ENV_VAR, faults.parse_kill_point),
+                        (faults.COMMIT_FAULT_ENV_VAR, faults.parse_commit_fault)):
         try:
-            parse_kill_point(os.environ[KILL_ENV_VAR])
+            if os.environ.get(name):
+                parse(os.environ[name])
         except ValueError as exc:
-            raise UserInputError(f"{KILL_ENV_VAR}: {exc}") from None
+            raise UserInputError(f"{name}: {exc}") from None
     if not os.environ.get(ENV_VAR):
         return train_model
     try:  # the documented fault-injection hook (tests, `btc-ai chaos`)
@@ -327,6 +331,8 @@ def _train_with_recovery(args: argparse.Namespace, training_func: Any, values: d
         where = f" (session {result.session_run_id}; error_report.md on the failed attempt runs)" \
             if result.session_run_id else ""
         error(f"training failed after {metrics.get('attempts', 0)} attempt(s): {result.error}{where}")
+        if metrics.get("model_registration"):
+            error(metrics["model_registration"])
         return EXIT_FAILED
     _print_summary(system, result.metrics, result.best_reward, result.elapsed)
     return EXIT_OK

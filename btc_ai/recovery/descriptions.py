@@ -89,6 +89,8 @@ def session_description(session: Session, status: str, metrics: Mapping[str, Any
     lines.append("\n".join(rows))
     if session.repairs:
         lines.append("Repairs: " + "; ".join(r.summary() for r in session.repairs))
+    if status != "completed" and (session.registration or session.unregistered):
+        lines.append(after_failure(session))
     if metrics:
         lines.append(f"Stopped: {metrics.get('stop_reason', '-')}.")
         if "test/total_return" in metrics:
@@ -108,3 +110,12 @@ def _outcome_lines(metrics: Mapping[str, Any]) -> list[str]:
     test = [line for line in baseline_lines(metrics) if "test span" in line]
     collapsed = collapse_line(metrics)
     return ([f"**{collapsed[0].upper()}{collapsed[1:]}.**"] if collapsed else []) + (test or baseline_lines(metrics))
+
+
+def after_failure(session: Session) -> str:
+    """What became of a policy trained to the end by a session that failed after (its last commit refused)."""
+    registration = session.registration
+    if registration is None:
+        return session.unregistered
+    version = registration.version or "pending (journaled)"
+    return f"The policy trained to the end is registered all the same: version {version} ({registration.path})."

@@ -68,6 +68,8 @@ class Session:
         self.final_metrics: Mapping[str, Any] = {}  # the training's metrics, once it succeeded
         self.failed_before = 0  # attempts of earlier processes that did not succeed
         self.parent: ParentLink | None = None  # a new session nested under another run (a walk-forward)
+        self.trained: tuple[Any, Mapping[str, Any]] | None = None  # the newest training that ran to its end
+        self.unregistered = ""  # why a trained policy of a failed session is not registered
 
     @property
     def runs(self) -> RunModel:
@@ -113,6 +115,7 @@ class Session:
             self._close("interrupted", "KILLED")
             raise
         except BaseException:
+            self._register_after_failure()
             self._close("failed", "FAILED")
             raise
         self._close("completed", "FINISHED", final_sha=metrics["final_params_sha256"])
@@ -197,6 +200,18 @@ class Session:
             return registration.version or "pending"
         return "pending" if registration.version is None else registration.version
 
+    def _register_after_failure(self) -> None:
+        """A training that ran to its end before its attempt failed (its last checkpoint commit refused): its
+        policy is registered all the same, or why it could not be is kept for the session's record."""
+        if self.trained is None or self.registration is not None:
+            return
+        model, metrics = self.trained
+        try:
+            self._register(model, metrics)
+        except Exception as exc:
+            self.unregistered = f"the trained policy could not be registered: {type(exc).__name__}: {exc}"
+            _log.warning("session %s: %s", self.run_id, self.unregistered)
+
     def _log_plots(self, model: Any) -> None:
         """Fitness history and equity curve PNGs under ``plots/`` of the session: a picture that cannot be
         drawn is a warning (tag TAG_PLOTS_WARNING), never a failed training."""
@@ -276,10 +291,12 @@ class Session:
                 plan.config, plan.data, save_dir, plan.start, callbacks=logger,
                 emergency_checkpoints=self.system.enable_emergency_checkpoints, allow_data_change=plan.data_changed,
             )
+            self.trained = model, metrics
+            # the last commit's error (a refused login, a full disk) is this attempt's, decided on like any other
+            logger.close()
         except BaseException as exc:
             close_failed_attempt(self, attempt, logger, exc)
             raise
-        logger.close()
         attempt.history = logger.history
         attempt.outcome = "success"
         self.runs.attempt_succeeded(attempt.run_id, attempt.number)

@@ -20,6 +20,7 @@ from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.errors import UserInputError
 from btc_ai.domain.presets import preset_config
 from btc_ai.recovery.classify import classify
+from btc_ai.recovery.descriptions import after_failure
 from btc_ai.recovery.inputs import new_session_inputs, resume_reference, resumed_config, resumed_inputs
 from btc_ai.recovery.repairs import PresetSource, Repair
 from btc_ai.recovery.session import Session
@@ -183,6 +184,8 @@ class TrainingRecoverySystem:
             repairs = [r.summary() for r in session.repairs]
             metrics = {"error": error, "attempts": session.total_attempts, "session_run_id": session.run_id,
                        "repairs": repairs}
+            if session.registration is not None or session.unregistered:
+                metrics["model_registration"] = after_failure(session)
             return SessionResult("failed", None, metrics, float("-inf"), session.elapsed(), session.run_id, error,
                                  repairs=repairs)
         repairs = [r.summary() for r in session.repairs]

@@ -4,7 +4,9 @@ is idempotent, so replaying an entry twice (a process killed mid-replay) changes
 from __future__ import annotations
 
 import contextlib
+import posixpath
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Metric, Param, RunTag
@@ -77,7 +79,30 @@ def _log_artifact(tracker: Tracker, args: dict[str, Any]) -> None:
 
 
 def _log_artifacts(tracker: Tracker, args: dict[str, Any]) -> None:
-    tracker.artifact_repository(args["run_id"]).log_artifacts(args["path"], args.get("artifact_path"))
+    repo = tracker.artifact_repository(args["run_id"])
+    if not args.get("immutable"):
+        repo.log_artifacts(args["path"], args.get("artifact_path"))
+        return
+    # a content-addressed folder (a model a version points at): a file already there is never written again,
+    # a missing one (an upload cut short) is added
+    folder, root = args["artifact_path"], Path(args["path"])
+    there = _files_under(repo, folder)
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = file.relative_to(root).as_posix()
+        if relative not in there:
+            repo.log_artifact(str(file), posixpath.join(folder, posixpath.dirname(relative)).rstrip("/"))
+
+
+def _files_under(repo: Any, folder: str) -> set[str]:
+    """Paths (relative to ``folder``) of every file under ``folder`` of an artifact repository."""
+    found, todo = set(), [folder]
+    while todo:
+        for info in repo.list_artifacts(todo.pop()):
+            if info.is_dir:
+                todo.append(info.path)
+            else:
+                found.add(posixpath.relpath(info.path, folder))
+    return found
 
 
 def _delete_artifact(tracker: Tracker, args: dict[str, Any]) -> None:

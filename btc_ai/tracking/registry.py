@@ -50,15 +50,22 @@ def log_model_version(tracker: Tracker, run_id: str, net: Any, card: Any, *, nam
 
     ``champion`` says the version passed the promotion gate, ``move_champion`` (default: the same) whether
     the alias moves to it. ``previous`` holds the session's newest registration (its params sha256 and version tags): the same
-    parameters again register nothing (the files behind the existing version stay as they are).
+    parameters again register nothing (the files behind the existing version stay as they are), and so do the
+    parameters of an earlier version of the session (resumed from an older checkpoint): that version is the
+    session's again. The folder is never written twice: a version's files never change once registered.
     """
     path = model_path(card.params_sha256)
     if previous.get(TAG_MODEL_PARAMS) == card.params_sha256:
         return Registration(previous.get(TAG_MODEL_VERSION), False, False, "unchanged", path)
+    earlier = None if tracker.offline else _version_of(tracker, name, run_id, path)
+    if earlier is not None:  # an earlier best policy of the session again (a resume of an older checkpoint)
+        tracker.set_tags(run_id, {TAG_MODEL_VERSION: earlier, TAG_MODEL_PATH: path,
+                                  TAG_MODEL_PARAMS: card.params_sha256})
+        return Registration(earlier, False, False, "unchanged", path)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "model"
-        save_candle_model(net, card, local, Path(tmp) / "staging")
-        tracker.log_artifacts(run_id, local, path)
+        save_candle_model(net, card, local, Path(tmp) / "staging")  # a new uuid and time each call:
+        tracker.log_artifacts(run_id, local, path, immutable=True)  # files already there are never replaced
     promotion = f"{'passed' if champion else 'rejected'}: {verdict}"
     version = tracker.register_model(run_id, {
         "name": name, "path": path, "params_sha256": card.params_sha256, "description": fit_text(description, whole_at=f"the description of run {run_id}"),
@@ -68,6 +75,15 @@ def log_model_version(tracker: Tracker, run_id: str, net: Any, card: Any, *, nam
                  TAG_CLIENT_KEY: uuid.uuid4().hex}})
     moved = champion if move_champion is None else move_champion
     return Registration(None if version is None else str(version), True, moved, promotion, path)
+
+
+def _version_of(tracker: Tracker, name: str, run_id: str, path: str) -> str | None:
+    """The version of ``name`` that already holds ``path`` of ``run_id`` (the same parameters), if any."""
+    try:
+        found = tracker.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except MlflowException:  # no such model yet
+        return None
+    return next((str(v.version) for v in found if v.source.rstrip("/").endswith(f"/{path}")), None)
 
 
 def register(client: Any, run_id: str, args: Mapping[str, Any]) -> str:

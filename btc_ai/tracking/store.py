@@ -30,7 +30,8 @@ from btc_ai.tracking.operations import OPERATIONS
 from btc_ai.tracking.outage import HTTP_TIMEOUT_S, is_outage, login_refused, outage_reason
 from btc_ai.tracking.paths import artifact_root, journal_dir, resolve_tracking_uri
 from btc_ai.tracking.run_model.names import PROSE_TAGS, TAG_CLIENT_KEY, TAG_KIND, TAG_PARENT
-from btc_ai.tracking.stores import check_uri, deleted_experiment, ensure_store
+from btc_ai.tracking.sqlite_wal import make_durable, tune_sqlite
+from btc_ai.tracking.stores import check_uri, deleted_experiment, ensure_store, sqlite_file
 
 _log = logging.getLogger(__name__)
 
@@ -38,33 +39,6 @@ DEFAULT_EXPERIMENT = "btc-ai"
 MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
 
 REPLAY_INTERVAL_S = 1.0
-
-
-_SQLITE_TUNED = False
-
-
-def _tune_sqlite() -> None:
-    """WAL journal with synchronous=NORMAL for every SQLite store this process opens.
-
-    A commit then appends to the write-ahead log without an fsync (about 10 ms each here), a killed
-    process loses nothing that was committed (only a power cut could lose the newest commits), and
-    readers such as the UI no longer block the training's writes.
-    """
-    global _SQLITE_TUNED
-    if _SQLITE_TUNED:
-        return
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    @event.listens_for(Engine, "connect")
-    def _pragmas(dbapi_connection: Any, connection_record: Any) -> None:
-        if type(dbapi_connection).__module__.startswith("sqlite3"):
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-    _SQLITE_TUNED = True
 
 
 def _mask_prose(args: dict[str, Any]) -> dict[str, Any]:
@@ -94,8 +68,9 @@ class Tracker:
         redact_logs()  # mlflow's own log handler exists now
         check_uri(self.tracking_uri, "tracking URI")  # MLflow's own refusals are tracebacks or minutes of retries
         ensure_store(self.tracking_uri)  # a local store: whole (built aside if new) or a StoreError
+        self.database = sqlite_file(self.tracking_uri)  # a local store's file, else None
         if self.tracking_uri.startswith("sqlite:"):
-            _tune_sqlite()
+            tune_sqlite()
         if self.tracking_uri.startswith(("http://", "https://")):
             # bounded calls: a dead server must cost a generation milliseconds, not MLflow's minutes of retries
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -240,6 +215,11 @@ class Tracker:
                 self.outage = None
         return sent
 
+    def make_durable(self) -> None:
+        """Every write stored so far survives a power cut too (a local store's log fsynced; a server's database
+        commits durably itself)."""
+        make_durable(self.database)
+
     def close(self) -> None:
         """Stop the background replay (what is still journaled waits for the next command or `btc-ai sync`)."""
         self._closing.set()
@@ -332,10 +312,12 @@ class Tracker:
         self._write("log_artifact", {"run_id": run_id, "path": str(path), "artifact_path": artifact_path},
                     files={"path": path})
 
-    def log_artifacts(self, run_id: str, folder: str | Path, artifact_path: str | None = None) -> None:
-        """A whole folder (copied into the journal while the store is unreachable)."""
-        self._write("log_artifacts", {"run_id": run_id, "path": str(folder), "artifact_path": artifact_path},
-                    files={"path": folder})
+    def log_artifacts(self, run_id: str, folder: str | Path, artifact_path: str | None = None, *,
+                      immutable: bool = False) -> None:
+        """A whole folder (copied into the journal while the store is unreachable); ``immutable``: files
+        already at ``artifact_path`` are kept as they are (a content-addressed folder is written once)."""
+        self._write("log_artifacts", {"run_id": run_id, "path": str(folder), "artifact_path": artifact_path,
+                                      **({"immutable": True} if immutable else {})}, files={"path": folder})
 
     def register_model(self, run_id: str, version: Mapping[str, Any]) -> str | None:
         """Register a model the run logged, as ``version`` describes it (see `btc_ai.tracking.registry`);

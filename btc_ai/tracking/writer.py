@@ -4,6 +4,7 @@ checkpoints."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -17,7 +18,9 @@ from mlflow.entities import Metric
 from btc_ai.tracking.operations import MAX_METRICS_PER_CALL
 from btc_ai.tracking.run_model import ARTIFACT_CHECKPOINTS, TAG_LAST_CHECKPOINT, checkpoint_tag
 from btc_ai.tracking.store import Tracker
-from btc_ai.training.faults import commit_began, commit_step
+from btc_ai.training.faults import commit_began, commit_fault, commit_step
+
+_log = logging.getLogger(__name__)
 
 
 class Retention:
@@ -77,6 +80,7 @@ class RunWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="btc-ai-writer")
         self._futures: list[Future[Any]] = []
         self._commit: Future[Any] | None = None  # the checkpoint commit in flight
+        self._closed = False
 
     def add(self, step: int, metrics: Mapping[str, float]) -> None:
         stamp = int(time.time() * 1000)
@@ -98,9 +102,17 @@ class RunWriter:
         SIGKILL loses at most the generations since the checkpoint before the newest, and a store as fast
         as the checkpoints come costs the training nothing. (Waiting for every commit instead cost a training
         on the team server's cores 8 % of its time: ~150 ms a commit, every 2 s.) An emergency checkpoint
-        (an error or an interrupt is ending the attempt) returns only once committed.
+        (an error or an interrupt is ending the attempt) returns only once committed, and is sent even when
+        the commit before it failed: that error is logged (the attempt is ending anyway) and the metrics the
+        failed commit did not send go with the emergency one.
         """
-        self.wait_for_commit()
+        try:
+            self.wait_for_commit()
+        except Exception as failed:
+            if not emergency:
+                raise
+            _log.warning("checkpoint commit before the emergency checkpoint of generation %d failed (%s: %s); "
+                         "sending the emergency checkpoint", generation, type(failed).__name__, failed)
         with self._lock:
             batch, self._pending = self._pending, []
         self._commit = self.submit(self._commit_checkpoint, generation, path, sha256, batch, emergency)
@@ -116,13 +128,25 @@ class RunWriter:
     def _commit_checkpoint(self, generation: int, path: Path, sha256: str, batch: list[Metric],
                            emergency: bool) -> None:
         commit = commit_began()
-        self.tracker.log_artifact(self.run_id, path, ARTIFACT_CHECKPOINTS)
-        commit_step("upload", commit)
-        for number, chunk in enumerate(step_chunks(batch), 1):
-            self.tracker.log_metrics(self.run_id, chunk)
-            commit_step(f"metrics:{number}", commit)
+        sent = 0
+        try:
+            commit_fault("upload", commit)
+            self.tracker.log_artifact(self.run_id, path, ARTIFACT_CHECKPOINTS)
+            commit_step("upload", commit)
+            for number, chunk in enumerate(step_chunks(batch), 1):
+                commit_fault(f"metrics:{number}", commit)
+                self.tracker.log_metrics(self.run_id, chunk)
+                sent += len(chunk)
+                commit_step(f"metrics:{number}", commit)
+        except BaseException:
+            with self._lock:  # not on the store: they go with the next commit (an emergency one) or the flush
+                self._pending[:0] = batch[sent:]
+            raise
+        commit_fault("marker", commit)
         self.tracker.set_tags(self.run_id, {checkpoint_tag(path.stem): sha256, TAG_LAST_CHECKPOINT: str(generation)})
+        self.tracker.make_durable()  # older checkpoints go next: their successor's marker must outlive a power cut
         commit_step("marker", commit)
+        commit_fault("retention", commit)
         retired = self.retention.admit(path, emergency=emergency)
         for old in retired:  # the newer checkpoint's marker is stored: the older ones may go
             self.tracker.delete_artifact(self.run_id, f"{ARTIFACT_CHECKPOINTS}/{old.name}")
@@ -143,6 +167,11 @@ class RunWriter:
             raise first
 
     def close(self) -> None:
+        """Flush (re-raising the first error of the attempt's writes), then end the writer thread; a second
+        call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.flush()
         finally:

@@ -11,7 +11,10 @@ mid-way, e.g. stop a tracking server); ``x2`` fires twice (default once per proc
 ``BTC_AI_KILL_AT=STEP@N`` SIGKILLs the process right after a step of its N-th checkpoint commit (see
 :func:`commit_step`), where no generation boundary falls: ``upload`` (the file is on the store), ``metrics:K``
 (the K-th metric chunk is), ``marker`` (the marker tags are: the commit is complete), ``retention`` (older
-checkpoints are retired). Only tests and `btc-ai chaos` set it.
+checkpoints are retired). ``BTC_AI_COMMIT_FAULT=ERROR@STEP@N`` raises ERROR (a name as in ``BTC_AI_FAULT``)
+in place of that step of the N-th commit, on the writer thread (``PermissionError@upload@3``: the store refuses
+the third checkpoint's file, as a 403 or a read-only artifact folder would). Only tests and `btc-ai chaos` set
+them.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ SLOW_SECONDS = 0.1
 _SPEC = re.compile(r"^(?P<error>\w+)@(?P<generation>\d+)(?::(?P<key>[A-Z_]+))?(?:x(?P<times>\d+))?$")
 KILL_ENV_VAR = "BTC_AI_KILL_AT"
 _KILL = re.compile(r"^(?P<step>upload|metrics:(?P<chunk>[1-9]\d*)|marker|retention)@(?P<commit>[1-9]\d*)$")
+COMMIT_FAULT_ENV_VAR = "BTC_AI_COMMIT_FAULT"
 _commits = 0  # checkpoint commits this process has begun
 
 
@@ -150,3 +154,24 @@ def commit_step(step: str, commit: int) -> None:
     text = os.environ.get(KILL_ENV_VAR)
     if text and parse_kill_point(text) == (step, commit):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def parse_commit_fault(text: str) -> tuple[str, str, int]:
+    """``PermissionError@upload@3`` -> ("PermissionError", "upload", 3); ValueError naming the form otherwise."""
+    name, _, point = text.strip().partition("@")
+    try:
+        _make(name, "check")
+        step, commit = parse_kill_point(point)
+    except ValueError as exc:
+        raise ValueError(f"commit fault {text!r} is not ERROR@STEP@N (e.g. PermissionError@upload@3): {exc}") from None
+    return name, step, commit
+
+
+def commit_fault(step: str, commit: int) -> None:
+    """About to do ``step`` of checkpoint commit number ``commit``: raise the error ``BTC_AI_COMMIT_FAULT``
+    names for this step of this commit instead."""
+    text = os.environ.get(COMMIT_FAULT_ENV_VAR)
+    if text:
+        name, at, number = parse_commit_fault(text)
+        if (at, number) == (step, commit):
+            raise _make(name, f"injected {name} in {step} of checkpoint commit {commit}")

@@ -237,24 +237,12 @@ def _check_data(args: argparse.Namespace) -> None:
 
 
 def _training_func() -> Any:
-    from btc_ai.training import faults
-    from btc_ai.training.faults import ENV_VAR, FaultSpec, inject_fault
-    from btc_ai.training.loop import train_model
+    from btc_ai.training.faults import training_func_from_environment
 
-    # tests and `btc-ai chaos`: SIGKILL or an error inside a checkpoint commit
-    for name, parse in ((faults.KILL_ENV_VAR, faults.parse_kill_point),
-                        (faults.COMMIT_FAULT_ENV_VAR, faults.parse_commit_fault)):
-        try:
-            if os.environ.get(name):
-                parse(os.environ[name])
-        except ValueError as exc:
-            raise UserInputError(f"{name}: {exc}") from None
-    if not os.environ.get(ENV_VAR):
-        return train_model
-    try:  # the documented fault-injection hook (tests, `btc-ai chaos`)
-        return inject_fault(train_model, FaultSpec.parse(os.environ[ENV_VAR]))
+    try:  # the documented fault-injection hooks (tests, `btc-ai chaos`)
+        return training_func_from_environment()
     except ValueError as exc:
-        raise UserInputError(f"{ENV_VAR}: {exc}") from None
+        raise UserInputError(str(exc)) from None
 
 
 def _check_flags(args: argparse.Namespace, resume: str | None) -> None:

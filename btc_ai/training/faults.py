@@ -175,3 +175,19 @@ def commit_fault(step: str, commit: int) -> None:
         name, at, number = parse_commit_fault(text)
         if (at, number) == (step, commit):
             raise _make(name, f"injected {name} in {step} of checkpoint commit {commit}")
+
+
+def training_func_from_environment() -> Callable[..., Any]:
+    """`train_model`, with the fault `BTC_AI_FAULT` names injected; every fault variable set is checked
+    first (`BTC_AI_KILL_AT` and `BTC_AI_COMMIT_FAULT` act inside checkpoint commits): ValueError naming the
+    variable when one does not parse."""
+    from btc_ai.training.loop import train_model
+
+    for name, parse in ((KILL_ENV_VAR, parse_kill_point), (COMMIT_FAULT_ENV_VAR, parse_commit_fault),
+                        (ENV_VAR, FaultSpec.parse)):
+        try:
+            if os.environ.get(name):
+                parse(os.environ[name])
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return inject_fault(train_model, os.environ[ENV_VAR]) if os.environ.get(ENV_VAR) else train_model

@@ -19,15 +19,21 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from btc_ai.tracking import journal_records as records
+
+_log = logging.getLogger(__name__)
 
 PLACEHOLDER_PREFIX = "pending"
 
@@ -65,16 +71,24 @@ class Journal:
         self._ops = self.folder / "ops.jsonl"
         self._done = self.folder / "replayed"
         self._ids_file = self.folder / "ids.json"
+        self.damaged_file = self.folder / "damaged.jsonl"
         self._lock = threading.RLock()  # appends and bookkeeping, within this process
+        self._depth = 0  # how deep this process's holder of ``_lock`` is nested in `_exclusive`
         self._replaying = threading.Lock()  # one replay at a time within this process
 
     # -- state on disk --------------------------------------------------------------------------
 
-    def _read_done(self) -> int:
+    def _progress(self) -> tuple[int, int | None]:
+        """The number of the last entry replayed and the byte of ``ops.jsonl`` just after it (None: unknown,
+        as the previous version wrote it or after a compaction: entries are then told apart by number)."""
         try:
-            return int(self._done.read_text().strip() or 0)
+            words = self._done.read_text().split()
+            return (int(words[0]) if words else 0), (int(words[1]) if len(words) > 1 else None)
         except FileNotFoundError:
-            return 0
+            return 0, None
+        except ValueError:  # every operation is idempotent: sending everything again loses nothing
+            _log.warning("journal %s: its replay mark is unreadable; every entry is sent again", self.folder)
+            return 0, None
 
     def _write_atomic(self, path: Path, text: str) -> None:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -90,25 +104,99 @@ class Journal:
         except FileNotFoundError:
             return {}
 
+    # -- reading --------------------------------------------------------------------------------
+
     def entries(self) -> list[Entry]:
-        """Every entry ever written (a half-written last line, from a process killed mid-append, is ignored)."""
-        if not self._ops.exists():
-            return []
-        out = []
-        with open(self._ops, encoding="utf-8") as fh:
-            for line in fh:
-                if not line.endswith("\n"):
-                    break
-                raw = json.loads(line)
-                out.append(Entry(raw["seq"], raw["op"], raw["args"], self.folder / "blobs" / str(raw["seq"])))
-        return out
+        """Every entry in the journal (damaged lines are set aside, see `_set_aside`)."""
+        return [entry for entry, _ in self._records(0, None)]
 
     def pending(self) -> list[Entry]:
-        done = self._read_done()
-        return [e for e in self.entries() if e.seq > done]
+        return [entry for entry, _ in self._records(*self._pending_from())]
 
     def pending_count(self) -> int:
-        return len(self.pending()) if self._ops.exists() else 0
+        return sum(1 for _ in self._records(*self._pending_from(), full=False))
+
+    def has_pending(self) -> bool:
+        return next(self._records(*self._pending_from(), full=False), None) is not None
+
+    def _pending_from(self) -> tuple[int, int | None]:
+        """Where pending entries begin: (byte, None) after the replay mark's offset, else (0, the number of the
+        last entry replayed), for an offset that is missing or does not fall just after a line."""
+        done, offset = self._progress()
+        if offset:
+            try:
+                with open(self._ops, "rb") as fh:
+                    fh.seek(offset - 1)
+                    if fh.read(1) == b"\n":
+                        return offset, None
+            except FileNotFoundError:
+                pass
+        return 0, done
+
+    def _records(self, start: int, above: int | None, *, full: bool = True) -> Iterator[tuple[Entry, int]]:
+        """Whole entries from byte ``start`` on (numbered above ``above`` when given), each with the byte just
+        after it. Read without the lock: a line that does not parse is looked at again under it."""
+        try:
+            fh = open(self._ops, "rb")  # noqa: SIM115 (closed by the with below; a missing file is no entry)
+        except FileNotFoundError:
+            return
+        with fh:
+            offset = start
+            while True:
+                fh.seek(offset)
+                line = fh.readline()
+                if not line:
+                    return
+                try:
+                    found = records.parse(line, full=full)
+                except records.Damaged:
+                    found, line = self._set_aside(offset, os.fstat(fh.fileno()).st_ino)
+                    if not line:  # the file was replayed and compacted meanwhile
+                        return
+                offset += len(line)
+                if found is not None and (above is None or found[0] > above):
+                    seq, op, args = found
+                    yield Entry(seq, op, args, self.folder / "blobs" / str(seq)), offset
+
+    def _set_aside(self, offset: int, inode: int) -> tuple[tuple[int, str, dict[str, Any]] | None, bytes]:
+        """The line at ``offset`` read again under the lock (another process may have been appending it); if it
+        is damaged, it and the damaged lines right after it are copied to ``damaged.jsonl`` with where they were
+        found, reported in one warning, and overwritten with spaces (newlines kept, so every offset holds), so
+        that they block nothing and are reported once. Returns what the line holds and the bytes read."""
+        with self._exclusive(), contextlib.ExitStack() as stack:
+            try:
+                fh = stack.enter_context(open(self._ops, "r+b"))
+            except FileNotFoundError:
+                return None, b""
+            fh.seek(offset)
+            first = line = fh.readline()
+            if os.fstat(fh.fileno()).st_ino != inode or not line:
+                return None, b""
+            try:
+                return records.parse(line), line
+            except records.Damaged as exc:
+                reason = str(exc)
+            damaged = [line]
+            while line.endswith(b"\n") and (line := fh.readline()):
+                try:
+                    records.parse(line, full=False)
+                    break
+                except records.Damaged:
+                    damaged.append(line)
+            raw = b"".join(damaged)
+            note = {"found": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "file": str(self._ops), "offset": offset,
+                    "bytes": len(raw), "reason": reason, "text": raw.decode("utf-8", "backslashreplace")}
+            with open(self.damaged_file, "a", encoding="utf-8") as out:
+                out.write(json.dumps(note) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            fh.seek(offset)
+            fh.write(bytes(b if b == 0x0A else 0x20 for b in raw) + (b"" if raw.endswith(b"\n") else b"\n"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        _log.warning("journal %s: a damaged entry (%s, %d bytes at byte %d of ops.jsonl) is set aside in %s; the "
+                     "other entries are sent as usual", self.folder, reason, len(raw), offset, self.damaged_file)
+        return None, first
 
     @contextlib.contextmanager
     def _file_lock(self, name: str = "lock", *, wait: bool = True) -> Iterator[bool]:
@@ -126,32 +214,57 @@ class Journal:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """The journal to this thread alone: against other threads and processes, re-entrant within the thread
+        (two flocks of one file from one process would wait for each other)."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            with self._file_lock():
+                self._depth = 1
+                try:
+                    yield
+                finally:
+                    self._depth = 0
+
     # -- writing --------------------------------------------------------------------------------
 
     def append(self, op: str, args: dict[str, Any], files: dict[str, str | Path] | None = None) -> int:
-        """Write one entry durably; ``files`` (arg name -> path, a file or a folder) are copied in first
-        and the entry's args then name the copies. Returns the entry's number."""
-        with self._lock, self._file_lock():
-            entries = self.entries()
-            seq = (entries[-1].seq if entries else self._read_done()) + 1
-            args = dict(args)
-            if files:
-                blob = self.folder / "blobs" / str(seq)
-                shutil.rmtree(blob, ignore_errors=True)  # left by a process killed mid-append
-                blob.mkdir(parents=True)
-                for name, source in files.items():
-                    source = Path(source)
-                    target = blob / source.name
-                    if source.is_dir():
-                        shutil.copytree(source, target)
-                    else:
-                        shutil.copyfile(source, target)
-                    args[name] = str(target)
-            line = json.dumps({"seq": seq, "op": op, "args": args}, separators=(",", ":")) + "\n"
-            with open(self._ops, "a", encoding="utf-8") as fh:
-                fh.write(line)
-                fh.flush()
-                os.fsync(fh.fileno())
+        """Write one entry durably, whole or not at all (a single write of one checksummed line); ``files``
+        (arg name -> path, a file or a folder) are copied in first and the entry's args then name the copies.
+        Returns the entry's number. Costs the same at any length of the journal: only its end is read."""
+        with self._exclusive():
+            fd = os.open(self._ops, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                size = os.fstat(fd).st_size
+                last, whole = records.tail(fd, size)
+                seq = max(last, self._progress()[0]) + 1
+                args = dict(args)
+                if files:
+                    blob = self.folder / "blobs" / str(seq)
+                    shutil.rmtree(blob, ignore_errors=True)  # left by a process killed mid-append
+                    blob.mkdir(parents=True)
+                    for name, source in files.items():
+                        source = Path(source)
+                        target = blob / source.name
+                        if source.is_dir():
+                            shutil.copytree(source, target)
+                        else:
+                            shutil.copyfile(source, target)
+                        args[name] = str(target)
+                # a line cut off by a killed process is ended first: it stays a line of its own, found damaged
+                data = memoryview((b"" if whole else b"\n") + records.encode(seq, op, args))
+                while data:
+                    data = data[os.write(fd, data) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             return seq
 
     # -- replay ---------------------------------------------------------------------------------
@@ -163,31 +276,34 @@ class Journal:
         created a run. Appends go on meanwhile (they queue behind); a replay already running in another
         process or thread makes this one return at once, or with ``wait`` (a process about to exit, whose
         entries another process may be sending) wait for it, then send what is left. Returns the number of
-        entries applied.
+        entries applied. One pass over the file: each entry is read once, from where the last one ended.
         """
         applied = 0
         with self._replaying, self._file_lock("replay.lock", wait=wait) as held:
             if not held:
                 return 0
+            start, above = self._pending_from()
             while True:
-                with self._lock, self._file_lock():
-                    pending = self.pending()
-                    if not pending:
+                with self._exclusive():
+                    found = next(self._records(start, above), None)
+                    if found is None:
                         self._compact()
                         return applied
-                    entry, ids = pending[0], self.ids()
+                    (entry, end), ids = found, self.ids()
                 created = apply(entry, ids)  # raises: stays pending, the caller decides when to retry
-                with self._lock, self._file_lock():
+                with self._exclusive():
                     if created is not None and "placeholder" in entry.args:
                         ids = {**self.ids(), entry.args["placeholder"]: created}
                         self._write_atomic(self._ids_file, json.dumps(ids))
-                    self._write_atomic(self._done, str(entry.seq))
+                    self._write_atomic(self._done, f"{entry.seq} {end}")
                 shutil.rmtree(entry.folder, ignore_errors=True)
                 applied += 1
+                start, above = end, None
 
     def _compact(self) -> None:
         """Everything replayed: start the log afresh (the last number and the ID map are kept)."""
-        if self._ops.exists() and self._ops.stat().st_size > 0:
+        if self._ops.exists():
+            self._write_atomic(self._done, str(self._progress()[0]))  # no offset: it named a byte of this file
             self._ops.unlink()
         shutil.rmtree(self.folder / "blobs", ignore_errors=True)
 

@@ -1,13 +1,15 @@
 """A durable, ordered journal of tracking writes that could not reach the tracking server.
 
-Each entry is one JSON line ``{"seq": n, "op": name, "args": {...}}`` appended (and fsynced) to
-``ops.jsonl``; files an entry refers to are copied under ``blobs/<seq>/`` when it is written, so
-later changes to the originals (checkpoint retention, temporary folders) cannot lose them. Entries are
-replayed strictly in order; ``replayed`` holds the number of the last entry applied, written
-atomically after each one, so a process that dies mid-replay repeats at most the entry it was
-applying (the tracking layer makes every operation idempotent). Runs created while the server was
-unreachable get placeholder IDs; ``ids.json`` maps them to the real IDs once their creation is
-replayed, and later entries are rewritten through that map.
+Each entry is one checksummed line appended (and fsynced) to ``ops.jsonl`` in a single write, so it is
+whole or detectably damaged (`btc_ai.tracking.journal_records`); files an entry refers to are copied under
+``blobs/<seq>/`` when it is written, so later changes to the originals (checkpoint retention, temporary
+folders) cannot lose them. A damaged line (cut off by a kill or a full disk, garbage, a checksum that does
+not match) is copied to ``damaged.jsonl`` with where it was found, reported once, and blocks nothing. An
+append reads only the end of the file; replay reads it once: ``replayed`` holds the number of the last
+entry applied and the byte just after it, written after each one, so a process that dies
+mid-replay repeats at most the entry it was applying (the tracking layer makes every operation
+idempotent). Runs created while the server was unreachable get placeholder IDs; ``ids.json`` maps them to
+the real IDs once their creation is replayed, and later entries are rewritten through that map.
 
 No mlflow here: the journal knows entries, not what they mean. A file lock keeps two processes (a
 training and a ``btc-ai sync``) from replaying the same journal at once.
@@ -81,14 +83,16 @@ class Journal:
     def _progress(self) -> tuple[int, int | None]:
         """The number of the last entry replayed and the byte of ``ops.jsonl`` just after it (None: unknown,
         as the previous version wrote it or after a compaction: entries are then told apart by number)."""
+        return self._mark()[1:]
+
+    def _mark(self) -> tuple[int, int, int | None]:
         try:
-            words = self._done.read_text().split()
-            return (int(words[0]) if words else 0), (int(words[1]) if len(words) > 1 else None)
+            return records.read_mark(self._done.read_bytes())
         except FileNotFoundError:
-            return 0, None
+            return 0, 0, None
         except ValueError:  # every operation is idempotent: sending everything again loses nothing
             _log.warning("journal %s: its replay mark is unreadable; every entry is sent again", self.folder)
-            return 0, None
+            return 0, 0, None
 
     def _write_atomic(self, path: Path, text: str) -> None:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -282,28 +286,40 @@ class Journal:
         with self._replaying, self._file_lock("replay.lock", wait=wait) as held:
             if not held:
                 return 0
+            # only the holder of replay.lock writes the mark and the ID map: both are read once, here
+            number, done, _ = self._mark()
             start, above = self._pending_from()
-            while True:
-                with self._exclusive():
-                    found = next(self._records(start, above), None)
-                    if found is None:
-                        self._compact()
-                        return applied
-                    (entry, end), ids = found, self.ids()
-                created = apply(entry, ids)  # raises: stays pending, the caller decides when to retry
-                with self._exclusive():
-                    if created is not None and "placeholder" in entry.args:
-                        ids = {**self.ids(), entry.args["placeholder"]: created}
-                        self._write_atomic(self._ids_file, json.dumps(ids))
-                    self._write_atomic(self._done, f"{entry.seq} {end}")
-                shutil.rmtree(entry.folder, ignore_errors=True)
-                applied += 1
-                start, above = end, None
+            ids = self.ids()
+            mark = os.open(self._done, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                while True:
+                    with self._exclusive():
+                        found = next(self._records(start, above), None)
+                        if found is None:
+                            self._compact(mark, number, done)
+                            return applied
+                    entry, end = found
+                    created = apply(entry, ids)  # raises: stays pending, the caller decides when to retry
+                    with self._exclusive():
+                        if created is not None and "placeholder" in entry.args:
+                            ids = {**ids, entry.args["placeholder"]: created}
+                            self._write_atomic(self._ids_file, json.dumps(ids))  # synced before the mark passes
+                        number += 1
+                        records.write_mark(mark, number, entry.seq, end)
+                    if entry.folder.exists():
+                        shutil.rmtree(entry.folder, ignore_errors=True)
+                    applied += 1
+                    start, above, done = end, None, entry.seq
+            finally:
+                os.close(mark)
 
-    def _compact(self) -> None:
-        """Everything replayed: start the log afresh (the last number and the ID map are kept)."""
+    def _compact(self, mark: int, number: int, done: int) -> None:
+        """Everything replayed: start the log afresh (the last number and the ID map are kept). Both slots of
+        the mark lose their offset, durably, before the file it names goes."""
         if self._ops.exists():
-            self._write_atomic(self._done, str(self._progress()[0]))  # no offset: it named a byte of this file
+            records.write_mark(mark, number + 1, done, None)
+            records.write_mark(mark, number + 2, done, None)
+            os.fsync(mark)
             self._ops.unlink()
         shutil.rmtree(self.folder / "blobs", ignore_errors=True)
 

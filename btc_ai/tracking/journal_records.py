@@ -92,3 +92,42 @@ def tail(fd: int, size: int) -> tuple[int, bool]:
         if low == 0:
             return 0, size == 0 or data.endswith(b"\n")
         window *= 4
+
+
+# -- the replay mark: which entry was sent last, and the byte just after it ----------------------------------
+#
+# Written after every entry sent, so it must cost little: two 64-byte slots, written in turn in place (no
+# fsync, no rename: a rename over a file syncs it on ext4, a millisecond each), each with a checksum. A
+# write torn by a power cut, or read half-way by another process, fails its checksum and the other slot,
+# one entry older, is used: that entry is sent again, which every operation allows.
+
+SLOT = 64
+
+
+def _slot(line: bytes) -> tuple[int, int, int | None] | None:
+    """(write number, entry number, byte offset or None) of a slot whose checksum holds, else None."""
+    text, _, crc = line.rstrip(b" \n\x00").rpartition(b" ")
+    words = text.split(b" ")
+    if len(words) != 3 or not re.fullmatch(rb"[0-9a-f]{8}", crc) or zlib.crc32(text) != int(crc, 16):
+        return None
+    try:
+        return int(words[0]), int(words[1]), None if words[2] == b"-" else int(words[2])
+    except ValueError:
+        return None
+
+
+def read_mark(data: bytes) -> tuple[int, int, int | None]:
+    """(write number, last entry sent, byte after it or None) from a mark file's bytes; the previous
+    version's mark is a plain number. Raises ValueError when nothing in it can be read."""
+    slots = [found for k in range(0, len(data), SLOT) if (found := _slot(data[k : k + SLOT]))]
+    if slots:
+        return max(slots)
+    if not data.strip():
+        return 0, 0, None
+    return 0, int(data), None
+
+
+def write_mark(fd: int, number: int, seq: int, offset: int | None) -> None:
+    text = b"%d %d %s" % (number, seq, b"-" if offset is None else b"%d" % offset)
+    line = (text + b" %08x" % zlib.crc32(text)).ljust(SLOT - 1) + b"\n"
+    os.pwrite(fd, line, SLOT * (number % 2))

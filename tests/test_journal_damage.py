@@ -205,3 +205,24 @@ def test_train_sync_and_report_work_on_a_journal_with_garbage_and_torn_lines(tmp
     assert (tags["journal.first"], tags["journal.second"], tags["journal.third"]) == ("1", "2", "3")
     kept = [d["text"] for d in _damaged(journal)]
     assert len(kept) == 2 and "in the middle" in kept[0] and kept[1].startswith("J 0badc0de 3 80")
+
+
+def test_two_processes_appending_while_a_third_replays_send_each_entry_once_in_order(tmp_path: Path) -> None:
+    """Replay reads whole lines without the lock while other processes append: every entry exactly once, each
+    writer's entries in its order, numbers unique."""
+    import sys
+
+    folder = tmp_path / "j"
+    code = ("import sys; from btc_ai.tracking.journal import Journal; j = Journal(sys.argv[1])\n"
+            "for k in range(200): j.append('log_batch', {'writer': sys.argv[2], 'k': k, 'pad': 'x' * (k * 37 % 3000)})")
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(folder), name]) for name in ("a", "b")]
+    journal, store = Journal(folder), Store()
+    while any(w.poll() is None for w in writers):
+        journal.replay(store)
+    journal.replay(store)
+    assert all(w.returncode == 0 for w in writers)
+    seqs = [seq for seq, _, _ in store.applied]
+    assert seqs == sorted(set(seqs)) and len(seqs) == 400
+    for name in ("a", "b"):
+        assert [args["k"] for _, _, args in store.applied if args["writer"] == name] == list(range(200))
+    assert journal.pending_count() == 0 and not _damaged(journal)

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from btc_ai.tracking import journal_records as records
 
@@ -76,6 +76,7 @@ class Journal:
         self.damaged_file = self.folder / "damaged.jsonl"
         self._lock = threading.RLock()  # appends and bookkeeping, within this process
         self._depth = 0  # how deep this process's holder of ``_lock`` is nested in `_exclusive`
+        self._told_mark = False  # an unreadable replay mark is reported once
         self._replaying = threading.Lock()  # one replay at a time within this process
 
     # -- state on disk --------------------------------------------------------------------------
@@ -91,7 +92,9 @@ class Journal:
         except FileNotFoundError:
             return 0, 0, None
         except ValueError:  # every operation is idempotent: sending everything again loses nothing
-            _log.warning("journal %s: its replay mark is unreadable; every entry is sent again", self.folder)
+            if not self._told_mark:
+                self._told_mark = True
+                _log.warning("journal %s: its replay mark is unreadable; every entry is sent again", self.folder)
             return 0, 0, None
 
     def _write_atomic(self, path: Path, text: str) -> None:
@@ -145,22 +148,25 @@ class Journal:
         except FileNotFoundError:
             return
         with fh:
-            offset = start
-            while True:
-                fh.seek(offset)
-                line = fh.readline()
-                if not line:
+            yield from self._scan(fh, start, above, full=full)
+
+    def _scan(self, fh: BinaryIO, start: int, above: int | None, *, full: bool = True) -> Iterator[tuple[Entry, int]]:
+        offset = start
+        while True:
+            fh.seek(offset)
+            line = fh.readline()
+            if not line:
+                return
+            try:
+                found = records.parse(line, full=full)
+            except records.Damaged:
+                found, line = self._set_aside(offset, os.fstat(fh.fileno()).st_ino)
+                if not line:  # the file was replayed and compacted meanwhile
                     return
-                try:
-                    found = records.parse(line, full=full)
-                except records.Damaged:
-                    found, line = self._set_aside(offset, os.fstat(fh.fileno()).st_ino)
-                    if not line:  # the file was replayed and compacted meanwhile
-                        return
-                offset += len(line)
-                if found is not None and (above is None or found[0] > above):
-                    seq, op, args = found
-                    yield Entry(seq, op, args, self.folder / "blobs" / str(seq)), offset
+            offset += len(line)
+            if found is not None and (above is None or found[0] > above):
+                seq, op, args = found
+                yield Entry(seq, op, args, self.folder / "blobs" / str(seq)), offset
 
     def _set_aside(self, offset: int, inode: int) -> tuple[tuple[int, str, dict[str, Any]] | None, bytes]:
         """The line at ``offset`` read again under the lock (another process may have been appending it); if it
@@ -291,27 +297,35 @@ class Journal:
             start, above = self._pending_from()
             ids = self.ids()
             mark = os.open(self._done, os.O_RDWR | os.O_CREAT, 0o666)
+            reader: BinaryIO | None = None  # kept open: nobody else compacts the file while replay.lock is held
             try:
                 while True:
-                    with self._exclusive():
-                        found = next(self._records(start, above), None)
-                        if found is None:
-                            self._compact(mark, number, done)
-                            return applied
+                    # whole lines are read without the lock; "nothing more" is made sure of under it, since
+                    # compacting must not drop an entry appended meanwhile
+                    found = next(self._scan(reader, start, above), None) if reader else None
+                    if found is None:
+                        with self._exclusive():
+                            if reader is None and self._ops.exists():
+                                reader = open(self._ops, "rb")  # noqa: SIM115 (closed in finally)
+                            found = next(self._scan(reader, start, above), None) if reader else None
+                            if found is None:
+                                self._compact(mark, number, done)
+                                return applied
                     entry, end = found
                     created = apply(entry, ids)  # raises: stays pending, the caller decides when to retry
-                    with self._exclusive():
-                        if created is not None and "placeholder" in entry.args:
-                            ids = {**ids, entry.args["placeholder"]: created}
-                            self._write_atomic(self._ids_file, json.dumps(ids))  # synced before the mark passes
-                        number += 1
-                        records.write_mark(mark, number, entry.seq, end)
+                    if created is not None and "placeholder" in entry.args:
+                        ids = {**ids, entry.args["placeholder"]: created}
+                        self._write_atomic(self._ids_file, json.dumps(ids))  # synced before the mark passes
+                    number += 1
+                    records.write_mark(mark, number, entry.seq, end)
                     if entry.folder.exists():
                         shutil.rmtree(entry.folder, ignore_errors=True)
                     applied += 1
                     start, above, done = end, None, entry.seq
             finally:
                 os.close(mark)
+                if reader is not None:
+                    reader.close()
 
     def _compact(self, mark: int, number: int, done: int) -> None:
         """Everything replayed: start the log afresh (the last number and the ID map are kept). Both slots of

@@ -81,7 +81,7 @@ class Tracker:
         self.journal = Journal(journal_dir(self.tracking_uri))
         self._write_lock = threading.Lock()
         self._ids: dict[str, str] = {}  # placeholder -> real run ID, for runs created while offline
-        self._offline = self.journal.pending_count() > 0  # entries of an earlier process go first
+        self._offline = self.journal.has_pending()  # entries of an earlier process go first
         self._replayer: threading.Thread | None = None
         self._closing = threading.Event()
         self.outage: str | None = None  # the first error of the current outage, for messages
@@ -209,7 +209,7 @@ class Tracker:
             return 0
         with self._write_lock:  # this process journals only under this lock: nothing of ours slips in
             self._ids.update(self.journal.ids())
-            if self._offline and self.journal.pending_count() == 0:
+            if self._offline and not self.journal.has_pending():
                 _log.warning("tracking store %s reachable again: %d journaled writes sent", self.tracking_uri, sent)
                 self._offline = False
                 self.outage = None

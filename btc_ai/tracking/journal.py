@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from btc_ai.tracking import journal_records as records
+from btc_ai.tracking.paths import journal_dir, private_folder
 
 _log = logging.getLogger(__name__)
-
-from btc_ai.tracking.paths import journal_dir, private_folder
 
 __all__ = ["Entry", "Journal", "is_placeholder", "journal_dir", "new_placeholder", "substitute"]  # journal_dir: paths
 

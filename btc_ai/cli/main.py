@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from btc_ai.cli import backtest, backup, chaos, presets, promote, report, sync, train, walk_forward
+from btc_ai.cli import backtest, backup, chaos, data, presets, promote, report, sync, train, walk_forward
 from btc_ai.cli.common import EXIT_BAD_INPUT, EXIT_OK, Parser, error
 from btc_ai.domain.errors import UserInputError
 from btc_ai.tracking.sqlite_wal import close_sqlite_stores, forget_sqlite_stores
@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], 
     "backup": (backup.add_backup_parser, backup.run_backup),
     "restore": (backup.add_restore_parser, backup.run_restore),
     "sync": (sync.add_parser, sync.run),
+    "data": (data.add_parser, data.run),
     "presets": (presets.add_parser, presets.run),
 }
 

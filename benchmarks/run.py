@@ -27,6 +27,7 @@ from benchmarks import (
     bench_default,
     bench_es,
     bench_eval,
+    bench_fetch,
     bench_journal,
     bench_load,
     bench_models,
@@ -62,6 +63,7 @@ FAMILIES: dict[str, Callable[[], list[Record]]] = {
     "load": bench_load.run,  # 8 + 8 + 4 concurrent trainings against the team server and SQLite (minutes)
     "team": bench_team.run,  # one training bare vs tracked on the team server, shared cores and a core of its own (~3 min)
     "cluster": bench_cluster.run,
+    "fetch": bench_fetch.run,  # 36 monthly zips from a mirror on 127.0.0.1, a killed fetch resumed (~30 s)
 }
 
 # (record, comparison, threshold, label)
@@ -107,6 +109,8 @@ TARGETS: tuple[tuple[str, str, float, str], ...] = (
      "a killed Ray worker costs at most one generation's time: the generation with the kill (p256, h512)"),
     ("cluster_killed_worker_total_extra_generations_pop256_h512", "<=", 1.0,
      "a killed Ray worker costs at most one generation's time: in all, until it rejoins (p256, h512)"),
+    ("fetch_36_months_seconds", "<", 20.0, "`btc-ai data fetch` of 36 monthly 5-minute zips from a local mirror < 20 s"),
+    ("fetch_resume_redownloaded_files", "<", 0.5, "a killed `data fetch` resumed: no verified file downloaded again"),
     ("walk_forward_seconds_4x2", "<", 240.0,
      "walk-forward of 4 folds x 2 seeds on the shared month < 4 min (default config, 2 cores)"),
 )

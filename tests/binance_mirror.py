@@ -45,17 +45,18 @@ def corrupted(data: bytes) -> bytes:
 
 class Mirror:
     """``url`` serves ``files`` (path -> bytes); ``faults[path]`` is a queue, one fault per request of that
-    path; ``requests`` lists (path, Range header or None) as they came; ``release`` ends every stall."""
+    path; ``paths`` maps a month or day to its zip's path; ``requests`` lists (path, Range header or None) as they came; ``release`` ends every stall."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
+        self.paths: dict[str, str] = {}  # stamp -> the path of the zip published last for it
         self.faults: dict[str, list[str]] = defaultdict(list)
         self.requests: list[tuple[str, str | None]] = []
         self.release = threading.Event()
         self.stalled = threading.Event()
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -79,6 +80,7 @@ class Mirror:
         name = f"{symbol}-{interval}-{stamp}.zip"
         path = f"/data/{folder}/{frequency}/klines/{symbol}/{interval}/{name}"
         self.files[path] = data
+        self.paths[stamp] = path
         self.files[f"{path}.CHECKSUM"] = checksum if checksum is not None else checksum_of(data, name)
         return path
 

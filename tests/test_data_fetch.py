@@ -47,7 +47,8 @@ def mirror(zips: dict[str, bytes], monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("BTC_AI_FETCH_BACKOFF_S", "0")  # retries at once: the tests wait on nothing
     monkeypatch.delenv("BTC_AI_DATA_URL", raising=False)
     with Mirror() as served:
-        served.paths = {stamp: served.publish(SYMBOL, INTERVAL, stamp, data) for stamp, data in zips.items()}
+        for stamp, data in zips.items():
+            served.publish(SYMBOL, INTERVAL, stamp, data)
         yield served
 
 

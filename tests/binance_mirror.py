@@ -53,6 +53,7 @@ class Mirror:
         self.faults: dict[str, list[str]] = defaultdict(list)
         self.requests: list[tuple[str, str | None]] = []
         self.release = threading.Event()
+        self.honour_range = True  # False: a plain static server (`python -m http.server`), the whole file always
         self.stalled = threading.Event()
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
@@ -106,7 +107,7 @@ def _handler(mirror: Mirror) -> type[http.server.BaseHTTPRequestHandler]:
             if fault == BUSY:
                 return self._plain(503, b"Slow Down")
             start = 0
-            found = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+            found = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "") if mirror.honour_range else None
             if found:
                 start = int(found.group(1))
                 if start >= len(data):

@@ -137,6 +137,18 @@ def test_a_persistent_drop_is_one_line_and_the_next_fetch_resumes(here, run_main
     assert "resumed    BTCUSDT-1h-2024-02.zip" in out and "verified   BTCUSDT-1h-2024-01.zip" in out
 
 
+def test_a_mirror_that_ignores_range_sends_the_whole_file_which_replaces_the_part(here, run_main, mirror,
+                                                                                 zips) -> None:
+    mirror.honour_range = False
+    feb = mirror.paths["2024-02"]
+    mirror.faults[feb] = [DROP]
+    code, out, err = fetch(run_main, mirror)
+    assert code == 0, err
+    assert len(mirror.zip_gets(feb)) == 2 and mirror.zip_gets(feb)[1] is not None  # asked for the rest, got all
+    assert (here / "data" / name("2024-02")).read_bytes() == zips["2024-02"]  # not the half twice
+    assert "downloaded BTCUSDT-1h-2024-02.zip" in out
+
+
 @pytest.mark.slow
 def test_a_killed_fetch_resumes_without_fetching_verified_files_again(tmp_path, mirror, zips) -> None:
     feb = mirror.paths["2024-02"]

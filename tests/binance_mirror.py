@@ -55,7 +55,7 @@ class Mirror:
         self.release = threading.Event()
         self.honour_range = True  # False: a plain static server (`python -m http.server`), the whole file always
         self.stalled = threading.Event()
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = _QuietServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
@@ -88,6 +88,11 @@ class Mirror:
     def zip_gets(self, path: str) -> list[str | None]:
         """The Range header of each request of the zip at ``path`` (None: the whole file)."""
         return [rng for p, rng in self.requests if p == path]
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that hung up mid-answer (a killed fetch, a refused write) is what the tests do
 
 
 def _handler(mirror: Mirror) -> type[http.server.BaseHTTPRequestHandler]:

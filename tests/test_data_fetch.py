@@ -311,3 +311,11 @@ def test_the_command_lists_the_intervals_the_fetcher_knows() -> None:
     from btc_ai.desk.data_fetch import INTERVALS as KNOWN
 
     assert INTERVALS.split() == list(KNOWN)
+
+
+def test_a_file_that_cannot_be_written_is_one_line(here, run_main, mirror) -> None:
+    (here / "data" / f"{name('2024-01')}.part").mkdir(parents=True)  # in the way of the download (root ignores modes)
+    code, _, err = fetch(run_main, mirror)
+    assert code == 2
+    assert f"{name('2024-01')}: cannot write into data" in error_line(err)
+    assert not (here / "data" / name("2024-01")).exists()

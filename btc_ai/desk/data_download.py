@@ -106,6 +106,9 @@ class Downloader:
             return retrying(self._fetch_once, remote, final)
         except (requests.RequestException, ServerBusy, DownloadCutShort, DamagedDownload) as exc:
             raise FetchError(self._gave_up(remote, final, exc)) from None
+        except OSError as exc:  # after the network's errors (requests' are OSErrors too): the disk's
+            raise FetchError(f"{remote.name}: cannot write into {self.dest} ({exc.strerror or exc}); free some "
+                             "space or pass another --dest") from None
 
     def _fetch_once(self, remote: Remote, final: Path) -> tuple[str, Path, str]:
         checksum_text = self._get_small(f"{remote.url}.CHECKSUM")

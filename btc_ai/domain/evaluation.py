@@ -21,7 +21,9 @@ from btc_ai.domain.errors import ConfigValidationError
 from btc_ai.domain.es import OpenAIES
 from btc_ai.domain.market import (
     MarketData,
+    decision_rows,
     episode_stats,
+    hold_between_decisions,
     positions_from_actions,
     shaped_fitness,
     step_rewards,
@@ -80,11 +82,14 @@ class BatchedEvaluator:
     def __post_init__(self) -> None:
         self._features = torch.from_numpy(np.ascontiguousarray(self.market.features))
         self._allowed = self.market.episode_starts_allowed(self.config.MAX_STEPS_PER_EPISODE)
+        self._decides = decision_rows(self.market.index, self.config.DECISION_INTERVAL)
+
+    def starts(self, generation: int) -> np.ndarray:
+        return episode_starts(self.config.SEED, generation, self.config.EPISODES_PER_EVAL,
+                              self.config.MAX_STEPS_PER_EPISODE, len(self.market), self._allowed)
 
     def windows(self, generation: int) -> tuple[torch.Tensor, np.ndarray]:
-        starts = episode_starts(self.config.SEED, generation, self.config.EPISODES_PER_EVAL,
-                                self.config.MAX_STEPS_PER_EPISODE, len(self.market), self._allowed)
-        inputs, returns = self.market.windows(starts, self.config.MAX_STEPS_PER_EPISODE)
+        inputs, returns = self.market.windows(self.starts(generation), self.config.MAX_STEPS_PER_EPISODE)
         return torch.from_numpy(inputs), returns
 
     def positions(self, params: np.ndarray, generation: int, members: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +98,11 @@ class BatchedEvaluator:
         member_params = torch.from_numpy(self.es.member_params(params, perturbations, np.asarray(members)))
         inputs, returns = self.windows(generation)
         actions = batched_actions(self.spec, member_params, inputs).numpy()
-        return positions_from_actions(actions).reshape(len(members), *returns.shape), returns
+        positions = positions_from_actions(actions, self.config.POSITION_MODE).reshape(len(members), *returns.shape)
+        if self.config.DECISION_INTERVAL > 1:
+            rows = self.starts(generation)[:, None] + np.arange(returns.shape[1])[None, :]
+            positions = hold_between_decisions(positions, self._decides[rows])
+        return positions, returns
 
     def rewards(self, params: np.ndarray, generation: int, members: Sequence[int]) -> np.ndarray:
         """Per-step rewards (members, episodes, steps) float32, after costs and each episode's closing trade."""
@@ -122,11 +131,12 @@ class BatchedEvaluator:
         return self.config.EPISODES_PER_EVAL * self.config.MAX_STEPS_PER_EPISODE
 
 
-def policy_positions(spec: PolicySpec, params: np.ndarray, market: MarketData) -> np.ndarray:
-    """Positions of one policy at every decision row of ``market``."""
+def policy_positions(spec: PolicySpec, params: np.ndarray, market: MarketData, config: TrainingConfig) -> np.ndarray:
+    """Positions of one policy at every decision row of ``market`` (the span's first row decides)."""
     flat = torch.from_numpy(np.array(params, dtype=np.float32)).unsqueeze(0)
     actions = batched_actions(spec, flat, torch.from_numpy(np.ascontiguousarray(market.features)))[0].numpy()
-    return positions_from_actions(actions)
+    positions = positions_from_actions(actions, config.POSITION_MODE)
+    return hold_between_decisions(positions, decision_rows(market.index, config.DECISION_INTERVAL))
 
 
 def evaluate_span(spec: PolicySpec, params: np.ndarray, market: MarketData, config: TrainingConfig,
@@ -134,7 +144,7 @@ def evaluate_span(spec: PolicySpec, params: np.ndarray, market: MarketData, conf
     """One policy traded over a whole span from flat to flat, with buy-and-hold (and flat, 0 by definition)
     over the same span after the same costs. Metrics are named ``<prefix>/...``; the validation span's
     ``score`` (the mean reward of its VALIDATION_WINDOWS windows) is what selection compares."""
-    positions = policy_positions(spec, params, market)
+    positions = policy_positions(spec, params, market, config)
     stats, hold = _span_stats(positions, market, config)
     metrics = {f"{prefix}/{k}": v for k, v in (
         ("total_return", stats.total_return), ("sharpe", stats.sharpe), ("max_drawdown", stats.max_drawdown),
@@ -190,7 +200,7 @@ class EquityCurve:
 
 def equity_curve(spec: PolicySpec, params: np.ndarray, market: MarketData, config: TrainingConfig) -> EquityCurve:
     """The per-bar record behind :func:`evaluate_span`: same positions, same rewards, same fees."""
-    positions = policy_positions(spec, params, market)
+    positions = policy_positions(spec, params, market, config)
     returns = market.next_log_return
     rewards = step_rewards(positions, returns, config.cost_rate, config.holding_cost_rate, tradable=market.tradable,
                            close_at_end=True).astype(np.float64)

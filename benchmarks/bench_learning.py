@@ -205,6 +205,8 @@ def measure() -> list[Record]:
             Record(f"learning_{key}_never_trading_sessions", result["flat_sessions"], "of 12",
                    "sessions whose selected policy never trades on its test span"),
             Record(f"learning_{key}_best_rule_sharpe", best[1]["mean_sharpe"], "", f"best rule baseline: {best[0]}"),
+            Record(f"learning_{key}_sharpe_minus_best_rule", result["mean_sharpe"] - best[1]["mean_sharpe"], "",
+                   f"the policy's mean out-of-sample Sharpe less {best[0]}'s"),
             Record(f"learning_{key}_buy_and_hold_sharpe", result["baselines"]["buy_and_hold"]["mean_sharpe"], ""),
         ]
     return records

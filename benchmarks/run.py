@@ -27,6 +27,7 @@ from benchmarks import (
     bench_default,
     bench_es,
     bench_eval,
+    bench_learning,
     bench_load,
     bench_models,
     bench_outage,
@@ -60,6 +61,7 @@ FAMILIES: dict[str, Callable[[], list[Record]]] = {
     "load": bench_load.run,  # 8 + 8 + 4 concurrent trainings against the team server and SQLite (minutes)
     "team": bench_team.run,  # one training bare vs tracked on the team server, shared cores and a core of its own (~3 min)
     "cluster": bench_cluster.run,
+    "learning": bench_learning.run,  # walk-forward 6 x 2 of Swing and Position on the shared hourly file (minutes)
 }
 
 # (record, comparison, threshold, label)
@@ -102,6 +104,12 @@ TARGETS: tuple[tuple[str, str, float, str], ...] = (
      "a killed Ray worker costs at most one generation's time: the generation with the kill (p256, h512)"),
     ("cluster_killed_worker_total_extra_generations_pop256_h512", "<=", 1.0,
      "a killed Ray worker costs at most one generation's time: in all, until it rejoins (p256, h512)"),
+    ("learning_swing_seconds_6x2", "<", 600.0,
+     "walk-forward of 6 folds x 2 seeds of Swing on the shared hourly file < 10 min (default config, 2 cores)"),
+    ("learning_swing_never_trading_sessions", "<", 1.5, "Swing walk-forward: at most 1 of 12 policies never trades"),
+    ("learning_swing_mean_test_return_pct", ">", 0.0, "Swing walk-forward: mean net test return per fold > 0"),
+    ("learning_swing_sharpe_minus_best_rule", ">=", 0.0,
+     "Swing walk-forward: mean out-of-sample Sharpe >= the best rule baseline's"),
     ("walk_forward_seconds_4x2", "<", 240.0,
      "walk-forward of 4 folds x 2 seeds on the shared month < 4 min (default config, 2 cores)"),
 )
@@ -124,7 +132,7 @@ def targets_table(records: dict[str, Record]) -> list[str]:
         if record is None:
             lines.append(f"| {label} | not run | - |")
             continue
-        met = record.value >= threshold if op == ">=" else record.value < threshold
+        met = {">=": record.value >= threshold, ">": record.value > threshold}.get(op, record.value < threshold)
         lines.append(f"| {label} | {format_value(record.value)} {record.unit} | {'yes' if met else '**no**'} |")
     return lines
 

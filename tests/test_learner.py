@@ -116,3 +116,18 @@ def test_a_saved_policy_backtests_to_the_trainings_own_test_figures_with_every_o
     for key in ("total_return", "trades", "turnover", "sharpe"):
         assert done.figures[key] == pytest.approx(metrics["test/" + key], rel=1e-9, abs=1e-12), key
     assert metrics["test/short_share"] == 0.0
+
+
+def test_sharpe_fitness_weighs_calm_and_wild_episodes_alike_and_flat_scores_zero() -> None:
+    from btc_ai.domain.evaluation import episode_sharpe_fitness
+    from btc_ai.domain.market import step_rewards
+
+    config = TrainingConfig.from_dict({"FITNESS": "sharpe", "FEE_BPS": 0, "SLIPPAGE_BPS": 0, "TURNOVER_PENALTY_BPS": 0,
+                                       "DRAWDOWN_PENALTY": 0, "HOLDING_COST_BPS": 0})
+    returns = np.random.default_rng(0).normal(0.001, 0.01, (2, 50)).astype(np.float32)
+    returns[1] = returns[0] * 4  # the same week, four times as wild
+    positions = np.stack([np.ones((2, 50)), np.zeros((2, 50))]).astype(np.float32)  # members: long, flat
+    rewards = step_rewards(positions, returns[None], 0.0, 0.0, close_at_end=True)
+    fitness = episode_sharpe_fitness(rewards, positions, config)
+    assert fitness[0, 0] == pytest.approx(fitness[0, 1], rel=0.02) and fitness[0, 0] > 0  # the floor aside
+    np.testing.assert_array_equal(fitness[1], [0.0, 0.0])

@@ -21,7 +21,8 @@ from btc_ai.domain.shapes import FEATURE_SETS, policy_param_count
 TIMEFRAMES = ("5min", "15min", "30min", "1h", "4h", "1d")
 EVALUATORS = ("local", "ray")
 POSITION_MODES = ("long_short", "long_flat")
-CHOICES = {"EVALUATOR": EVALUATORS, "POSITION_MODE": POSITION_MODES, "FEATURES": FEATURE_SETS}
+FITNESSES = ("return", "sharpe")
+CHOICES = {"EVALUATOR": EVALUATORS, "POSITION_MODE": POSITION_MODES, "FEATURES": FEATURE_SETS, "FITNESS": FITNESSES}
 
 # Keys that fix the network's shape or its inputs: a resumed or repaired training must keep them.
 STRUCTURAL_KEYS = frozenset({"HIDDEN_SIZE", "HIDDEN_LAYERS", "LOOKBACK", "TIMEFRAME", "NOISE_TABLE_SIZE", "FEATURES"})
@@ -61,6 +62,7 @@ class TrainingConfig(BaseModel):
     )
     HOLDING_COST_BPS: float = Field(ge=0.0, le=100.0, description="reward shaping: cost per bar held long or short, bps")
     DRAWDOWN_PENALTY: float = Field(ge=0.0, le=10.0, description="reward shaping: weight of the episode's max drawdown")
+    FITNESS: str = Field("return", description="training fitness per episode: return (log return, shaped) or sharpe")
     VALIDATION_FRACTION: float = Field(ge=0.05, le=0.5, description="share of the data for validation (selection)")
     TEST_FRACTION: float = Field(
         ge=0.0, le=0.4, description="newest share of the data held out: scored once at the end, never selected on"

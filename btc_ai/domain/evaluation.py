@@ -24,6 +24,7 @@ from btc_ai.domain.market import (
     decision_rows,
     episode_stats,
     hold_between_decisions,
+    max_drawdown,
     positions_from_actions,
     shaped_fitness,
     step_rewards,
@@ -33,6 +34,7 @@ from btc_ai.domain.noise import generation_rng
 from btc_ai.domain.policy import PolicySpec, batched_actions
 
 _EPISODE_STREAM = 0xE915
+_SHARPE_FLOOR = 1e-4  # per-step standard deviation below which an episode counts as riskless (a bar's fee is ~1e-3)
 
 
 class PopulationEvaluator(Protocol):
@@ -121,6 +123,8 @@ class BatchedEvaluator:
         positions, returns = self.positions(params, generation, members)
         rewards = step_rewards(positions, returns[None], self.config.cost_rate, self.config.holding_cost_rate,
                                close_at_end=True)
+        if self.config.FITNESS == "sharpe":
+            return episode_sharpe_fitness(rewards, positions, self.config).mean(axis=-1)
         fitness = shaped_fitness(rewards, self.config.DRAWDOWN_PENALTY)
         if self.config.TURNOVER_PENALTY_BPS:  # shaping against churn: the training's fitness only
             fitness = fitness - self.config.turnover_penalty_rate * turnover(positions, close_at_end=True).sum(axis=-1)
@@ -129,6 +133,17 @@ class BatchedEvaluator:
     @property
     def steps_per_member(self) -> int:
         return self.config.EPISODES_PER_EVAL * self.config.MAX_STEPS_PER_EPISODE
+
+
+def episode_sharpe_fitness(rewards: np.ndarray, positions: np.ndarray, config: TrainingConfig) -> np.ndarray:
+    """FITNESS=sharpe: each episode's Sharpe ratio (mean over standard deviation of its per-step rewards, turnover
+    penalty included, times sqrt(steps)) less the drawdown penalty. A calm week and a wild one weigh alike, so the
+    few most volatile windows do not decide the ranking; flat scores 0."""
+    shaped = rewards.astype(np.float64) - config.turnover_penalty_rate * turnover(positions, close_at_end=True)
+    sharpe = shaped.mean(axis=-1) / (shaped.std(axis=-1) + _SHARPE_FLOOR) * np.sqrt(shaped.shape[-1])
+    if config.DRAWDOWN_PENALTY:
+        sharpe = sharpe - config.DRAWDOWN_PENALTY * max_drawdown(rewards)
+    return sharpe
 
 
 def policy_positions(spec: PolicySpec, params: np.ndarray, market: MarketData, config: TrainingConfig) -> np.ndarray:

@@ -212,6 +212,27 @@ def measure() -> list[Record]:
     return records
 
 
+def ablation_table(history: list[dict[str, Any]]) -> str:
+    """Every recorded row, in the order run, as a Markdown table (one per bucket)."""
+    lines = []
+    for bucket in dict.fromkeys(r["bucket"] for r in history):
+        rows = [r for r in history if r["bucket"] == bucket]
+        rules = list(rows[0]["baselines"])
+        lines += [f"**{bucket}** ({rows[0]['data']}, {rows[0]['folds']} folds x seeds "
+                  f"{' '.join(map(str, rows[0]['seeds']))}; rule baselines: mean test return / Sharpe)", "",
+                  "| # | change (config keys) | mean test return / fold | Sharpe | t | never trade | "
+                  + " | ".join(rules) + " | wall / CPU s |", "|---|---|---:|---:|---:|---:|" + "---:|" * len(rules) + "---:|"]
+        for number, r in enumerate(rows, start=1):
+            keys = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "today's defaults"
+            base = " | ".join(f"{r['baselines'][k]['mean_return']:+.1%} / {r['baselines'][k]['mean_sharpe']:.2f}"
+                              for k in rules)
+            lines.append(f"| {number} | {r.get('label', '')}: {keys}{' (tracked)' if r.get('tracked') else ''} | "
+                         f"{r['mean_test_return']:+.2%} | {r['mean_sharpe']:.2f} | {r['t_statistic']:+.2f} | "
+                         f"{r['flat_sessions']}/{r['sessions']} | {base} | {r['wall_s']:.0f} / {r['cpu_s']:.0f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _value(text: str) -> Any:
     try:
         return json.loads(text)
@@ -230,7 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracked", action="store_true", help="through the real walk-forward and MLflow")
     parser.add_argument("--label", default="", help="the row's name in the ablation record")
     parser.add_argument("--no-record", action="store_true", help="do not append to learning_ablation.json")
+    parser.add_argument("--table", action="store_true", help="run nothing; write learning_ablation.md from the record")
     args = parser.parse_args(argv)
+    if args.table:
+        text = ablation_table(json.loads(ABLATION.read_text()))
+        ABLATION.with_suffix(".md").write_text(text)
+        print(text)
+        return 0
     overrides = dict(item.split("=", 1) for item in args.set)
     overrides = {k.strip().upper(): _value(v) for k, v in overrides.items()}
     data = args.data or (MONTH if args.bucket.lower() == "scalping" else HOURLY)

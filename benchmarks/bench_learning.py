@@ -223,10 +223,11 @@ def ablation_table(history: list[dict[str, Any]]) -> str:
                   "| # | change (config keys) | mean test return / fold | Sharpe | t | never trade | "
                   + " | ".join(rules) + " | wall / CPU s |", "|---|---|---:|---:|---:|---:|" + "---:|" * len(rules) + "---:|"]
         for number, r in enumerate(rows, start=1):
-            keys = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "today's defaults"
+            keys = ", ".join(f"{k}={v}" for k, v in r["overrides"].items())
+            keys = f": {keys}" if keys else ""
             base = " | ".join(f"{r['baselines'][k]['mean_return']:+.1%} / {r['baselines'][k]['mean_sharpe']:.2f}"
                               for k in rules)
-            lines.append(f"| {number} | {r.get('label', '')}: {keys}{' (tracked)' if r.get('tracked') else ''} | "
+            lines.append(f"| {number} | {r.get('label', '')}{keys}{' (tracked)' if r.get('tracked') else ''} | "
                          f"{r['mean_test_return']:+.2%} | {r['mean_sharpe']:.2f} | {r['t_statistic']:+.2f} | "
                          f"{r['flat_sessions']}/{r['sessions']} | {base} | {r['wall_s']:.0f} / {r['cpu_s']:.0f} |")
         lines.append("")

@@ -106,16 +106,22 @@ BUCKETS: Mapping[str, Bucket] = MappingProxyType(
             ),
             _bucket(
                 "Position",
-                "Trend following on 4-hour bars; ten-day episodes, funding-like holding cost.",
+                "Trend following on 4-hour bars, long or flat, decided once a day; ten-day episodes scored by their "
+                "Sharpe ratio, funding-like holding cost.",
                 TIMEFRAME="4h",
                 MAX_STEPS_PER_EPISODE=60,
                 LOOKBACK=12,
                 FEE_BPS=10.0,
                 SLIPPAGE_BPS=2.0,
-                TURNOVER_PENALTY_BPS=10.0,
-                DRAWDOWN_PENALTY=0.5,
                 HOLDING_COST_BPS=0.5,
-                EPISODES_PER_EVAL=2,
+                # issue 22's ablation, as for Swing; and 8 episodes per member: 2 of 60 bars were too noisy
+                EPISODES_PER_EVAL=8,
+                POSITION_MODE="long_flat",
+                FEATURES="trend",
+                DECISION_INTERVAL=6,
+                FITNESS="sharpe",
+                TURNOVER_PENALTY_BPS=0.0,
+                DRAWDOWN_PENALTY=0.0,
             ),
         )
     }

@@ -198,6 +198,8 @@ def measure() -> list[Record]:
         best = max(result["baselines"].items(), key=lambda kv: kv[1]["mean_sharpe"])
         records += [
             Record(f"learning_{key}_seconds_6x2", result["wall_s"], "s", describe(result)),
+            Record(f"learning_{key}_cpu_seconds_6x2", result["cpu_s"], "s",
+                   "CPU time of the same walk-forward, all threads (the machine is shared: wall time alone misleads)"),
             Record(f"learning_{key}_mean_test_return_pct", 100 * result["mean_test_return"], "%",
                    "walk-forward mean test return per fold, shared hourly file, default config, net of costs"),
             Record(f"learning_{key}_mean_sharpe", result["mean_sharpe"], "", "mean out-of-sample Sharpe of the sessions"),

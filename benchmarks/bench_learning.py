@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_record:
         history = json.loads(ABLATION.read_text()) if ABLATION.exists() else []
         history.append(result)
-        ABLATION.write_text(json.dumps(history, indent=1, default=float) + "\n")
+        ABLATION.write_text("[\n" + ",\n".join(json.dumps(r, default=float) for r in history) + "\n]\n")  # a row a line
     return 0
 
 

@@ -29,6 +29,7 @@ from benchmarks import (
     bench_eval,
     bench_fetch,
     bench_journal,
+    bench_learning,
     bench_load,
     bench_models,
     bench_outage,
@@ -64,6 +65,7 @@ FAMILIES: dict[str, Callable[[], list[Record]]] = {
     "team": bench_team.run,  # one training bare vs tracked on the team server, shared cores and a core of its own (~3 min)
     "cluster": bench_cluster.run,
     "fetch": bench_fetch.run,  # 36 monthly zips from a mirror on 127.0.0.1, a killed fetch resumed (~30 s)
+    "learning": bench_learning.run,  # walk-forward 6 x 2 of Swing and Position on the shared hourly file (minutes)
 }
 
 # (record, comparison, threshold, label)
@@ -111,6 +113,12 @@ TARGETS: tuple[tuple[str, str, float, str], ...] = (
      "a killed Ray worker costs at most one generation's time: in all, until it rejoins (p256, h512)"),
     ("fetch_36_months_seconds", "<", 20.0, "`btc-ai data fetch` of 36 monthly 5-minute zips from a local mirror < 20 s"),
     ("fetch_resume_redownloaded_files", "<", 0.5, "a killed `data fetch` resumed: no verified file downloaded again"),
+    ("learning_swing_seconds_6x2", "<", 600.0,
+     "walk-forward of 6 folds x 2 seeds of Swing on the shared hourly file < 10 min (default config, 2 cores)"),
+    ("learning_swing_never_trading_sessions", "<", 1.5, "Swing walk-forward: at most 1 of 12 policies never trades"),
+    ("learning_swing_mean_test_return_pct", ">", 0.0, "Swing walk-forward: mean net test return per fold > 0"),
+    ("learning_swing_sharpe_minus_best_rule", ">=", 0.0,
+     "Swing walk-forward: mean out-of-sample Sharpe >= the best rule baseline's"),
     ("walk_forward_seconds_4x2", "<", 240.0,
      "walk-forward of 4 folds x 2 seeds on the shared month < 4 min (default config, 2 cores)"),
 )
@@ -133,7 +141,7 @@ def targets_table(records: dict[str, Record]) -> list[str]:
         if record is None:
             lines.append(f"| {label} | not run | - |")
             continue
-        met = record.value >= threshold if op == ">=" else record.value < threshold
+        met = {">=": record.value >= threshold, ">": record.value > threshold}.get(op, record.value < threshold)
         lines.append(f"| {label} | {format_value(record.value)} {record.unit} | {'yes' if met else '**no**'} |")
     return lines
 

@@ -16,7 +16,15 @@ from btc_ai.domain.baselines import baseline_stats, rule_label, rule_positions, 
 from btc_ai.domain.data import load_candles, resample_candles
 from btc_ai.domain.errors import DataValidationError
 from btc_ai.domain.features import compute_features
-from btc_ai.domain.market import MarketData, episode_stats, series_market, step_rewards
+from btc_ai.domain.market import (
+    POSITION_MODES,
+    MarketData,
+    decision_rows,
+    episode_stats,
+    hold_between_decisions,
+    series_market,
+    step_rewards,
+)
 from btc_ai.domain.null_check import null_percentile
 from btc_ai.domain.policy import PolicyNet
 from btc_ai.domain.policy_files import PolicyCard
@@ -39,6 +47,7 @@ def policy_frame(net: PolicyNet, card: PolicyCard, candles: Any) -> pd.DataFrame
     position there is flat)."""
     bars = prepared_candles(candles, card)
     positions, probabilities, ready = _decide(net, card, bars)
+    positions = hold_between_decisions(positions, decision_rows(bars.index, card.decision_interval))
     return pd.DataFrame({"timestamp": bars.index, "position": positions.astype(np.int64),
                          "p_short": probabilities[:, 0], "p_flat": probabilities[:, 1], "p_long": probabilities[:, 2],
                          "ready": ready})
@@ -46,10 +55,10 @@ def policy_frame(net: PolicyNet, card: PolicyCard, candles: Any) -> pd.DataFrame
 
 def _decide(net: PolicyNet, card: PolicyCard, bars: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Positions, action probabilities and readiness at every bar (the last one included)."""
-    features = compute_features(bars, card.lookback)
+    features = compute_features(bars, card.lookback, card.features)
     with torch.inference_mode():
         probabilities = torch.softmax(net(torch.from_numpy(features.values)), dim=-1).numpy().astype(np.float64)
-    positions = probabilities.argmax(axis=1) - 1
+    positions = POSITION_MODES[card.position_mode][probabilities.argmax(axis=1)].astype(np.int64)
     ready = np.arange(len(bars)) >= features.valid_from
     positions[~ready] = 0
     return positions, probabilities, ready
@@ -86,10 +95,11 @@ def backtest_policy(net: PolicyNet, card: PolicyCard, candles: Any, *, start: An
     held over its next bar), flat to flat, with the policy's own cost model (or the given fee and slippage),
     features computed on everything before too (its look-back)."""
     bars = prepared_candles(candles, card)
-    market, valid_from = series_market(bars, card.lookback, card.max_gap_bars)
+    market, valid_from = series_market(bars, card.lookback, card.max_gap_bars, card.features)
     lo, hi = _rows(market, valid_from, start, end)
     span = market.slice(lo, hi)
     positions = _decide(net, card, bars)[0].astype(np.float32)[lo:hi]
+    positions = hold_between_decisions(positions, decision_rows(span.index, card.decision_interval))
     cost = (card.fee_bps if fee_bps is None else fee_bps) + (card.slippage_bps if slippage_bps is None else slippage_bps)
     return backtest_positions(positions, span, cost * 1e-4, card.holding_cost_bps * 1e-4)
 

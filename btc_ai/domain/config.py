@@ -16,13 +16,16 @@ from btc_ai.domain.errors import ConfigValidationError, UserInputError
 from btc_ai.domain.files import read_regular_file
 from btc_ai.domain.key_names import FLAG_NAMES, SYNONYMS
 from btc_ai.domain.presets import BUCKETS, DEFAULT_BUCKET, find_bucket
-from btc_ai.domain.shapes import policy_param_count
+from btc_ai.domain.shapes import FEATURE_SETS, policy_param_count
 
 TIMEFRAMES = ("5min", "15min", "30min", "1h", "4h", "1d")
 EVALUATORS = ("local", "ray")
+POSITION_MODES = ("long_short", "long_flat")
+FITNESSES = ("return", "sharpe")
+CHOICES = {"EVALUATOR": EVALUATORS, "POSITION_MODE": POSITION_MODES, "FEATURES": FEATURE_SETS, "FITNESS": FITNESSES}
 
 # Keys that fix the network's shape or its inputs: a resumed or repaired training must keep them.
-STRUCTURAL_KEYS = frozenset({"HIDDEN_SIZE", "HIDDEN_LAYERS", "LOOKBACK", "TIMEFRAME", "NOISE_TABLE_SIZE"})
+STRUCTURAL_KEYS = frozenset({"HIDDEN_SIZE", "HIDDEN_LAYERS", "LOOKBACK", "TIMEFRAME", "NOISE_TABLE_SIZE", "FEATURES"})
 
 
 class TrainingConfig(BaseModel):
@@ -47,6 +50,11 @@ class TrainingConfig(BaseModel):
     EPISODES_PER_EVAL: int = Field(ge=1, le=256, description="episode windows each member is scored on per generation")
     TIMEFRAME: str = Field(description="bar size the 5-minute candles are resampled to: " + ", ".join(TIMEFRAMES))
     LOOKBACK: int = Field(ge=2, le=1000, description="feature look-back in bars")
+    FEATURES: str = Field("base", description="feature set: base (horizons up to 4 x LOOKBACK) or trend (also the "
+                          "return and moving averages over 7 x LOOKBACK bars)")
+    POSITION_MODE: str = Field("long_short", description="long_short, or long_flat (a spot account: never short)")
+    DECISION_INTERVAL: int = Field(1, ge=1, le=10_000, description="the policy decides every this many bars (on a "
+                                   "grid fixed in UTC time) and holds its position in between")
     FEE_BPS: float = Field(ge=0.0, le=100.0, description="exchange fee per side: per unit change of position, bps")
     SLIPPAGE_BPS: float = Field(ge=0.0, le=100.0, description="spread and slippage per unit change of position, bps")
     TURNOVER_PENALTY_BPS: float = Field(
@@ -54,6 +62,7 @@ class TrainingConfig(BaseModel):
     )
     HOLDING_COST_BPS: float = Field(ge=0.0, le=100.0, description="reward shaping: cost per bar held long or short, bps")
     DRAWDOWN_PENALTY: float = Field(ge=0.0, le=10.0, description="reward shaping: weight of the episode's max drawdown")
+    FITNESS: str = Field("return", description="training fitness per episode: return (log return, shaped) or sharpe")
     VALIDATION_FRACTION: float = Field(ge=0.05, le=0.5, description="share of the data for validation (selection)")
     TEST_FRACTION: float = Field(
         ge=0.0, le=0.4, description="newest share of the data held out: scored once at the end, never selected on"
@@ -94,12 +103,12 @@ class TrainingConfig(BaseModel):
             raise ValueError("unknown timeframe")
         return text
 
-    @field_validator("EVALUATOR", mode="before")
+    @field_validator(*CHOICES, mode="before")
     @classmethod
-    def _known_evaluator(cls, value: Any) -> str:
+    def _known_choice(cls, value: Any, info: Any) -> str:
         text = str(value).strip().lower()
-        if text not in EVALUATORS:
-            raise ValueError("unknown evaluator")
+        if text not in CHOICES[info.field_name]:
+            raise ValueError(f"unknown {info.field_name.lower().replace('_', ' ')}")
         return text
 
     @field_validator("*", mode="before")
@@ -238,13 +247,13 @@ def noise_table_problem(values: Mapping[str, Any], skip: frozenset[str] | set[st
     perturbation is a slice of the table as long as the parameter vector); None when it fits or when one
     of those keys is itself at fault (``skip``) or not a number yet."""
     keys = ("NOISE_TABLE_SIZE", "HIDDEN_SIZE", "HIDDEN_LAYERS", "LOOKBACK")
-    if skip & set(keys):
+    if skip & {*keys, "FEATURES"}:
         return None
     try:
         table, hidden, layers, lookback = (int(values[k]) for k in keys)
     except (KeyError, TypeError, ValueError):
         return None
-    params = policy_param_count(lookback, hidden, layers)
+    params = policy_param_count(lookback, hidden, layers, str(values.get("FEATURES", "base")))
     if params <= table:
         return None
     return ConfigProblem(
@@ -308,8 +317,8 @@ def allowed_range(key: str) -> str:
         return ", ".join(BUCKETS)
     if key == "TIMEFRAME":
         return ", ".join(TIMEFRAMES)
-    if key == "EVALUATOR":
-        return ", ".join(EVALUATORS)
+    if key in CHOICES:
+        return ", ".join(CHOICES[key])
     field = TrainingConfig.model_fields[key]
     low, low_inc, high, high_inc = bounds(key)
     kind = field.annotation.__name__ if isinstance(field.annotation, type) else str(field.annotation)

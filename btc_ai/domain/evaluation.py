@@ -22,7 +22,10 @@ from btc_ai.domain.errors import ConfigValidationError
 from btc_ai.domain.es import OpenAIES
 from btc_ai.domain.market import (
     MarketData,
+    decision_rows,
     episode_stats,
+    hold_between_decisions,
+    max_drawdown,
     positions_from_actions,
     shaped_fitness,
     step_rewards,
@@ -32,6 +35,7 @@ from btc_ai.domain.noise import generation_rng
 from btc_ai.domain.policy import PolicySpec, batched_actions
 
 _EPISODE_STREAM = 0xE915
+_SHARPE_FLOOR = 1e-4  # per-step standard deviation below which an episode counts as riskless (a bar's fee is ~1e-3)
 
 
 class PopulationEvaluator(Protocol):
@@ -82,20 +86,32 @@ class BatchedEvaluator:
     def __post_init__(self) -> None:
         self._features = torch.from_numpy(np.ascontiguousarray(self.market.features))
         self._allowed = self.market.episode_starts_allowed(self.config.MAX_STEPS_PER_EPISODE)
+        self._decides = decision_rows(self.market.index, self.config.DECISION_INTERVAL)
+
+    def starts(self, generation: int) -> np.ndarray:
+        return episode_starts(self.config.SEED, generation, self.config.EPISODES_PER_EVAL,
+                              self.config.MAX_STEPS_PER_EPISODE, len(self.market), self._allowed)
 
     def windows(self, generation: int) -> tuple[torch.Tensor, np.ndarray]:
-        starts = episode_starts(self.config.SEED, generation, self.config.EPISODES_PER_EVAL,
-                                self.config.MAX_STEPS_PER_EPISODE, len(self.market), self._allowed)
-        inputs, returns = self.market.windows(starts, self.config.MAX_STEPS_PER_EPISODE)
+        inputs, returns = self.market.windows(self.starts(generation), self.config.MAX_STEPS_PER_EPISODE)
         return torch.from_numpy(inputs), returns
 
     def positions(self, params: np.ndarray, generation: int, members: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Positions (members, episodes, steps) and the episodes' log returns (episodes, steps)."""
         perturbations = self.es.ask(generation)
         member_params = torch.from_numpy(self.es.member_params(params, perturbations, np.asarray(members)))
+        return self._positions_of(member_params, generation)
+
+    def _positions_of(self, flat_params: torch.Tensor, generation: int) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (policies, episodes, steps) of the (policies, n_params) ``flat_params`` on the generation's
+        windows, and the windows' log returns (episodes, steps)."""
         inputs, returns = self.windows(generation)
-        actions = batched_actions(self.spec, member_params, inputs).numpy()
-        return positions_from_actions(actions).reshape(len(members), *returns.shape), returns
+        actions = batched_actions(self.spec, flat_params, inputs).numpy()
+        positions = positions_from_actions(actions, self.config.POSITION_MODE).reshape(len(flat_params), *returns.shape)
+        if self.config.DECISION_INTERVAL > 1:
+            rows = self.starts(generation)[:, None] + np.arange(returns.shape[1])[None, :]
+            positions = hold_between_decisions(positions, self._decides[rows])
+        return positions, returns
 
     def rewards(self, params: np.ndarray, generation: int, members: Sequence[int]) -> np.ndarray:
         """Per-step rewards (members, episodes, steps) float32, after costs and each episode's closing trade."""
@@ -136,6 +152,8 @@ class BatchedEvaluator:
         """Shaped fitness (members, episodes) of positions (members, episodes, steps) over the episodes' returns."""
         rewards = step_rewards(positions, returns[None], self.config.cost_rate, self.config.holding_cost_rate,
                                close_at_end=True)
+        if self.config.FITNESS == "sharpe":
+            return episode_sharpe_fitness(rewards, positions, self.config)
         fitness = shaped_fitness(rewards, self.config.DRAWDOWN_PENALTY)
         if self.config.TURNOVER_PENALTY_BPS:  # shaping against churn: the training's fitness only
             fitness = fitness - self.config.turnover_penalty_rate * turnover(positions, close_at_end=True).sum(axis=-1)
@@ -145,9 +163,7 @@ class BatchedEvaluator:
         """The centre policy on the generation's own windows: its fitness, exposure and turnover per episode, and
         the noise of one member's fitness from the choice of windows (the spread of the centre's per-episode
         fitness over sqrt(episodes)), against which ``fitness/std`` across members is the signal."""
-        inputs, returns = self.windows(generation)
-        centre = torch.from_numpy(np.array(params, dtype=np.float32)[None])
-        positions = positions_from_actions(batched_actions(self.spec, centre, inputs).numpy()).reshape(1, *returns.shape)
+        positions, returns = self._positions_of(torch.from_numpy(np.array(params, dtype=np.float32)[None]), generation)
         fitness = self.episode_fitness(positions, returns)[0]
         metrics = {"centre/fitness": float(fitness.mean()), "centre/exposure": float(np.abs(positions).mean()),
                    "centre/turnover": float(turnover(positions, close_at_end=True).sum(axis=-1).mean())}
@@ -167,11 +183,23 @@ def activity_metrics(activity: np.ndarray) -> dict[str, float]:
             "population/exposure": float(activity[:, 1].mean())}
 
 
-def policy_positions(spec: PolicySpec, params: np.ndarray, market: MarketData) -> np.ndarray:
-    """Positions of one policy at every decision row of ``market``."""
+def episode_sharpe_fitness(rewards: np.ndarray, positions: np.ndarray, config: TrainingConfig) -> np.ndarray:
+    """FITNESS=sharpe: each episode's Sharpe ratio (mean over standard deviation of its per-step rewards, turnover
+    penalty included, times sqrt(steps)) less the drawdown penalty. A calm week and a wild one weigh alike, so the
+    few most volatile windows do not decide the ranking; flat scores 0."""
+    shaped = rewards.astype(np.float64) - config.turnover_penalty_rate * turnover(positions, close_at_end=True)
+    sharpe = shaped.mean(axis=-1) / (shaped.std(axis=-1) + _SHARPE_FLOOR) * np.sqrt(shaped.shape[-1])
+    if config.DRAWDOWN_PENALTY:
+        sharpe = sharpe - config.DRAWDOWN_PENALTY * max_drawdown(rewards)
+    return sharpe
+
+
+def policy_positions(spec: PolicySpec, params: np.ndarray, market: MarketData, config: TrainingConfig) -> np.ndarray:
+    """Positions of one policy at every decision row of ``market`` (the span's first row decides)."""
     flat = torch.from_numpy(np.array(params, dtype=np.float32)).unsqueeze(0)
     actions = batched_actions(spec, flat, torch.from_numpy(np.ascontiguousarray(market.features)))[0].numpy()
-    return positions_from_actions(actions)
+    positions = positions_from_actions(actions, config.POSITION_MODE)
+    return hold_between_decisions(positions, decision_rows(market.index, config.DECISION_INTERVAL))
 
 
 def evaluate_span(spec: PolicySpec, params: np.ndarray, market: MarketData, config: TrainingConfig,
@@ -179,7 +207,7 @@ def evaluate_span(spec: PolicySpec, params: np.ndarray, market: MarketData, conf
     """One policy traded over a whole span from flat to flat, with buy-and-hold (and flat, 0 by definition)
     over the same span after the same costs. Metrics are named ``<prefix>/...``; the validation span's
     ``score`` (the mean reward of its VALIDATION_WINDOWS windows) is what selection compares."""
-    positions = policy_positions(spec, params, market)
+    positions = policy_positions(spec, params, market, config)
     stats, hold = _span_stats(positions, market, config)
     metrics = {f"{prefix}/{k}": v for k, v in (
         ("total_return", stats.total_return), ("sharpe", stats.sharpe), ("max_drawdown", stats.max_drawdown),
@@ -249,7 +277,7 @@ class EquityCurve:
 
 def equity_curve(spec: PolicySpec, params: np.ndarray, market: MarketData, config: TrainingConfig) -> EquityCurve:
     """The per-bar record behind :func:`evaluate_span`: same positions, same rewards, same fees."""
-    positions = policy_positions(spec, params, market)
+    positions = policy_positions(spec, params, market, config)
     returns = market.next_log_return
     rewards = step_rewards(positions, returns, config.cost_rate, config.holding_cost_rate, tradable=market.tradable,
                            close_at_end=True).astype(np.float64)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from btc_ai.domain.shapes import OTHER_FEATURES, return_horizons
+from btc_ai.domain.shapes import OTHER_FEATURES, SLOW_FACTOR, TREND_FEATURES, return_horizons
 
 CLIP = 5.0
 _VOL_FLOOR = 1e-6
@@ -22,17 +22,19 @@ class Features:
     valid_from: int
 
 
-def feature_names(lookback: int) -> tuple[str, ...]:
+def feature_names(lookback: int, features: str = "base") -> tuple[str, ...]:
     """Names of the features :func:`compute_features` builds, in column order."""
-    return (*[f"ret_{k}" for k in return_horizons(lookback)], *OTHER_FEATURES)
+    trend = TREND_FEATURES if features == "trend" else ()
+    return (*[f"ret_{k}" for k in return_horizons(lookback)], *OTHER_FEATURES, *trend)
 
 
-def warmup_bars(lookback: int) -> int:
-    """Rows at the start whose features are undefined (volatility window, then its 4x average)."""
-    return 5 * lookback
+def warmup_bars(lookback: int, features: str = "base") -> int:
+    """Rows at the start whose features are undefined (volatility window, then its 4x average; with the trend
+    features, the volatility window then the slow window)."""
+    return (SLOW_FACTOR + 1) * lookback if features == "trend" else 5 * lookback
 
 
-def compute_features(candles: pd.DataFrame, lookback: int) -> Features:
+def compute_features(candles: pd.DataFrame, lookback: int, features: str = "base") -> Features:
     """Features of every row of ``candles`` (clean OHLCV, UTC index), clipped to [-5, 5].
 
     Every feature is a ratio or z-score over trailing windows, so the policy sees the same scale at
@@ -74,10 +76,17 @@ def compute_features(candles: pd.DataFrame, lookback: int) -> Features:
     angle = 2.0 * np.pi * minutes / 1440.0
     columns.append(np.sin(angle))
     columns.append(np.cos(angle))
+    if features == "trend":
+        slow = SLOW_FACTOR * lookback
+        slow_scale = (vol * np.sqrt(slow)).to_numpy()
+        sma_slow = pd.Series(close).rolling(slow, min_periods=slow).mean().to_numpy()
+        columns.append(log_close.diff(slow).to_numpy() / slow_scale)
+        columns.append(np.log(close / sma_slow) / slow_scale)
+        columns.append(np.log(sma.to_numpy() / sma_slow) / slow_scale)
 
     values = np.column_stack(columns)
-    warmup = min(warmup_bars(lookback), len(values))
+    warmup = min(warmup_bars(lookback, features), len(values))
     values[:warmup] = 0.0
     values = np.nan_to_num(values, nan=0.0, posinf=CLIP, neginf=-CLIP)
     np.clip(values, -CLIP, CLIP, out=values)
-    return Features(values.astype(np.float32), feature_names(lookback), warmup)
+    return Features(values.astype(np.float32), feature_names(lookback, features), warmup)

@@ -102,7 +102,7 @@ def plan_folds(candles: pd.DataFrame, config: TrainingConfig, folds: int) -> Fol
     from btc_ai.domain.features import warmup_bars
 
     text = FOLD_CONSTRUCTION.format(share=folds * block / n, n=n, timeframe=config.TIMEFRAME, k=folds, block=block,
-                                    purge=warmup_bars(config.LOOKBACK))
+                                    purge=warmup_bars(config.LOOKBACK, config.FEATURES))
     return FoldPlan(tuple(made), share, block, text)
 
 
@@ -157,7 +157,8 @@ def _fits(bars: pd.DataFrame, config: TrainingConfig, folds: int) -> bool:
 
 def _fold(bars: pd.DataFrame, config: TrainingConfig, number: int, m: int, block: int) -> Fold:
     fraction = block / m
-    split = split_market(bars.iloc[:m], config.LOOKBACK, config.VALIDATION_FRACTION, fraction, config.MAX_GAP_BARS)
+    split = split_market(bars.iloc[:m], config.LOOKBACK, config.VALIDATION_FRACTION, fraction, config.MAX_GAP_BARS,
+                         config.FEATURES)
     assert split.test is not None
     if len(split.test) and split.test.index[0] != bars.index[m - block]:  # the session's own split must agree
         raise AssertionError(f"fold {number}: test span starts {split.test.index[0]}, block at {bars.index[m - block]}")

@@ -21,6 +21,8 @@ from btc_ai.domain.errors import ConfigValidationError, DataValidationError, Tra
 from btc_ai.domain.features import compute_features, feature_names, warmup_bars
 
 ACTIONS = np.array([-1.0, 0.0, 1.0], dtype=np.float32)  # action index -> position (short, flat, long)
+# POSITION_MODE -> position of each action index: long_flat (a spot account that cannot short) takes "short" as flat
+POSITION_MODES = {"long_short": ACTIONS, "long_flat": np.array([0.0, 0.0, 1.0], dtype=np.float32)}
 _YEAR = pd.Timedelta(days=365)
 _MIN_SPAN_BARS = 8  # a validation or test span shorter than this scores nothing (an empty one cannot be scored)
 
@@ -92,10 +94,11 @@ class MarketSplit:
         return sum(span.gap_rows for span in (self.train, self.validation, self.test) if span is not None)
 
 
-def series_market(candles: pd.DataFrame, lookback: int, max_gap_bars: int | None = None) -> tuple[MarketData, int]:
+def series_market(candles: pd.DataFrame, lookback: int, max_gap_bars: int | None = None,
+                  features: str = "base") -> tuple[MarketData, int]:
     """Every decision row of ``candles`` (all but the last bar) as one span, features computed causally on the
     whole series, and the first row whose features are defined (the warm-up before it)."""
-    feats = compute_features(candles, lookback)
+    feats = compute_features(candles, lookback, features)
     close = candles["close"].to_numpy(np.float64)
     index = pd.DatetimeIndex(candles.index)
     next_ret = np.diff(np.log(close)).astype(np.float32)  # decision rows 0 .. n-2
@@ -110,12 +113,12 @@ def series_market(candles: pd.DataFrame, lookback: int, max_gap_bars: int | None
 
 
 def split_market(candles: pd.DataFrame, lookback: int, validation_fraction: float, test_fraction: float = 0.0,
-                 max_gap_bars: int | None = None) -> MarketSplit:
+                 max_gap_bars: int | None = None, features: str = "base") -> MarketSplit:
     """Features on the whole series (causal), then train = oldest part, validation = the next
     ``validation_fraction`` of the data, test = the newest ``test_fraction``; with a test span, the spans
     are apart by the feature warm-up (5 x ``lookback`` bars), so no window reaches across a border."""
-    market, lo = series_market(candles, lookback, max_gap_bars)
-    names = feature_names(lookback)
+    market, lo = series_market(candles, lookback, max_gap_bars, features)
+    names = feature_names(lookback, features)
     n = len(candles)
     end = n - 1
 
@@ -129,7 +132,7 @@ def split_market(candles: pd.DataFrame, lookback: int, validation_fraction: floa
         raise ConfigValidationError([ConfigProblem(
             "TEST_FRACTION", test_fraction, f"with VALIDATION_FRACTION={validation_fraction} leaves less than a "
             "fifth of the data to train on", f"<= {0.8 - validation_fraction:.2f}")])
-    purge = warmup_bars(lookback)
+    purge = warmup_bars(lookback, features)
     test_start = round(n * (1.0 - test_fraction))
     val_start = round(n * (1.0 - test_fraction - validation_fraction))
     train = span(lo, max(lo, val_start - purge))
@@ -152,9 +155,29 @@ def check_split(split: MarketSplit, bars: int, lookback: int) -> None:
                 "more candles (or a finer TIMEFRAME, a shorter LOOKBACK or a smaller TEST_FRACTION)")
 
 
-def positions_from_actions(actions: np.ndarray) -> np.ndarray:
-    """Action indices (0 short, 1 flat, 2 long) to positions (-1, 0, +1)."""
-    return ACTIONS[actions]
+def positions_from_actions(actions: np.ndarray, mode: str = "long_short") -> np.ndarray:
+    """Action indices (0 short, 1 flat, 2 long) to positions (-1, 0, +1; "short" is flat in long_flat mode)."""
+    return POSITION_MODES[mode][actions]
+
+
+def decision_rows(index: pd.DatetimeIndex, interval: int) -> np.ndarray:
+    """Rows where a policy that decides every ``interval`` bars decides: bars on a grid fixed in time (a daily
+    decision on hourly bars falls at midnight UTC whichever span it is in), so a span and its sub-spans agree."""
+    if interval <= 1 or not len(index):
+        return np.ones(len(index), dtype=bool)
+    step = (index[1:] - index[:-1]).min() if len(index) > 1 else pd.Timedelta(hours=1)
+    return np.asarray(index.asi8 // step.value % interval == 0)
+
+
+def hold_between_decisions(positions: np.ndarray, decides: np.ndarray) -> np.ndarray:
+    """Positions (..., T) held from each deciding row until the next; a span's first row always decides (a span
+    starts flat and must be able to open). ``decides`` is (T,) or broadcasts to ``positions``."""
+    decides = np.array(np.broadcast_to(decides, positions.shape), dtype=bool)
+    if decides.all():
+        return positions
+    decides[..., 0] = True
+    last = np.maximum.accumulate(np.where(decides, np.arange(positions.shape[-1]), 0), axis=-1)
+    return np.take_along_axis(positions, last, axis=-1)
 
 
 def effective_positions(positions: np.ndarray, tradable: np.ndarray | None) -> np.ndarray:
@@ -258,8 +281,10 @@ class TradingEnv:
     """Gym-style single-member environment with the same rules, one decision per :meth:`step`; the last
     step of an episode pays its closing trade when ``close_at_end``."""
 
-    def __init__(self, market: MarketData, fee_rate: float, holding_cost: float, *, close_at_end: bool = False) -> None:
+    def __init__(self, market: MarketData, fee_rate: float, holding_cost: float, *, close_at_end: bool = False,
+                 position_mode: str = "long_short") -> None:
         self.market = market
+        self.positions = POSITION_MODES[position_mode]
         self.fee_rate = fee_rate
         self.holding_cost = holding_cost
         self.close_at_end = close_at_end
@@ -274,7 +299,7 @@ class TradingEnv:
         return self.market.features[start]
 
     def step(self, action: int) -> tuple[np.ndarray | None, float, bool]:
-        position = float(ACTIONS[action])
+        position = float(self.positions[action])
         if self.market.tradable is not None and not self.market.tradable[self._t]:
             position = 0.0  # flat across a gap
         traded = abs(position - self._position)

@@ -36,15 +36,19 @@ class PolicyCard:
     holding_cost_bps: float
     max_gap_bars: int
     params_sha256: str = ""
+    features: str = "base"
+    position_mode: str = "long_short"
+    decision_interval: int = 1
     extra: dict[str, Any] = field(default_factory=dict)  # where it came from: session, generation, ...
     format: str = FORMAT
 
     @classmethod
     def of(cls, config: TrainingConfig, params_sha256: str = "", **extra: Any) -> PolicyCard:
-        return cls(len(feature_names(config.LOOKBACK)), config.HIDDEN_SIZE, config.HIDDEN_LAYERS,
-                   feature_names(config.LOOKBACK), config.LOOKBACK, warmup_bars(config.LOOKBACK), config.BUCKET,
-                   config.TIMEFRAME, config.FEE_BPS, config.SLIPPAGE_BPS, config.HOLDING_COST_BPS,
-                   config.MAX_GAP_BARS, params_sha256, dict(extra))
+        names = feature_names(config.LOOKBACK, config.FEATURES)
+        return cls(len(names), config.HIDDEN_SIZE, config.HIDDEN_LAYERS, names, config.LOOKBACK,
+                   warmup_bars(config.LOOKBACK, config.FEATURES), config.BUCKET, config.TIMEFRAME, config.FEE_BPS,
+                   config.SLIPPAGE_BPS, config.HOLDING_COST_BPS, config.MAX_GAP_BARS, params_sha256, config.FEATURES,
+                   config.POSITION_MODE, config.DECISION_INTERVAL, dict(extra))
 
     @property
     def spec(self) -> PolicySpec:

@@ -12,13 +12,20 @@ OTHER_FEATURES = ("vol_regime", "bar_range", "close_location", "volume_z", "sma_
                   "hour_sin", "hour_cos")
 
 
+# FEATURES="trend" adds, over a slow window of 7 x LOOKBACK bars (a week when LOOKBACK is a day), the return, the
+# close against its moving average and the fast (LOOKBACK) average against the slow one, volatility-scaled
+TREND_FEATURES = ("ret_slow", "sma_distance_slow", "sma_cross")
+FEATURE_SETS = ("base", "trend")
+SLOW_FACTOR = 7
+
+
 def return_horizons(lookback: int) -> list[int]:
     """Look-backs (in bars) of the return features: short to ``lookback``."""
     return sorted({1, 2, 4, max(1, lookback // 2), lookback, 4 * lookback})
 
 
-def n_features(lookback: int) -> int:
-    return len(return_horizons(lookback)) + len(OTHER_FEATURES)
+def n_features(lookback: int, features: str = "base") -> int:
+    return len(return_horizons(lookback)) + len(OTHER_FEATURES) + (len(TREND_FEATURES) if features == "trend" else 0)
 
 
 def param_count(n_inputs: int, hidden_size: int, hidden_layers: int) -> int:
@@ -27,5 +34,5 @@ def param_count(n_inputs: int, hidden_size: int, hidden_layers: int) -> int:
     return sum(i * o + o for i, o in pairwise(sizes))
 
 
-def policy_param_count(lookback: int, hidden_size: int, hidden_layers: int) -> int:
-    return param_count(n_features(lookback), hidden_size, hidden_layers)
+def policy_param_count(lookback: int, hidden_size: int, hidden_layers: int, features: str = "base") -> int:
+    return param_count(n_features(lookback, features), hidden_size, hidden_layers)

@@ -128,7 +128,8 @@ def validate_and_repair(raw: Mapping[str, Any] | TrainingConfig,
 
 
 def _size_noise_table(values: Mapping[str, Any]) -> Repair:
-    params = policy_param_count(int(values["LOOKBACK"]), int(values["HIDDEN_SIZE"]), int(values["HIDDEN_LAYERS"]))
+    params = policy_param_count(int(values["LOOKBACK"]), int(values["HIDDEN_SIZE"]), int(values["HIDDEN_LAYERS"]),
+                                str(values.get("FEATURES", "base")))
     size = noise_table_size_for(params)
     return Repair("size_noise_table_to_policy", f"HIDDEN_SIZE={values['HIDDEN_SIZE']} with HIDDEN_LAYERS="
                   f"{values['HIDDEN_LAYERS']} has {params:,} parameters, more than the preset's noise table holds: "
@@ -268,7 +269,8 @@ def clamp_offending_value(ctx: RepairContext) -> Repair | None:
         new = max(2, value // 4 * 2)
     elif key == "NOISE_TABLE_SIZE":  # a table too small for the policy: sized to it
         c = ctx.config
-        new = max(value, noise_table_size_for(policy_param_count(c.LOOKBACK, c.HIDDEN_SIZE, c.HIDDEN_LAYERS)))
+        new = max(value, noise_table_size_for(policy_param_count(c.LOOKBACK, c.HIDDEN_SIZE, c.HIDDEN_LAYERS,
+                                                                        c.FEATURES)))
     elif value != ctx.preset[key]:
         new = ctx.preset[key]
     else:

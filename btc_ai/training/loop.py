@@ -90,7 +90,7 @@ def prepare_data(df: pd.DataFrame | str | Path | None, config: TrainingConfig) -
 def market_split(candles: pd.DataFrame, config: TrainingConfig) -> MarketSplit:
     """The train | validation | test split of resampled ``candles`` as the trainer makes it."""
     return split_market(candles, config.LOOKBACK, config.VALIDATION_FRACTION, config.TEST_FRACTION,
-                        config.MAX_GAP_BARS)
+                        config.MAX_GAP_BARS, config.FEATURES)
 
 
 def training_bars(candles: pd.DataFrame, config: TrainingConfig) -> int:
@@ -307,7 +307,7 @@ def score_test_span(spec: PolicySpec, params: np.ndarray, market: MarketData, co
 
     metrics: dict[str, Any] = {**evaluate_span(spec, params, market, config, prefix="test"),
                                 **baseline_metrics(market, config)}
-    positions = policy_positions(spec, params, market)
+    positions = policy_positions(spec, params, market, config)
     metrics["test/null_percentile"] = null_percentile(positions, market.next_log_return, config.cost_rate,
                                                       config.holding_cost_rate, tradable=market.tradable)
     metrics["test/bars"] = float(len(market))

@@ -86,7 +86,7 @@ def lean_rows(candles: pd.DataFrame, values: Mapping[str, Any], folds: int, seed
         futures = [pool.submit(_session, v, d) for _, _, v, d in tasks]
         results = [f.result() for f in futures]
     rows = []
-    for (fold, seed, _, data), result in zip(tasks, results, strict=True):
+    for (fold, seed, _, _), result in zip(tasks, results, strict=True):
         rows.append({"fold": fold.number, "seed": seed, **result})
     return rows
 

@@ -9,6 +9,7 @@ and are passed over. Binance's own file names (``BTCUSDT-5m-2024-01.zip``) say t
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import os
@@ -93,7 +94,7 @@ def _expand_one(item: str) -> list[Path]:
                                       "pattern (quote it so the shell leaves it to btc-ai)")
         return files
     if not path.exists():
-        raise FileNotFoundError(item)
+        raise FileNotFoundError(errno.ENOENT, "no such file", item)
     return [path]
 
 

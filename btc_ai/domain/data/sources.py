@@ -65,7 +65,7 @@ def is_many(source: Any) -> bool:
     text = str(source)
     if _SEPARATOR in text:
         return True
-    return Path(text).is_dir() or (bool(_MAGIC.search(text)) and not Path(text).exists())
+    return os.path.isdir(text) or (bool(_MAGIC.search(text)) and not os.path.exists(text))
 
 
 def expand(source: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -81,19 +81,19 @@ def expand(source: str | Path | Sequence[str | Path]) -> list[Path]:
 
 def _expand_one(item: str) -> list[Path]:
     path = Path(item)
-    if path.is_dir():
+    if os.path.isdir(item):  # os.path: a folder it may not look into is not one (the read says why)
         files = [p for p in sorted(path.iterdir()) if _is_data_file(p)]
         if not files:
             raise DataValidationError(f"{item} holds no candle files ({', '.join(DATA_SUFFIXES)}); put the CSV or "
                                       "zip files in it, or give a file or a glob")
         return files
-    if _MAGIC.search(item) and not path.exists():
+    if _MAGIC.search(item) and not os.path.exists(item):
         files = [Path(p) for p in sorted(glob.glob(os.path.expanduser(item))) if _is_data_file(Path(p))]
         if not files:
             raise DataValidationError(f"{item} matches no candle files ({', '.join(DATA_SUFFIXES)}); check the "
                                       "pattern (quote it so the shell leaves it to btc-ai)")
         return files
-    if not path.exists():
+    if not os.path.lexists(item):
         raise FileNotFoundError(errno.ENOENT, "no such file", item)
     return [path]
 
@@ -121,7 +121,7 @@ def source_text(source: Any) -> str:
     if isinstance(source, (list, tuple)):
         return _SEPARATOR.join(source_text(s) for s in source)
     text = str(source)
-    return text if _MAGIC.search(text) and not Path(text).exists() else str(Path(text).resolve())
+    return text if _MAGIC.search(text) and not os.path.exists(text) else str(Path(text).resolve())
 
 
 def display(source: Any) -> str:
@@ -140,7 +140,7 @@ def source_from_text(text: str) -> str | list[str]:
 def missing_part(text: str) -> str | None:
     """The first path of a recorded source that is not here now (a glob counts as here: it is expanded)."""
     for item in text.split(_SEPARATOR):
-        if not (_MAGIC.search(item) or Path(item).exists()):
+        if not (_MAGIC.search(item) or os.path.exists(item)):
             return item
     return None
 

@@ -145,7 +145,7 @@ def test_a_bad_file_in_a_folder_is_named_with_its_line(tmp_path, candles) -> Non
 def test_an_empty_folder_or_a_glob_matching_nothing_is_refused(tmp_path, pattern) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "x.zip.CHECKSUM").write_text("0  x.zip\n")  # litter is not data
-    with pytest.raises(DataValidationError, match="holds no candle files|matches no candle files"):
+    with pytest.raises(DataValidationError, match=r"holds no candle files|matches no candle files"):
         load_candles(str(tmp_path / pattern))
 
 
@@ -246,6 +246,15 @@ def test_walk_forward_reads_a_glob_and_train_a_repeated_flag(here, run_main, can
     paths = three_months(here / "data", candles)
     code, _, err = run_main("walk-forward", "data/BTCUSDT-5m-*.zip", "--folds", "2", "--quiet", *tiny_flags())
     assert code == 0, err
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store_uri(here))
+    experiment = client.get_experiment_by_name("btc-ai").experiment_id
+    (wf,) = client.search_runs([experiment], "tags.`btc_ai.kind` = 'walk_forward'")
+    assert wf.data.tags["btc_ai.data_source"] == str(here / "data" / "BTCUSDT-5m-*.zip")  # a glob stays a glob
+    binance_zip(here / "data", "BTCUSDT-5m-2023-12", candles.iloc[:50])  # the glob matches one more file now
+    code, _, err = run_main("resume", wf.info.run_id, "--quiet")
+    assert code == 2 and "the data files differ: added BTCUSDT-5m-2023-12.zip" in err, err
     code, _, err = run_main("train", "--data_path", str(paths[0]), "--data-path", str(paths[1]), "--quiet",
                             *tiny_flags())
     assert code == 0, err

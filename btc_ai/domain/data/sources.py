@@ -121,7 +121,9 @@ def source_text(source: Any) -> str:
     if isinstance(source, (list, tuple)):
         return _SEPARATOR.join(source_text(s) for s in source)
     text = str(source)
-    return text if _MAGIC.search(text) and not os.path.exists(text) else str(Path(text).resolve())
+    if _MAGIC.search(text) and not os.path.exists(text):
+        return os.path.abspath(os.path.expanduser(text))  # a resume from another folder finds the same files
+    return str(Path(text).resolve())
 
 
 def display(source: Any) -> str:

@@ -756,8 +756,9 @@ def test_a_frame_of_date_strings_is_read_the_same_way():
 # Files that are not regular, readable files: one line each, at once (a pipe never blocks)
 
 
-def test_a_folder_is_refused(tmp_path):
-    err = reject(tmp_path, "is a folder, not a data file")
+def test_an_empty_folder_is_refused(tmp_path):
+    """A folder is many files now (tests/test_data_files.py); one with none is refused, naming it."""
+    err = reject(tmp_path, "holds no candle files")
     assert str(tmp_path) in str(err)
 
 

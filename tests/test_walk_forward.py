@@ -87,15 +87,16 @@ def _one_line_exit_2(code: int, err: str, word: str) -> None:
 
 
 @pytest.mark.parametrize(("case", "word"), [
-    ("missing", "does not exist"), ("folder", "folder"), ("short", "too few"), ("zero", "at least 1 fold"),
+    ("missing", "does not exist"), ("folder", "holds no candle files"), ("short", "too few"), ("zero", "at least 1 fold"),
     ("negative", "at least 1 fold"), ("test_fraction", "TEST_FRACTION"), ("seeds", "repeats"), ("seed_range", "seed"),
     ("config", "invalid config")])
 def test_bad_input_is_one_line_exit_2_and_nothing_created(here, run_main, candles, case, word) -> None:
     csv_path = write_binance_csv(here / "c.csv", candles)
     short = write_binance_csv(here / "short.csv", candles.iloc[:400])
+    (here / "empty").mkdir()
     args = {
         "missing": [str(here / "nope.csv"), "--folds", "2"],
-        "folder": [str(here), "--folds", "2"],
+        "folder": [str(here / "empty"), "--folds", "2"],  # a folder is many files (test_data_files.py): none here
         "short": [str(short), "--folds", "4"],
         "zero": [str(csv_path), "--folds", "0"],
         "negative": [str(csv_path), "--folds", "-3"],

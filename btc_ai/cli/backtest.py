@@ -6,7 +6,16 @@ import argparse
 import json
 from typing import Any
 
-from btc_ai.cli.common import EXIT_OK, TRACKING_URI_HELP, check_tracking_uri, flag
+from btc_ai.cli.common import (
+    DATA_HELP,
+    EXIT_OK,
+    OUTLIER_HELP,
+    TRACKING_URI_HELP,
+    apply_outlier_flag,
+    check_tracking_uri,
+    data_source,
+    flag,
+)
 from btc_ai.domain.baselines import RULE_NAMES
 
 
@@ -20,7 +29,8 @@ def add_parser(sub: Any) -> None:
                     "copies of its own positions (about 50 means no timing skill). Logged as a run of kind backtest "
                     "unless --no-track. Exit codes: 0 done; 2 bad input.")
     backtest.add_argument("ref", metavar="MODEL_REF", help="models:/<name>/<version|@alias>, session run ID, or checkpoint")
-    backtest.add_argument("data", metavar="DATA", help="candles (CSV or Parquet, any layout btc-ai train reads)")
+    backtest.add_argument("data", nargs="+", metavar="DATA", help=f"{DATA_HELP} (any layout btc-ai train reads)")
+    flag(backtest, "outlier_bars", metavar="CHOICE", help=OUTLIER_HELP)
     backtest.add_argument("--from", dest="start", metavar="T", help="first bar to trade (timestamp; default: the start)")
     backtest.add_argument("--to", dest="end", metavar="T", help="the bar the span ends at (default: the end)")
     flag(backtest, "date_format", metavar="FORMAT", help="how DATA's text dates read when the file cannot tell: "
@@ -35,9 +45,10 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_tracking_uri(args.tracking_uri)
+    apply_outlier_flag(args)
     from btc_ai.desk.backtest import backtest
 
-    done = backtest(args.ref, args.data, start=args.start, end=args.end, fee_bps=args.fee_bps,
+    done = backtest(args.ref, data_source(args.data, "DATA"), start=args.start, end=args.end, fee_bps=args.fee_bps,
                     slippage_bps=args.slippage_bps, tracking_uri=args.tracking_uri, track=not args.no_track,
                     plot=args.plot, date_format=args.date_format)
     result = done.result

@@ -139,3 +139,33 @@ def check_writable(folder: str, what: str, flag_name: str, *, renamed_into_place
         where = "the working folder" if existing == Path.cwd() else existing
         raise UserInputError(f"{what} {folder} cannot be written: {where} is read-only for this user; run btc-ai "
                              f"in a folder you can write, or pass {flag_name} DIR")
+
+
+DATA_HELP = ("candles: a CSV/Parquet/zip file, a folder of them (Binance's monthly zips; .CHECKSUM and *.part files "
+             "are passed over), a quoted glob ('data/BTCUSDT-5m-*.zip'), or several of these, read as one series")
+OUTLIER_HELP = ("bars whose open, high or low lie over 1.5x outside the previous and own close: repair (default: "
+                "clamp them to those closes), refuse, or keep; sets BTC_AI_OUTLIER_BARS")
+
+
+def data_source(values: str | list[str] | None, name: str = "--data_path") -> str | list[str] | None:
+    """One path stays the text it always was; several (``--data_path a b``, a repeated flag, DATA DATA) a list."""
+    if values is None or isinstance(values, str):
+        items = [] if values is None else [values]
+    else:
+        items = list(values)
+    if any(not str(v).strip() for v in items):
+        raise UserInputError(f"{name} is empty; give a CSV, Parquet or zip file, a folder or a glob, or drop it for "
+                             "the built-in data")
+    if not items:
+        return None
+    return items[0] if len(items) == 1 else items
+
+
+def apply_outlier_flag(args: argparse.Namespace) -> None:
+    """--outlier-bars for every reader of this process (sessions, folds, the backtest), checked here."""
+    choice = getattr(args, "outlier_bars", None)
+    if choice is None:
+        return
+    from btc_ai.domain.data.quality import OUTLIER_VARIABLE, outlier_choice
+
+    os.environ[OUTLIER_VARIABLE] = outlier_choice(choice)

@@ -12,13 +12,17 @@ from typing import Any
 
 from btc_ai.cli.cluster import add_cluster_flags, evaluator_overrides, ray_cluster
 from btc_ai.cli.common import (
+    DATA_HELP,
     EXIT_CODES,
     EXIT_FAILED,
     EXIT_OK,
+    OUTLIER_HELP,
     TRACKING_URI_HELP,
+    apply_outlier_flag,
     check_run_reference,
     check_tracking_uri,
     check_writable,
+    data_source,
     error,
     flag,
 )
@@ -60,7 +64,8 @@ def add_train_parser(sub: Any) -> None:
                "  btc-ai train --data-path btc_5m.csv --bucket Swing --episodes 500\n"
                "  btc-ai train --config my.json --set SIGMA=0.05 --set TEST_FRACTION=0.2\n"
                "  btc-ai train --resume <session run ID>          # the same as btc-ai resume\n\n" + EXIT_CODES)
-    flag(train, "data_path", metavar="FILE", help="candles (CSV or Parquet); default: built-in synthetic data")
+    flag(train, "data_path", nargs="+", action="extend", metavar="PATH", help=f"{DATA_HELP}; default: built-in data")
+    flag(train, "outlier_bars", metavar="CHOICE", help=OUTLIER_HELP)
     flag(train, "date_format", metavar="FORMAT", help=_DATE_FORMAT_HELP)
     flag(train, "config", metavar="FILE", help="JSON object of config keys (flags win over it)")
     for name, (key, kind) in _CONFIG_FLAGS.items():
@@ -92,7 +97,10 @@ def add_resume_parser(sub: Any) -> None:
                "  btc-ai resume models:/btc-ai-scalping@champion   # the session behind a registered model\n"
                "  btc-ai resume 3f2c...e9 --episodes 600           # train a finished session longer\n\n" + EXIT_CODES)
     resume.add_argument("ref", metavar="REF", help="session or attempt run ID, or models:/<name>/<version|@alias>")
-    flag(resume, "data_path", metavar="FILE", help="the data (default: the file the session recorded)")
+    # one path a flag (repeat it for several): `resume --data_path X REF` must leave REF to the positional
+    flag(resume, "data_path", action="append", metavar="PATH",
+         help="the data, as for train; repeat for several paths (default: what the session recorded)")
+    flag(resume, "outlier_bars", metavar="CHOICE", help=OUTLIER_HELP)
     flag(resume, "date_format", metavar="FORMAT", help=_DATE_FORMAT_HELP)
     flag(resume, "episodes", type=int, metavar="N", help="train up to N generations (extends a finished training)")
     flag(resume, "allow_data_change", action="store_true", help="resume even if the data differs")
@@ -229,9 +237,9 @@ def _check_data(args: argparse.Namespace) -> None:
 
     try:
         _, report = load_candles(args.data_path, date_format=getattr(args, "date_format", None))
-    except FileNotFoundError:
-        raise UserInputError(f"data file {args.data_path} does not exist{_tilde(args.data_path)}; check --data_path") \
-            from None
+    except FileNotFoundError as exc:
+        name = str(exc.filename or args.data_path)
+        raise UserInputError(f"data file {name} does not exist{_tilde(name)}; check --data_path") from None
     if not args.quiet:
         print(f"data: {report.summary()}")
 
@@ -249,8 +257,8 @@ def _check_flags(args: argparse.Namespace, resume: str | None) -> None:
     """Flag values no later step could make sense of, each refused in one line before anything is created."""
     if not args.experiment.strip():
         raise UserInputError("--experiment is empty; name the MLflow experiment (default btc-ai) or drop the flag")
-    if args.data_path is not None and not args.data_path.strip():
-        raise UserInputError("--data_path is empty; give a CSV or Parquet file, or drop it for the built-in data")
+    args.data_path = data_source(args.data_path)
+    apply_outlier_flag(args)
     if args.date_format is not None:
         from btc_ai.domain.data.dates import normalize_date_format
 

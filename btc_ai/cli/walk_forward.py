@@ -6,7 +6,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from btc_ai.cli.common import EXIT_FAILED, EXIT_OK, TRACKING_URI_HELP, check_tracking_uri, error, flag
+from btc_ai.cli.common import (
+    DATA_HELP,
+    EXIT_FAILED,
+    EXIT_OK,
+    OUTLIER_HELP,
+    TRACKING_URI_HELP,
+    apply_outlier_flag,
+    check_tracking_uri,
+    data_source,
+    error,
+    flag,
+)
 from btc_ai.domain.config import allowed_range
 from btc_ai.domain.errors import UserInputError
 
@@ -16,7 +27,8 @@ def add_parser(sub: Any) -> None:
 
     wf = sub.add_parser("walk-forward", help="K expanding-window folds in time order, a training session each, "
                                              "scored on data none of them selected on")
-    wf.add_argument("data", nargs="?", metavar="DATA", help="candles (CSV or Parquet); default: built-in synthetic data")
+    wf.add_argument("data", nargs="*", metavar="DATA", help=f"{DATA_HELP}; default: built-in synthetic data")
+    flag(wf, "outlier_bars", metavar="CHOICE", help=OUTLIER_HELP)
     wf.add_argument("--folds", type=int, required=True, metavar="K", help="number of folds (test blocks), >= 1")
     wf.add_argument("--seeds", type=int, nargs="+", metavar="S", help="a session per fold and seed (default: SEED)")
     flag(wf, "config", metavar="FILE", help="JSON object of config keys (flags win over it)")
@@ -55,9 +67,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError("a walk-forward sets TEST_FRACTION for each fold (its test span is the fold's test "
                              "block); drop TEST_FRACTION from --set / --config")
     check_tracking_uri(args.tracking_uri)
+    apply_outlier_flag(args)
     from btc_ai.desk.walk_forward import prepare
 
-    inputs = prepare(args.data, values, args.folds, args.seeds)
+    inputs = prepare(data_source(args.data, "DATA"), values, args.folds, args.seeds)
     return _drive(args, lambda wf: wf.start(inputs))
 
 

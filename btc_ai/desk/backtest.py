@@ -120,7 +120,9 @@ def _plot(result: BacktestResult, label: str, path: str | Path) -> Path:
 
 def _track(runs: RunModel, result: BacktestResult, label: str, frame: Any, source: Any, plot: Any) -> str:
     tracker = runs.tracker
-    source_text = str(Path(source).resolve()) if isinstance(source, (str, Path)) else "dataframe"
+    from btc_ai.domain.data.sources import source_text as recorded
+
+    source_text = recorded(source) if isinstance(source, (str, Path, list, tuple)) else "dataframe"
     run_id = tracker.create_run(KIND_BACKTEST, name=f"backtest-{result.start:%Y%m%d}-{result.end:%Y%m%d}", tags={
         TAG_MODEL_URI: label, TAG_DATA_FINGERPRINT: data_fingerprint(frame), TAG_DATA_SOURCE: source_text,
         TAG_BACKTEST_SPAN: f"{result.start:%Y-%m-%d %H:%M} .. {result.end:%Y-%m-%d %H:%M} UTC"})

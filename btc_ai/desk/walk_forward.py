@@ -22,6 +22,7 @@ import pandas as pd
 from btc_ai.domain.baselines import timeframe_windows
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.data import data_fingerprint, load_candles
+from btc_ai.domain.data.sources import display, file_set_change, missing_part, source_from_text, source_text
 from btc_ai.domain.errors import ConfigValidationError, DataValidationError, ResumeError, UserInputError
 from btc_ai.domain.fold_summary import (
     Aggregate,
@@ -55,17 +56,19 @@ MAX_SEED = 2**31 - 1
 class WalkForwardInputs:
     """Everything a walk-forward needs, checked: nothing is created on the store before these exist."""
 
-    source: str  # the data file (absolute) or BUILTIN_DATA
+    source: str  # the data file(s) (absolute, sources.source_text) or BUILTIN_DATA
     candles: pd.DataFrame  # validated 5-minute candles, all of them
     fingerprint: str
     values: dict[str, Any]  # the config keys every fold starts from (TEST_FRACTION and SEED set per session)
     config: TrainingConfig  # ... validated (and repaired)
     plan: FoldPlan
     seeds: tuple[int, ...]
+    files: list[dict[str, Any]] = field(default_factory=list)  # each file read, with its sha256
 
     def spec(self) -> dict[str, Any]:
         """What the walk-forward run records, enough to continue it from the store and the data file alone."""
-        return {"data_source": self.source, "data_fingerprint": self.fingerprint, "folds": len(self.plan.folds),
+        return {"data_source": self.source, "data_fingerprint": self.fingerprint, "data_files": self.files,
+                "folds": len(self.plan.folds),
                 "seeds": list(self.seeds), "config": self.values, "held_out_share": self.plan.held_out_share,
                 "block_bars": self.plan.block_bars, "construction": self.plan.construction,
                 "plan": [f.as_dict() for f in self.plan.folds]}
@@ -103,25 +106,23 @@ class WalkForwardReporter:
         """A fold's session completed in an earlier process."""
 
 
-def load_data(source: str | Path | None) -> tuple[str, pd.DataFrame]:
-    """(source label, validated candles) of a data file, or of the built-in data for None; UserInputError naming
-    the file when it cannot be read."""
+def load_data(source: str | Path | list[str] | None) -> tuple[str, pd.DataFrame, list[dict[str, Any]]]:
+    """(source label, validated candles, the files read) of a data file, many files (a folder, a glob, a list),
+    or the built-in data for None; UserInputError naming the file when it cannot be read."""
     if source is None or str(source) == BUILTIN_DATA:
         from btc_ai.domain.synthetic import default_candles
 
-        return BUILTIN_DATA, load_candles(default_candles())[0]
-    path = Path(source)
+        return BUILTIN_DATA, load_candles(default_candles())[0], []
     try:
-        return str(path.resolve()), load_candles(path)[0]
-    except FileNotFoundError:
-        raise UserInputError(f"data file {source} does not exist; check the path") from None
-    except IsADirectoryError:
-        raise UserInputError(f"{source} is a folder; give a CSV or Parquet file of candles") from None
+        candles, report = load_candles(source)
+    except FileNotFoundError as exc:
+        raise UserInputError(f"data file {exc.filename or source} does not exist; check the path") from None
     except DataValidationError as exc:
-        raise UserInputError(f"{source}: {exc}") from None
+        raise UserInputError(str(exc) if str(source) in str(exc) else f"{source}: {exc}") from None
+    return source_text(source), candles, [f.to_dict() for f in report.files]
 
 
-def prepare(source: str | Path | None, values: Mapping[str, Any], folds: int,
+def prepare(source: str | Path | list[str] | None, values: Mapping[str, Any], folds: int,
             seeds: Sequence[int] | None = None) -> WalkForwardInputs:
     """Check everything (folds, seeds, config, data, enough candles for the folds) and plan the folds."""
     if folds < 1:
@@ -137,9 +138,9 @@ def prepare(source: str | Path | None, values: Mapping[str, Any], folds: int,
         raise UserInputError(f"--seeds {' '.join(map(str, bad))}: a seed is 0 .. {MAX_SEED}")
     if len(set(chosen)) != len(chosen):
         raise UserInputError(f"--seeds {' '.join(map(str, chosen))} repeats a seed; give each once")
-    label, candles = load_data(source)
+    label, candles, files = load_data(source)
     plan = plan_folds(candles, config, folds)  # a DataValidationError (a UserInputError) when too short
-    return WalkForwardInputs(label, candles, data_fingerprint(candles), values, config, plan, chosen)
+    return WalkForwardInputs(label, candles, data_fingerprint(candles), values, config, plan, chosen, files)
 
 
 class WalkForward:
@@ -177,7 +178,8 @@ class WalkForward:
         self.reporter.started(run_id, inputs, resumed=False)
         return self._run(run_id, inputs)
 
-    def resume(self, walk_forward: WalkForwardRecord | str, data_path: str | Path | None = None) -> WalkForwardResult:
+    def resume(self, walk_forward: WalkForwardRecord | str,
+               data_path: str | Path | list[str] | None = None) -> WalkForwardResult:
         """Continue ``walk_forward`` (its record or run ID) with the folds not done; its data from the recorded
         file (or ``data_path``)."""
         runs = self.runs
@@ -187,9 +189,11 @@ class WalkForward:
         spec = runs.spec(run_id)
         source = data_path if data_path is not None else _recorded_source(run_id, spec)
         inputs = prepare(source, spec["config"], int(spec["folds"]), spec["seeds"])
-        if inputs.fingerprint != spec["data_fingerprint"]:
-            raise ResumeError(f"the data differs from the data walk-forward {run_id} ran on (fingerprint mismatch); "
-                              f"pass the original file ({spec['data_source']})")
+        files = file_set_change(spec.get("data_files") or [], inputs.files) if spec.get("data_files") else None
+        if inputs.fingerprint != spec["data_fingerprint"] or files:
+            what = f"the data files differ: {files}" if files else "fingerprint mismatch"
+            raise ResumeError(f"the data differs from the data walk-forward {run_id} ran on ({what}); "
+                              f"pass the original data ({display(source_from_text(spec['data_source']))})")
         if [f.as_dict() for f in inputs.plan.folds] != spec["plan"]:
             raise ResumeError(f"the folds of walk-forward {run_id} come out differently now (another btc_ai version?); "
                               "start a new walk-forward")
@@ -290,13 +294,14 @@ class WalkForward:
         self.runs.describe(run_id, _description(inputs, table_lines(rows, agg)))
 
 
-def _recorded_source(run_id: str, spec: Mapping[str, Any]) -> str | None:
+def _recorded_source(run_id: str, spec: Mapping[str, Any]) -> str | list[str] | None:
     source = spec.get("data_source")
     if source in (None, BUILTIN_DATA):
         return None
-    if not Path(source).exists():
-        raise ResumeError(f"the data file {source} of walk-forward {run_id} is not here; pass it with --data_path")
-    return str(source)
+    missing = missing_part(str(source))
+    if missing is not None:
+        raise ResumeError(f"the data file {missing} of walk-forward {run_id} is not here; pass the data with --data_path")
+    return source_from_text(str(source))
 
 
 def _description(inputs: WalkForwardInputs, table: list[str] | None) -> str:

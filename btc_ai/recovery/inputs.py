@@ -14,6 +14,7 @@ import pandas as pd
 
 from btc_ai.domain.config import STRUCTURAL_KEYS, TrainingConfig, normalize_key, read_config_file
 from btc_ai.domain.data import DataReport, clean_candles, data_fingerprint, load_candles
+from btc_ai.domain.data.sources import file_set_change, missing_part, source_from_text, source_text
 from btc_ai.domain.errors import DataValidationError, ResumeError
 from btc_ai.domain.presets import DEFAULT_BUCKET
 from btc_ai.recovery.repairs import Repair, shorten_episode_to_data, validate_and_repair
@@ -81,9 +82,11 @@ def new_session_inputs(system: TrainingRecoverySystem, config: Any, df: Any, rec
 def resumed_inputs(system: TrainingRecoverySystem, rs: RecoveryState, cfg: TrainingConfig, df: Any) -> SessionInputs:
     """The inputs of a resumed session: its recovered config ``cfg`` (see :func:`resumed_config`), the data it
     recorded (or ``df``), its newest good state."""
-    data, report, _ = resolve_data(df if df is not None else recorded_source(rs), system.date_format)
-    changed = check_fingerprint(rs, data, system.allow_data_change)
-    return _fit_episode(SessionInputs(cfg, data, report, rs.training_state, data_changed=changed, resume=rs))
+    source = df if df is not None else recorded_source(rs)
+    data, report, _ = resolve_data(source, system.date_format)
+    changed = check_fingerprint(rs, data, system.allow_data_change, report)
+    return _fit_episode(SessionInputs(cfg, data, report, rs.training_state, data_changed=changed,
+                                      source=source_label(source), resume=rs))
 
 
 def _fit_episode(inputs: SessionInputs) -> SessionInputs:
@@ -137,14 +140,19 @@ def resolve_data(df: Any, date_format: str | None = None) -> tuple[pd.DataFrame,
         return data, report, repair
 
 
-def check_fingerprint(rs: RecoveryState, data: pd.DataFrame, allow_change: bool) -> bool:
-    """True when the data changed and the change is allowed; ResumeError when it is not allowed."""
-    if rs.data_fingerprint is None or data_fingerprint(data) == rs.data_fingerprint:
+def check_fingerprint(rs: RecoveryState, data: pd.DataFrame, allow_change: bool,
+                      report: DataReport | None = None) -> bool:
+    """True when the data changed and the change is allowed; ResumeError when it is not allowed. The data
+    changed when its candles did (the fingerprint) or, for many files, when the set of files did (a file
+    added, removed or changed, even one whose bars were all duplicates)."""
+    current = [f.to_dict() for f in report.files] if report is not None else []
+    files = file_set_change(rs.data_files, current) if rs.data_files else None
+    if (rs.data_fingerprint is None or data_fingerprint(data) == rs.data_fingerprint) and files is None:
         return False
     if not allow_change:
+        what = f"the data files differ: {files}" if files else "fingerprint mismatch"
         raise ResumeError(f"the data differs from the data session {rs.session_run_id} trained on "
-                          "(fingerprint mismatch); pass the original data, or allow the change with "
-                          "--allow-data-change")
+                          f"({what}); pass the original data, or allow the change with --allow-data-change")
     return True
 
 
@@ -163,8 +171,8 @@ def resumed_config(rs: RecoveryState, overrides: Any) -> TrainingConfig:
 def source_label(df: Any) -> str:
     if df is None:
         return BUILTIN_DATA
-    if isinstance(df, (str, Path)):
-        return str(Path(df).resolve())
+    if isinstance(df, (str, Path, list, tuple)):
+        return source_text(df)
     return DATAFRAME_DATA
 
 
@@ -174,10 +182,11 @@ def recorded_source(rs: RecoveryState) -> Any:
     if rs.data_source == DATAFRAME_DATA:
         raise ResumeError(f"session {rs.session_run_id} trained on a DataFrame passed in Python; pass the same data "
                           "again (df=... or --data_path)")
-    if not Path(rs.data_source).exists():
-        raise ResumeError(f"the data file {rs.data_source} of session {rs.session_run_id} is not here; pass it "
+    missing = missing_part(rs.data_source)
+    if missing is not None:
+        raise ResumeError(f"the data file {missing} of session {rs.session_run_id} is not here; pass the data "
                           "with --data_path")
-    return rs.data_source
+    return source_from_text(rs.data_source)
 
 
 def _as_state(recovery_state: Any) -> TrainingState | None:

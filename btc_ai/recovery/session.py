@@ -93,6 +93,8 @@ class Session:
             self._reopen(inputs.resume, inputs.config)
             if inputs.data_changed:  # other data trains those generations differently: logged again
                 self.logged_through = 0
+                self.runs.tracker.log_dict(self.run_id, {"source": inputs.source, "report": inputs.report.to_dict()},
+                                           ARTIFACT_DATA_REPORT)  # the files now trained on: the next resume's reference
         else:
             try:
                 with interrupts_held():  # the session's config is on the store before an interrupt can end it

@@ -11,6 +11,7 @@ from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.errors import CheckpointError, ResumeError
 from btc_ai.recovery.lease import mark_stale_attempts
 from btc_ai.tracking.run_model import AttemptRecord, CheckpointRecord, RunModel
+from btc_ai.tracking.run_model.names import ARTIFACT_DATA_REPORT
 from btc_ai.tracking.store import Tracker
 from btc_ai.training.checkpoint import TrainingState, load_checkpoint
 
@@ -33,6 +34,7 @@ class RecoveryState:
     model_version: str | None = None  # the session's newest registered version, and the parameters it holds
     model_params_sha256: str | None = None
     nested: bool = False  # a session under another run (a walk-forward fold)
+    data_files: list[dict[str, Any]] = field(default_factory=list)  # the files it read (path, sha256), if any
 
     @property
     def generation(self) -> int:
@@ -80,7 +82,18 @@ class RecoveryState:
             model_version=session.model_version,
             model_params_sha256=session.model_params_sha256,
             nested=session.parent_id is not None,
+            data_files=recorded_files(runs, session.run_id),
         )
+
+
+def recorded_files(runs: RunModel, session_id: str) -> list[dict[str, Any]]:
+    """The data files a session's data report names (none for a DataFrame, the built-in data, or a session
+    recorded before files were named)."""
+    try:
+        files = runs.read_json(session_id, ARTIFACT_DATA_REPORT).get("report", {}).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [f for f in files if isinstance(f, dict) and "sha256" in f and "path" in f]
 
 
 def newest_good_checkpoint(runs: RunModel, attempts: list[AttemptRecord]) -> tuple[

@@ -21,17 +21,28 @@ class _Where:
     labels: np.ndarray
     unit: str
     source: str
+    files: tuple[str, ...] = ()  # rows joined from many files: the files, and which file each row came from
+    file_of: np.ndarray | None = None
 
     def at(self, mask_or_positions: np.ndarray) -> list[int]:
         picked = self.labels[mask_or_positions]
         return [int(x) for x in picked]
 
+    def place(self, position: int) -> tuple[str, int]:
+        """(file, label) of one row."""
+        if self.file_of is None:
+            return self.source, int(self.labels[position])
+        return self.files[int(self.file_of[position])], int(self.labels[position])
+
     def fail(self, problem: str, mask: np.ndarray, fix: str, example: str = "") -> DataValidationError:
-        rows = self.at(mask)
+        source, chosen = self.source, np.asarray(mask)
+        if self.file_of is not None:  # rows of many files: the first file at fault, and its rows alone
+            picked = np.flatnonzero(chosen) if chosen.dtype == bool else chosen
+            source, _ = self.place(int(picked[0]))
+            chosen = picked[self.file_of[picked] == self.file_of[picked[0]]]
+        rows = self.at(chosen)
         detail = f" ({example})" if example else ""
-        return DataValidationError(
-            f"{self.source}: {problem} at {_where(rows, self.unit)}{detail}; {fix}", rows=rows
-        )
+        return DataValidationError(f"{source}: {problem} at {_where(rows, self.unit)}{detail}; {fix}", rows=rows)
 
 
 def _where(labels: Sequence[int] | np.ndarray, unit: str) -> str:

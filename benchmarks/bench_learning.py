@@ -188,8 +188,15 @@ def measure() -> list[Record]:
     return records
 
 
+def _rule(name: str) -> str:
+    """The rule a recorded baseline column names: early rows (the screening's own rule function, before
+    btc_ai.domain.baselines) say ``sma_24_168`` and ``momentum_168``, later ones the rule's name."""
+    return "sma_crossover" if name.startswith("sma_") else "momentum" if name.startswith("momentum") else name
+
+
 def ablation_table(history: list[dict[str, Any]]) -> str:
     """Every recorded row, in the order run, as a Markdown table (one per bucket)."""
+    history = [{**r, "baselines": {_rule(k): v for k, v in r["baselines"].items()}} for r in history]
     lines = []
     for bucket in dict.fromkeys(r["bucket"] for r in history):
         rows = [r for r in history if r["bucket"] == bucket]

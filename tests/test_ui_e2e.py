@@ -171,7 +171,7 @@ def _stop_server(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def page(chromium: str, server: str, pytestconfig: pytest.Config) -> Iterator[Any]:
     """One headless Chromium page for the module (the UI keeps its view settings in localStorage)."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     for old in SHOTS.glob("*.png"):
@@ -182,6 +182,9 @@ def page(chromium: str, server: str, pytestconfig: pytest.Config) -> Iterator[An
         try:
             context = browser.new_context(viewport={"width": 1600, "height": 1000})
             context.set_default_timeout(TIMEOUT_MS)
+            # the context's timeout covers actions only: every expect() took Playwright's own 5 s, which a
+            # metric page (a plotly chart) overran on two busy cores (test_attempts_compare_on_fitness_mean)
+            expect.set_options(timeout=TIMEOUT_MS)
             page = context.new_page()
             _settle(page, server)
             yield page

@@ -40,6 +40,7 @@ def _check_digests(inputs: dict[str, tuple], fingerprint: str) -> None:
         assert "mlflow_colspec" in json.loads(dataset.schema)  # the schema, never the candles
 
 
+@pytest.mark.slow
 def test_a_session_its_resume_and_a_backtest_log_their_data_as_inputs(here, run_main, candles) -> None:
     from mlflow import MlflowClient
 
@@ -110,3 +111,36 @@ def test_a_walk_forward_and_each_fold_session_log_their_data(here, run_main, can
         assert _span_label(inputs["test"][1]) == fold.data.tags["btc_ai.test_span"]
         tests.add(inputs["test"][0].digest)
     assert len(tests) == 2  # each fold its own test span, its own dataset
+
+
+@pytest.mark.slow
+def test_inputs_logged_while_the_server_is_down_wait_in_the_journal(tmp_path: Path, monkeypatch) -> None:
+    """Dataset inputs are written like every other write: journaled in an outage, replayed once it ends, and
+    a replay of inputs already there (a process killed after the store applied them) adds none."""
+    from mlflow import MlflowClient
+
+    from btc_ai.tracking.run_model import DataInputs, RunModel
+    from btc_ai.tracking.server import LocalMlflowServer
+    from btc_ai.tracking.store import Tracker
+
+    monkeypatch.setenv("BTC_AI_JOURNAL_DIR", str(tmp_path / "journal"))
+    server = LocalMlflowServer(tmp_path / "server")
+    server.start()
+    try:
+        tracker = Tracker(server.url, experiment="inputs")
+        run_id = tracker.create_run("backtest")
+        spans = [DataSpan("backtest", "2024-01-01T00:00:00+00:00", "2024-01-31T23:55:00+00:00", 8928)]
+        data = DataInputs("builtin:default", "f" * 64)
+        server.stop()
+        RunModel(tracker).log_data_inputs(run_id, data, spans)
+        assert tracker.offline and tracker.pending() == 1
+        server.start()
+        tracker.replay(wait=True)
+        assert tracker.pending() == 0 and not tracker.offline
+        RunModel(tracker).log_data_inputs(run_id, data, spans)  # again: nothing added
+        tracker.close()
+        (item,) = MlflowClient(server.url).get_run(run_id).inputs.dataset_inputs
+        assert item.dataset.digest == span_digest("f" * 64, spans[0]) and item.dataset.name == "builtin"
+        assert [(t.key, t.value) for t in item.tags] == [("mlflow.data.context", "backtest")]
+    finally:
+        server.stop()

@@ -67,7 +67,10 @@ def test_a_session_its_resume_and_a_backtest_log_their_data_as_inputs(here, run_
     client = MlflowClient(uri)
     found = client.search_runs([session.info.experiment_id], f"dataset.digest = '{dataset.digest}'")
     assert [r.info.run_id for r in found] == [session.info.run_id]
-    assert len(client.search_runs([session.info.experiment_id], "dataset.name = 'BTCUSDT-5m'")) == 1
+    found = client.search_runs([session.info.experiment_id], "dataset.name = 'BTCUSDT-5m' AND dataset.context = 'test'")
+    assert [r.info.run_id for r in found] == [session.info.run_id]
+    (attempt,) = client.search_runs([session.info.experiment_id], "tags.`btc_ai.kind` = 'attempt'")
+    assert attempt.data.tags["btc_ai.data_fingerprint"] == fingerprint  # what the digests derive from
 
     # a resume trains a new attempt on the same spans: the same inputs, none twice (_inputs checks)
     code, _, err = run_main("resume", session.info.run_id, "--episodes", "8", "--quiet")

@@ -17,12 +17,16 @@ from btc_ai.domain.errors import UserInputError
 from btc_ai.domain.policy import PolicyNet
 from btc_ai.domain.policy_files import PolicyCard, load_policy
 from btc_ai.tracking.run_model import (
+    CONTEXT_BACKTEST,
+    DATAFRAME_DATA,
     KIND_BACKTEST,
     MODEL_URI,
     TAG_BACKTEST_SPAN,
     TAG_DATA_FINGERPRINT,
     TAG_DATA_SOURCE,
     TAG_MODEL_URI,
+    DataInputs,
+    DataSpan,
     RunModel,
 )
 
@@ -89,7 +93,7 @@ def backtest(model: Any, candles: Any, *, start: Any = None, end: Any = None, fe
 
         runs = open_run_model(tracking_uri)
     net, card, label = resolve_policy(model, runs)
-    frame, _ = load_candles(candles, date_format=date_format) if not _is_clean(candles) else (candles, None)
+    frame, report = load_candles(candles, date_format=date_format) if not _is_clean(candles) else (candles, None)
     result = backtest_policy(net, card, frame, start=start, end=end, fee_bps=fee_bps, slippage_bps=slippage_bps)
     if plot is not None:
         _plot(result, label, plot)
@@ -99,7 +103,7 @@ def backtest(model: Any, candles: Any, *, start: Any = None, end: Any = None, fe
             from btc_ai.tracking.run_model.local import open_run_model
 
             runs = open_run_model(tracking_uri)
-        run_id = _track(runs, result, label, frame, candles, plot)
+        run_id = _track(runs, result, label, frame, candles, plot, report)
     return TrackedBacktest(result, label, run_id)
 
 
@@ -118,14 +122,18 @@ def _plot(result: BacktestResult, label: str, path: str | Path) -> Path:
                              rules=result.rule_equity)
 
 
-def _track(runs: RunModel, result: BacktestResult, label: str, frame: Any, source: Any, plot: Any) -> str:
+def _track(runs: RunModel, result: BacktestResult, label: str, frame: Any, source: Any, plot: Any,
+           report: Any) -> str:
     tracker = runs.tracker
     from btc_ai.domain.data.sources import source_text as recorded
 
-    source_text = recorded(source) if isinstance(source, (str, Path, list, tuple)) else "dataframe"
+    source_text = recorded(source) if isinstance(source, (str, Path, list, tuple)) else DATAFRAME_DATA
+    fingerprint = data_fingerprint(frame)
     run_id = tracker.create_run(KIND_BACKTEST, name=f"backtest-{result.start:%Y%m%d}-{result.end:%Y%m%d}", tags={
-        TAG_MODEL_URI: label, TAG_DATA_FINGERPRINT: data_fingerprint(frame), TAG_DATA_SOURCE: source_text,
+        TAG_MODEL_URI: label, TAG_DATA_FINGERPRINT: fingerprint, TAG_DATA_SOURCE: source_text,
         TAG_BACKTEST_SPAN: f"{result.start:%Y-%m-%d %H:%M} .. {result.end:%Y-%m-%d %H:%M} UTC"})
+    runs.log_data_inputs(run_id, DataInputs.of(source_text, fingerprint, report), [
+        DataSpan(CONTEXT_BACKTEST, result.start.isoformat(), result.end.isoformat(), int(result.bars))])
     values = {f"policy/{k}": v for k, v in result.figures.items()}
     values.update({f"buy_and_hold/{k}": v for k, v in result.buy_and_hold.items()})
     values.update({f"baseline/{rule}/{k}": v for rule, figures in result.baselines.items() for k, v in figures.items()})

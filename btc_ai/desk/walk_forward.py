@@ -22,7 +22,15 @@ import pandas as pd
 from btc_ai.domain.baselines import timeframe_windows
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.data import data_fingerprint, load_candles
-from btc_ai.domain.data.sources import display, file_set_change, missing_part, source_from_text, source_text
+from btc_ai.domain.data.report import format_interval
+from btc_ai.domain.data.sources import (
+    display,
+    file_set_change,
+    files_digest,
+    missing_part,
+    source_from_text,
+    source_text,
+)
 from btc_ai.domain.errors import ConfigValidationError, DataValidationError, ResumeError, UserInputError
 from btc_ai.domain.fold_summary import (
     Aggregate,
@@ -41,8 +49,11 @@ from btc_ai.tracking.run_model import (
     ARTIFACT_WALK_FORWARD_SPEC,
     ARTIFACT_WALK_FORWARD_TABLE,
     BUILTIN_DATA,
+    CONTEXT_WALK_FORWARD,
     METRIC_FOLD_PREFIX,
     METRIC_WALK_FORWARD_PREFIX,
+    DataInputs,
+    DataSpan,
     WalkForwardRecord,
     WalkForwardRuns,
     fold_link,
@@ -64,6 +75,14 @@ class WalkForwardInputs:
     plan: FoldPlan
     seeds: tuple[int, ...]
     files: list[dict[str, Any]] = field(default_factory=list)  # each file read, with its sha256
+
+    def data_inputs(self) -> tuple[DataInputs, list[DataSpan]]:
+        """The walk-forward's data as one dataset input: the whole series its folds are cut from."""
+        index = self.candles.index
+        files = tuple({"path": f["path"], "sha256": f["sha256"]} for f in self.files)
+        data = DataInputs(self.source, self.fingerprint, format_interval(pd.Series(index).diff().min()), files,
+                          files_digest([f["sha256"] for f in files]) if files else "")
+        return data, [DataSpan(CONTEXT_WALK_FORWARD, index[0].isoformat(), index[-1].isoformat(), len(index))]
 
     def spec(self) -> dict[str, Any]:
         """What the walk-forward run records, enough to continue it from the store and the data file alone."""
@@ -212,6 +231,7 @@ class WalkForward:
 
     def _run(self, run_id: str, inputs: WalkForwardInputs) -> WalkForwardResult:
         runs = self.runs
+        self.system.runs.log_data_inputs(run_id, *inputs.data_inputs())  # again on a resume: MLflow keeps one
         try:
             walk_forward = runs.record(run_id)
             for fold in inputs.plan.folds:

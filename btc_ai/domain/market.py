@@ -93,6 +93,12 @@ class MarketSplit:
         """Decision rows held flat across gaps, in all spans together."""
         return sum(span.gap_rows for span in (self.train, self.validation, self.test) if span is not None)
 
+    def spans(self) -> tuple[tuple[str, pd.Timestamp, pd.Timestamp, int], ...]:
+        """(role, first decision row, last one, rows) of each span: train, validation and test."""
+        named = (("train", self.train), ("validation", self.validation), ("test", self.test))
+        return tuple((role, span.index[0], span.index[-1], len(span.index)) for role, span in named
+                     if span is not None and len(span.index))
+
 
 def series_market(candles: pd.DataFrame, lookback: int, max_gap_bars: int | None = None,
                   features: str = "base") -> tuple[MarketData, int]:

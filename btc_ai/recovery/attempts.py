@@ -15,7 +15,15 @@ from btc_ai.recovery.error_report import build_error_report, render_markdown
 from btc_ai.recovery.lease import heartbeat
 from btc_ai.recovery.retry import Failure, Plan, Retry, Stop
 from btc_ai.tracking.attempt_logger import AttemptLogger
-from btc_ai.tracking.run_model import ARTIFACT_ERROR_JSON, ARTIFACT_ERROR_MD, RunModel
+from btc_ai.tracking.run_model import (
+    ARTIFACT_ERROR_JSON,
+    ARTIFACT_ERROR_MD,
+    BUILTIN_DATA,
+    DataInputs,
+    DataSpan,
+    RunModel,
+)
+from btc_ai.training import TrainingSetup
 from btc_ai.training.checkpoint import TrainingState
 
 if TYPE_CHECKING:
@@ -42,7 +50,8 @@ class RecoveryLogger(AttemptLogger):
     progress reporter and the session lease's heartbeat."""
 
     def __init__(self, runs: RunModel, run_id: str, reporter: ProgressReporter, attempt: int, session_id: str,
-                 keep_checkpoints: int | None, logged_through: int = 0) -> None:
+                 keep_checkpoints: int | None, logged_through: int = 0, data_source: str = BUILTIN_DATA,
+                 data_report: Any = None) -> None:
         super().__init__(runs.tracker, run_id, keep_periodic=keep_checkpoints, logged_through=logged_through)
         self.runs = runs
         self.session_id = session_id
@@ -52,6 +61,15 @@ class RecoveryLogger(AttemptLogger):
         self.history: list[dict[str, Any]] = []
         self.last_good: TrainingState | None = None
         self.generations_done = 0
+        self.data_source, self.data_report = data_source, data_report  # as read from the source (its files)
+
+    def on_start(self, setup: TrainingSetup) -> None:
+        super().on_start(setup)
+        # the session's data as dataset inputs, its spans as their contexts; a later attempt's are the same
+        # inputs (MLflow keeps one), unless the data changed (a resume allowed to): then they are added
+        data = DataInputs.of(self.data_source, setup.data_fingerprint, self.data_report or setup.data_report)
+        spans = [DataSpan(role, start.isoformat(), end.isoformat(), bars) for role, start, end, bars in setup.spans]
+        self.writer.submit(self.runs.log_data_inputs, self.session_id, data, spans)
 
     def on_generation(self, generation: int, metrics: Mapping[str, float]) -> None:
         super().on_generation(generation, metrics)

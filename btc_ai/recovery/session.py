@@ -58,6 +58,7 @@ class Session:
         self.decision: Retry | Stop | None = None  # after the newest failure: what comes next
         self.attempts: list[Attempt] = []
         self.data_report: Any = None
+        self.data_source = ""  # where the data came from, as recorded (sources.source_text), builtin or dataframe
         self.last_good_config: TrainingConfig | None = None
         self.repairs: list[Repair] = []
         self.attempt_offset = 0  # attempts of this session made by earlier processes
@@ -88,7 +89,7 @@ class Session:
 
     def open(self, inputs: SessionInputs) -> None:
         """Create the session run (or reopen the resumed one; a session busy elsewhere is refused here)."""
-        self.data_report = inputs.report
+        self.data_report, self.data_source = inputs.report, inputs.source
         if inputs.resume is not None:
             self._reopen(inputs.resume, inputs.config)
             if inputs.data_changed:  # other data trains those generations differently: logged again
@@ -286,7 +287,8 @@ class Session:
         plan = attempt.plan
         logger = RecoveryLogger(self.runs, attempt.run_id, self.system.reporter, attempt.number, self.run_id,
                                 self.system.keep_checkpoints,
-                                logged_through=self.logged_through if len(self.attempts) == 1 else 0)
+                                logged_through=self.logged_through if len(self.attempts) == 1 else 0,
+                                data_source=self.data_source, data_report=self.data_report)
         save_dir = Path(self.save_path) if self.save_path is not None else self.system.checkpoint_dir / self.run_id
         try:
             model, metrics, best_reward, _ = self.training_func(

@@ -114,6 +114,18 @@ def _delete_artifact(tracker: Tracker, args: dict[str, Any]) -> None:
             raise
 
 
+def _log_inputs(tracker: Tracker, args: dict[str, Any]) -> None:
+    # no check for inputs already there: MLflow's store logs an input once per dataset (name, digest) and run
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    from btc_ai.tracking.run_model.datasets import CONTEXT_TAG
+
+    inputs = [DatasetInput(Dataset(d["name"], d["digest"], d["source_type"], d["source"], d.get("schema"),
+                                   d.get("profile")), [InputTag(CONTEXT_TAG, d["context"])])
+              for d in args["datasets"]]
+    tracker.client.log_inputs(args["run_id"], datasets=inputs)
+
+
 def _register_model(tracker: Tracker, args: dict[str, Any]) -> str:
     from btc_ai.tracking.registry import register
 
@@ -124,5 +136,5 @@ OPERATIONS: dict[str, Callable[[Tracker, dict[str, Any]], Any]] = {
     "create_run": _create_run, "log_batch": _log_batch, "set_status": _set_status, "set_terminated": _set_terminated,
     "delete_tags": _delete_tags,
     "log_artifact": _log_artifact, "log_artifacts": _log_artifacts, "delete_artifact": _delete_artifact,
-    "register_model": _register_model,
+    "register_model": _register_model, "log_inputs": _log_inputs,
 }

@@ -293,6 +293,10 @@ class Tracker:
         stamp = int(time.time() * 1000)
         self.log_metrics(run_id, (Metric(k, float(v), stamp, step) for k, v in values.items()))
 
+    def log_inputs(self, run_id: str, datasets: list[dict[str, Any]]) -> None:
+        """Dataset inputs (`run_model.datasets.DataInputs.records`): journaled like every other write."""
+        self._write("log_inputs", {"run_id": run_id, "datasets": datasets})
+
     def artifact_repository(self, run_id: str) -> Any:
         """The run's artifact repository, resolved once: MlflowClient.log_artifact reads the whole run
         (params, tags, latest metrics) from the store on every call to find it."""

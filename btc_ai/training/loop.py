@@ -50,6 +50,8 @@ class TrainingSetup:
     start_generation: int
     test_bars: int = 0
     gap_rows: int = 0  # decision rows held flat across gaps in the data
+    # (role, first bar, last bar, bars) of the train, validation and test spans: the session's dataset inputs
+    spans: tuple[tuple[str, pd.Timestamp, pd.Timestamp, int], ...] = ()
 
 
 class TrainingCallbacks:
@@ -206,7 +208,7 @@ def train_model(
     callbacks.on_start(
         TrainingSetup(config, report, fingerprint, spec.n_params, split.feature_names, len(split.train),
                       len(split.validation), state.generation, len(split.test) if split.test is not None else 0,
-                      split.gap_rows)
+                      split.gap_rows, split.spans())
     )
     prior_elapsed = state.elapsed_time
     history: list[dict[str, float]] = []

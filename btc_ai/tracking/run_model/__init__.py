@@ -6,6 +6,13 @@ Recovery, desk and face use `RunModel` and these records; none of them touches a
 object or a tag string. Importing this package does not load mlflow (the store does, when first opened).
 """
 
+from btc_ai.tracking.run_model.datasets import (
+    CONTEXT_BACKTEST,
+    CONTEXT_WALK_FORWARD,
+    DataInputs,
+    DataSpan,
+    span_digest,
+)
 from btc_ai.tracking.run_model.names import (
     ALIAS_CHAMPION,
     ALIAS_LATEST,
@@ -130,6 +137,8 @@ __all__ = [
     "ARTIFACT_WALK_FORWARD_TABLE",
     "BUILTIN_DATA",
     "CHECKPOINT_PATH",
+    "CONTEXT_BACKTEST",
+    "CONTEXT_WALK_FORWARD",
     "DATAFRAME_DATA",
     "KIND_ATTEMPT",
     "KIND_BACKTEST",
@@ -201,6 +210,8 @@ __all__ = [
     "VERSION_TAG_TIMEFRAME",
     "AttemptRecord",
     "CheckpointRecord",
+    "DataInputs",
+    "DataSpan",
     "FoldSessionRecord",
     "ModelVersionRecord",
     "ParentLink",
@@ -214,4 +225,5 @@ __all__ = [
     "fold_link",
     "model_path",
     "registered_model_name",
+    "span_digest",
 ]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from btc_ai.domain.errors import ResumeError
 from btc_ai.domain.text_fit import fit_text
 from btc_ai.tracking.credentials import redact
+from btc_ai.tracking.run_model.datasets import DataInputs, DataSpan
 from btc_ai.tracking.run_model.names import (
     ARTIFACT_CHECKPOINTS,
     CHECKPOINT_PATH,
@@ -266,6 +267,11 @@ class RunModel:
         return self.tracker.create_run(KIND_SESSION, name=name, parent=parent, tags={
             TAG_STATUS: "running", TAG_BUCKET: bucket, TAG_DATA_SOURCE: data_source, TAG_LEASE_OWNER: lease_owner,
             TAG_LEASE_HEARTBEAT: f"{heartbeat:.0f}", **(tags or {})})
+
+    def log_data_inputs(self, run_id: str, data: DataInputs, spans: Sequence[DataSpan]) -> None:
+        """The run's data as MLflow dataset inputs, one per span (see `run_model.datasets`); again adds nothing."""
+        if spans:
+            self.tracker.log_inputs(run_id, data.records(spans))
 
     def reopen_session(self, session_id: str) -> None:
         """A resumed session runs again: MLflow status RUNNING, ``btc_ai.status`` running."""

@@ -39,6 +39,13 @@ _COMMON: dict[str, Any] = {
 }
 
 
+# The learner Swing and Position keep, from issue 22's ablation (README, "Does it learn?"), each measured on
+# the walk-forward of the shared hourly file: long or flat, trend features, Sharpe fitness, no turnover or
+# drawdown shaping (the search used to settle on flat in 4 and 6 of 12 sessions); decisions once a day
+_TREND_LEARNER: dict[str, Any] = {"POSITION_MODE": "long_flat", "FEATURES": "trend", "FITNESS": "sharpe",
+                                  "TURNOVER_PENALTY_BPS": 0.0, "DRAWDOWN_PENALTY": 0.0}
+
+
 @dataclass(frozen=True)
 class Bucket:
     """One trading style: the timeframe it trades on and every config value it implies."""
@@ -95,14 +102,8 @@ BUCKETS: Mapping[str, Bucket] = MappingProxyType(
                 SLIPPAGE_BPS=2.0,
                 HOLDING_COST_BPS=0.1,
                 EPISODES_PER_EVAL=2,
-                # issue 22's ablation (README, "Does it learn?"): each of these measured on the walk-forward of the
-                # shared hourly file; with today's learner the search settled on flat in 4 of 12 sessions
-                POSITION_MODE="long_flat",
-                FEATURES="trend",
-                DECISION_INTERVAL=24,
-                FITNESS="sharpe",
-                TURNOVER_PENALTY_BPS=0.0,
-                DRAWDOWN_PENALTY=0.0,
+                DECISION_INTERVAL=24,  # a day of hourly bars
+                **_TREND_LEARNER,
             ),
             _bucket(
                 "Position",
@@ -114,14 +115,10 @@ BUCKETS: Mapping[str, Bucket] = MappingProxyType(
                 FEE_BPS=10.0,
                 SLIPPAGE_BPS=2.0,
                 HOLDING_COST_BPS=0.5,
-                # issue 22's ablation, as for Swing; and 8 episodes per member: 2 of 60 bars were too noisy
+                # and 8 episodes per member: 2 of 60 bars were too noisy (the ablation's Position rows)
                 EPISODES_PER_EVAL=8,
-                POSITION_MODE="long_flat",
-                FEATURES="trend",
-                DECISION_INTERVAL=6,
-                FITNESS="sharpe",
-                TURNOVER_PENALTY_BPS=0.0,
-                DRAWDOWN_PENALTY=0.0,
+                DECISION_INTERVAL=6,  # a day of 4-hour bars
+                **_TREND_LEARNER,
             ),
         )
     }

@@ -34,6 +34,7 @@ from benchmarks import (
     bench_models,
     bench_outage,
     bench_resume,
+    bench_scale,
     bench_startup,
     bench_team,
     bench_tracking,
@@ -65,6 +66,7 @@ FAMILIES: dict[str, Callable[[], list[Record]]] = {
     "team": bench_team.run,  # one training bare vs tracked on the team server, shared cores and a core of its own (~3 min)
     "cluster": bench_cluster.run,
     "fetch": bench_fetch.run,  # 36 monthly zips from a mirror on 127.0.0.1, a killed fetch resumed (~30 s)
+    "scale": bench_scale.run,  # 1 and 3 years of 5-minute candles: loads, features, a Scalping generation (~5 min)
     "learning": bench_learning.run,  # walk-forward 6 x 2 of Swing and Position on the shared hourly file (minutes)
 }
 
@@ -113,6 +115,12 @@ TARGETS: tuple[tuple[str, str, float, str], ...] = (
      "a killed Ray worker costs at most one generation's time: in all, until it rejoins (p256, h512)"),
     ("fetch_36_months_seconds", "<", 20.0, "`btc-ai data fetch` of 36 monthly 5-minute zips from a local mirror < 20 s"),
     ("fetch_resume_redownloaded_files", "<", 0.5, "a killed `data fetch` resumed: no verified file downloaded again"),
+    ("scale_load_csv_3y_seconds", "<", 5.0, "3 years of 5-minute candles (315,360 rows) load from one CSV < 5 s"),
+    ("scale_load_parquet_3y_seconds", "<", 1.0, "3 years of 5-minute candles load from Parquet < 1 s"),
+    ("scale_load_csv_3y_peak_mib", "<", 1024.0, "3 years of 5-minute candles: peak memory of loading the CSV < 1 GB"),
+    ("scale_load_zips_3y_peak_mib", "<", 1024.0, "3 years of 5-minute candles: peak memory of loading 36 zips < 1 GB"),
+    ("scale_generation_3y_vs_month_pct", "<=", 10.0,
+     "a Scalping generation on 3 years no slower than on one month (+10 %)"),
     ("learning_swing_seconds_6x2", "<", 600.0,
      "walk-forward of 6 folds x 2 seeds of Swing on the shared hourly file < 10 min (default config, 2 cores)"),
     ("learning_swing_never_trading_sessions", "<", 1.5, "Swing walk-forward: at most 1 of 12 policies never trades"),

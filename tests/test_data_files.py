@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 from pathlib import Path
 
@@ -270,3 +271,5 @@ def test_train_refuses_outlier_bars_when_asked_before_anything_is_created(here, 
     assert not (here / "mlruns").exists()
     code, _, err = run_main("train", "--data_path", "c.csv", "--outlier-bars", "maybe", *tiny_flags())
     assert code == 2 and "--outlier-bars 'maybe' is not known" in err
+    # the flag was this command's: the next command in the same process reads with the choice it had before
+    assert os.environ[OUTLIER_VARIABLE] == "repair"

@@ -161,11 +161,28 @@ def data_source(values: str | list[str] | None, name: str = "--data_path") -> st
     return items[0] if len(items) == 1 else items
 
 
+_outlier_before: list[tuple[str, str | None]] = []  # what --outlier-bars replaced, put back as the command ends
+
+
 def apply_outlier_flag(args: argparse.Namespace) -> None:
-    """--outlier-bars for every reader of this process (sessions, folds, the backtest), checked here."""
+    """--outlier-bars for every reader of this command (sessions, folds, the backtest), checked here; the
+    variable is put back when the command ends (:func:`undo_outlier_flag`), so a later ``main()`` in the same
+    process (a notebook, a test) reads its data as it would alone."""
     choice = getattr(args, "outlier_bars", None)
     if choice is None:
         return
     from btc_ai.domain.data.quality import OUTLIER_VARIABLE, outlier_choice
 
-    os.environ[OUTLIER_VARIABLE] = outlier_choice(choice)
+    value = outlier_choice(choice)
+    _outlier_before.append((OUTLIER_VARIABLE, os.environ.get(OUTLIER_VARIABLE)))
+    os.environ[OUTLIER_VARIABLE] = value
+
+
+def undo_outlier_flag() -> None:
+    """The outlier variable as it was before this command's --outlier-bars."""
+    while _outlier_before:
+        name, before = _outlier_before.pop()
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from btc_ai.cli import backtest, backup, chaos, data, presets, promote, report, sync, train, walk_forward
-from btc_ai.cli.common import EXIT_BAD_INPUT, EXIT_OK, Parser, error
+from btc_ai.cli.common import EXIT_BAD_INPUT, EXIT_OK, Parser, error, undo_outlier_flag
 from btc_ai.domain.errors import UserInputError
 from btc_ai.tracking.sqlite_wal import close_sqlite_stores, forget_sqlite_stores
 
@@ -74,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     finally:  # whatever ended the command (done, refused, failed, Ctrl-C): each local store it used is one
         close_sqlite_stores()  # self-contained file, mlflow.db without a -wal beside it
+        undo_outlier_flag()
 
 
 def console() -> int:

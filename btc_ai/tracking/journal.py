@@ -1,7 +1,11 @@
 """A durable, ordered journal of tracking writes that could not reach the tracking server.
 
-Each entry is one checksummed line appended (and fsynced) to ``ops.jsonl`` in a single write, so it is
-whole or detectably damaged (`btc_ai.tracking.journal_records`); files an entry refers to are copied under
+Each entry is one checksummed line appended to ``ops.jsonl`` in a single write, so it is whole or
+detectably damaged (`btc_ai.tracking.journal_records`). A killed process loses nothing it appended (the line is
+in the kernel's page cache); a power cut can lose the lines appended since the last fsync, which a background
+thread runs as soon as the one before it ends (group commit: one fsync for every append that came meanwhile, so
+the window is about two fsyncs long and the appender never waits for the disk). `Journal.flush` waits for that
+where a promise depends on it (a checkpoint marker, before older checkpoints are deleted). Files an entry refers to are copied under
 ``blobs/<seq>/`` when it is written, so later changes to the originals (checkpoint retention, temporary
 folders) cannot lose them. A damaged line (cut off by a kill or a full disk, garbage, a checksum that does
 not match) is copied to ``damaged.jsonl`` with where it was found, reported once, and blocks nothing. An
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from btc_ai.tracking import journal_records as records
+from btc_ai.tracking.journal_sync import Syncer
 from btc_ai.tracking.paths import journal_dir, private_folder
 
 _log = logging.getLogger(__name__)
@@ -56,6 +61,7 @@ class Entry:
     op: str
     args: dict[str, Any]
     folder: Path  # the entry's blob folder (may not exist)
+    parts: tuple[Entry, ...] = ()  # the entries a merged one stands for (see `Journal.replay`'s ``merge``)
 
 
 class Journal:
@@ -71,6 +77,7 @@ class Journal:
         self._depth = 0  # how deep this process's holder of ``_lock`` is nested in `_exclusive`
         self._told_mark = False  # an unreadable replay mark is reported once
         self._replaying = threading.Lock()  # one replay at a time within this process
+        self._syncer = Syncer(self._ops)
 
     # -- state on disk --------------------------------------------------------------------------
 
@@ -238,8 +245,13 @@ class Journal:
 
     # -- writing --------------------------------------------------------------------------------
 
+    def flush(self, timeout: float | None = 60.0) -> bool:
+        """Every entry appended by this process so far is on disk (survives a power cut); False on timeout."""
+        return self._syncer.flush(timeout)
+
     def append(self, op: str, args: dict[str, Any], files: dict[str, str | Path] | None = None) -> int:
-        """Write one entry durably, whole or not at all (a single write of one checksummed line); ``files``
+        """Write one entry, whole or not at all (a single write of one checksummed line, fsynced in the
+        background: `flush` waits for it); ``files``
         (arg name -> path, a file or a folder) are copied in first and the entry's args then name the copies.
         Returns the entry's number. Costs the same at any length of the journal: only its end is read."""
         with self._exclusive():
@@ -265,21 +277,25 @@ class Journal:
                 data = memoryview((b"" if whole else b"\n") + records.encode(seq, op, args))
                 while data:
                     data = data[os.write(fd, data) :]
-                os.fsync(fd)
             finally:
                 os.close(fd)
+            self._syncer.written()
             return seq
 
     # -- replay ---------------------------------------------------------------------------------
 
-    def replay(self, apply: Callable[[Entry, dict[str, str]], str | None], *, wait: bool = False) -> int:
+    def replay(self, apply: Callable[[Entry, dict[str, str]], str | None], *, wait: bool = False,
+               merge: Callable[[Entry, Entry], Entry | None] | None = None) -> int:
         """Apply pending entries in order until none is left or ``apply`` raises (the entry stays pending).
 
         ``apply(entry, ids)`` gets the placeholder map and returns the real run ID when the entry
-        created a run. Appends go on meanwhile (they queue behind); a replay already running in another
-        process or thread makes this one return at once, or with ``wait`` (a process about to exit, whose
-        entries another process may be sending) wait for it, then send what is left. Returns the number of
-        entries applied. One pass over the file: each entry is read once, from where the last one ended.
+        created a run. ``merge(a, b)``, when given, may join an entry with the one after it into one (with
+        ``parts``) that ``apply`` sends in fewer store calls, or say no (None): a long outage's many small
+        metric batches then cost a few large ones. Appends go on meanwhile (they queue behind); a replay
+        already running in another process or thread makes this one return at once, or with ``wait`` (a
+        process about to exit, whose entries another process may be sending) wait for it, then send what is
+        left. Returns the number of entries applied. One pass over the file: each entry is read once, from
+        where the last one ended.
         """
         applied = 0
         with self._replaying, self._file_lock("replay.lock", wait=wait) as held:
@@ -291,11 +307,13 @@ class Journal:
             ids = self.ids()
             mark = os.open(self._done, os.O_RDWR | os.O_CREAT, 0o666)
             reader: BinaryIO | None = None  # kept open: nobody else compacts the file while replay.lock is held
+            ahead: tuple[Entry, int] | None = None  # read, not yet applied: it did not merge with the one before
             try:
                 while True:
                     # whole lines are read without the lock; "nothing more" is made sure of under it, since
                     # compacting must not drop an entry appended meanwhile
-                    found = next(self._scan(reader, start, above), None) if reader else None
+                    found = ahead or (next(self._scan(reader, start, above), None) if reader else None)
+                    ahead = None
                     if found is None:
                         with self._exclusive():
                             if reader is None and self._ops.exists():
@@ -305,15 +323,22 @@ class Journal:
                                 self._compact(mark, number, done)
                                 return applied
                     entry, end = found
+                    while merge is not None and reader is not None:
+                        ahead = next(self._scan(reader, end, None), None)
+                        joined = merge(entry, ahead[0]) if ahead else None
+                        if joined is None:
+                            break
+                        entry, end, ahead = joined, ahead[1], None  # type: ignore[index]
                     created = apply(entry, ids)  # raises: stays pending, the caller decides when to retry
                     if created is not None and "placeholder" in entry.args:
                         ids = {**ids, entry.args["placeholder"]: created}
                         self._write_atomic(self._ids_file, json.dumps(ids))  # synced before the mark passes
                     number += 1
                     records.write_mark(mark, number, entry.seq, end)
-                    if entry.folder.exists():
-                        shutil.rmtree(entry.folder, ignore_errors=True)
-                    applied += 1
+                    for part in entry.parts or (entry,):
+                        if part.folder.exists():
+                            shutil.rmtree(part.folder, ignore_errors=True)
+                    applied += len(entry.parts) or 1
                     start, above, done = end, None, entry.seq
             finally:
                 os.close(mark)

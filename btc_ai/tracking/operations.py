@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from btc_ai.tracking.journal import Entry
 from btc_ai.tracking.outage import is_outage, login_refused
 from btc_ai.tracking.run_model.names import client_key
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from btc_ai.tracking.store import Tracker
 
 MAX_METRICS_PER_CALL = 1000  # MLflow's limit of metrics per log_batch: one store call, one transaction
+MAX_TAGS_PER_CALL = 100  # MLflow's limit of tags (and params) per log_batch
 
 
 # -- the journaled operations: each takes the tracker and its recorded arguments ------------------------
@@ -49,6 +51,23 @@ def _log_batch(tracker: Tracker, args: dict[str, Any]) -> None:
         client.log_batch(run_id, metrics=metrics[lo : lo + MAX_METRICS_PER_CALL], synchronous=True)
     if tags:
         client.log_batch(run_id, tags=tags, synchronous=True)
+
+
+def merge_batches(first: Entry, second: Entry) -> Entry | None:
+    """Two journaled metric batches of one run as one (``parts`` keeps both), while it fits one store call
+    of metrics and one of tags; None otherwise. Params are never merged: a later entry's params would then be
+    stored before an earlier entry's metrics. Every metric still precedes every tag of the merged batch, so a
+    checkpoint's marker (a tag) still commits after its metrics."""
+    if first.op != "log_batch" or second.op != "log_batch":
+        return None
+    a, b = first.args, second.args
+    if a["run_id"] != b["run_id"] or a.get("params") or b.get("params"):
+        return None
+    metrics, tags = a.get("metrics", []) + b.get("metrics", []), a.get("tags", []) + b.get("tags", [])
+    if len(metrics) > MAX_METRICS_PER_CALL or len(tags) > MAX_TAGS_PER_CALL:
+        return None
+    return Entry(second.seq, "log_batch", {"run_id": a["run_id"], "metrics": metrics, "tags": tags}, second.folder,
+                 (first.parts or (first,)) + (second,))
 
 
 def _already_done(exc: MlflowException) -> bool:

@@ -26,7 +26,7 @@ from mlflow.exceptions import MlflowException
 from btc_ai.domain.errors import CredentialsError
 from btc_ai.tracking.credentials import login_hint, redact, redact_logs
 from btc_ai.tracking.journal import Entry, Journal, is_placeholder, new_placeholder, substitute
-from btc_ai.tracking.operations import OPERATIONS
+from btc_ai.tracking.operations import OPERATIONS, merge_batches
 from btc_ai.tracking.outage import HTTP_TIMEOUT_S, is_outage, login_refused, outage_reason
 from btc_ai.tracking.paths import artifact_root, journal_dir, resolve_tracking_uri
 from btc_ai.tracking.run_model.names import PROSE_TAGS, TAG_CLIENT_KEY, TAG_KIND, TAG_PARENT
@@ -198,7 +198,7 @@ class Tracker:
         unreachable). Back to direct writes once the journal is empty. ``wait``: where another process is
         sending the shared journal, wait for it, then send the rest (before this process exits)."""
         try:
-            sent = self.journal.replay(self._apply_entry, wait=wait)
+            sent = self.journal.replay(self._apply_entry, wait=wait, merge=merge_batches)
         except Exception as exc:
             if login_refused(exc) is not None:  # a login changed meanwhile: the entries wait for a good one
                 _log.warning("journal replay to %s refused the login (%s): the writes wait; fix the login, then "
@@ -219,6 +219,7 @@ class Tracker:
         """Every write stored so far survives a power cut too (a local store's log fsynced; a server's database
         commits durably itself)."""
         make_durable(self.database)
+        self.journal.flush()
 
     def close(self) -> None:
         """Stop the background replay (what is still journaled waits for the next command or `btc-ai sync`)."""
@@ -231,6 +232,10 @@ class Tracker:
         except Exception as exc:
             if is_outage(exc) or login_refused(exc) is not None:
                 raise
+            if entry.parts:  # a merged batch refused: each of its entries on its own, so only the bad one is kept
+                for part in entry.parts:
+                    self._apply_entry(part, ids)
+                return None
             # the store answered but refuses this write: it will never succeed, so it must not block
             # everything behind it; it is kept beside the journal with the reason
             with open(self.journal.folder / "rejected.jsonl", "a", encoding="utf-8") as fh:

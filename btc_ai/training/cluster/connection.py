@@ -108,7 +108,7 @@ class RayConnection:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             self._stop(before)
             raise UserInputError(f"--ray-address {self.address.text}: no Ray cluster could be joined ({exc}); start "
-                                 "one with `ray start --head` (see README, Ray cluster) or use --ray-address local:2"
+                                 "one with `ray start --head` (see docs/cluster.md) or use --ray-address local:2"
                                  ) from None
         self._connected_here = True
         if self.address.owned:

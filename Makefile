@@ -55,7 +55,7 @@ lint: $(STAMP)
 
 ui: $(STAMP)
 	@mkdir -p mlruns
-	@# one worker and no job runner: several uvicorn workers and MLflow's job processes cost 2 cores ~40 s to start
+	@# one worker and no job runner: several uvicorn workers and MLflow's job processes are slow to start on few cores
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root ./mlruns/artifacts --host 127.0.0.1 --port $${PORT:-5000} --workers 1
 

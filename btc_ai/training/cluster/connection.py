@@ -21,7 +21,7 @@ _log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"  # a local cluster listens on loopback only
 LOCAL_OBJECT_STORE_BYTES = 256 << 20  # parameters and market data only: a small store starts faster
 # a task on a killed worker fails after 0.1 s instead of Ray's 1 s wait for the actor's death details: its chunk is
-# sent to another worker that much sooner (measured: a kill reported in ~0.6 s instead of ~1.5 s)
+# sent to another worker that much sooner
 LOCAL_SYSTEM_CONFIG = {"timeout_ms_task_wait_for_death_info": 100}
 STOP_GRACE_S = 10.0
 

@@ -4,7 +4,7 @@ house table is the developer page's, and the site builds with `mkdocs build --st
 
 Docs rot silently: a module moves and a page still names it (`btc_ai.synthetic`, `btc_ai.data` and
 `DESIGN.md` were named long after they were gone). These checks read the text, not the rendering, so they
-run in the fast suite."""
+run in the fast suite; the site build itself is slow."""
 
 from __future__ import annotations
 
@@ -265,6 +265,7 @@ def test_readme_stays_a_first_page():
     assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 250
 
 
+@pytest.mark.slow  # seconds of MkDocs; CI runs `make docs` anyway, the text checks above stay fast
 @pytest.mark.skipif(shutil.which("mkdocs", path=str(Path(sys.executable).parent)) is None,
                     reason="mkdocs is not installed (pip install -e '.[dev]')")
 def test_site_builds_without_a_warning(tmp_path):

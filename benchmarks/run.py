@@ -1,5 +1,4 @@
-"""Run the btc_ai benchmarks in one process; write results.json and results.md and refresh the
-block of docs/benchmarks.md.
+"""Run the btc_ai benchmarks in one process; write results.json, results.md and the table of docs/benchmarks.md.
 
 Usage from the project root: ``python -m benchmarks.run`` (or ``python benchmarks/run.py``), optionally
 ``--only eval`` (repeatable) to run one family and merge its records into the existing results.

@@ -1,9 +1,7 @@
 # btc_ai — `make train` and `make test` set themselves up (a .venv here) and run.
 #
-# TORCH_SPEC chooses the PyTorch build installed before the project. The default pins the CPU
-# wheel these machines carry on disk (fast set-up); with a GPU, choose another build, e.g.
-#   make train TORCH_SPEC=torch               (latest build from PyPI, CUDA on Linux)
-#   make train TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
+# TORCH_SPEC chooses the PyTorch build installed before the project (any pip spec). The default pins the
+# CPU wheel these machines carry on disk (fast set-up). Training runs on CPU: no code path uses a GPU.
 PYTHON     ?= python3
 VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -15,13 +13,14 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 XDIST      := -n $(TEST_WORKERS) --dist loadgroup
 
-.PHONY: help setup train test test-fast e2e lint ui server bench clean
+.PHONY: help setup train test test-fast e2e lint ui server bench docs clean
 
 help:
 	@echo "make train   set up, then train on the built-in default data (local MLflow store in mlruns/)"
 	@echo "make test    set up, then run the test suite"
-	@echo "make test-fast  the suite without the slow tests (trainings, servers, notebook, browser): ~25 s"
+	@echo "make test-fast  the suite without the slow tests (trainings, servers, notebook, browser)"
 	@echo "make ui      MLflow UI on the local store   make bench  benchmarks   make lint  ruff"
+	@echo "make docs    the documentation site in site/ (MkDocs, --strict: a broken link fails)"
 	@echo "make server  a team MLflow server on 127.0.0.1 (PostgreSQL, proxied artifacts, basic auth; needs postgresql)"
 	@echo "make e2e     the MLflow UI checked in headless Chromium (screenshots in test-output/ui/)"
 
@@ -56,11 +55,11 @@ lint: $(STAMP)
 
 ui: $(STAMP)
 	@mkdir -p mlruns
-	@# one worker and no job runner: several uvicorn workers and MLflow's job processes cost 2 cores ~40 s to start
+	@# one worker and no job runner: several uvicorn workers and MLflow's job processes are slow to start on few cores
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root ./mlruns/artifacts --host 127.0.0.1 --port $${PORT:-5000} --workers 1
 
-# a team server to try (README "A team server"): PostgreSQL in a temporary folder (as nobody when root),
+# a team server to try (docs/team-server.md): PostgreSQL in a temporary folder (as nobody when root),
 # mlflow server with proxied artifacts and basic auth, one worker, no job runner; Ctrl-C stops both
 server: $(STAMP)
 	$(BIN)/python -m btc_ai.tracking.team_server team-server --port $${PORT:-5000}
@@ -69,5 +68,10 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python -m benchmarks.run
 
+# the site of README's docs/ pages; --strict turns every warning (a broken link or anchor, a page left out of
+# the nav) into a failure. NO_MKDOCS_2_WARNING quiets Material's banner about MkDocs 2, which is no warning.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache build site *.egg-info

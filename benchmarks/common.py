@@ -156,11 +156,11 @@ def benchmark_candles() -> tuple[pd.DataFrame, str]:
         from btc_ai.domain.data import load_candles, resample_candles
         from btc_ai.domain.synthetic import default_candles
     except ImportError:
-        return _random_walk_candles(), "stand-in random walk (btc_ai.synthetic/data absent), 8640 5-min bars"
+        return _random_walk_candles(), "stand-in random walk (btc_ai.domain.synthetic/data absent), 8640 5-min bars"
     config = TrainingConfig.from_dict({})
     candles, _ = load_candles(default_candles())
     candles = resample_candles(candles, config.TIMEFRAME)
-    return candles, f"btc_ai.synthetic.default_candles(), {len(candles)} {config.TIMEFRAME} bars"
+    return candles, f"btc_ai.domain.synthetic.default_candles(), {len(candles)} {config.TIMEFRAME} bars"
 
 
 def bench_config(population: int, hidden: int, **overrides: object) -> TrainingConfig:

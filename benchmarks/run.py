@@ -1,4 +1,4 @@
-"""Run the btc_ai benchmarks in one process; write results.json and results.md and refresh README's block.
+"""Run the btc_ai benchmarks in one process; write results.json, results.md and the table of docs/benchmarks.md.
 
 Usage from the project root: ``python -m benchmarks.run`` (or ``python benchmarks/run.py``), optionally
 ``--only eval`` (repeatable) to run one family and merge its records into the existing results.
@@ -45,8 +45,8 @@ from benchmarks.common import THREADS, CpuMeter, Record, benchmark_candles
 HERE = Path(__file__).resolve().parent
 RESULTS_JSON = HERE / "results.json"
 RESULTS_MD = HERE / "results.md"
-CONTEXT_TXT = HERE / "results_context.txt"  # the run's header lines, for --readme-from-results
-README = HERE.parent / "README.md"
+CONTEXT_TXT = HERE / "results_context.txt"  # the run's header lines, for --page-from-results
+PAGE = HERE.parent / "docs" / "benchmarks.md"  # the docs site's benchmarks page holds the table
 START_MARK, END_MARK = "<!-- bench:start -->", "<!-- bench:end -->"
 
 # default runs first so its max-RSS reading is not the high-water mark of the big h512 cases
@@ -157,7 +157,7 @@ def targets_table(records: dict[str, Record]) -> list[str]:
 
 
 def markdown(records: list[Record], context: Iterable[str], *, compact: bool = False) -> str:
-    """The results table and the targets; ``compact`` (README) drops notes and diag_ rows."""
+    """The results table and the targets; ``compact`` (the docs page) drops notes and diag_ rows."""
     by_name = {r.name: r for r in records}
     if compact:
         lines = [*context, "", "| Benchmark | Value | Unit |", "|---|---:|---|"]
@@ -169,20 +169,20 @@ def markdown(records: list[Record], context: Iterable[str], *, compact: bool = F
     return "\n".join(lines) + "\n"
 
 
-def readme_table(records: list[Record], context: list[str]) -> str:
+def page_table(records: list[Record], context: list[str]) -> str:
     return markdown(records, [*context, "Notes and diagnostics: `benchmarks/results.md`."], compact=True)
 
 
-def update_readme(table: str, readme: Path = README) -> bool:
-    """Replace the block between the bench markers in README.md; False (and no change) when absent."""
-    if not readme.exists():
+def update_page(table: str, page: Path = PAGE) -> bool:
+    """Replace the block between the bench markers of the page; False (and no change) when absent."""
+    if not page.exists():
         return False
-    text = readme.read_text(encoding="utf-8")
+    text = page.read_text(encoding="utf-8")
     pattern = re.compile(re.escape(START_MARK) + r".*?" + re.escape(END_MARK), re.DOTALL)
     if not pattern.search(text):
         return False
     block = f"{START_MARK}\n{table}{END_MARK}"
-    readme.write_text(pattern.sub(lambda _: block, text, count=1), encoding="utf-8")
+    page.write_text(pattern.sub(lambda _: block, text, count=1), encoding="utf-8")
     return True
 
 
@@ -196,15 +196,16 @@ def load_previous() -> list[Record]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", choices=sorted(FAMILIES), help="run just this family (repeatable)")
-    parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
-    parser.add_argument("--readme-from-results", action="store_true",
-                        help="run nothing; rewrite README's block from the existing results.json")
+    parser.add_argument("--no-page", "--no-readme", dest="no_page", action="store_true",
+                        help="leave docs/benchmarks.md alone")
+    parser.add_argument("--page-from-results", "--readme-from-results", dest="page_from_results", action="store_true",
+                        help="run nothing; rewrite the block of docs/benchmarks.md from the existing results.json")
     args = parser.parse_args(argv)
-    if args.readme_from_results:
+    if args.page_from_results:
         previous = load_previous()
         context = [CONTEXT_TXT.read_text(encoding="utf-8")] if CONTEXT_TXT.exists() else []
-        done = bool(previous) and update_readme(readme_table(previous, context))
-        print(f"[bench] README block {'updated' if done else 'not updated (no results or no markers)'}", file=sys.stderr)
+        done = bool(previous) and update_page(page_table(previous, context))
+        print(f"[bench] docs/benchmarks.md block {'updated' if done else 'not updated (no results or no markers)'}", file=sys.stderr)
         return 0 if done else 1
 
     torch.set_num_threads(THREADS)
@@ -240,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS_MD.write_text(table, encoding="utf-8")
     CONTEXT_TXT.write_text("\n".join(context), encoding="utf-8")
     print(table)
-    if not args.no_readme and update_readme(readme_table(records, context)):
-        print(f"[bench] updated the benchmark block of {README}", file=sys.stderr)
+    if not args.no_page and update_page(page_table(records, context)):
+        print(f"[bench] updated the benchmark block of {PAGE}", file=sys.stderr)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Tests for btc_ai.data: every supported file layout, each rejection's message, repairs, resampling."""
+"""Tests for btc_ai.domain.data: every supported file layout, each rejection's message, repairs, resampling."""
 
 from __future__ import annotations
 

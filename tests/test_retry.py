@@ -1,5 +1,5 @@
 """The retry decision (`next_step`): every way it stops and the retry it plans; and its budget across
-processes, as the README states it: `max_retries` retries per command, attempt numbers continuing."""
+processes, as docs/recovery.md states it: `max_retries` retries per command, attempt numbers continuing."""
 
 from __future__ import annotations
 

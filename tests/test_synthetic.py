@@ -1,4 +1,4 @@
-"""Tests for btc_ai.synthetic: shape, determinism and the stylised facts of BTC 5-minute candles."""
+"""Tests for btc_ai.domain.synthetic: shape, determinism and the stylised facts of BTC 5-minute candles."""
 
 from __future__ import annotations
 

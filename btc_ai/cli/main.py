@@ -82,7 +82,7 @@ def console() -> int:
 
     Every write is committed and every file closed when ``main`` returns; what is left is the interpreter's
     tear-down, whose garbage collections walk the millions of objects torch, MLflow and pandas create at
-    import (0.5 s on these cores, an eighth of a one-generation training). Frozen, the collector skips
+    import (a visible share of a short command's time; see the start-up benchmarks). Frozen, the collector skips
     them; exit handlers still run and the OS frees the memory. Not in ``main``: a test calling it
     in-process would keep every object of the session alive."""
     code = main()

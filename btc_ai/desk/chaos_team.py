@@ -1,4 +1,4 @@
-"""chaos's server scenarios on the team deployment (README "A team server"): `mlflow server` over
+"""chaos's server scenarios on the team deployment (docs/team-server.md): `mlflow server` over
 PostgreSQL with proxied artifacts and basic authentication, started once per chaos run in its scratch
 folder (PostgreSQL as an unprivileged user on 127.0.0.1) and shared by these scenarios. Where PostgreSQL
 is not installed they are reported as skipped, with the reason, never as passed."""

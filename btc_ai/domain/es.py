@@ -125,7 +125,7 @@ class OpenAIES:
         pair_weights = (shaped[0::2] - shaped[1::2]).astype(np.float32)
         noise = gather_slices(self.table, perturbations.offsets, self.dim)
         # torch, not numpy's BLAS: OpenBLAS threads left spinning after a numpy matmul compete with
-        # torch's threads in the next evaluation and slow it down by up to 2x on 2 cores.
+        # torch's threads in the next evaluation and slow it down.
         grad = (torch.from_numpy(pair_weights) @ torch.from_numpy(noise)).numpy()
         grad = grad / np.float32(self.population * self.sigma)
         if not np.all(np.isfinite(grad)):

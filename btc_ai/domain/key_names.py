@@ -3,7 +3,7 @@ command-line settings that are flags rather than config keys (the config's unkno
 
 from __future__ import annotations
 
-# Names other tools give these knobs (and the README's examples); difflib cannot see EPOCHS -> EPISODES.
+# Names other tools give these knobs (and the docs' examples); difflib cannot see EPOCHS -> EPISODES.
 SYNONYMS = {
     "EPISODES": ("EPOCHS", "EPOCH", "GENERATIONS", "N_GENERATIONS", "NUM_GENERATIONS", "ITERATIONS", "ITERS",
                  "N_ITER", "N_ITERATIONS", "STEPS", "NUM_EPOCHS", "N_EPOCHS", "MAX_GENERATIONS", "GENS"),

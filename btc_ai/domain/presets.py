@@ -39,7 +39,7 @@ _COMMON: dict[str, Any] = {
 }
 
 
-# The learner Swing and Position keep, from issue 22's ablation (README, "Does it learn?"), each measured on
+# The learner Swing and Position keep, from issue 22's ablation (docs/evaluation.md, "Does it learn?"), each measured on
 # the walk-forward of the shared hourly file: long or flat, trend features, Sharpe fitness, no turnover or
 # drawdown shaping (the search used to settle on flat in 4 and 6 of 12 sessions); decisions once a day
 _TREND_LEARNER: dict[str, Any] = {"POSITION_MODE": "long_flat", "FEATURES": "trend", "FITNESS": "sharpe",

@@ -1,5 +1,5 @@
 """The built-in default data: deterministic BTC-like candles (fat tails, volatility clustering, a daily
-cycle and slow trend regimes) in the same clean shape that btc_ai.data.load_candles returns."""
+cycle and slow trend regimes) in the same clean shape that btc_ai.domain.data.load_candles returns."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ class Classification:
     reason: str
 
 
-# The original specification's table (DESIGN.md), plus this project's own types. Order is irrelevant:
+# The original specification's table (docs/design.md), plus this project's own types. Order is irrelevant:
 # the row whose type comes first in the exception's MRO wins.
 RECOVERABLE: Mapping[type[BaseException], str] = {
     ValueError: "can often be fixed by adjusting parameters",

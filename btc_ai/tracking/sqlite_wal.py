@@ -28,7 +28,7 @@ def tune_sqlite() -> None:
     """WAL journal with synchronous=NORMAL for every SQLite store this process opens, and the log folded in
     at exit (see :func:`close_sqlite_stores`).
 
-    A commit then appends to the write-ahead log without an fsync (about 10 ms each here), a killed
+    A commit then appends to the write-ahead log without an fsync (the slow part of a commit), a killed
     process loses nothing that was committed, and readers such as the UI no longer block the training's
     writes. A power cut (not a kill) can lose the newest commits since the log was last synced: a suffix
     of them, never one out of order (the log's frames are checksummed in a chain). The checkpoint marker,
@@ -92,7 +92,7 @@ def close_sqlite_stores() -> None:
             engine.dispose()  # a pooled connection left open keeps the log from being folded in
     left = [database for database in databases if not fold_wal(database)]
     if left:  # a connection dropped with a traceback's frames (an error caught) stays open until collected
-        gc.collect()  # (0.3-0.5 s with torch, MLflow and pandas loaded: only where needed)
+        gc.collect()  # (slow with torch, MLflow and pandas loaded: only where needed)
         for database in left:
             fold_wal(database)
 

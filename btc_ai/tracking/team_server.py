@@ -163,7 +163,7 @@ class TeamMlflowServer(LocalMlflowServer):
                       f"admin_username = {ADMIN_USER}\n"
                       f"admin_password = {self.admin_password}\n"
                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-                      # a PBKDF2 check costs ~10 ms of CPU; without the cache every metric batch of every
+                      # a PBKDF2 check is slow on purpose; without the cache every metric batch of every
                       # training pays it on the server's one worker
                       "auth_cache_ttl_seconds = 60\n")
         env = super().environment()

@@ -101,7 +101,7 @@ class RunWriter:
         one is stored (this call waits for it, and re-raises its error): at most one is in flight, so a
         SIGKILL loses at most the generations since the checkpoint before the newest, and a store as fast
         as the checkpoints come costs the training nothing. (Waiting for every commit instead cost a training
-        on the team server's cores 8 % of its time: ~150 ms a commit, every 2 s.) An emergency checkpoint
+        on a team server a share of its time: docs/benchmarks.md, Team server.) An emergency checkpoint
         (an error or an interrupt is ending the attempt) returns only once committed, and is sent even when
         the commit before it failed: that error is logged (the attempt is ending anyway) and the metrics the
         failed commit did not send go with the emergency one.

@@ -85,7 +85,7 @@ class TrainingState:
 
 
 def checkpoint_name(generation: int, *, emergency: bool = False) -> str:
-    """``gen-000005.pt`` or ``emergency-gen-000005.pt`` (DESIGN.md's artifact names)."""
+    """``gen-000005.pt`` or ``emergency-gen-000005.pt`` (docs/design.md's artifact names)."""
     return f"{'emergency-' if emergency else ''}gen-{generation:06d}.pt"
 
 

@@ -21,7 +21,7 @@ _log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"  # a local cluster listens on loopback only
 LOCAL_OBJECT_STORE_BYTES = 256 << 20  # parameters and market data only: a small store starts faster
 # a task on a killed worker fails after 0.1 s instead of Ray's 1 s wait for the actor's death details: its chunk is
-# sent to another worker that much sooner (measured: a kill reported in ~0.6 s instead of ~1.5 s)
+# sent to another worker that much sooner
 LOCAL_SYSTEM_CONFIG = {"timeout_ms_task_wait_for_death_info": 100}
 STOP_GRACE_S = 10.0
 
@@ -108,7 +108,7 @@ class RayConnection:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             self._stop(before)
             raise UserInputError(f"--ray-address {self.address.text}: no Ray cluster could be joined ({exc}); start "
-                                 "one with `ray start --head` (see README, Ray cluster) or use --ray-address local:2"
+                                 "one with `ray start --head` (see docs/cluster.md) or use --ray-address local:2"
                                  ) from None
         self._connected_here = True
         if self.address.owned:

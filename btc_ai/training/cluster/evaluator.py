@@ -42,7 +42,7 @@ SPECULATE_FACTOR = 3.0  # an idle worker also runs a chunk this many median chun
 LOST_AFTER_MAX_S = 30.0
 # A call on an actor Ray is restarting fails at once (ActorUnavailableError): the readiness probe is sent again
 # this much later. (Taking that failure for "dead for good" and starting a fresh actor dropped the last handle of
-# the restarting one, so Ray destroyed it half-started: a killed worker came back ~2 s later than Ray had it.)
+# the restarting one, so Ray destroyed it half-started: a killed worker came back later than Ray had it.)
 PROBE_RETRY_S = 0.1
 SLOW_FAULT_S = 1.5  # the "slow" fault: a chunk that still runs when a test removes its node
 LOST_ERRORS = (RayActorError, WorkerCrashedError, ObjectLostError)

@@ -57,7 +57,7 @@ def test_a_long_session_description_fits_and_names_the_report(here: Path) -> Non
     session = tracker.create_run(KIND_SESSION, name="many attempts")
     rows = "\n".join(f"| {n} | failed | ConnectionError: the server went away {'.' * 80} |" for n in range(1, 200))
     description = f"**Failed** after 199 attempt(s).\n\n| attempt | outcome | error |\n|---|---|---|\n{rows}\n\nend"
-    RunModel(tracker).close_session(session, status="failed", run_status="FAILED", summary={}, step=0,
+    RunModel(tracker).close_session(session, status="failed", run_status="FAILED", summary=None, step=0,
                                     description=description)
     stored = tracker.client.get_run(session).data.tags[TAG_DESCRIPTION]
     assert len(stored) <= TAG_VALUE_LIMIT and f"btc-ai report {session}" in stored and stored.endswith("end")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from btc_ai.domain.errors import CheckpointError, DataValidationError
+from btc_ai.tracking.run_model import names
 from btc_ai.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from btc_ai.training.loop import TrainingCallbacks, params_sha256, train_model
 
@@ -40,6 +41,9 @@ def test_returns_a_torch_policy_metrics_and_continuous_generations(candles, tiny
     assert elapsed > 0
     assert {"fitness/mean", "fitness/max", "fitness/std", "perf/env_steps_per_second"} <= set(metrics["history"][0])
     assert "validation/sharpe" in metrics and "validation/buy_and_hold_return" in metrics
+    # the training names its metrics (it sits below the run model); the names readers take from names.py are those
+    assert {names.METRIC_FITNESS_MEAN, names.METRIC_FITNESS_MAX, names.METRIC_VALIDATION_SCORE,
+            names.METRIC_BEST_VALIDATION} <= set(metrics["history"][-1])
     x = torch.zeros(3, model.spec.n_inputs)
     assert model(x).shape == (3, 3)
 

@@ -17,20 +17,15 @@ from btc_ai.domain.errors import UserInputError
 from btc_ai.domain.policy import PolicyNet
 from btc_ai.domain.policy_files import PolicyCard, load_policy
 from btc_ai.tracking.run_model import (
+    BACKTEST_PLOT_FILE,
     CONTEXT_BACKTEST,
     DATAFRAME_DATA,
-    KIND_BACKTEST,
+    MODEL_POLICY,
     MODEL_URI,
-    TAG_BACKTEST_SPAN,
-    TAG_DATA_FINGERPRINT,
-    TAG_DATA_SOURCE,
-    TAG_MODEL_URI,
     DataInputs,
     DataSpan,
     RunModel,
 )
-
-POLICY_IN_MODEL = "artifacts/policy"
 
 
 @dataclass(frozen=True)
@@ -65,7 +60,7 @@ def resolve_policy(ref: Any, runs: RunModel | None) -> tuple[PolicyNet, PolicyCa
             raise UserInputError(f"session {session.run_id} has no registered model (status {session.status}); "
                                  f"give a checkpoint file instead, e.g. from `btc-ai report {session.run_id}`")
     with tempfile.TemporaryDirectory() as tmp:
-        net, card = load_policy(runs.download(run_id, f"{folder}/{POLICY_IN_MODEL}", tmp))
+        net, card = load_policy(runs.download(run_id, f"{folder}/{MODEL_POLICY}", tmp))
     return net, card, label
 
 
@@ -124,25 +119,16 @@ def _plot(result: BacktestResult, label: str, path: str | Path) -> Path:
 
 def _track(runs: RunModel, result: BacktestResult, label: str, frame: Any, source: Any, plot: Any,
            report: Any) -> str:
-    tracker = runs.tracker
     from btc_ai.domain.data.sources import source_text as recorded
 
     source_text = recorded(source) if isinstance(source, (str, Path, list, tuple)) else DATAFRAME_DATA
     fingerprint = data_fingerprint(frame)
-    run_id = tracker.create_run(KIND_BACKTEST, name=f"backtest-{result.start:%Y%m%d}-{result.end:%Y%m%d}", tags={
-        TAG_MODEL_URI: label, TAG_DATA_FINGERPRINT: fingerprint, TAG_DATA_SOURCE: source_text,
-        TAG_BACKTEST_SPAN: f"{result.start:%Y-%m-%d %H:%M} .. {result.end:%Y-%m-%d %H:%M} UTC"})
+    run_id = runs.open_backtest(result, model_uri=label, data_source=source_text, fingerprint=fingerprint)
     runs.log_data_inputs(run_id, DataInputs.of(source_text, fingerprint, report), [
         DataSpan(CONTEXT_BACKTEST, result.start.isoformat(), result.end.isoformat(), int(result.bars))])
-    values = {f"policy/{k}": v for k, v in result.figures.items()}
-    values.update({f"buy_and_hold/{k}": v for k, v in result.buy_and_hold.items()})
-    values.update({f"baseline/{rule}/{k}": v for rule, figures in result.baselines.items() for k, v in figures.items()})
-    values.update({"null_percentile": result.null_percentile, "bars": float(result.bars),
-                   "cost_bps": result.cost_bps})
-    tracker.log_values(run_id, values)
-    tracker.log_dict(run_id, result.as_dict(), "backtest.json")
+    runs.record_backtest(run_id, result)
     with tempfile.TemporaryDirectory() as tmp:
-        picture = Path(plot) if plot is not None else _plot(result, label, Path(tmp) / "equity_curve.png")
-        tracker.log_artifact(run_id, picture, "plots")
-    tracker.end_run(run_id, "FINISHED")
+        picture = Path(plot) if plot is not None else _plot(result, label, Path(tmp) / BACKTEST_PLOT_FILE)
+        runs.add_plot(run_id, picture)
+    runs.finish(run_id)
     return run_id

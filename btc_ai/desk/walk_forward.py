@@ -45,13 +45,8 @@ from btc_ai.recovery.lease import claim_lease, lease_token
 from btc_ai.recovery.repairs import validate_and_repair
 from btc_ai.recovery.system import ProgressReporter, SessionResult, TrainingRecoverySystem
 from btc_ai.tracking.run_model import (
-    ARTIFACT_WALK_FORWARD_PLOT,
-    ARTIFACT_WALK_FORWARD_SPEC,
-    ARTIFACT_WALK_FORWARD_TABLE,
     BUILTIN_DATA,
     CONTEXT_WALK_FORWARD,
-    METRIC_FOLD_PREFIX,
-    METRIC_WALK_FORWARD_PREFIX,
     DataInputs,
     DataSpan,
     WalkForwardRecord,
@@ -187,12 +182,9 @@ class WalkForward:
             name=f"{cfg.BUCKET.lower()}-walk-forward-{len(inputs.plan.folds)}x{len(inputs.seeds)}", bucket=cfg.BUCKET,
             data_source=inputs.source, data_fingerprint=inputs.fingerprint, folds=len(inputs.plan.folds),
             seeds=inputs.seeds, lease_owner=lease_token(), heartbeat=time.time())
-        tracker = runs.tracker
-        tracker.log_params(run_id, {**inputs.values, "TEST_FRACTION": "per fold", "folds": len(inputs.plan.folds),
-                                    "seeds": " ".join(map(str, inputs.seeds)),
-                                    "held_out_share": inputs.plan.held_out_share,
-                                    "block_bars": inputs.plan.block_bars})
-        tracker.log_dict(run_id, inputs.spec(), ARTIFACT_WALK_FORWARD_SPEC)
+        runs.record_plan(run_id, inputs.values, folds=len(inputs.plan.folds), seeds=inputs.seeds,
+                         held_out_share=inputs.plan.held_out_share, block_bars=inputs.plan.block_bars,
+                         spec=inputs.spec())
         runs.describe(run_id, _description(inputs, None))
         self.reporter.started(run_id, inputs, resumed=False)
         return self._run(run_id, inputs)
@@ -298,19 +290,9 @@ class WalkForward:
         return rows
 
     def _log_results(self, run_id: str, inputs: WalkForwardInputs, rows: list[FoldRow], agg: Aggregate) -> None:
-        tracker = self.runs.tracker
-        tracker.log_values(run_id, {METRIC_WALK_FORWARD_PREFIX + k: v for k, v in agg.metrics().items()})
-        for number, (ret, hold) in enumerate(zip(agg.fold_returns, agg.fold_buy_and_hold, strict=True), start=1):
-            per_seed = {f"{METRIC_FOLD_PREFIX}test_return/seed_{r.seed}": r.test_return for r in rows if r.fold == number}
-            rules = {f"{METRIC_FOLD_PREFIX}{rule}_return": returns[number - 1]
-                     for rule, returns in agg.fold_baselines.items() if rule != "buy_and_hold"}
-            tracker.log_values(run_id, {f"{METRIC_FOLD_PREFIX}test_return": ret,
-                                        f"{METRIC_FOLD_PREFIX}buy_and_hold_return": hold, **rules, **per_seed},
-                               step=number)
-        tracker.log_table_csv(run_id, [r.as_dict() for r in rows], ARTIFACT_WALK_FORWARD_TABLE)
+        self.runs.record_results(run_id, rows, agg)
         with tempfile.TemporaryDirectory() as tmp:
-            path = plot_walk_forward(rows, agg, Path(tmp) / Path(ARTIFACT_WALK_FORWARD_PLOT).name)
-            tracker.log_artifact(run_id, path, str(Path(ARTIFACT_WALK_FORWARD_PLOT).parent))
+            self.runs.add_plot(run_id, plot_walk_forward(rows, agg, Path(tmp) / self.runs.plot_file))
         self.runs.describe(run_id, _description(inputs, table_lines(rows, agg)))
 
 

@@ -16,8 +16,6 @@ from btc_ai.recovery.lease import heartbeat
 from btc_ai.recovery.retry import Failure, Plan, Retry, Stop
 from btc_ai.tracking.attempt_logger import AttemptLogger
 from btc_ai.tracking.run_model import (
-    ARTIFACT_ERROR_JSON,
-    ARTIFACT_ERROR_MD,
     BUILTIN_DATA,
     DataInputs,
     DataSpan,
@@ -111,8 +109,7 @@ def close_failed_attempt(session: Any, attempt: Attempt, logger: RecoveryLogger,
     )
     runs = session.runs
     try:
-        runs.tracker.log_dict(attempt.run_id, report, ARTIFACT_ERROR_JSON)
-        runs.tracker.log_text(attempt.run_id, render_markdown(report), ARTIFACT_ERROR_MD)
+        runs.record_error_report(attempt.run_id, report, render_markdown(report))
         runs.attempt_failed(attempt.run_id, number=attempt.number, outcome=attempt.outcome, error_type=type(exc).__name__,
                             generation_reached=logger.last_generation, interrupted=failure.interrupted)
     finally:

@@ -69,16 +69,6 @@ class Repair:
         parts += list(self.data_actions)
         return f"{self.rule}: " + ("; ".join(parts) if parts else "no config change") + f" ({self.reason})"
 
-    def as_params(self) -> dict[str, Any]:
-        """Flat params for the repair run: each changed key's before and after, plus the reason."""
-        params: dict[str, Any] = {"reason": self.reason, "rule": self.rule}
-        for key, (before, after) in self.changes.items():
-            params[f"{key}.before"] = before
-            params[f"{key}.after"] = after
-        for i, action in enumerate(self.data_actions):
-            params[f"data.action_{i + 1}"] = action
-        return params
-
 
 # -- validation repairs (before the first attempt) -------------------------------------------------
 

@@ -24,16 +24,14 @@ from btc_ai.recovery.repairs import Repair
 from btc_ai.recovery.retry import Budget, Failure, Plan, Retry, Stop, next_step, retry_policy
 from btc_ai.recovery.signals import interrupts_held
 from btc_ai.recovery.state import RecoveryState, logged_through
-from btc_ai.tracking.registry import Registration, log_model_version
+from btc_ai.tracking.registry import Registration
 from btc_ai.tracking.run_model import (
-    ARTIFACT_DATA_REPORT,
-    ARTIFACT_HISTORY,
-    ARTIFACT_REQUESTED_CONFIG,
     METRIC_BEST_VALIDATION,
     TAG_MODEL_PARAMS,
     TAG_MODEL_VERSION,
     ParentLink,
     RunModel,
+    SessionSummary,
     registered_model_name,
 )
 from btc_ai.training import span_equities
@@ -94,8 +92,8 @@ class Session:
             self._reopen(inputs.resume, inputs.config)
             if inputs.data_changed:  # other data trains those generations differently: logged again
                 self.logged_through = 0
-                self.runs.tracker.log_dict(self.run_id, {"source": inputs.source, "report": inputs.report.to_dict()},
-                                           ARTIFACT_DATA_REPORT)  # the files now trained on: the next resume's reference
+                # the files now trained on: the next resume's reference
+                self.runs.record_data_report(self.run_id, inputs.source, inputs.report.to_dict())
         else:
             try:
                 with interrupts_held():  # the session's config is on the store before an interrupt can end it
@@ -150,12 +148,9 @@ class Session:
                                              heartbeat=time.time(), parent=link.run_id if link else None,
                                              tags=link.tags if link else None)
         self.system.session_run_id = self.run_id
-        tracker = self.runs.tracker
-        tracker.log_params(self.run_id, cfg.to_dict())  # the config that trains; what was asked for, beside it
-        tracker.log_dict(self.run_id, inputs.requested, ARTIFACT_REQUESTED_CONFIG)
-        if self.data_report is not None:  # the data as read from its source, with what the loader repaired
-            tracker.log_dict(self.run_id, {"source": inputs.source, "report": self.data_report.to_dict()},
-                             ARTIFACT_DATA_REPORT)
+        self.runs.record_config(self.run_id, cfg.to_dict(), inputs.requested)
+        if self.data_report is not None:
+            self.runs.record_data_report(self.run_id, inputs.source, self.data_report.to_dict())
         for repair in inputs.repairs:
             self._log_repair(repair, parent=self.run_id)
         self.system.reporter.repairs_made(list(inputs.repairs))
@@ -164,13 +159,11 @@ class Session:
     def _close(self, status: str, run_status: str, final_sha: str | None = None) -> None:
         rows = self.previous_rows + [row for attempt in self.attempts for row in attempt.history]
         if rows:
-            self.runs.tracker.log_table_csv(self.run_id, rows, ARTIFACT_HISTORY)
+            self.runs.record_history(self.run_id, rows)
         best = max((row.get(METRIC_BEST_VALIDATION, float("-inf")) for row in rows), default=float("-inf"))
         failed = self.failed_before + sum(a.outcome != "success" for a in self.attempts)
-        summary = {"attempts": self.total_attempts, "failed_attempts": failed, "elapsed_time": self.elapsed(),
-                   "repairs": len(self.repairs)}
-        if np.isfinite(best):
-            summary["best_reward"] = best
+        summary = SessionSummary(self.total_attempts, failed, self.elapsed(), len(self.repairs),
+                                 best if np.isfinite(best) else None)
         self.runs.close_session(self.run_id, status=status, run_status=run_status, summary=summary,
                                 step=max((row["generation"] for row in rows), default=0), final_params_sha256=final_sha,
                                 description=session_description(self, status, self.final_metrics))
@@ -179,10 +172,8 @@ class Session:
         """Log and register the best policy, unless it is the one the session registered already."""
         attempt = self.attempts[-1]
         cfg = attempt.plan.config
-        tracker = self.runs.tracker
-        values = {k: v for k, v in metrics.items() if k.startswith(("validation/", "best/", "test/", "baseline/"))}
-        tracker.log_values(self.run_id, {**values, "best/generation": float(metrics["best_generation"])},
-                           step=int(metrics["generations"]))
+        self.runs.record_best_policy(self.run_id, metrics, generation=metrics["best_generation"],
+                                     step=int(metrics["generations"]))
         self.runs.record_outcome(self.run_id, stop_reason=metrics["stop_reason"], test_span=metrics.get("test_span"))
         card = PolicyCard.of(cfg, metrics["best_params_sha256"], session_run_id=self.run_id,
                              best_generation=metrics["best_generation"])
@@ -193,8 +184,8 @@ class Session:
             verdict += " (a walk-forward fold: @champion not moved; btc-ai promote moves it)"
         rs = self.resumed_from
         previous = {TAG_MODEL_PARAMS: rs.model_params_sha256, TAG_MODEL_VERSION: rs.model_version} if rs else {}
-        registration = log_model_version(
-            tracker, self.run_id, model, card, name=registered_model_name(cfg.BUCKET), champion=champion,
+        registration = self.runs.register_policy(
+            self.run_id, model, card, name=registered_model_name(cfg.BUCKET), champion=champion,
             move_champion=champion and not fold,
             verdict=verdict, previous={k: v for k, v in previous.items() if v},
             tags=version_tags(self, attempt, cfg, metrics), description=version_description(self, cfg, metrics))
@@ -237,7 +228,8 @@ class Session:
 
     def _log_repair(self, repair: Repair, parent: str) -> str:
         run = self.runs.log_repair(parent=parent, session_id=self.run_id, rule=repair.rule,
-                                   triggered_by=repair.triggered_by, params=repair.as_params())
+                                   triggered_by=repair.triggered_by, reason=repair.reason, changes=repair.changes,
+                                   data_actions=repair.data_actions)
         self.repairs.append(repair)
         return run
 
@@ -273,7 +265,7 @@ class Session:
         run = self.runs.open_attempt(self.run_id, number, start_generation=plan.start.generation if plan.start else 0,
                                      repaired_by=plan.repair_run_id, resumed_from=resumed_from, skipped=skipped,
                                      stale=stale)
-        self.runs.tracker.log_params(run, plan.config.to_dict())
+        self.runs.record_attempt_config(run, plan.config.to_dict())
         self.attempts.append(Attempt(number, run, plan))
         self.system.reporter.attempt_started(number, run, plan.repair)
 

@@ -157,7 +157,7 @@ def write_session_plots(runs: RunModel, ref: str, out_dir: str | Path | None = N
             result.equity_skipped = f"{type(exc).__name__}: {exc}"
         if log:
             for path in result.paths:
-                runs.tracker.log_artifact(session_id, path, PLOTS_DIR)
+                runs.add_plot(session_id, path)
         if out_dir is None:
             result.paths = [Path(PLOTS_DIR) / p.name for p in result.paths]  # the files are gone; the artifacts stay
     return result

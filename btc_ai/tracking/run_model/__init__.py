@@ -15,7 +15,6 @@ from btc_ai.tracking.run_model.datasets import (
 )
 from btc_ai.tracking.run_model.names import (
     ALIAS_CHAMPION,
-    ALIAS_LATEST,
     ARTIFACT_CHECKPOINTS,
     ARTIFACT_DATA_REPORT,
     ARTIFACT_ERROR_JSON,
@@ -28,6 +27,7 @@ from btc_ai.tracking.run_model.names import (
     ARTIFACT_WALK_FORWARD_PLOT,
     ARTIFACT_WALK_FORWARD_SPEC,
     ARTIFACT_WALK_FORWARD_TABLE,
+    BACKTEST_PLOT_FILE,
     BUILTIN_DATA,
     CHECKPOINT_PATH,
     DATAFRAME_DATA,
@@ -44,6 +44,7 @@ from btc_ai.tracking.run_model.names import (
     METRIC_FOLD_PREFIX,
     METRIC_VALIDATION_SCORE,
     METRIC_WALK_FORWARD_PREFIX,
+    MODEL_POLICY,
     MODEL_URI,
     TAG_ATTEMPT,
     TAG_BACKTEST_SPAN,
@@ -103,6 +104,7 @@ from btc_ai.tracking.run_model.names import (
     model_path,
     registered_model_name,
 )
+from btc_ai.tracking.run_model.outputs import SessionSummary
 from btc_ai.tracking.run_model.records import (
     AttemptRecord,
     CheckpointRecord,
@@ -122,7 +124,6 @@ from btc_ai.tracking.run_model.walk_forward import (
 
 __all__ = [
     "ALIAS_CHAMPION",
-    "ALIAS_LATEST",
     "ARTIFACT_CHECKPOINTS",
     "ARTIFACT_DATA_REPORT",
     "ARTIFACT_ERROR_JSON",
@@ -135,6 +136,7 @@ __all__ = [
     "ARTIFACT_WALK_FORWARD_PLOT",
     "ARTIFACT_WALK_FORWARD_SPEC",
     "ARTIFACT_WALK_FORWARD_TABLE",
+    "BACKTEST_PLOT_FILE",
     "BUILTIN_DATA",
     "CHECKPOINT_PATH",
     "CONTEXT_BACKTEST",
@@ -153,6 +155,7 @@ __all__ = [
     "METRIC_FOLD_PREFIX",
     "METRIC_VALIDATION_SCORE",
     "METRIC_WALK_FORWARD_PREFIX",
+    "MODEL_POLICY",
     "MODEL_URI",
     "TAG_ATTEMPT",
     "TAG_BACKTEST_SPAN",
@@ -219,6 +222,7 @@ __all__ = [
     "RunModel",
     "SessionOutcome",
     "SessionRecord",
+    "SessionSummary",
     "WalkForwardRecord",
     "WalkForwardRuns",
     "checkpoint_tag",

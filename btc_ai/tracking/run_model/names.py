@@ -62,7 +62,7 @@ VERSION_TAG_CONFIG = "btc_ai.config_sha256"
 VERSION_TAG_BASELINES = "btc_ai.baseline_windows"  # the rule baselines' windows: SMA 24/168 bars of 1h, ...
 VERSION_TAG_METRIC_PREFIX = "metric."  # metric.test/total_return, metric.best/validation_sharpe, ...
 VERSION_TAG_PROMOTED_BY = "btc_ai.promoted_by"  # who moved an alias by hand, when, and why
-ALIAS_LATEST, ALIAS_CHAMPION = "latest", "champion"
+ALIAS_CHAMPION = "champion"  # (latest: see LATEST)
 KIND_BACKTEST = "backtest"
 TAG_MODEL_URI = "btc_ai.model_uri"  # a backtest run's model
 TAG_BACKTEST_SPAN = "btc_ai.backtest_span"
@@ -78,6 +78,14 @@ METRIC_FITNESS_MEAN, METRIC_FITNESS_MAX = "fitness/mean", "fitness/max"
 METRIC_BEST_VALIDATION = "validation/best_reward"  # the best score so far (it carries across attempts)
 METRIC_VALIDATION_SCORE = "validation/score"  # one validation's score: what selection compares
 METRIC_BEST_REWARD = "best_reward"  # session summary
+# ... with these; and the best policy's figures (the training's metrics of these prefixes) at its generation
+METRIC_ATTEMPTS, METRIC_FAILED_ATTEMPTS, METRIC_REPAIRS = "attempts", "failed_attempts", "repairs"
+METRIC_ELAPSED_TIME = "elapsed_time"
+METRIC_BEST_GENERATION = "best/generation"
+SESSION_FIGURE_PREFIXES = ("validation/", "best/", "test/", "baseline/")
+# a backtest run: policy/<figure>, buy_and_hold/<figure>, baseline/<rule>/<figure>, and three of its own
+METRIC_POLICY_PREFIX, METRIC_BUY_AND_HOLD_PREFIX, METRIC_BASELINE_PREFIX = "policy/", "buy_and_hold/", "baseline/"
+METRIC_NULL_PERCENTILE, METRIC_BARS, METRIC_COST_BPS = "null_percentile", "bars", "cost_bps"
 METRIC_LIVE_WORKERS = "cluster/live_workers"  # EVALUATOR=ray: evaluation workers alive after the generation
 METRIC_REEVALUATED = "cluster/reevaluated_members"  # ... and members re-evaluated in it (lost with a worker)
 TAG_CLUSTER_EVENT = "btc_ai.cluster_event"  # an attempt's latest cluster event: a worker lost, or back
@@ -88,18 +96,31 @@ PROSE_TAGS = frozenset({TAG_DESCRIPTION, TAG_NOTE, TAG_STOP_REASON, TAG_PLOTS_WA
 
 ARTIFACT_MODEL = "model"  # where sessions before immutable versions logged their model
 ARTIFACT_MODELS = "models"  # models/<params sha256[:16]>/: one folder per logged model, never written again
+MODEL_POLICY = "artifacts/policy"  # inside a logged model's folder: the policy files (`candle_model` puts them there)
 ARTIFACT_CHECKPOINTS = "checkpoints"
 ARTIFACT_ERROR_JSON, ARTIFACT_ERROR_MD = "error_report.json", "error_report.md"
 ARTIFACT_HISTORY = "performance_history.csv"
 ARTIFACT_DATA_REPORT = "data_report.json"
 ARTIFACT_REQUESTED_CONFIG = "config/requested.json"  # the config as asked for (the params are what trained)
 ARTIFACT_PLOTS = "plots"
+ARTIFACT_BACKTEST = "backtest.json"  # a backtest's figures, as `BacktestResult.as_dict` states them
+BACKTEST_PLOT_FILE = "equity_curve.png"  # its equity plot under plots/, unless the caller drew its own
 ARTIFACT_WALK_FORWARD_SPEC = "walk_forward.json"  # what a walk-forward was asked to do, and its folds
 ARTIFACT_WALK_FORWARD_TABLE = "walk_forward_results.csv"  # one row per fold and seed: the test-span figures
 ARTIFACT_WALK_FORWARD_PLOT = "plots/walk_forward.png"
 ARTIFACT_WALK_FORWARD_DESCRIPTION = "walk_forward_description.md"  # the whole description, where the tag is cut
 METRIC_WALK_FORWARD_PREFIX = "walk_forward/"  # the aggregate over folds
 METRIC_FOLD_PREFIX = "fold/"  # per fold, step = fold number
+# fold/test_return (the mean over seeds), fold/test_return/seed_<seed>, fold/buy_and_hold_return, fold/<rule>_return
+METRIC_FOLD_TEST_RETURN = METRIC_FOLD_PREFIX + "test_return"
+METRIC_FOLD_BUY_AND_HOLD = METRIC_FOLD_PREFIX + "buy_and_hold_return"
+# a walk-forward run's params besides its config's (TEST_FRACTION says "per fold": each fold has its own test block)
+PARAM_TEST_FRACTION, PARAM_FOLDS, PARAM_SEEDS = "TEST_FRACTION", "folds", "seeds"
+PARAM_HELD_OUT_SHARE, PARAM_BLOCK_BARS = "held_out_share", "block_bars"
+# a repair run's params: the rule, the reason, <key>.before and <key>.after of each changed key, data.action_<n>
+PARAM_REASON, PARAM_RULE = "reason", "rule"
+PARAM_BEFORE, PARAM_AFTER = ".before", ".after"
+PARAM_DATA_ACTION = "data.action_"
 BUILTIN_DATA = "builtin:default"  # the data source of a session trained on the built-in data
 DATAFRAME_DATA = "dataframe"  # ... and of one trained on a DataFrame passed in Python
 
@@ -121,3 +142,18 @@ def model_path(params_sha256: str) -> str:
 
 def checkpoint_tag(stem: str) -> str:
     return TAG_CHECKPOINT_PREFIX + stem
+
+
+def fold_seed_metric(seed: int) -> str:
+    """A walk-forward fold's test return for one seed."""
+    return f"{METRIC_FOLD_TEST_RETURN}/seed_{seed}"
+
+
+def fold_rule_metric(rule: str) -> str:
+    """A walk-forward fold's return of one rule baseline (same spans, same costs)."""
+    return f"{METRIC_FOLD_PREFIX}{rule}_return"
+
+
+def baseline_metric(rule: str, figure: str) -> str:
+    """A backtest's figure of one rule baseline: baseline/<rule>/<figure>."""
+    return f"{METRIC_BASELINE_PREFIX}{rule}/{figure}"

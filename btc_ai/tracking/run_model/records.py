@@ -9,6 +9,9 @@ from typing import Any
 from btc_ai.tracking.run_model.names import (
     METRIC_BEST_REWARD,
     METRIC_BEST_VALIDATION,
+    PARAM_AFTER,
+    PARAM_BEFORE,
+    PARAM_REASON,
     TAG_ATTEMPT,
     TAG_BUCKET,
     TAG_CHECKPOINT_PREFIX,
@@ -142,9 +145,10 @@ def _attempt(run: Any) -> AttemptRecord:
 
 def _repair(run: Any) -> RepairRecord:
     p = run.data.params
-    changes = {k[: -len(".before")]: (p[k], p.get(k[: -len(".before")] + ".after")) for k in p if k.endswith(".before")}
+    keys = [k.removesuffix(PARAM_BEFORE) for k in p if k.endswith(PARAM_BEFORE)]
+    changes = {key: (p[key + PARAM_BEFORE], p.get(key + PARAM_AFTER)) for key in keys}
     return RepairRecord(run.info.run_id, run.data.tags.get(TAG_REPAIR_RULE), run.data.tags.get(TAG_TRIGGERED_BY),
-                        run.data.tags.get(TAG_PARENT), changes, p.get("reason"), run.info.start_time)
+                        run.data.tags.get(TAG_PARENT), changes, p.get(PARAM_REASON), run.info.start_time)
 
 
 @dataclass(frozen=True)

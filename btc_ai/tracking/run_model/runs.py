@@ -47,6 +47,7 @@ from btc_ai.tracking.run_model.names import (
     TAG_TEST_SPAN,
     TAG_TRIGGERED_BY,
 )
+from btc_ai.tracking.run_model.outputs import RunOutputs, SessionSummary, repair_params
 from btc_ai.tracking.run_model.records import (
     AttemptRecord,
     CheckpointRecord,
@@ -60,6 +61,7 @@ from btc_ai.tracking.run_model.records import (
 )
 
 if TYPE_CHECKING:
+    from btc_ai.tracking.registry import Registration
     from btc_ai.tracking.store import Tracker
 
 
@@ -75,8 +77,9 @@ def missing_version(ref: str, uri: str) -> ResumeError:
     return ResumeError(f"{what} on {uri}{hint}; see the versions on the MLflow UI's Models page, or give the "
                        "session's run ID instead")
 
-class RunModel:
-    """Sessions, attempts, repairs and checkpoints on one tracking store, as records."""
+class RunModel(RunOutputs):
+    """Sessions, attempts, repairs and checkpoints on one tracking store, as records; the only writer of runs
+    above the tracking floor (what runs hold besides their lifecycle: `RunOutputs`)."""
 
     def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
@@ -244,6 +247,16 @@ class RunModel:
                 rows.setdefault(metric.step, {"generation": metric.step, "attempt": attempt.number})[key] = metric.value
         return [rows[step] for step in sorted(rows)]
 
+    def register_policy(self, run_id: str, net: Any, card: Any, *, name: str, tags: Mapping[str, Any], description: str,
+                       champion: bool, verdict: str, previous: Mapping[str, str],
+                       move_champion: bool | None = None) -> Registration:
+        """Log the policy ``net`` (with its `PolicyCard`) on the session run and register it as a version of
+        ``name`` (see `btc_ai.tracking.registry.log_model_version`)."""
+        from btc_ai.tracking.registry import log_model_version
+
+        return log_model_version(self.tracker, run_id, net, card, name=name, tags=tags, description=description,
+                                 champion=champion, verdict=verdict, previous=previous, move_champion=move_champion)
+
     def load_model(self, session_id: str) -> Any:
         """The torch policy logged on the session run, read back from this store."""
         from btc_ai.tracking.registry import load_model
@@ -284,11 +297,11 @@ class RunModel:
     def heartbeat(self, session_id: str, now: float) -> None:
         self.tracker.set_tags(session_id, {TAG_LEASE_HEARTBEAT: f"{now:.0f}"})
 
-    def close_session(self, session_id: str, *, status: str, run_status: str, summary: Mapping[str, float], step: int,
+    def close_session(self, session_id: str, *, status: str, run_status: str, summary: SessionSummary | None, step: int,
                       final_params_sha256: str | None = None, description: str | None = None) -> None:
         """Summary metrics, the final status and description, the lease released (its tags removed: a session
         nobody holds has none), then the end."""
-        self.tracker.log_values(session_id, summary, step=step)
+        self.tracker.log_values(session_id, summary.metrics() if summary else {}, step=step)
         tags = {TAG_STATUS: status}
         if final_params_sha256 is not None:
             tags[TAG_FINAL_SHA] = final_params_sha256
@@ -336,10 +349,11 @@ class RunModel:
         self.tracker.set_tags(run_id, tags)
         self.tracker.end_run(run_id, "KILLED" if interrupted else "FAILED")
 
-    def log_repair(self, *, parent: str, session_id: str, rule: str, triggered_by: str,
-                   params: Mapping[str, Any]) -> str:
+    def log_repair(self, *, parent: str, session_id: str, rule: str, triggered_by: str, reason: str,
+                   changes: Mapping[str, tuple[Any, Any]], data_actions: Sequence[str] = ()) -> str:
+        """A repair run under ``parent``: the rule, what triggered it, each changed key before and after."""
         run = self.tracker.create_run(KIND_REPAIR, parent=parent, name=rule, tags={
             TAG_REPAIR_RULE: rule, TAG_TRIGGERED_BY: triggered_by, TAG_SESSION: session_id})
-        self.tracker.log_params(run, params)
+        self.tracker.log_params(run, repair_params(rule, reason, changes, data_actions))
         self.tracker.end_run(run, "FINISHED")
         return run

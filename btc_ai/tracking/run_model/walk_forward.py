@@ -8,16 +8,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from btc_ai.domain.errors import ResumeError
 from btc_ai.domain.text_fit import TAG_VALUE_LIMIT, fit_text
 from btc_ai.tracking.run_model.names import (
     ARTIFACT_WALK_FORWARD_DESCRIPTION,
+    ARTIFACT_WALK_FORWARD_PLOT,
     ARTIFACT_WALK_FORWARD_SPEC,
     ARTIFACT_WALK_FORWARD_TABLE,
     KIND_SESSION,
     KIND_WALK_FORWARD,
+    METRIC_FOLD_BUY_AND_HOLD,
+    METRIC_FOLD_TEST_RETURN,
+    METRIC_WALK_FORWARD_PREFIX,
+    PARAM_BLOCK_BARS,
+    PARAM_FOLDS,
+    PARAM_HELD_OUT_SHARE,
+    PARAM_SEEDS,
+    PARAM_TEST_FRACTION,
     TAG_BUCKET,
     TAG_DATA_FINGERPRINT,
     TAG_DATA_SOURCE,
@@ -36,10 +46,13 @@ from btc_ai.tracking.run_model.names import (
     TAG_STATUS,
     TAG_STOP_REASON,
     TAG_TEST_SPAN,
+    fold_rule_metric,
+    fold_seed_metric,
 )
 from btc_ai.tracking.run_model.records import SessionRecord, _session
 
 if TYPE_CHECKING:
+    from btc_ai.domain.fold_summary import Aggregate, FoldRow
     from btc_ai.tracking.run_model.runs import RunModel
 
 
@@ -189,6 +202,33 @@ class WalkForwardRuns:
             TAG_STATUS: "running", TAG_BUCKET: bucket, TAG_DATA_SOURCE: data_source,
             TAG_DATA_FINGERPRINT: data_fingerprint, TAG_FOLDS: folds, TAG_SEEDS: " ".join(str(s) for s in seeds),
             TAG_LEASE_OWNER: lease_owner, TAG_LEASE_HEARTBEAT: f"{heartbeat:.0f}"})
+
+    def record_plan(self, run_id: str, config: Mapping[str, Any], *, folds: int, seeds: Sequence[int],
+                    held_out_share: float, block_bars: int, spec: Mapping[str, Any]) -> None:
+        """What the walk-forward trains: the config every fold starts from and the fold plan as params (each fold
+        has its own TEST_FRACTION), the whole plan as an artifact."""
+        self.tracker.log_params(run_id, {**config, PARAM_TEST_FRACTION: "per fold", PARAM_FOLDS: folds,
+                                         PARAM_SEEDS: " ".join(map(str, seeds)), PARAM_HELD_OUT_SHARE: held_out_share,
+                                         PARAM_BLOCK_BARS: block_bars})
+        self.tracker.log_dict(run_id, spec, ARTIFACT_WALK_FORWARD_SPEC)
+
+    def record_results(self, run_id: str, rows: Sequence[FoldRow], agg: Aggregate) -> None:
+        """The aggregate over folds, each fold's returns (step = fold number: the mean over seeds, each seed's,
+        buy-and-hold's and each rule's), and the table of every fold and seed."""
+        self.tracker.log_values(run_id, {METRIC_WALK_FORWARD_PREFIX + k: v for k, v in agg.metrics().items()})
+        for number, (ret, hold) in enumerate(zip(agg.fold_returns, agg.fold_buy_and_hold, strict=True), start=1):
+            per_seed = {fold_seed_metric(r.seed): r.test_return for r in rows if r.fold == number}
+            rules = {fold_rule_metric(rule): returns[number - 1]
+                     for rule, returns in agg.fold_baselines.items() if rule != "buy_and_hold"}
+            self.tracker.log_values(run_id, {METRIC_FOLD_TEST_RETURN: ret, METRIC_FOLD_BUY_AND_HOLD: hold, **rules,
+                                             **per_seed}, step=number)
+        self.tracker.log_table_csv(run_id, [r.as_dict() for r in rows], ARTIFACT_WALK_FORWARD_TABLE)
+
+    def add_plot(self, run_id: str, path: Path) -> None:
+        """The walk-forward's plot, drawn to a file named as `plot_file` says."""
+        self.tracker.log_artifact(run_id, path, str(PurePosixPath(ARTIFACT_WALK_FORWARD_PLOT).parent))
+
+    plot_file = PurePosixPath(ARTIFACT_WALK_FORWARD_PLOT).name
 
     def describe(self, run_id: str, markdown: str) -> None:
         """The run's description in the MLflow UI; past MLflow's limit, the whole of it is an artifact the

@@ -50,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # matters reaches them as btc-ai's own lines; MLflow sets its level from this variable when it is first
     # imported, which is later
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    # nor are its download progress bars (a model's files fetched for a backtest): they land on stderr, where a
+    # refused command must say one line, and show or not depending on how long the download takes
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("mlflow", "alembic"):  # and if it was imported already (tests, notebooks)
         logging.getLogger(name).setLevel(logging.ERROR)
     from btc_ai.tracking.credentials import redact_logs

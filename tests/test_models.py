@@ -148,7 +148,7 @@ def test_a_backtest_matches_a_hand_computed_three_bar_example() -> None:
     expected = 1.01 * (1 - cost) * (1 - cost) * (1 / 1.03) * (1 - cost) * (1 - cost) - 1  # open, close, open, close
     assert result.figures["total_return"] == pytest.approx(expected, rel=1e-5)
     assert result.figures["gross_return"] == pytest.approx(1.01 / 1.03 - 1, rel=1e-5)
-    assert result.figures["trades"] == 4 and result.figures["turnover"] == 4
+    assert result.figures["position_changes"] == 4 and result.figures["turnover"] == 4
     assert result.figures["long_share"] == pytest.approx(1 / 3) and result.figures["short_share"] == pytest.approx(1 / 3)
     assert result.buy_and_hold["total_return"] == pytest.approx(1.01 * 0.98 * 1.03 * (1 - cost) ** 2 - 1, rel=1e-5)
     assert math.isclose(result.equity[-1] - 1, result.figures["total_return"], rel_tol=1e-9)
@@ -181,7 +181,7 @@ def test_backtest_of_the_validation_and_test_spans_equals_the_trainings_own_figu
     for span, prefix in ((split.validation, "best/validation_"), (split.test, "test/")):
         done = backtest(f"models:/btc-ai-scalping/{metrics['model_version']}", candles, start=span.index[0],
                         end=span.index[-1] + step, tracking_uri=uri)
-        for key in ("total_return", "gross_return", "sharpe", "max_drawdown", "trades", "turnover"):
+        for key in ("total_return", "gross_return", "sharpe", "max_drawdown", "position_changes", "turnover"):
             assert done.result.figures[key] == pytest.approx(metrics[prefix + key], rel=1e-9, abs=1e-12), key
     assert done.result.null_percentile == pytest.approx(metrics["test/null_percentile"])
 

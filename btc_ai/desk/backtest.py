@@ -17,6 +17,9 @@ from btc_ai.domain.errors import UserInputError
 from btc_ai.domain.policy import PolicyNet
 from btc_ai.domain.policy_files import PolicyCard, load_policy
 from btc_ai.tracking.run_model import (
+    ARTIFACT_EQUITY_CSV,
+    ARTIFACT_PLOTS,
+    ARTIFACT_TRADES_CSV,
     CONTEXT_BACKTEST,
     DATAFRAME_DATA,
     KIND_BACKTEST,
@@ -97,6 +100,7 @@ def backtest(model: Any, candles: Any, *, start: Any = None, end: Any = None, fe
     result = backtest_policy(net, card, frame, start=start, end=end, fee_bps=fee_bps, slippage_bps=slippage_bps)
     if plot is not None:
         _plot(result, label, plot)
+        _tables(result, Path(plot).parent)
     run_id = None
     if track:
         if runs is None:
@@ -122,6 +126,15 @@ def _plot(result: BacktestResult, label: str, path: str | Path) -> Path:
                              rules=result.rule_equity)
 
 
+def _tables(result: BacktestResult, folder: Path) -> list[Path]:
+    """``trades.csv`` and ``equity.csv`` of the policy in ``folder`` (beside the plot)."""
+    paths = [folder / ARTIFACT_TRADES_CSV, folder / ARTIFACT_EQUITY_CSV]
+    for frame, path in zip((result.trades, result.equity_table), paths, strict=True):
+        if frame is not None:
+            frame.to_csv(path, index=False)
+    return [p for p in paths if p.exists()]
+
+
 def _track(runs: RunModel, result: BacktestResult, label: str, frame: Any, source: Any, plot: Any,
            report: Any) -> str:
     tracker = runs.tracker
@@ -143,6 +156,8 @@ def _track(runs: RunModel, result: BacktestResult, label: str, frame: Any, sourc
     tracker.log_dict(run_id, result.as_dict(), "backtest.json")
     with tempfile.TemporaryDirectory() as tmp:
         picture = Path(plot) if plot is not None else _plot(result, label, Path(tmp) / "equity_curve.png")
-        tracker.log_artifact(run_id, picture, "plots")
+        tracker.log_artifact(run_id, picture, ARTIFACT_PLOTS)
+        for table in _tables(result, Path(tmp)):
+            tracker.log_artifact(run_id, table, ARTIFACT_PLOTS)
     tracker.end_run(run_id, "FINISHED")
     return run_id

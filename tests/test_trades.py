@@ -198,3 +198,15 @@ def test_the_backtest_command_shows_the_table_and_writes_trades_and_equity_besid
     report = json.loads(json.dumps(result.as_dict(), allow_nan=False))  # strict JSON: no NaN or inf anywhere
     assert report["open_at_end"] and report["policy"]["round_trips"] == 3
     assert set(STATISTICS) <= set(report["baselines"]["sma_crossover"])
+
+
+def test_the_walk_forward_table_carries_the_test_span_statistics_and_reads_older_rows() -> None:
+    from btc_ai.domain.fold_summary import aggregate, row_from_metrics, table_lines
+
+    stats = {f"test/{k}": v for k, v in {"round_trips": 7.0, "win_rate": 0.5714, "max_drawdown": 0.123}.items()}
+    new = row_from_metrics(1, 1, "s1", "", {"test/total_return": 0.02, "test/position_changes": 14.0, **stats}, {})
+    old = row_from_metrics(2, 1, "s2", "", {"test/total_return": 0.0, "test/trades": 0.0}, {})  # before the rename
+    assert new.position_changes == 14 and old.position_changes == 0 and new.as_dict()["test_round_trips"] == 7
+    assert math.isnan(old.as_dict()["test_win_rate"])
+    text = "\n".join(table_lines([new, old], aggregate([new, old])))
+    assert "trips" in text and "57.1%" in text and "12.3%" in text and "never trades on its test span: 1/2" in text

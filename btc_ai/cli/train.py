@@ -30,6 +30,7 @@ from btc_ai.domain.baselines import baseline_lines
 from btc_ai.domain.collapse import collapse_line
 from btc_ai.domain.config import allowed_range
 from btc_ai.domain.errors import ConfigValidationError, UserInputError
+from btc_ai.domain.trade_stats import statistics_lines
 
 # Original flags of the training script, mapped to config keys (each also takes the dash form).
 _CONFIG_FLAGS = {
@@ -377,6 +378,7 @@ def _print_summary(system: Any, metrics: Mapping[str, Any], best_reward: float, 
               f"{metrics['test/position_changes']:.0f} position changes, Sharpe {metrics['test/sharpe']:+.2f}) vs buy-and-hold "
               f"{metrics['test/buy_and_hold_return']:+.2%} and flat +0.00%; timing null check: "
               f"{metrics['test/null_percentile']:.0f}th percentile of time-shifted copies (50 = luck)")
+        print("\n".join(f"  {line}" for line in statistics_lines({k[5:]: v for k, v in metrics.items() if k[:5] == "test/"})))
     else:
         print("no test span (TEST_FRACTION=0): there is no out-of-sample figure for this training")
     for line in filter(None, (*baseline_lines(metrics), collapse_line(metrics))):

@@ -51,7 +51,7 @@ def session_baselines(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]
     """The rule baselines a training scored on its own test span (btc_ai.domain.baselines: same span, same
     costs, holding cost included, windows of a day and a week), as {rule: {return, sharpe, trades}}."""
     return {rule: {"return": metrics[f"baseline/{rule}/total_return"], "sharpe": metrics[f"baseline/{rule}/sharpe"],
-                   "trades": metrics[f"baseline/{rule}/trades"]} for rule in RULES}
+                   "trades": metrics[f"baseline/{rule}/position_changes"]} for rule in RULES}
 
 
 def _session(values: dict[str, Any], candles: pd.DataFrame) -> dict[str, Any]:
@@ -64,10 +64,10 @@ def _session(values: dict[str, Any], candles: pd.DataFrame) -> dict[str, Any]:
     _, metrics, _, _ = train_model(values, candles)
     history = metrics["history"]
     return {"test_return": metrics["test/total_return"], "sharpe": metrics["test/sharpe"],
-            "trades": metrics["test/trades"], "long_share": metrics["test/long_share"],
+            "trades": metrics["test/position_changes"], "long_share": metrics["test/long_share"],
             "short_share": metrics["test/short_share"], "turnover": metrics["test/turnover"],
             "best_generation": metrics["best_generation"], "generations": metrics["generations"],
-            "validation_score": metrics["best_reward"], "validation_trades": metrics["best/validation_trades"],
+            "validation_score": metrics["best_reward"], "validation_trades": metrics["best/validation_position_changes"],
             "fitness_std_last": history[-1]["fitness/std"] if history else float("nan"),
             "baselines": session_baselines(metrics), "cpu_s": time.process_time() - cpu}
 
@@ -105,7 +105,7 @@ def tracked_rows(candles_path: Path, candles: pd.DataFrame, values: Mapping[str,
         result = WalkForward(system).start(inputs)
     if result.outcome != "completed":
         raise RuntimeError(result.error)
-    return [{"fold": r.fold, "seed": r.seed, "test_return": r.test_return, "sharpe": r.sharpe, "trades": r.trades,
+    return [{"fold": r.fold, "seed": r.seed, "test_return": r.test_return, "sharpe": r.sharpe, "trades": r.position_changes,
              "baselines": {rule: {"return": getattr(r, f"{rule}_return", 0.0), "sharpe": getattr(r, f"{rule}_sharpe", 0.0)}
                            for rule in RULES}} for r in result.rows]
 

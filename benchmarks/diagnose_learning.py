@@ -83,11 +83,11 @@ def main() -> None:
     out = {"initial": report(ev, spec.init_params(config.SEED), 0),
            "selected": report(ev, net.flat_params(), metrics["best_generation"]),
            "best_generation": metrics["best_generation"], "generations": metrics["generations"],
-           "validation_score_history": [(h["generation"], round(h["validation/score"], 4), h["validation/trades"])
+           "validation_score_history": [(h["generation"], round(h["validation/score"], 4), h["validation/position_changes"])
                                         for h in metrics["history"] if "validation/score" in h]}
     history = out.pop("validation_score_history")
     print(json.dumps(out, indent=1))
-    print("validation (generation, score, trades):", history)
+    print("validation (generation, score, position changes):", history)
 
 
 if __name__ == "__main__":

@@ -90,10 +90,10 @@ def test_a_rule_that_trades_k_times_pays_k_times_the_cost() -> None:
         free = episode_stats(positions, market.next_log_return, 0.0, 0.0, 0.0, market.bars_per_year, close_at_end=True)
         paid = episode_stats(positions, market.next_log_return, cost, 0.0, 0.0, market.bars_per_year,
                              close_at_end=True)
-        assert paid.log_return == pytest.approx(free.log_return + paid.trades * math.log1p(-cost), abs=1e-6)
-        assert paid.trades == int(np.abs(np.diff(np.concatenate([[0.0], positions, [0.0]]))).sum())
+        assert paid.log_return == pytest.approx(free.log_return + paid.position_changes * math.log1p(-cost), abs=1e-6)
+        assert paid.position_changes == int(np.abs(np.diff(np.concatenate([[0.0], positions, [0.0]]))).sum())
     assert episode_stats(rule_positions("sma_crossover", market, windows), market.next_log_return, cost, 0.0, 0.0,
-                         market.bars_per_year, close_at_end=True).trades == 4  # in, out, in, and the closing sale
+                         market.bars_per_year, close_at_end=True).position_changes == 4  # in, out, in, and the closing sale
 
 
 def test_baseline_stats_are_the_policys_statistics_of_the_rules_positions() -> None:
@@ -105,11 +105,11 @@ def test_baseline_stats_are_the_policys_statistics_of_the_rules_positions() -> N
         expected = episode_stats(rule_positions(rule, market), market.next_log_return, 0.001, 0.0002, 0.25,
                                  market.bars_per_year, tradable=market.tradable, close_at_end=True)
         assert stats[rule] == expected
-    assert stats["flat"].sharpe == 0.0 and stats["flat"].total_return == 0.0 and stats["flat"].trades == 0
+    assert stats["flat"].sharpe == 0.0 and stats["flat"].total_return == 0.0 and stats["flat"].position_changes == 0
     hold = stats["buy_and_hold"]  # one buy, one sale, the holding cost on every bar
     gross = float(market.next_log_return.astype(np.float64).sum())
     assert hold.log_return == pytest.approx(gross + 2 * math.log1p(-0.001) - 0.0002 * len(market), abs=1e-5)
-    assert hold.trades == 2
+    assert hold.position_changes == 2
 
 
 def test_rules_are_flat_across_gaps_like_the_policy(candles) -> None:
@@ -121,7 +121,7 @@ def test_rules_are_flat_across_gaps_like_the_policy(candles) -> None:
     expected = episode_stats(np.ones(len(span), np.float32), span.next_log_return, 0.0003, 0.0, 0.0, span.bars_per_year,
                              tradable=span.tradable, close_at_end=True)
     assert stats["buy_and_hold"] == expected
-    assert stats["buy_and_hold"].trades > 2  # closed before the gap, reopened after it
+    assert stats["buy_and_hold"].position_changes > 2  # closed before the gap, reopened after it
 
 
 def test_best_rule_names_the_highest_sharpe_first_listed_on_a_tie() -> None:

@@ -37,7 +37,7 @@ def test_a_training_scores_the_rules_beside_its_policy_everywhere(here, run_main
     session = client.get_run(_session(out))
     m = session.data.metrics
     for rule in RULES:
-        for figure in ("total_return", "sharpe", "max_drawdown", "trades", "validation_total_return",
+        for figure in ("total_return", "sharpe", "max_drawdown", "position_changes", "validation_total_return",
                        "validation_sharpe"):
             assert f"baseline/{rule}/{figure}" in m, (rule, figure)
     assert m["baseline/flat/sharpe"] == 0.0 and m["baseline/flat/total_return"] == 0.0
@@ -72,7 +72,7 @@ def test_a_policy_that_never_trades_is_said_to_have_collapsed_to_flat(here, run_
     generation = int(version.tags["btc_ai.best_generation"])
     line = f"collapsed to flat at generation {generation}: the selected policy never trades"
     assert line in out
-    assert session.data.metrics["best/validation_trades"] == 0 and session.data.metrics["test/trades"] == 0
+    assert session.data.metrics["best/validation_position_changes"] == 0 and session.data.metrics["test/position_changes"] == 0
     (attempt,) = client.search_runs([session.info.experiment_id], "tags.`btc_ai.kind` = 'attempt'")
     shares = [h.value for h in client.get_metric_history(attempt.info.run_id, "population/never_trade_share")]
     assert max(shares) > 0.5  # the population went flat with it

@@ -93,7 +93,7 @@ def test_costs_match_a_hand_computed_example_with_fee_slippage_and_a_closing_tra
     gross = 1.02 * 0.99 / 0.97 / 1.01
     assert stats.gross_return == pytest.approx(gross - 1, rel=1e-5)
     assert stats.total_return == pytest.approx(gross * (1 - cost) ** 2 * (1 - 2 * cost) - 1, rel=1e-5)
-    assert stats.turnover == 4.0 and stats.trades == 3
+    assert stats.turnover == 4.0 and stats.position_changes == 3
 
 
 def _candles_with_a_gap(hours: float) -> pd.DataFrame:

@@ -113,7 +113,7 @@ def test_a_saved_policy_backtests_to_the_trainings_own_test_figures_with_every_o
     test = market_split(candles, config).test
     done = backtest_policy(net, PolicyCard.of(config), candles, start=test.index[0],
                            end=test.index[-1] + (candles.index[1] - candles.index[0]))
-    for key in ("total_return", "trades", "turnover", "sharpe"):
+    for key in ("total_return", "position_changes", "turnover", "sharpe"):
         assert done.figures[key] == pytest.approx(metrics["test/" + key], rel=1e-9, abs=1e-12), key
     assert metrics["test/short_share"] == 0.0
 

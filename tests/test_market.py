@@ -36,7 +36,7 @@ def test_episode_statistics() -> None:
     stats = episode_stats(positions, returns, 0.0, 0.0, 0.0, bars_per_year=365.0)
     assert stats.total_return == pytest.approx(1.10 * 0.90 * 1.05 - 1, rel=1e-5)
     assert stats.max_drawdown == pytest.approx(0.10, rel=1e-5)  # 1.10 -> 0.99
-    assert stats.trades == 2  # open long, close
+    assert stats.position_changes == 2  # open long, close
     rewards = np.log([1.10, 0.90, 1.05, 1.0])
     assert stats.sharpe == pytest.approx(rewards.mean() / rewards.std() * math.sqrt(365.0), rel=1e-4)
 

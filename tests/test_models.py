@@ -20,6 +20,7 @@ from conftest import TINY, tiny_flags
 from btc_ai.domain.backtest import backtest_positions
 from btc_ai.domain.market import MarketData
 from btc_ai.domain.promotion import promotion_verdict
+from btc_ai.domain.trade_stats import STATISTICS
 
 CONFIG = {**TINY, "LEARNING_RATE": 0.05, "BUCKET": "Scalping"}
 
@@ -148,7 +149,7 @@ def test_a_backtest_matches_a_hand_computed_three_bar_example() -> None:
     expected = 1.01 * (1 - cost) * (1 - cost) * (1 / 1.03) * (1 - cost) * (1 - cost) - 1  # open, close, open, close
     assert result.figures["total_return"] == pytest.approx(expected, rel=1e-5)
     assert result.figures["gross_return"] == pytest.approx(1.01 / 1.03 - 1, rel=1e-5)
-    assert result.figures["trades"] == 4 and result.figures["turnover"] == 4
+    assert result.figures["position_changes"] == 4 and result.figures["turnover"] == 4
     assert result.figures["long_share"] == pytest.approx(1 / 3) and result.figures["short_share"] == pytest.approx(1 / 3)
     assert result.buy_and_hold["total_return"] == pytest.approx(1.01 * 0.98 * 1.03 * (1 - cost) ** 2 - 1, rel=1e-5)
     assert math.isclose(result.equity[-1] - 1, result.figures["total_return"], rel_tol=1e-9)
@@ -181,8 +182,10 @@ def test_backtest_of_the_validation_and_test_spans_equals_the_trainings_own_figu
     for span, prefix in ((split.validation, "best/validation_"), (split.test, "test/")):
         done = backtest(f"models:/btc-ai-scalping/{metrics['model_version']}", candles, start=span.index[0],
                         end=span.index[-1] + step, tracking_uri=uri)
-        for key in ("total_return", "gross_return", "sharpe", "max_drawdown", "trades", "turnover"):
+        for key in ("total_return", "gross_return", "sharpe", "max_drawdown", "position_changes", "turnover"):
             assert done.result.figures[key] == pytest.approx(metrics[prefix + key], rel=1e-9, abs=1e-12), key
+    for key in STATISTICS:  # the round trips' and the curve's statistics: the session's test-span figures
+        assert done.result.figures[key] == pytest.approx(metrics[f"test/{key}"], rel=1e-9, abs=1e-12), key
     assert done.result.null_percentile == pytest.approx(metrics["test/null_percentile"])
 
 
@@ -196,7 +199,19 @@ def test_backtest_command_tracks_a_run_and_refuses_bad_input(registered, here, r
     assert code == 0, err
     report = json.loads(out)
     assert report["run_id"] and report["bars"] > 1000 and set(report["policy"]) >= {"sortino", "long_share"}
+    assert set(report["policy"]) >= set(STATISTICS) and "position_changes" in report["policy"]
     assert (here / "bt.png").read_bytes()[:4] == b"\x89PNG"
+    trades = pd.read_csv(here / "trades.csv")  # beside the plot, and logged beside it under plots/
+    assert len(trades) == report["policy"]["round_trips"]
+    assert trades["net_pnl"].sum() == pytest.approx(report["policy"]["total_return"], rel=1e-9, abs=1e-12)
+    assert len(pd.read_csv(here / "equity.csv")) == report["bars"] + 1
+    from mlflow import MlflowClient
+
+    logged = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(report["run_id"], "plots")}
+    assert {"plots/trades.csv", "plots/equity.csv"} <= logged
+    code, out, err = run_main("backtest", "models:/btc-ai-scalping/latest", str(data), "--no-track")
+    assert code == 0 and "round trips" in out and "profit factor" in out and "Calmar" in out, err
+    assert "nan" not in out.lower() and "inf" not in out.lower().replace("info", "")
     short = here / "short.csv"
     pd.read_csv(data).head(30).to_csv(short, index=False)
     hourly = here / "hourly.csv"

@@ -102,11 +102,11 @@ def test_every_writer_module_still_writes() -> None:
 
 
 def test_the_check_finds_each_kind_of_violation() -> None:
-    desk, writer = "btc_ai.desk.example", "btc_ai.tracking.run_model.runs"
+    desk, writer = "btc_ai.desk.backtest", "btc_ai.tracking.run_model.runs"
     assert violations("runs.tracker.log_metric(run_id, METRIC, 1.0)", desk)  # a direct write, even with a constant
     assert violations("client.create_run(experiment_id)", desk)
     assert violations("pool.submit(runs.tracker.set_tags, run_id, tags)", desk)  # a write handed on
-    assert violations("self.runs.tracker.log_dict(run_id, report, ARTIFACT)", "btc_ai.recovery.example")
+    assert violations("self.runs.tracker.log_dict(run_id, report, ARTIFACT)", "btc_ai.recovery.session")
     assert violations("self.tracker.set_tags(run_id, {'btc_ai.kind': kind})", writer)  # a literal tag name
     assert violations("self.tracker.log_values(run_id, {f'fold/{rule}_return': r for rule, r in x})", writer)
     assert violations("self.tracker.log_dict(run_id, data, 'backtest.json')", writer)  # a literal artifact name

@@ -3,6 +3,7 @@ redrawn from the store alone by `btc-ai report --plots`."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 
@@ -74,9 +75,17 @@ def test_the_session_ends_with_both_plots_as_artifacts(trained) -> None:
     assert session.data.tags["btc_ai.status"] == "completed"
     assert "btc_ai.plots_warning" not in session.data.tags
     listed = {a.path for a in trained.tracker.client.list_artifacts(trained.session_id, "plots")}
-    assert listed == {"plots/fitness_history.png", "plots/equity_curve.png"}
-    for path in listed:
+    assert listed == {"plots/fitness_history.png", "plots/equity_curve.png", "plots/trades.csv", "plots/equity.csv"}
+    for path in listed - {"plots/trades.csv", "plots/equity.csv"}:
         assert_png(trained.artifact(path))
+    # the round trips beside the plot reconcile with the session's figures, span by span
+    trades = pd.read_csv(io.BytesIO(trained.artifact("plots/trades.csv")))
+    equity = pd.read_csv(io.BytesIO(trained.artifact("plots/equity.csv")))
+    metrics = session.data.metrics
+    for span, total in (("validation", metrics["best/validation_total_return"]), ("test", metrics["test/total_return"])):
+        assert trades[trades.span == span]["net_pnl"].sum() == pytest.approx(total, rel=1e-9, abs=1e-12)
+        assert equity[equity.span == span]["equity"].iloc[-1] - 1 == pytest.approx(total, rel=1e-9, abs=1e-12)
+    assert len(trades[trades.span == "test"]) == metrics["test/round_trips"]
 
 
 @pytest.mark.slow

@@ -161,7 +161,7 @@ def _learning_run(df, **overrides):
     metrics = train_model(config, df)[1]
     # what a training reports out of sample is there, whatever it says (learning is judged in sample below)
     for key in ("test/total_return", "test/gross_return", "test/buy_and_hold_return", "test/sharpe",
-                "test/null_percentile", "test/trades"):
+                "test/null_percentile", "test/position_changes"):
         assert np.isfinite(metrics[key]), key
     assert metrics["test_span"] and metrics["test/bars"] > 0
     return [row["fitness/mean"] for row in metrics["history"]]

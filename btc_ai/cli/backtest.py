@@ -17,6 +17,7 @@ from btc_ai.cli.common import (
     flag,
 )
 from btc_ai.domain.baselines import RULE_NAMES
+from btc_ai.domain.trade_stats import statistics_table
 
 
 def add_parser(sub: Any) -> None:
@@ -24,8 +25,9 @@ def add_parser(sub: Any) -> None:
         "backtest", help="score a model on candles: returns net and gross of costs vs buy-and-hold and flat",
         description="Trade MODEL_REF (a models:/ URI, a session run ID, or a checkpoint file) over DATA with the cost "
                     "model it was trained with (or --fee-bps/--slippage-bps), from flat to flat, and report total "
-                    "return, Sharpe, Sortino, max drawdown, trades, turnover and exposure against buy-and-hold and "
-                    "flat over the same span, and the null check: the percentile of its return among time-shifted "
+                    "return, Sharpe, Sortino, max drawdown, position changes, turnover and exposure, and a table "
+                    "of trading statistics (round trips, win rate, profit factor, expectancy, CAGR, Calmar, drawdown "
+                    "duration; docs/trades.md) against buy-and-hold and the rule baselines over the same span, and the null check: the percentile of its return among time-shifted "
                     "copies of its own positions (about 50 means no timing skill). Logged as a run of kind backtest "
                     "unless --no-track. Exit codes: 0 done; 2 bad input.")
     backtest.add_argument("ref", metavar="MODEL_REF", help="models:/<name>/<version|@alias>, session run ID, or checkpoint")
@@ -60,20 +62,27 @@ def run(args: argparse.Namespace) -> int:
           f"({result.bars} bars, {result.cost_bps:g} bps per unit traded)")
     print(f"  policy:       return {p['total_return']:+.2%} net ({p['gross_return']:+.2%} gross), Sharpe "
           f"{p['sharpe']:+.2f}, Sortino {p['sortino']:+.2f}, max drawdown {p['max_drawdown']:.2%}, "
-          f"{p['trades']:.0f} trades, turnover {p['turnover']:.0f}, long {p['long_share']:.0%} / short "
+          f"{p['position_changes']:.0f} position changes, turnover {p['turnover']:.0f}, long {p['long_share']:.0%} / short "
           f"{p['short_share']:.0%} of bars")
     print(f"  buy-and-hold: return {h['total_return']:+.2%} net, Sharpe {h['sharpe']:+.2f}, max drawdown "
           f"{h['max_drawdown']:.2%};  flat: +0.00%")
     for rule, figures in result.baselines.items():
         if rule not in ("buy_and_hold", "flat"):
             print(f"  {RULE_NAMES[rule] + ':':<13} return {figures['total_return']:+.2%} net, Sharpe "
-                  f"{figures['sharpe']:+.2f}, max drawdown {figures['max_drawdown']:.2%}, {figures['trades']:.0f} trades "
-                  "(long or flat)")
+                  f"{figures['sharpe']:+.2f}, max drawdown {figures['max_drawdown']:.2%}, {figures['position_changes']:.0f} position "
+                  "changes (long or flat)")
     print(f"  rule windows: {result.windows}; every rule pays the policy's costs")
+    columns = {"policy": p, **{RULE_NAMES[rule]: figures for rule, figures in result.baselines.items()
+                               if rule != "flat"}}
+    print("  statistics (round trips and the equity curve, net of costs):")
+    for line in statistics_table(columns):
+        print(f"    {line}")
+    if result.trades is not None and result.trades["closed_at_end"].any():
+        print("  the policy's last trade was still open at the span's end: closed there at the last close")
     print(f"  null check:   {result.null_percentile:.0f}th percentile among time-shifted copies of its own positions "
           "(about 50: no timing skill)")
     if done.run_id:
         print(f"  tracked as backtest run {done.run_id}")
     if args.plot:
-        print(f"  plot: {args.plot}")
+        print(f"  plot: {args.plot} (trades.csv and equity.csv beside it)")
     return EXIT_OK

@@ -30,6 +30,7 @@ from btc_ai.domain.baselines import baseline_lines
 from btc_ai.domain.collapse import collapse_line
 from btc_ai.domain.config import allowed_range
 from btc_ai.domain.errors import ConfigValidationError, UserInputError
+from btc_ai.domain.trade_stats import statistics_lines
 
 # Original flags of the training script, mapped to config keys (each also takes the dash form).
 _CONFIG_FLAGS = {
@@ -362,21 +363,22 @@ def _settle_journal(system: Any) -> None:
 def _print_summary(system: Any, metrics: Mapping[str, Any], best_reward: float, elapsed: float) -> None:
     ret = metrics.get("best/validation_total_return", float("nan"))
     hold = metrics.get("best/validation_buy_and_hold_return", float("nan"))
-    trades = metrics.get("best/validation_trades", float("nan"))
+    changes = metrics.get("best/validation_position_changes", float("nan"))
     print(
         f"done: session {metrics['session_run_id']} | attempts {metrics['attempts']} | "
         f"generations {metrics['generations']} | best validation reward {best_reward:+.4f} "
         f"(generation {metrics['best_generation']}) | {elapsed:.1f} s"
     )
     print(f"stopped: {metrics['stop_reason']}")
-    print(f"validation span (used for selection): return {ret:+.2%} ({trades:.0f} trades) vs buy-and-hold "
+    print(f"validation span (used for selection): return {ret:+.2%} ({changes:.0f} position changes) vs buy-and-hold "
           f"{hold:+.2%} and flat +0.00%")
     if "test/total_return" in metrics:
         print(f"test span {metrics['test_span']} (out of sample, never used for selection): return "
               f"{metrics['test/total_return']:+.2%} net of costs ({metrics['test/gross_return']:+.2%} before costs, "
-              f"{metrics['test/trades']:.0f} trades, Sharpe {metrics['test/sharpe']:+.2f}) vs buy-and-hold "
+              f"{metrics['test/position_changes']:.0f} position changes, Sharpe {metrics['test/sharpe']:+.2f}) vs buy-and-hold "
               f"{metrics['test/buy_and_hold_return']:+.2%} and flat +0.00%; timing null check: "
               f"{metrics['test/null_percentile']:.0f}th percentile of time-shifted copies (50 = luck)")
+        print("\n".join(f"  {line}" for line in statistics_lines({k[5:]: v for k, v in metrics.items() if k[:5] == "test/"})))
     else:
         print("no test span (TEST_FRACTION=0): there is no out-of-sample figure for this training")
     for line in filter(None, (*baseline_lines(metrics), collapse_line(metrics))):

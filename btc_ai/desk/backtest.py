@@ -17,6 +17,8 @@ from btc_ai.domain.errors import UserInputError
 from btc_ai.domain.policy import PolicyNet
 from btc_ai.domain.policy_files import PolicyCard, load_policy
 from btc_ai.tracking.run_model import (
+    ARTIFACT_EQUITY_CSV,
+    ARTIFACT_TRADES_CSV,
     BACKTEST_PLOT_FILE,
     CONTEXT_BACKTEST,
     DATAFRAME_DATA,
@@ -92,6 +94,7 @@ def backtest(model: Any, candles: Any, *, start: Any = None, end: Any = None, fe
     result = backtest_policy(net, card, frame, start=start, end=end, fee_bps=fee_bps, slippage_bps=slippage_bps)
     if plot is not None:
         _plot(result, label, plot)
+        _tables(result, Path(plot).parent)
     run_id = None
     if track:
         if runs is None:
@@ -117,6 +120,15 @@ def _plot(result: BacktestResult, label: str, path: str | Path) -> Path:
                              rules=result.rule_equity)
 
 
+def _tables(result: BacktestResult, folder: Path) -> list[Path]:
+    """``trades.csv`` and ``equity.csv`` of the policy in ``folder`` (beside the plot)."""
+    paths = [folder / ARTIFACT_TRADES_CSV, folder / ARTIFACT_EQUITY_CSV]
+    for frame, path in zip((result.trades, result.equity_table), paths, strict=True):
+        if frame is not None:
+            frame.to_csv(path, index=False)
+    return [p for p in paths if p.exists()]
+
+
 def _track(runs: RunModel, result: BacktestResult, label: str, frame: Any, source: Any, plot: Any,
            report: Any) -> str:
     from btc_ai.domain.data.sources import source_text as recorded
@@ -130,5 +142,7 @@ def _track(runs: RunModel, result: BacktestResult, label: str, frame: Any, sourc
     with tempfile.TemporaryDirectory() as tmp:
         picture = Path(plot) if plot is not None else _plot(result, label, Path(tmp) / BACKTEST_PLOT_FILE)
         runs.add_plot(run_id, picture)
+        for table in _tables(result, Path(tmp)):
+            runs.add_plot(run_id, table)
     runs.finish(run_id)
     return run_id

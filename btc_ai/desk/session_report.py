@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from btc_ai.domain.baselines import RULES, baseline_lines, timeframe_windows
 from btc_ai.domain.collapse import collapse_line
+from btc_ai.domain.trade_stats import STATISTICS, legacy_figure, statistics_lines
 from btc_ai.recovery.lease import mark_stale_attempts, session_busy
 from btc_ai.tracking.run_model import (
     METRIC_FITNESS_MEAN,
@@ -69,28 +71,37 @@ def session_summary(runs: RunModel, ref: str) -> dict[str, Any]:
     }
 
 
-_FIGURES = ("total_return", "gross_return", "buy_and_hold_return", "sharpe", "max_drawdown", "trades", "turnover")
+_FIGURES = ("total_return", "gross_return", "buy_and_hold_return", "sharpe", "max_drawdown", "position_changes",
+            "turnover")
 
 
 def _figures(runs: RunModel, session_id: str, test_span: str | None, timeframe: str | None) -> dict[str, Any]:
     """The best policy's figures: on the validation span (used for selection) and on the test span (out of
     sample), as the session recorded them, the rule baselines' beside them, and whether it collapsed to flat."""
     metrics = runs.latest_metrics(session_id)
-    validation = {k: metrics[f"best/validation_{k}"] for k in _FIGURES if f"best/validation_{k}" in metrics}
-    test = {k: metrics[f"test/{k}"] for k in (*_FIGURES, "null_percentile") if f"test/{k}" in metrics}
+    validation = _found(metrics, "best/validation_", _FIGURES)
+    test = _found(metrics, "test/", (*_FIGURES, "null_percentile"))
+    statistics = _found(metrics, "test/", STATISTICS)
     windows = timeframe_windows(timeframe).describe() if timeframe else None
     return {"validation": validation or None, "test": {"span": test_span, **test} if test else None,
+            "test_statistics": statistics if len(statistics) == len(STATISTICS) else None,
             "baselines": {rule: {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith(f"baseline/{rule}/")}
                           for rule in RULES} | {"windows": windows},
             "baseline_lines": baseline_lines(metrics, windows), "collapse": collapse_line(metrics)}
+
+
+def _found(metrics: Mapping[str, Any], prefix: str, figures: tuple[str, ...]) -> dict[str, Any]:
+    """The ``figures`` recorded under ``prefix`` (a position-change count under its name before the rename too)."""
+    found = {k: legacy_figure(metrics, f"{prefix}{k}") for k in figures}
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def _figure_line(label: str, figures: dict[str, Any]) -> str:
     line = f"{label}: return {figures['total_return']:+.2%}"
     if "gross_return" in figures:
         line += f" ({figures['gross_return']:+.2%} before costs)"
-    if "trades" in figures:
-        line += f", {figures['trades']:.0f} trades"
+    if "position_changes" in figures:
+        line += f", {figures['position_changes']:.0f} position changes"
     if "buy_and_hold_return" in figures:
         line += f"; buy-and-hold {figures['buy_and_hold_return']:+.2%}, flat +0.00%"
     if "null_percentile" in figures:
@@ -133,6 +144,7 @@ def render_summary(summary: dict[str, Any]) -> str:
         out.append(_figure_line("validation span (used for selection)", summary["validation"]))
     if summary.get("test"):
         out.append(_figure_line(f"test span {summary['test']['span'] or ''} (out of sample)", summary["test"]))
+        out += [f"  {line}" for line in statistics_lines(summary.get("test_statistics") or {}) if line]
     elif summary["status"] == "completed":
         out.append("test span: none held out (TEST_FRACTION=0): no out-of-sample figure")
     out += summary.get("baseline_lines") or []

@@ -28,6 +28,7 @@ from btc_ai.domain.market import (
 from btc_ai.domain.null_check import null_percentile
 from btc_ai.domain.policy import PolicyNet
 from btc_ai.domain.policy_files import PolicyCard
+from btc_ai.domain.trade_stats import span_trades
 
 OUTPUT_COLUMNS = ("timestamp", "position", "p_short", "p_flat", "p_long", "ready")
 
@@ -81,12 +82,15 @@ class BacktestResult:
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # rule -> figures, same costs
     windows: str = ""  # the rules' windows, stated
     rule_equity: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # label (SMA 24/168) -> equity
+    trades: pd.DataFrame | None = field(default=None, repr=False)  # the policy's round trips (trades.TRADE_COLUMNS)
+    equity_table: pd.DataFrame | None = field(default=None, repr=False)  # ... and its equity bar by bar
 
     def as_dict(self) -> dict[str, Any]:
         return {"start": self.start.isoformat(), "end": self.end.isoformat(), "bars": self.bars,
                 "cost_bps_per_unit_traded": self.cost_bps, "policy": self.figures, "buy_and_hold": self.buy_and_hold,
                 "flat": {"total_return": 0.0, "sharpe": 0.0}, "baselines": self.baselines,
-                "baseline_windows": self.windows, "null_percentile": self.null_percentile}
+                "baseline_windows": self.windows, "null_percentile": self.null_percentile,
+                "open_at_end": bool(self.trades is not None and self.trades["closed_at_end"].any())}
 
 
 def backtest_policy(net: PolicyNet, card: PolicyCard, candles: Any, *, start: Any = None, end: Any = None,
@@ -117,10 +121,11 @@ def backtest_positions(positions: np.ndarray, span: MarketData, cost_rate: float
     hold_rewards = step_rewards(hold_positions, returns, cost_rate, holding_cost, tradable=span.tradable,
                                 close_at_end=True).astype(np.float64)
     held = positions if span.tradable is None else positions * span.tradable
+    traded = span_trades(positions, span, cost_rate, holding_cost)
     figures = {"total_return": stats.total_return, "gross_return": stats.gross_return, "sharpe": stats.sharpe,
-               "sortino": stats.sortino, "max_drawdown": stats.max_drawdown, "trades": float(stats.trades),
-               "turnover": stats.turnover, "long_share": float((held > 0).mean()),
-               "short_share": float((held < 0).mean())}
+               "sortino": stats.sortino, "max_drawdown": stats.max_drawdown,
+               "position_changes": float(stats.position_changes), "turnover": stats.turnover,
+               "long_share": float((held > 0).mean()), "short_share": float((held < 0).mean()), **traded.statistics}
     hold_figures = {"total_return": hold.total_return, "gross_return": hold.gross_return, "sharpe": hold.sharpe,
                     "sortino": hold.sortino, "max_drawdown": hold.max_drawdown}
     windows = rule_windows(span.bars_per_year)
@@ -135,12 +140,13 @@ def backtest_positions(positions: np.ndarray, span: MarketData, cost_rate: float
         cost_bps=cost_rate * 1e4, equity=np.exp(np.concatenate([[0.0], np.cumsum(rewards)])),
         hold_equity=np.exp(np.concatenate([[0.0], np.cumsum(hold_rewards)])),
         index=span.index.append(pd.DatetimeIndex([span.index[-1] + step])),
-        baselines={rule: {k: float(getattr(st, k)) for k in _RULE_FIGURES} for rule, st in rules.items()},
-        windows=windows.describe(), rule_equity=rule_equity,
+        baselines={rule: {**{k: float(getattr(st, k)) for k in _RULE_FIGURES}, **span_trades(
+            rule_positions(rule, span, windows), span, cost_rate, holding_cost).statistics} for rule, st in rules.items()},
+        windows=windows.describe(), rule_equity=rule_equity, trades=traded.trades, equity_table=traded.equity,
     )
 
 
-_RULE_FIGURES = ("total_return", "gross_return", "sharpe", "sortino", "max_drawdown", "trades", "turnover")
+_RULE_FIGURES = ("total_return", "gross_return", "sharpe", "sortino", "max_drawdown", "position_changes", "turnover")
 
 
 def _equity(rewards: np.ndarray) -> np.ndarray:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from btc_ai.domain.trade_stats import legacy_figure
+
 
 def never_trades(metrics: Mapping[str, Any]) -> bool:
     """The selected policy made no trade on the validation span nor (when held out) on the test span."""
-    if metrics.get("best/validation_trades") is None:
+    validation = legacy_figure(metrics, "best/validation_position_changes")
+    if validation is None:
         return False
-    return metrics["best/validation_trades"] == 0 and metrics.get("test/trades", 0) == 0
+    return validation == 0 and legacy_figure(metrics, "test/position_changes", 0) == 0
 
 
 def collapse_line(metrics: Mapping[str, Any]) -> str | None:
@@ -18,7 +21,8 @@ def collapse_line(metrics: Mapping[str, Any]) -> str | None:
     if not never_trades(metrics):
         return None
     generation = metrics.get("best_generation", metrics.get("best/generation"))
-    spans = "the validation and test spans" if "test/trades" in metrics else "the validation span"
+    tested = legacy_figure(metrics, "test/position_changes") is not None
+    spans = "the validation and test spans" if tested else "the validation span"
     at = f" at generation {int(generation)}" if generation is not None else ""
     return (f"collapsed to flat{at}: the selected policy never trades (0 trades on {spans}); its figures are "
             "flat's, and any rule baseline with a positive Sharpe beats it")

@@ -33,6 +33,7 @@ from btc_ai.domain.market import (
 )
 from btc_ai.domain.noise import generation_rng
 from btc_ai.domain.policy import PolicySpec, batched_actions
+from btc_ai.domain.trade_stats import SpanTrades, span_trades
 
 _EPISODE_STREAM = 0xE915
 _SHARPE_FLOOR = 1e-4  # per-step standard deviation below which an episode counts as riskless (a bar's fee is ~1e-3)
@@ -211,7 +212,7 @@ def evaluate_span(spec: PolicySpec, params: np.ndarray, market: MarketData, conf
     stats, hold = _span_stats(positions, market, config)
     metrics = {f"{prefix}/{k}": v for k, v in (
         ("total_return", stats.total_return), ("sharpe", stats.sharpe), ("max_drawdown", stats.max_drawdown),
-        ("trades", float(stats.trades)), ("reward", stats.reward), ("gross_return", stats.gross_return),
+        ("position_changes", float(stats.position_changes)), ("reward", stats.reward), ("gross_return", stats.gross_return),
         ("turnover", stats.turnover), ("sortino", stats.sortino), ("buy_and_hold_return", hold.total_return),
         ("buy_and_hold_sharpe", hold.sharpe), ("long_share", float((positions > 0).mean())),
         ("short_share", float((positions < 0).mean())))}
@@ -229,7 +230,8 @@ def _span_stats(positions: np.ndarray, market: MarketData, config: TrainingConfi
     return stats, hold
 
 
-BASELINE_FIGURES = ("total_return", "gross_return", "sharpe", "sortino", "max_drawdown", "trades", "turnover")
+BASELINE_FIGURES = ("total_return", "gross_return", "sharpe", "sortino", "max_drawdown", "position_changes",
+                    "turnover")
 
 
 def baseline_metrics(market: MarketData, config: TrainingConfig, span: str = "test") -> dict[str, float]:
@@ -269,6 +271,7 @@ class EquityCurve:
     buy_and_hold: np.ndarray  # (n + 1,) float64, paying the costs of the opening buy and closing sale
     positions: np.ndarray  # (n,) the policy's positions (-1, 0, +1)
     rules: Mapping[str, np.ndarray] = field(default_factory=dict)  # label (SMA 24/168, ...) -> that rule's equity
+    trades: SpanTrades | None = field(default=None, repr=False)  # the policy's round trips, equity and statistics
 
     @property
     def total_return(self) -> float:
@@ -296,4 +299,13 @@ def equity_curve(spec: PolicySpec, params: np.ndarray, market: MarketData, confi
         buy_and_hold=rule_equity("buy_and_hold"),
         positions=positions,
         rules={rule_label(rule, windows): rule_equity(rule) for rule in ("sma_crossover", "momentum")},
+        trades=span_trades(positions, market, config.cost_rate, config.holding_cost_rate),
     )
+
+
+def trade_metrics(positions: np.ndarray, market: MarketData, config: TrainingConfig,
+                  prefix: str = "test") -> dict[str, float]:
+    """The round trips' and equity curve's statistics of ``positions`` over ``market`` as ``<prefix>/<figure>``
+    (:data:`btc_ai.domain.trade_stats.STATISTICS`; Sharpe, Sortino and max drawdown equal the span's own)."""
+    stats = span_trades(positions, market, config.cost_rate, config.holding_cost_rate).statistics
+    return {f"{prefix}/{k}": v for k, v in stats.items()}

@@ -18,11 +18,16 @@ from typing import Any
 import numpy as np
 
 from btc_ai.domain.baselines import RULE_NAMES
+from btc_ai.domain.trade_stats import legacy_figure
 
+# the trading statistics a row carries from its session's test span (docs/trades.md), as test_<figure>
+ROW_STATISTICS = ("round_trips", "win_rate", "profit_factor", "expectancy", "exposure", "cagr", "calmar",
+                  "max_drawdown", "max_drawdown_days")
 # one row per fold and seed: the column names of the table (CSV) and what each holds
 COLUMNS = ("fold", "seed", "session_run_id", "train_span", "test_span", "test_bars", "test_return", "gross_return",
-           "buy_and_hold_return", "sharpe", "null_percentile", "trades", "stop_reason", "final_params_sha256",
-           "buy_and_hold_sharpe", "sma_crossover_return", "sma_crossover_sharpe", "momentum_return", "momentum_sharpe")
+           "buy_and_hold_return", "sharpe", "null_percentile", "position_changes", "stop_reason", "final_params_sha256",
+           "buy_and_hold_sharpe", "sma_crossover_return", "sma_crossover_sharpe", "momentum_return", "momentum_sharpe",
+           *(f"test_{k}" for k in ROW_STATISTICS))
 # the rule baselines a row carries (flat is 0 and Sharpe 0 by definition), each as <rule>_return and <rule>_sharpe
 ROW_RULES = ("buy_and_hold", "sma_crossover", "momentum")
 
@@ -42,7 +47,7 @@ class FoldRow:
     buy_and_hold_return: float
     sharpe: float
     null_percentile: float
-    trades: float
+    position_changes: float  # bars where the position changed (what was called "trades" before round trips)
     stop_reason: str
     final_params_sha256: str
     buy_and_hold_sharpe: float = float("nan")
@@ -50,9 +55,14 @@ class FoldRow:
     sma_crossover_sharpe: float = float("nan")
     momentum_return: float = float("nan")
     momentum_sharpe: float = float("nan")
+    statistics: Mapping[str, float] = field(default_factory=dict)  # ROW_STATISTICS of the test span (none: older)
+
+    def stat(self, name: str) -> float:
+        return float(self.statistics.get(name, float("nan")))
 
     def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in COLUMNS}
+        return {name: self.stat(name[5:]) if name.startswith("test_") and name[5:] in ROW_STATISTICS
+                else getattr(self, name) for name in COLUMNS}
 
 
 @dataclass(frozen=True)
@@ -127,7 +137,7 @@ def aggregate(rows: Sequence[FoldRow]) -> Aggregate:
         mean_buy_and_hold_return=float(hold.mean()) if k else nan,
         mean_gross_return=float(gross.mean()) if k else nan,
         fold_returns=tuple(float(x) for x in returns), fold_buy_and_hold=tuple(float(x) for x in hold),
-        mean_sharpe=float(sharpe.mean()) if k else nan, flat_sessions=sum(r.trades == 0 for r in rows),
+        mean_sharpe=float(sharpe.mean()) if k else nan, flat_sessions=sum(r.position_changes == 0 for r in rows),
         baselines=baselines, best_baseline=best,
         fold_baselines={rule: tuple(float(x) for x in rules[rule][0]) for rule in baselines if rule in rules})
 
@@ -136,18 +146,27 @@ def _pct(x: float) -> str:
     return f"{x:+.2%}" if math.isfinite(x) else "n/a"
 
 
+def _count(x: float) -> str:
+    return f"{x:.0f}" if math.isfinite(x) else "n/a"
+
+
+def _share(x: float) -> str:
+    return f"{x:.1%}" if math.isfinite(x) else "n/a"
+
+
 def table_lines(rows: Sequence[FoldRow], agg: Aggregate) -> list[str]:
     """The table as printed: one line per fold and seed, then the aggregate."""
     head = (f"{'fold':>4} {'seed':>6}  {'test span (out of sample)':<38} {'return':>8} {'gross':>8} "
             f"{'buy&hold':>8} {'flat':>6} {'SMA':>8} {'mom.':>8} {'Sharpe':>7} {'B&H Sh.':>7} {'SMA Sh.':>7} "
-            f"{'mom. Sh.':>8} {'null pct':>8} {'trades':>6}")
+            f"{'mom. Sh.':>8} {'null pct':>8} {'pos.chg':>7} {'trips':>5} {'win %':>6} {'max DD':>7}")
     lines = [head, "-" * len(head)]
     for r in sorted(rows, key=lambda r: (r.fold, r.seed)):
         lines.append(f"{r.fold:>4} {r.seed:>6}  {r.test_span:<38} {_pct(r.test_return):>8} {_pct(r.gross_return):>8} "
                      f"{_pct(r.buy_and_hold_return):>8} {'+0.00%':>6} {_pct(r.sma_crossover_return):>8} "
                      f"{_pct(r.momentum_return):>8} {r.sharpe:>+7.2f} {r.buy_and_hold_sharpe:>+7.2f} "
                      f"{r.sma_crossover_sharpe:>+7.2f} {r.momentum_sharpe:>+8.2f} {r.null_percentile:>8.0f} "
-                     f"{r.trades:>6.0f}")
+                     f"{r.position_changes:>7.0f} {_count(r.stat('round_trips')):>5} {_share(r.stat('win_rate')):>6} "
+                     f"{_share(r.stat('max_drawdown')):>7}")
     t = f"{agg.t_statistic:+.2f}" if math.isfinite(agg.t_statistic) else "n/a (needs 2 folds that differ)"
     lines += [
         "-" * len(head),
@@ -215,7 +234,9 @@ def row_from_metrics(fold: int, seed: int, session_run_id: str, train_span: str,
                    int(metrics.get("test/bars", 0)), metrics.get("test/total_return", nan),
                    metrics.get("test/gross_return", nan), metrics.get("test/buy_and_hold_return", nan),
                    metrics.get("test/sharpe", nan), metrics.get("test/null_percentile", nan),
-                   metrics.get("test/trades", nan), tags.get("stop_reason") or "", tags.get("final_params_sha256") or "",
+                   legacy_figure(metrics, "test/position_changes", nan), tags.get("stop_reason") or "",
+                   tags.get("final_params_sha256") or "",
                    *(metrics.get(f"baseline/{rule}/{figure}", nan) for rule, figure in (
                        ("buy_and_hold", "sharpe"), ("sma_crossover", "total_return"), ("sma_crossover", "sharpe"),
-                       ("momentum", "total_return"), ("momentum", "sharpe"))))
+                       ("momentum", "total_return"), ("momentum", "sharpe"))),
+                   statistics={k: metrics[f"test/{k}"] for k in ROW_STATISTICS if f"test/{k}" in metrics})

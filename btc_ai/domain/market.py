@@ -241,7 +241,7 @@ class EpisodeStats:
     log_return: float
     sharpe: float
     max_drawdown: float
-    trades: int
+    position_changes: int  # bars where the held position changed, the closing trade included (not round trips)
     reward: float
     steps: int
     gross_return: float = 0.0
@@ -274,7 +274,7 @@ def episode_stats(
         log_return=log_ret,
         sharpe=sharpe,
         max_drawdown=float(max_drawdown(rewards)),
-        trades=int((turnover(held) > 0).sum()) + closing,
+        position_changes=int((turnover(held) > 0).sum()) + closing,
         reward=float(shaped_fitness(rewards, drawdown_penalty)),
         steps=len(rewards),
         gross_return=float(np.expm1(gross)),

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from btc_ai.recovery.attempts import Attempt
     from btc_ai.recovery.session import Session
 
-FIGURES = ("total_return", "gross_return", "sharpe", "max_drawdown", "trades", "buy_and_hold_return")
+FIGURES = ("total_return", "gross_return", "sharpe", "max_drawdown", "position_changes", "buy_and_hold_return")
 
 
 def config_sha256(config: TrainingConfig) -> str:

@@ -13,7 +13,9 @@ from typing import Any
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.evaluation import EquityCurve
 from btc_ai.tracking.run_model import (
+    ARTIFACT_EQUITY_CSV,
     ARTIFACT_PLOTS,
+    ARTIFACT_TRADES_CSV,
     BUILTIN_DATA,
     DATAFRAME_DATA,
     METRIC_FITNESS_MAX,
@@ -117,11 +119,25 @@ def _test_curve(runs: RunModel, session_id: str, given: Any) -> EquityCurve | No
     return session_equity(runs, session_id, span="test")
 
 
+def _trade_tables(folder: Path, curves: dict[str, EquityCurve | None]) -> list[Path]:
+    """``trades.csv`` and ``equity.csv`` of the spans drawn, a ``span`` column first (docs/trades.md)."""
+    from btc_ai.domain.trade_stats import span_tables
+
+    spans = {name: curve.trades for name, curve in curves.items() if curve is not None and curve.trades is not None}
+    if not spans:
+        return []
+    trades, equity = span_tables(spans)
+    trades.to_csv(folder / ARTIFACT_TRADES_CSV, index=False)
+    equity.to_csv(folder / ARTIFACT_EQUITY_CSV, index=False)
+    return [folder / ARTIFACT_TRADES_CSV, folder / ARTIFACT_EQUITY_CSV]
+
+
 def write_session_plots(runs: RunModel, ref: str, out_dir: str | Path | None = None, *,
                         equity: EquityCurve | Callable[[], EquityCurve] | None = None,
                         test_equity: EquityCurve | Callable[[], EquityCurve | None] | None = None,
                         log: bool = True) -> SessionPlots:
-    """Draw ``fitness_history.png`` and ``equity_curve.png`` for the session ``ref`` belongs to.
+    """Draw ``fitness_history.png`` and ``equity_curve.png`` for the session ``ref`` belongs to, with the
+    policy's round trips and equity (``trades.csv``, ``equity.csv``) of the spans drawn beside them.
 
     Files go to ``out_dir`` (a temporary folder when None) and, with ``log``, under ``plots/`` of the
     session run, replacing earlier ones. ``equity`` and ``test_equity`` (the validation and test spans' curves,
@@ -151,6 +167,7 @@ def write_session_plots(runs: RunModel, ref: str, out_dir: str | Path | None = N
                 curve.equity, curve.buy_and_hold, curve.index, folder / EQUITY_PNG, title=title,
                 test=(test.equity, test.buy_and_hold, test.index) if test is not None else None,
                 rules=curve.rules, test_rules=test.rules if test is not None else None))
+            result.paths.extend(_trade_tables(folder, {"validation": curve, "test": test}))
         except PlotDataMissing as exc:
             result.equity_skipped = str(exc)
         except Exception as exc:  # whatever broke, the fitness plot stands and the reason is told

@@ -304,12 +304,12 @@ def early_stop_reason(state: TrainingState, config: TrainingConfig) -> str | Non
 def score_test_span(spec: PolicySpec, params: np.ndarray, market: MarketData, config: TrainingConfig) -> dict[str, Any]:
     """The out-of-sample figures of one policy: the test span's statistics, buy-and-hold over it, and the
     null check (the percentile of its return among time-shifted copies of its own positions)."""
-    from btc_ai.domain.evaluation import policy_positions
+    from btc_ai.domain.evaluation import policy_positions, trade_metrics
     from btc_ai.domain.null_check import null_percentile
 
-    metrics: dict[str, Any] = {**evaluate_span(spec, params, market, config, prefix="test"),
-                                **baseline_metrics(market, config)}
     positions = policy_positions(spec, params, market, config)
+    metrics: dict[str, Any] = {**evaluate_span(spec, params, market, config, prefix="test"),
+                                **trade_metrics(positions, market, config), **baseline_metrics(market, config)}
     metrics["test/null_percentile"] = null_percentile(positions, market.next_log_return, config.cost_rate,
                                                       config.holding_cost_rate, tradable=market.tradable)
     metrics["test/bars"] = float(len(market))

@@ -113,7 +113,7 @@ class RunOutputs:
         self.tracker.log_values(session_id, {**values, METRIC_BEST_GENERATION: float(generation)}, step=step)
 
     def add_plot(self, run_id: str, path: str | Path) -> None:
-        """A picture under the run's plots/, by its file name."""
+        """A picture, or the table behind one (trades.csv, equity.csv), under the run's plots/, by its file name."""
         self.tracker.log_artifact(run_id, path, ARTIFACT_PLOTS)
 
     def open_backtest(self, result: BacktestResult, *, model_uri: str, data_source: str, fingerprint: str) -> str:

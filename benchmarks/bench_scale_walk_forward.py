@@ -7,6 +7,7 @@ as `btc-ai walk-forward DATA --folds 6 --seeds 1 2` runs them. Its own family (`
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +29,10 @@ def run() -> list[Record]:
     return guarded(measure)
 
 
-def measure() -> list[Record]:
+def measure(overrides: dict[str, object] | None = None, folds: int = FOLDS,
+            seeds: tuple[int, ...] = SEEDS) -> list[Record]:
+    """The target's walk-forward; ``overrides`` (of the config), ``folds`` and ``seeds`` only for a smoke run of
+    this script (`python -m benchmarks.bench_scale_walk_forward --smoke`), never for the recorded number."""
     torch.set_num_threads(THREADS)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "candles.parquet"
@@ -36,7 +40,7 @@ def measure() -> list[Record]:
             data, index=False)
         tracker = Tracker(f"sqlite:///{tmp}/mlflow.db", experiment="bench")  # the store exists before the clock
         tick = time.perf_counter()
-        inputs = prepare(data, preset_config("Scalping"), FOLDS, SEEDS)
+        inputs = prepare(data, {**preset_config("Scalping"), **(overrides or {})}, folds, seeds)
         prepared = time.perf_counter() - tick
         system = TrainingRecoverySystem(checkpoint_dir=Path(tmp) / "checkpoints", tracker=tracker)
         result = WalkForward(system).start(inputs)
@@ -57,5 +61,6 @@ def measure() -> list[Record]:
 
 
 if __name__ == "__main__":
-    for record in run():
+    smoke = "--smoke" in sys.argv[1:]  # 2 folds x 1 seed of 2 generations: the script works, nothing measured
+    for record in (measure({"EPISODES": 2}, 2, (1,)) if smoke else run()):
         print(record)

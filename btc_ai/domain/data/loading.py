@@ -35,7 +35,10 @@ def load_candles(
     Many files are a folder (its .csv/.zip/.gz/.parquet files; ``.CHECKSUM`` files and ``*.part`` downloads
     are passed over), a glob (``"data/BTCUSDT-5m-*.zip"``) or a list of paths: each is read with the rules
     below, all must be one symbol and one interval, and they are joined in time order (see ``joining``); the
-    report names every file with its sha256 (``files``, ``files_sha256``).
+    report names every file with its sha256 (``files``, ``files_sha256``), and a file fetched by ``btc-ai data
+    fetch`` its URL too. A CSV or zip source of some size is parsed once: the clean frame and the report are
+    kept in the candle cache (``cache``; ``BTC_AI_CANDLE_CACHE=off`` turns it off), and a later load of the
+    same bytes with the same options returns them exactly.
 
     Raises DataValidationError (one line: what, where, how to fix) for data that cannot be used (a folder,
     a pipe or another file that is not a regular file, an unreadable file included), and lets

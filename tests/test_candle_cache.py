@@ -4,6 +4,7 @@ written again, the switch turns it off, an unwritable folder is no error, and th
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -134,6 +135,11 @@ def test_the_folder_is_bounded_least_recently_used_first(folder: Path, tmp_path:
     load_candles(paths[0])
     (first,) = folder.glob("*.parquet")
     monkeypatch.setattr(cache, "MAX_BYTES", int(first.stat().st_size * 2.5))  # room for two entries
+    stale, fresh = folder / ".old.1.2.tmp", folder / ".new.1.2.tmp"  # a killed writer's, and a live one's
+    for path in (stale, fresh):
+        path.write_bytes(b"half an entry")
+    os.utime(stale, (0, 0))
     for path in paths[1:]:
         load_candles(path)
     assert not first.exists() and len(list(folder.glob("*.parquet"))) == 2
+    assert not stale.exists() and fresh.exists()

@@ -24,6 +24,8 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -40,6 +42,7 @@ SWITCH_VARIABLE = "BTC_AI_CANDLE_CACHE"  # off / 0 / no / false turns the cache 
 MIN_BYTES = 4 << 20  # smaller sources (under ~3 months of 5-minute CSV) parse about as fast as a hit reads
 MAX_BYTES = 2 << 30  # the folder's bound: least recently used entries go first
 _META = b"btc_ai.candles"
+_STALE_S = 3600.0  # a temporary file this old is a killed writer's
 _log = logging.getLogger(__name__)
 
 
@@ -101,7 +104,7 @@ def write_entry(key: str, frame: pd.DataFrame, report: DataReport) -> None:
     folder = cache_folder()
     if folder is None:
         return
-    partial = folder / f".{key}.{os.getpid()}.tmp"
+    partial = folder / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"  # each writer its own
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -121,6 +124,11 @@ def write_entry(key: str, frame: pd.DataFrame, report: DataReport) -> None:
 
 
 def _bound(folder: Path) -> None:
+    """Remove the least recently used entries beyond ``MAX_BYTES``, and what killed writers left (an hour old)."""
+    for path in folder.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            if time.time() - path.stat().st_mtime > _STALE_S:
+                path.unlink()
     entries = []
     for path in folder.glob("*.parquet"):
         with contextlib.suppress(OSError):

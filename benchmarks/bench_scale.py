@@ -2,6 +2,8 @@
 rows) and three years (315,360) written as one raw-Binance CSV, a folder of monthly Binance zips and one
 Parquet file; `load_candles` time and peak memory for each form, the feature computation on the Scalping
 timeframe, and one Scalping generation (default config, population 48) on a month, a year and three years.
+The CSV and zip loads are measured with the candle cache off, then on: the first load (which writes the
+entry) and a load from the cache, each in a fresh process.
 
 Every case runs in a fresh process, so its peak memory (VmHWM) is its own and no cache of an earlier case
 helps it. Run alone: ``python -m benchmarks.run --only scale``; one case: ``python -m benchmarks.bench_scale``.
@@ -57,9 +59,10 @@ def _write(tmp: Path, years: int) -> dict[str, Path]:
     return {"csv": csv, "zips": zips, "parquet": parquet}
 
 
-def _child(*args: str) -> dict[str, float]:
+def _child(*args: str, cache: Path | None = None) -> dict[str, float]:
+    """One case in a fresh process; the candle cache off, or in ``cache``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "BTC_AI_"))}
-    env.update(PYTHONPATH=str(ROOT))
+    env.update(PYTHONPATH=str(ROOT), **({"BTC_AI_CACHE_DIR": str(cache)} if cache else {"BTC_AI_CANDLE_CACHE": "off"}))
     done = subprocess.run([sys.executable, "-m", "benchmarks.bench_scale", *args], env=env, capture_output=True,
                           text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -79,6 +82,8 @@ def measure(forms: dict[int, dict[str, Path]], tmp: Path) -> list[Record]:
             records.append(Record(f"scale_load_{form}_{years}y_seconds", got["seconds"], "s", note))
             records.append(Record(f"scale_load_{form}_{years}y_peak_mib", got["peak_mib"], "MiB",
                                   f"{note}: its peak RSS (VmHWM), {got['baseline_mib']:.0f} MiB of it imports"))
+            if form != "parquet":  # Parquet sources are not cached
+                records += _cached(form, years, path, tmp / f"cache-{form}-{years}y", note)
         got = _child("features", str(paths["parquet"]))
         records.append(Record(f"scale_features_{years}y_seconds", got["features"], "s",
                               f"`compute_features` (Scalping, lookback 12) on {rows:,} 5-minute bars"))
@@ -106,6 +111,21 @@ def measure(forms: dict[int, dict[str, Path]], tmp: Path) -> list[Record]:
     return records
 
 
+def _cached(form: str, years: int, path: Path, cache: Path, note: str) -> list[Record]:
+    """The same load with the candle cache: the first (parses and writes the entry), then from the entry."""
+    cold = _child("load", str(path), cache=cache)
+    warm = _child("load", str(path), cache=cache)
+    assert warm["rows"] == cold["rows"] == years * BARS_PER_YEAR and warm["fingerprint"] == cold["fingerprint"]
+    return [
+        Record(f"scale_load_{form}_{years}y_cache_write_seconds", cold["seconds"], "s",
+               f"{note}, the candle cache on and empty: parsed, then written to the cache"),
+        Record(f"scale_load_{form}_{years}y_cached_seconds", warm["seconds"], "s",
+               f"{note}, from the candle cache (every file hashed, the Parquet entry read and checked)"),
+        Record(f"scale_load_{form}_{years}y_cached_peak_mib", warm["peak_mib"], "MiB",
+               f"{note}, from the candle cache: its peak RSS (VmHWM)"),
+    ]
+
+
 def _peak_mib() -> float:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -120,15 +140,16 @@ def _case(kind: str, path: str) -> dict[str, float]:
     import torch
 
     from btc_ai.domain.config import TrainingConfig
-    from btc_ai.domain.data import load_candles, resample_candles
+    from btc_ai.domain.data import data_fingerprint, load_candles, resample_candles
 
     torch.set_num_threads(THREADS)
     if kind == "load":
         baseline = _peak_mib()
         tick = time.perf_counter()
         candles, _ = load_candles(path)
-        return {"seconds": time.perf_counter() - tick, "rows": len(candles), "peak_mib": _peak_mib(),
-                "baseline_mib": baseline}
+        seconds = time.perf_counter() - tick
+        return {"seconds": seconds, "rows": len(candles), "peak_mib": _peak_mib(), "baseline_mib": baseline,
+                "fingerprint": data_fingerprint(candles)}
     config = TrainingConfig.from_dict({"EPISODES": EPISODES})
     candles, _ = load_candles(path)
     if kind == "features":

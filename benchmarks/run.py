@@ -35,6 +35,7 @@ from benchmarks import (
     bench_outage,
     bench_resume,
     bench_scale,
+    bench_scale_walk_forward,
     bench_startup,
     bench_team,
     bench_tracking,
@@ -67,6 +68,7 @@ FAMILIES: dict[str, Callable[[], list[Record]]] = {
     "cluster": bench_cluster.run,
     "fetch": bench_fetch.run,  # 36 monthly zips from a mirror on 127.0.0.1, a killed fetch resumed (~30 s)
     "scale": bench_scale.run,  # 1 and 3 years of 5-minute candles: loads, features, a Scalping generation (~5 min)
+    "scale_walk_forward": bench_scale_walk_forward.run,  # 6 folds x 2 seeds on 3 years of 5-minute candles (~15 min)
     "learning": bench_learning.run,  # walk-forward 6 x 2 of Swing and Position on the shared hourly file (minutes)
 }
 
@@ -119,8 +121,12 @@ TARGETS: tuple[tuple[str, str, float, str], ...] = (
     ("fetch_resume_redownloaded_files", "<", 0.5, "a killed `data fetch` resumed: no verified file downloaded again"),
     ("scale_load_csv_3y_seconds", "<", 5.0, "3 years of 5-minute candles (315,360 rows) load from one CSV < 5 s"),
     ("scale_load_parquet_3y_seconds", "<", 1.0, "3 years of 5-minute candles load from Parquet < 1 s"),
+    ("scale_load_csv_3y_cached_seconds", "<", 1.0, "3 years of 5-minute candles load from the candle cache < 1 s (CSV)"),
+    ("scale_load_zips_3y_cached_seconds", "<", 1.0, "3 years of 5-minute candles load from the candle cache < 1 s (36 zips)"),
     ("scale_load_csv_3y_peak_mib", "<", 1024.0, "3 years of 5-minute candles: peak memory of loading the CSV < 1 GB"),
     ("scale_load_zips_3y_peak_mib", "<", 1024.0, "3 years of 5-minute candles: peak memory of loading 36 zips < 1 GB"),
+    ("scale_walk_forward_3y_seconds_6x2", "<", 900.0,
+     "walk-forward of 6 folds x 2 seeds on 3 years of 5-minute candles within 15 minutes (default config, 2 cores)"),
     ("scale_generation_3y_vs_month_pct", "<=", 10.0,
      "a Scalping generation on 3 years no slower than on one month (+10 %)"),
     ("learning_swing_seconds_6x2", "<", 600.0,

@@ -3,9 +3,12 @@ tracking store under tmp_path, `btc-ai` in a subprocess or in-process through ``
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,11 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# the candle cache of the tests (and the `btc-ai` processes they start) is their own, never ~/.cache; a
+# process that names one (a benchmark's child importing the writers here) keeps it
+if "BTC_AI_CACHE_DIR" not in os.environ:
+    os.environ["BTC_AI_CACHE_DIR"] = tempfile.mkdtemp(prefix="btc_ai-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["BTC_AI_CACHE_DIR"], True)
 REAL_DATA = ROOT.parent / "shared" / "data" / "btcusdt_5m_2021-06_binance.csv"
 
 # A config small enough that a whole training takes a fraction of a second.

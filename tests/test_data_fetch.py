@@ -5,6 +5,7 @@ as one line and exit 2 with nothing half-written under a final name. Nothing con
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from binance_mirror import BUSY, DROP, STALL, Mirror, checksum_of, corrupted, kl
 from conftest import btc_ai_cmd, cli_env
 
 from btc_ai.domain.data import load_candles
+from btc_ai.domain.data.sources import FETCH_MANIFEST
 from btc_ai.domain.synthetic import synthetic_candles
 
 SYMBOL, INTERVAL = "BTCUSDT", "1h"
@@ -68,7 +70,7 @@ def test_fetch_writes_every_month_verified_where_data_path_reads(here, run_main,
     code, out, err = fetch(run_main, mirror)
     assert code == 0, err
     data = here / "data"
-    assert sorted(p.name for p in data.iterdir()) == sorted([name(s) for s in MONTHS] +
+    assert sorted(p.name for p in data.iterdir()) == sorted([name(s) for s in MONTHS] + [FETCH_MANIFEST] +
                                                             [f"{name(s)}.CHECKSUM" for s in MONTHS])
     for stamp in MONTHS:
         assert (data / name(stamp)).read_bytes() == zips[stamp]
@@ -77,6 +79,33 @@ def test_fetch_writes_every_month_verified_where_data_path_reads(here, run_main,
         pd.testing.assert_frame_equal(frame, month_of(series, stamp), check_freq=False, check_like=True)
     assert [line.split()[:2] for line in out.splitlines()[:3]] == [["downloaded", name(s)] for s in MONTHS]
     assert "3 files (3 downloaded, 0 resumed, 0 already verified)" in out
+
+
+def test_fetched_data_names_the_url_it_came_from(here, run_main, mirror, zips) -> None:
+    """The manifest the fetch writes gives each file its URL in the report, and the dataset inputs' source is
+    the URL; a file changed since it was fetched (another sha256) is not credited with it."""
+    from btc_ai.tracking.run_model import DataInputs, DataSpan
+
+    assert fetch(run_main, mirror)[0] == 0
+    data = here / "data"
+    _, report = load_candles(data)
+    folder = f"{mirror.url}/data/spot/monthly/klines/{SYMBOL}/{INTERVAL}/"
+    assert [f.url for f in report.files] == [folder + name(s) for s in MONTHS]
+    assert [f.to_dict()["url"] for f in report.files] == [folder + name(s) for s in MONTHS]
+    (record,) = DataInputs.of(str(data), "f" * 64, report).records([DataSpan("train", "a", "b", 1)])
+    assert record["source_type"] == "http" and json.loads(record["source"]) == {"url": folder}
+    assert [f["url"] for f in json.loads(record["profile"])["files"]] == [folder + name(s) for s in MONTHS]
+    (one,) = DataInputs.of(name(MONTHS[0]), "f" * 64, load_candles(data / name(MONTHS[0]))[1]).records(
+        [DataSpan("backtest", "a", "b", 1)])
+    assert json.loads(one["source"]) == {"url": folder + name(MONTHS[0])}
+
+    (data / name("2024-02")).write_bytes(kline_zip(month_of(synthetic_candles(n_rows=24 * 91, seed=6, start="2024-01-01",
+                                                                              interval="1h"), "2024-02"),
+                                                   f"{SYMBOL}-{INTERVAL}-2024-02.csv", here))
+    _, report = load_candles(data)
+    assert [bool(f.url) for f in report.files] == [True, False, True]
+    (record,) = DataInputs.of(str(data), "f" * 64, report).records([DataSpan("train", "a", "b", 1)])
+    assert record["source_type"] == "local"  # not all of it came from the URL
 
 
 def test_second_run_downloads_nothing(here, run_main, mirror, monkeypatch) -> None:
@@ -201,7 +230,7 @@ def test_a_damaged_file_is_downloaded_again_once_then_one_line(here, run_main, m
     assert line.startswith(f"btc-ai: error: {name('2024-02')}: ") and expected in line, line
     assert len(mirror.zip_gets(mirror.paths["2024-02"])) == 2  # downloaded again once, as a transient fault
     data = here / "data"
-    assert sorted(p.name for p in data.iterdir()) == [name("2024-01"), f"{name('2024-01')}.CHECKSUM"]
+    assert sorted(p.name for p in data.iterdir()) == [name("2024-01"), f"{name('2024-01')}.CHECKSUM", FETCH_MANIFEST]
 
 
 def test_a_month_the_mirror_lacks_is_one_line(here, run_main, mirror) -> None:

@@ -105,6 +105,8 @@ def test_a_walk_forward_and_each_fold_session_log_their_data(here, run_main, can
     assert list(inputs) == ["walk_forward"] and inputs["walk_forward"][0].name == "c.csv"
     assert inputs["walk_forward"][1]["bars"] == len(candles)
     _check_digests(inputs, fingerprint)
+    files = inputs["walk_forward"][1]["files"]
+    assert [f["path"] for f in files] == [str(path)] and len(files[0]["sha256"]) == 64
     folds = session_runs(uri)
     assert len(folds) == 2
     tests = set()
@@ -113,6 +115,13 @@ def test_a_walk_forward_and_each_fold_session_log_their_data(here, run_main, can
         assert sorted(inputs) == ["test", "train", "validation"]
         assert _span_label(inputs["test"][1]) == fold.data.tags["btc_ai.test_span"]
         tests.add(inputs["test"][0].digest)
+        # named by the walk-forward's file, not "dataframe"; the digests of the fold's own slice of it
+        for dataset, profile in inputs.values():
+            assert dataset.name == "c.csv" and json.loads(dataset.source) == {"uri": str(path)}
+            assert profile["files"] == files
+        (attempt,) = client.search_runs([experiment], "tags.`btc_ai.kind` = 'attempt' AND "
+                                        f"tags.`mlflow.parentRunId` = '{fold.info.run_id}'")
+        _check_digests(inputs, attempt.data.tags["btc_ai.data_fingerprint"])
     assert len(tests) == 2  # each fold its own test span, its own dataset
 
 

@@ -1,5 +1,7 @@
 """`btc-ai data fetch`: Binance's public kline dumps (one zip per month, daily zips for the month under way)
 into a folder `--data_path` reads, each verified against its ``.CHECKSUM``; optionally one Parquet file.
+Each file's URL and sha256 go into the folder's manifest (``btc_ai-fetch.json``), so a run's dataset inputs
+name the URL the data came from (see `btc_ai.domain.data.sources.with_urls`).
 
 What a request is and how it is checked lives here; how one file comes over the wire lives in
 `btc_ai.desk.data_download`, and when a failed download is tried again in `btc_ai.recovery.fetch_retry`.
@@ -7,6 +9,7 @@ What a request is and how it is checked lives here; how one file comes over the 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -26,7 +29,10 @@ from btc_ai.desk.data_download import (
     FetchError,
     NotPublished,
     Remote,
+    _write_atomically,
+    sha256_of,
 )
+from btc_ai.domain.data.sources import FETCH_MANIFEST, read_manifest
 from btc_ai.domain.errors import UserInputError
 
 BINANCE_DATA_URL = "https://data.binance.vision"
@@ -131,7 +137,7 @@ def fetch_klines(request: FetchRequest, *, say: Callable[[str], None] = print,
                     raise FetchError(_missing_month(request, remote, month)) from None
                 _fetch_days(request, downloader, result, month, say)
                 continue
-            _note(result, outcome, say)
+            _note(result, outcome, say, remote)
             _drop_covered_days(request, month, say)
         result.bytes_received = downloader.bytes_received
     result.seconds = time.perf_counter() - started
@@ -155,14 +161,27 @@ def _fetch_days(request: FetchRequest, downloader: Downloader, result: FetchResu
                 continue
             raise FetchError(f"{remote.name}: the mirror has no file for {day} (HTTP 404 for {remote.url}) though "
                              "later days are due; try again later, or another --base-url") from None
-        _note(result, outcome, say)
+        _note(result, outcome, say, remote)
 
 
-def _note(result: FetchResult, outcome: tuple[str, Path, str], say: Callable[[str], None]) -> None:
+def _note(result: FetchResult, outcome: tuple[str, Path, str], say: Callable[[str], None], remote: Remote) -> None:
     kind, path, detail = outcome
     result.files.append(path)
     result.outcomes[kind] += 1
+    _manifest(path.parent, {path.name: {"url": remote.url, "sha256": sha256_of(path)}})
     say(f"{kind:<10} {path.name}  ({detail})")
+
+
+def _manifest(dest: Path, changes: dict[str, dict[str, str] | None]) -> None:
+    """The folder's fetch manifest (``btc_ai-fetch.json``: each file's URL and sha256, so the loader can name
+    where the data came from) with ``changes`` made (None removes a file), rewritten atomically."""
+    files = {**read_manifest(dest), **changes}
+    text = json.dumps({"files": {k: v for k, v in sorted(files.items()) if v is not None}}, indent=1)
+    try:
+        _write_atomically(dest / FETCH_MANIFEST, text.encode() + b"\n")
+    except OSError as exc:
+        raise FetchError(f"{dest / FETCH_MANIFEST}: cannot write the fetch manifest ({exc.strerror or exc}); free "
+                         "some space or pass another --dest") from None
 
 
 def _drop_covered_days(request: FetchRequest, month: date, say: Callable[[str], None]) -> None:
@@ -174,6 +193,8 @@ def _drop_covered_days(request: FetchRequest, month: date, say: Callable[[str], 
     for path in days:
         Path(f"{path}.CHECKSUM").unlink(missing_ok=True)
         path.unlink(missing_ok=True)
+    if days:
+        _manifest(request.dest, dict.fromkeys((p.name for p in days), None))
     if days:
         say(f"removed    {len(days)} daily files of {month:%Y-%m}  (its monthly file covers them)")
 

@@ -26,7 +26,6 @@ from btc_ai.domain.data.report import format_interval
 from btc_ai.domain.data.sources import (
     display,
     file_set_change,
-    files_digest,
     missing_part,
     source_from_text,
     source_text,
@@ -71,13 +70,17 @@ class WalkForwardInputs:
     seeds: tuple[int, ...]
     files: list[dict[str, Any]] = field(default_factory=list)  # each file read, with its sha256
 
+    def data(self) -> DataInputs:
+        """Where the walk-forward's data came from: its files (or URL) by name, the fingerprint of them all.
+        Each fold session's dataset inputs name the same source (`DataInputs.cut` to its slice)."""
+        index = self.candles.index
+        return DataInputs.of_files(self.source, self.fingerprint, format_interval(pd.Series(index).diff().min()),
+                                   self.files)
+
     def data_inputs(self) -> tuple[DataInputs, list[DataSpan]]:
         """The walk-forward's data as one dataset input: the whole series its folds are cut from."""
         index = self.candles.index
-        files = tuple({"path": f["path"], "sha256": f["sha256"]} for f in self.files)
-        data = DataInputs(self.source, self.fingerprint, format_interval(pd.Series(index).diff().min()), files,
-                          files_digest([f["sha256"] for f in files]) if files else "")
-        return data, [DataSpan(CONTEXT_WALK_FORWARD, index[0].isoformat(), index[-1].isoformat(), len(index))]
+        return self.data(), [DataSpan(CONTEXT_WALK_FORWARD, index[0].isoformat(), index[-1].isoformat(), len(index))]
 
     def spec(self) -> dict[str, Any]:
         """What the walk-forward run records, enough to continue it from the store and the data file alone."""
@@ -265,9 +268,10 @@ class WalkForward:
             self.system.reporter = self.session_reporter()
         try:
             if found is not None:
-                return self.system.train(self.training_func, None, data, recovery_state=found.run_id)
+                return self.system.train(self.training_func, None, data, recovery_state=found.run_id,
+                                         data_origin=inputs.data())
             return self.system.train(self.training_func, inputs.fold_values(fold, seed), data,
-                                     parent=fold_link(walk_forward.run_id, fold.number, seed))
+                                     parent=fold_link(walk_forward.run_id, fold.number, seed), data_origin=inputs.data())
         finally:
             close = getattr(self.system.reporter, "close", None)
             if self.session_reporter is not None and callable(close):

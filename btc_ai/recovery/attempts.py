@@ -49,7 +49,7 @@ class RecoveryLogger(AttemptLogger):
 
     def __init__(self, runs: RunModel, run_id: str, reporter: ProgressReporter, attempt: int, session_id: str,
                  keep_checkpoints: int | None, logged_through: int = 0, data_source: str = BUILTIN_DATA,
-                 data_report: Any = None) -> None:
+                 data_report: Any = None, data_origin: DataInputs | None = None) -> None:
         super().__init__(runs.tracker, run_id, keep_periodic=keep_checkpoints, logged_through=logged_through)
         self.runs = runs
         self.session_id = session_id
@@ -60,12 +60,14 @@ class RecoveryLogger(AttemptLogger):
         self.last_good: TrainingState | None = None
         self.generations_done = 0
         self.data_source, self.data_report = data_source, data_report  # as read from the source (its files)
+        self.data_origin = data_origin  # where a DataFrame was cut from (a fold's files), named in its inputs
 
     def on_start(self, setup: TrainingSetup) -> None:
         super().on_start(setup)
         # the session's data as dataset inputs, its spans as their contexts; a later attempt's are the same
         # inputs (MLflow keeps one), unless the data changed (a resume allowed to): then they are added
-        data = DataInputs.of(self.data_source, setup.data_fingerprint, self.data_report or setup.data_report)
+        data = (self.data_origin.cut(setup.data_fingerprint) if self.data_origin is not None else
+                DataInputs.of(self.data_source, setup.data_fingerprint, self.data_report or setup.data_report))
         spans = [DataSpan(role, start.isoformat(), end.isoformat(), bars) for role, start, end, bars in setup.spans]
         self.writer.submit(self.runs.log_data_inputs, self.session_id, data, spans)
 

@@ -29,6 +29,7 @@ from btc_ai.tracking.run_model import (
     METRIC_BEST_VALIDATION,
     TAG_MODEL_PARAMS,
     TAG_MODEL_VERSION,
+    DataInputs,
     ParentLink,
     RunModel,
     SessionSummary,
@@ -67,6 +68,7 @@ class Session:
         self.final_metrics: Mapping[str, Any] = {}  # the training's metrics, once it succeeded
         self.failed_before = 0  # attempts of earlier processes that did not succeed
         self.parent: ParentLink | None = None  # a new session nested under another run (a walk-forward)
+        self.data_origin: DataInputs | None = None  # the files a DataFrame was cut from (a walk-forward's fold)
         self.trained: tuple[Any, Mapping[str, Any]] | None = None  # the newest training that ran to its end
         self.unregistered = ""  # why a trained policy of a failed session is not registered
 
@@ -280,7 +282,8 @@ class Session:
         logger = RecoveryLogger(self.runs, attempt.run_id, self.system.reporter, attempt.number, self.run_id,
                                 self.system.keep_checkpoints,
                                 logged_through=self.logged_through if len(self.attempts) == 1 else 0,
-                                data_source=self.data_source, data_report=self.data_report)
+                                data_source=self.data_source, data_report=self.data_report,
+                                data_origin=self.data_origin)
         save_dir = Path(self.save_path) if self.save_path is not None else self.system.checkpoint_dir / self.run_id
         try:
             model, metrics, best_reward, _ = self.training_func(

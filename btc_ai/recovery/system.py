@@ -25,7 +25,7 @@ from btc_ai.recovery.inputs import new_session_inputs, resume_reference, resumed
 from btc_ai.recovery.repairs import PresetSource, Repair
 from btc_ai.recovery.session import Session
 from btc_ai.recovery.state import RecoveryState
-from btc_ai.tracking.run_model import ParentLink, RunModel, registered_model_name
+from btc_ai.tracking.run_model import DataInputs, ParentLink, RunModel, registered_model_name
 from btc_ai.tracking.store import Tracker
 from btc_ai.training import train_model
 from btc_ai.training.checkpoint import TrainingState
@@ -155,12 +155,15 @@ class TrainingRecoverySystem:
         recovery_state: TrainingState | str | Path | None = None,
         *,
         parent: ParentLink | None = None,
+        data_origin: DataInputs | None = None,
     ) -> SessionResult:
         """Train (or resume) a session. A mistake in the inputs raises `UserInputError` before anything is
         created on the store; a training that fails is a result with ``outcome="failed"``. With ``parent`` a
-        new session run is nested under that run (a walk-forward's fold), with the link's name and tags."""
+        new session run is nested under that run (a walk-forward's fold), with the link's name and tags.
+        ``data_origin`` names where a DataFrame ``df`` was cut from (a fold's files): the session's dataset
+        inputs carry that name, source and files instead of "dataframe"."""
         session = Session(self, training_func, save_path)
-        session.parent = parent
+        session.parent, session.data_origin = parent, data_origin
         resume = resume_reference(recovery_state)
         try:
             if resume is not None:

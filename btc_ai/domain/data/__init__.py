@@ -5,7 +5,8 @@ Modules, lowest first (each imports only those above it, never this package's ``
 messages (wording of refusals), schema (the clean frame), report (DataReport), table (the raw
 table), columns (column roles), readers (bytes to a table), dates (day-first or month-first, as the
 file's evidence or ``date_format`` says), parsing (values to numbers and times),
-validation (the checks), cleaning, resample, loading (load_candles).
+validation (the checks), cleaning, resample, cache (parsed candles kept as Parquet, keyed by the files'
+sha256), loading (load_candles).
 """
 
 from btc_ai.domain.data.cleaning import clean_candles

@@ -12,10 +12,11 @@ from __future__ import annotations
 import errno
 import glob
 import hashlib
+import json
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ _BINANCE_FILE = re.compile(
     r"^(?P<symbol>[A-Z0-9]{2,})-(?P<interval>\d+[smhdwM])-(?P<date>\d{4}-\d{2}(?:-\d{2})?)\.(?:zip|csv)$"
 )
 _BINANCE_UNITS = {"s": "s", "m": "min", "h": "h", "d": "D", "w": "W"}
+FETCH_MANIFEST = "btc_ai-fetch.json"  # written by `btc-ai data fetch` beside the zips: each one's URL and sha256
 _SEPARATOR = "\n"  # several paths in one recorded source text (a tag value); a path holds no newline
 
 
@@ -41,10 +43,35 @@ class DataFile:
     rows: int
     start: pd.Timestamp
     end: pd.Timestamp
+    url: str = ""  # where `btc-ai data fetch` downloaded it from (its manifest says), else ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "sha256": self.sha256, "rows": int(self.rows),
-                "start": self.start.isoformat(), "end": self.end.isoformat()}
+        out = {"path": self.path, "sha256": self.sha256, "rows": int(self.rows),
+               "start": self.start.isoformat(), "end": self.end.isoformat()}
+        return {**out, "url": self.url} if self.url else out
+
+
+def with_urls(report: Any) -> Any:
+    """``report`` (a DataReport) with each file's URL where the fetch manifest of its folder lists the file
+    with the same sha256 (a file changed since it was fetched did not come from there)."""
+    manifests: dict[Path, dict[str, Any]] = {}
+    files = []
+    for f in report.files:
+        folder = Path(f.path).parent
+        if folder not in manifests:
+            manifests[folder] = read_manifest(folder)
+        entry = manifests[folder].get(Path(f.path).name) or {}
+        files.append(replace(f, url=str(entry["url"])) if entry.get("sha256") == f.sha256 and entry.get("url") else f)
+    return replace(report, files=tuple(files)) if any(f.url for f in files) else report
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The fetch manifest's files (name -> url and sha256); empty when there is none or it cannot be read."""
+    try:
+        files = json.loads((folder / FETCH_MANIFEST).read_text(encoding="utf-8"))["files"]
+        return files if isinstance(files, dict) else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def sha256_of(raw: bytes) -> str:

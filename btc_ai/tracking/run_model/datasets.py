@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ class DataInputs:
     source: str  # the recorded source (sources.source_text: paths one per line), builtin:default or dataframe
     fingerprint: str  # data_fingerprint of the candles, as the run's btc_ai.data_fingerprint tag
     interval: str = ""
-    files: tuple[dict[str, Any], ...] = field(default=())  # path and sha256 of each file read
+    files: tuple[dict[str, Any], ...] = field(default=())  # path and sha256 of each file read (and its URL)
     files_sha256: str = ""  # the set's fingerprint (DataReport.files_sha256)
 
     @classmethod
@@ -56,8 +56,19 @@ class DataInputs:
             return cls(source, fingerprint)
         from btc_ai.domain.data.report import format_interval
 
-        files = tuple({"path": f.path, "sha256": f.sha256} for f in report.files)
-        return cls(source, fingerprint, format_interval(report.interval), files, report.files_sha256)
+        return cls.of_files(source, fingerprint, format_interval(report.interval), [f.to_dict() for f in report.files])
+
+    @classmethod
+    def of_files(cls, source: str, fingerprint: str, interval: str, files: Sequence[dict[str, Any]]) -> DataInputs:
+        """From the files as a report's ``to_dict`` lists them (path, sha256, and the URL of a fetched one)."""
+        from btc_ai.domain.data.sources import files_digest
+
+        kept = tuple({k: f[k] for k in ("path", "sha256", "url") if f.get(k)} for f in files)
+        return cls(source, fingerprint, interval, kept, files_digest([f["sha256"] for f in kept]) if kept else "")
+
+    def cut(self, fingerprint: str) -> DataInputs:
+        """The same source and files for a slice of their candles (a walk-forward fold's): its own fingerprint."""
+        return replace(self, fingerprint=fingerprint)
 
     @property
     def name(self) -> str:
@@ -76,9 +87,14 @@ class DataInputs:
         return Path(self.source.splitlines()[0]).name or self.source
 
     def _source(self) -> tuple[str, str]:
-        """(MLflow source type, source JSON): the files for file data, the code for built-in or DataFrame data."""
+        """(MLflow source type, source JSON): the URL files were fetched from (their common folder when many),
+        else the files, the code for built-in or DataFrame data."""
         if self.source in (BUILTIN_DATA, DATAFRAME_DATA):
             return "code", json.dumps({"tags": {"btc_ai.data_source": self.source}})
+        urls = [f.get("url") for f in self.files]
+        if urls and all(urls):
+            url = urls[0] if len(urls) == 1 else _folder_of(urls)
+            return "http", json.dumps({"url": url})
         return "local", json.dumps({"uri": self.source})
 
     def records(self, spans: Sequence[DataSpan]) -> list[dict[str, Any]]:
@@ -90,6 +106,17 @@ class DataInputs:
                                         "bars": span.bars, "interval": self.interval,
                                         "data_fingerprint": self.fingerprint, "files_sha256": self.files_sha256,
                                         "files": list(self.files)})} for span in spans]
+
+
+def _folder_of(urls: Sequence[str]) -> str:
+    """The deepest folder URL every one of ``urls`` lies in (monthly and daily files: their market's)."""
+    parts = [url.split("/") for url in urls]
+    common = []
+    for column in zip(*(p[:-1] for p in parts), strict=False):
+        if len(set(column)) > 1:
+            break
+        common.append(column[0])
+    return "/".join(common) + "/"
 
 
 def span_digest(fingerprint: str, span: DataSpan) -> str:

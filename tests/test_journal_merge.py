@@ -3,6 +3,7 @@ what is stored changes; appends are written at once and made durable in the back
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -39,7 +40,7 @@ def test_replay_merges_consecutive_metric_batches_of_a_run_and_keeps_their_order
     calls: list[Entry] = []
     sent = journal.replay(lambda entry, ids: calls.append(entry), merge=merge_batches)
     assert sent == len(ops) == 40 and not journal.has_pending()
-    assert [(c.op, c.args["run_id"] if "run_id" in c.args else None, len(c.parts)) for c in calls] == [
+    assert [(c.op, c.args.get("run_id", None), len(c.parts)) for c in calls] == [
         ("log_batch", "A", 30), ("log_batch", "A", 0), ("log_batch", "B", 5), ("create_run", None, 0),
         ("log_batch", "A", 2), ("log_batch", "A", 0)]
     stored = [m for c in calls if c.op == "log_batch" for m in c.args.get("metrics", [])]
@@ -58,10 +59,8 @@ def test_a_replay_stopped_inside_the_file_resumes_after_the_last_merged_batch_se
             raise ConnectionError("store away")
         calls.append(entry)
 
-    try:
+    with contextlib.suppress(ConnectionError):
         journal.replay(apply_then_fail, merge=merge_batches)
-    except ConnectionError:
-        pass
     assert journal.pending_count() == len(ops) - 31  # the 30 merged ones and the params entry were sent
     later = Journal(tmp_path / "j")  # another process: only the files
     rest: list[Entry] = []
@@ -116,5 +115,5 @@ def test_flush_returns_once_every_append_is_on_disk(tmp_path: Path) -> None:
     for k in range(50):
         journal.append("log_batch", _batch("A", k, count=1))
     assert journal.flush(timeout=60)
-    assert journal._syncer._synced == 50  # noqa: SLF001 (the count the flush waited for)
+    assert journal._syncer._synced == 50
     assert os.path.getsize(tmp_path / "j" / "ops.jsonl") > 0

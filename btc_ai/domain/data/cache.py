@@ -41,7 +41,7 @@ DIR_VARIABLE = "BTC_AI_CACHE_DIR"
 SWITCH_VARIABLE = "BTC_AI_CANDLE_CACHE"  # off / 0 / no / false turns the cache off
 MIN_BYTES = 4 << 20  # smaller sources (under ~3 months of 5-minute CSV) parse about as fast as a hit reads
 MAX_BYTES = 2 << 30  # the folder's bound: least recently used entries go first
-_META = b"btc_ai.candles"
+_META = b"btc_ai:candles"  # the Parquet metadata key (not a module path)
 _STALE_S = 3600.0  # a temporary file this old is a killed writer's
 _log = logging.getLogger(__name__)
 

@@ -7,13 +7,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from btc_ai.domain.errors import ResumeError
+from btc_ai.domain.text_fit import fit_text
 from btc_ai.tracking.run_model.names import (
     ARTIFACT_SEARCH_SPEC,
+    ARTIFACT_SEARCH_SUMMARY,
     KIND_SEARCH,
     KIND_WALK_FORWARD,
     TAG_BUCKET,
     TAG_DATA_FINGERPRINT,
     TAG_DATA_SOURCE,
+    TAG_DESCRIPTION,
     TAG_HELD_OUT,
     TAG_KIND,
     TAG_LEASE_HEARTBEAT,
@@ -136,6 +139,19 @@ class SearchRuns:
         if state == "pruned":
             self.tracker.set_tags(walk_forward_id, {TAG_STATUS: "pruned", TAG_LEASE_OWNER: ""})
             self.tracker.end_run(walk_forward_id, "KILLED")
+
+    def describe(self, run_id: str, markdown: str) -> None:
+        self.tracker.set_tags(run_id, {TAG_DESCRIPTION: fit_text(markdown, whole_at=f"artifact {ARTIFACT_SEARCH_SUMMARY}")})
+
+    def summary(self, run_id: str) -> str:
+        """The summary a completed search logged ('' when there is none)."""
+        import tempfile
+
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                return self.runs.download(run_id, ARTIFACT_SEARCH_SUMMARY, tmp).read_text(encoding="utf-8")
+        except (OSError, ValueError):
+            return ""
 
     def reopen(self, run_id: str) -> None:
         self.runs.reopen_session(run_id)

@@ -52,6 +52,7 @@ def test_a_small_example_by_hand() -> None:
     assert 0 < dsr < 1
     # more trials with the same spread raise the bar: the same returns deflate further
     assert deflated_sharpe(returns, trials * 5) < deflated_sharpe(returns, trials)
+    assert deflated_sharpe(returns, trials, 20) < deflated_sharpe(returns, trials)  # tries without a Sharpe count too
     assert "indistinguishable from luck" in verdict(0.5, 0.4) and "unlikely to be luck" in verdict(0.99, 0.1)
 
 

@@ -210,7 +210,7 @@ def _drive(args: argparse.Namespace, go: Any, tracker: Any = None, worker: bool 
                                     enable_emergency_checkpoints=not args.no_emergency_checkpoints, tracker=tracker,
                                     tracking_uri=args.tracking_uri, experiment=args.experiment)
     search = Search(system, _Console(args.quiet), training_func=_training_func(),
-                    session_reporter=lambda: ConsoleReporter(quiet=True),
+                    session_reporter=lambda: ConsoleReporter(quiet=args.quiet),
                     worker_command=lambda run_id: _worker_command(args, run_id))
     try:
         with graceful_interrupts(system.stop_event):

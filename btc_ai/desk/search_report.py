@@ -43,7 +43,7 @@ def finish(search: Search, run_id: str, inputs: SearchInputs, study: optuna.Stud
     best = max(complete, key=lambda t: (t.value, -t.number))  # a tie goes to the earlier trial
     fold_returns = [float(x) for x in best.user_attrs["fold_returns"]]
     trial_sharpes = [sharpe(t.user_attrs["fold_returns"]) for t in complete]
-    dsr = deflated_sharpe(fold_returns, trial_sharpes)
+    dsr = deflated_sharpe(fold_returns, trial_sharpes, len(trials))
     matrix = np.array([t.user_attrs["fold_returns"] for t in complete], dtype=float).T  # folds x trials
     overfit = pbo_cscv(matrix)
     held = _held_out(search, run_id, inputs, best)
@@ -120,10 +120,10 @@ def _summary(inputs: SearchInputs, best: optuna.trial.FrozenTrial, counts: dict[
     params = ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())
     lines = [f"trials: {tried} ({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed), "
              f"{inputs.folds} fold(s) x {len(inputs.seeds)} seed(s) each",
-             f"chosen: trial {best.number}: {params}",
+             f"chosen: trial {best.number + 1} (Optuna number {best.number}): {params}",
              f"walk-forward Sharpe (mean over folds): {best.value:+.3f}",
-             f"deflated Sharpe ratio: {_fmt(dsr)} (probability that its Sharpe over folds is above zero after "
-             f"{tried} trials)",
+             f"deflated Sharpe ratio: {_fmt(dsr)} (probability that its Sharpe over the {len(best.user_attrs['fold_returns'])} "
+             f"fold returns is above zero, after {tried} trials)",
              f"probability of backtest overfitting (CSCV over {counts['complete']} trials' fold returns): {_fmt(pbo)}",
              f"verdict: the chosen configuration is {verdict(dsr, pbo)}"]
     if held:

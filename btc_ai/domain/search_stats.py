@@ -50,21 +50,22 @@ def probabilistic_sharpe(sr: float, benchmark: float, observations: int, skew: f
     return float(norm.cdf((sr - benchmark) * math.sqrt(observations - 1) / math.sqrt(var)))
 
 
-def expected_max_sharpe(trial_sharpes: Sequence[float]) -> float:
+def expected_max_sharpe(trial_sharpes: Sequence[float], trials: int | None = None) -> float:
     """The Sharpe the best of N trials reaches by luck alone when every true Sharpe is zero:
-    √V[SR_n] ((1-γ) Φ⁻¹(1 - 1/N) + γ Φ⁻¹(1 - 1/(N e))), V the variance of the trials' Sharpes."""
+    √V[SR_n] ((1-γ) Φ⁻¹(1 - 1/N) + γ Φ⁻¹(1 - 1/(N e))), V the variance of the trials' Sharpes; N the trials
+    tried (``trials``: pruned and failed ones count as tries though their Sharpes are unknown)."""
     s = np.asarray([x for x in trial_sharpes if math.isfinite(x)], dtype=float)
-    n = s.size
-    if n < 2:
+    n = max(s.size, trials or 0)
+    if s.size < 2 or n < 2:
         return 0.0  # one trial: nothing to deflate for
     spread = math.sqrt(float(np.var(s, ddof=1)))
     return spread * ((1 - EULER_GAMMA) * float(norm.ppf(1 - 1 / n)) + EULER_GAMMA * float(norm.ppf(1 - 1 / (n * math.e))))
 
 
-def deflated_sharpe(returns: Sequence[float], trial_sharpes: Sequence[float]) -> float:
+def deflated_sharpe(returns: Sequence[float], trial_sharpes: Sequence[float], trials: int | None = None) -> float:
     """The probabilistic Sharpe of ``returns`` against the best Sharpe N trials reach by luck."""
     skew, kurt = moments(returns)
-    return probabilistic_sharpe(sharpe(returns), expected_max_sharpe(trial_sharpes), len(returns), skew, kurt)
+    return probabilistic_sharpe(sharpe(returns), expected_max_sharpe(trial_sharpes, trials), len(returns), skew, kurt)
 
 
 @dataclass(frozen=True)

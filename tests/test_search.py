@@ -117,6 +117,7 @@ def test_a_study_prunes_survives_a_failed_trial_and_scores_its_choice_once_on_th
     assert m["search/held_out_sharpe"] == held.data.metrics["test/sharpe"]
     assert m["search/best_trial"] == 1 and m["search/trials"] == 3 and m["search/pruned"] == 1
     assert 0 <= m["search/deflated_sharpe"] <= 1
+    assert m["search/best/walk_forward/mean_sharpe"] == trials[1].data.metrics["walk_forward/mean_sharpe"]
     assert "deflated Sharpe ratio" in out and "verdict: the chosen configuration is" in out
     versions = MlflowClient(store_uri(here)).search_model_versions("name = 'btc-ai-scalping'")
     assert held.info.run_id in {v.run_id for v in versions}  # registered like any session

@@ -15,7 +15,7 @@ import numpy as np
 import optuna
 
 from btc_ai.domain.search_stats import deflated_sharpe, pbo_cscv, sharpe, verdict
-from btc_ai.tracking.run_model import ARTIFACT_PLOTS, WalkForwardRuns
+from btc_ai.tracking.run_model import ARTIFACT_PLOTS, METRIC_WALK_FORWARD_PREFIX, WalkForwardRuns
 from btc_ai.tracking.run_model.names import (
     ARTIFACT_SEARCH_SUMMARY,
     ARTIFACT_SEARCH_TABLE,
@@ -53,6 +53,11 @@ def finish(search: Search, run_id: str, inputs: SearchInputs, study: optuna.Stud
                "best_fold_return_sharpe": sharpe(fold_returns), **held}
     tracker.log_values(run_id, {METRIC_SEARCH_PREFIX + k: v for k, v in figures.items() if math.isfinite(v)})
     tracker.log_params(run_id, {f"best/{k}": v for k, v in best.params.items()})
+    walk_forward = best.user_attrs.get("walk_forward")
+    if walk_forward:  # the chosen trial's walk-forward figures, beside the search's own
+        wf = WalkForwardRuns(search.system.runs).outcome(walk_forward).metrics
+        tracker.log_values(run_id, {f"{METRIC_SEARCH_PREFIX}best/{k}": v for k, v in wf.items()
+                                    if k.startswith(METRIC_WALK_FORWARD_PREFIX) and math.isfinite(v)})
     for t in trials:  # the history: each trial's value at its number (the UI draws it as a line)
         if t.value is not None:
             tracker.log_values(run_id, {METRIC_SEARCH_PREFIX + "trial_value": float(t.value)}, step=t.number)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -122,7 +123,9 @@ class _FoldReporter(WalkForwardReporter):
         sharpes = self.walk.fold_sharpes(self.run_id or "", self.inputs)
         for k in range(self.reported + 1, number):
             done = sharpes[:k]
-            self.trial.report(sum(done) / len(done), k)
+            with warnings.catch_warnings():  # a continued trial reports its earlier folds again: Optuna keeps the first
+                warnings.filterwarnings("ignore", message="The reported value is ignored")
+                self.trial.report(sum(done) / len(done), k)
             self.reported = k
             if self.trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after fold {k}: mean test Sharpe {sum(done) / len(done):+.3f} "

@@ -1,6 +1,6 @@
 """The house keeps its floors: read from the source of every module (imports inside functions included),
 no module imports a higher floor, mlflow is imported by the tracking floor alone, tenacity by recovery
-alone, ray by the cluster evaluator's two modules alone, no module-level import circle, no module over 400 lines, and no tag name spelled out anywhere
+alone, ray by the cluster evaluator's two modules alone, optuna by the search's desk modules alone, no module-level import circle, no module over 400 lines, and no tag name spelled out anywhere
 but in the run model."""
 
 from __future__ import annotations
@@ -90,12 +90,20 @@ def test_mlflow_only_in_tracking_and_tenacity_only_in_recovery() -> None:
 
 
 RAY_MODULES = {"btc_ai.training.cluster.connection", "btc_ai.training.cluster.evaluator"}
+# Optuna is a library like mlflow: the study lives in the desk (the search), its numbers go through the run model
+OPTUNA_MODULES = {"btc_ai.desk.search", "btc_ai.desk.search_trial", "btc_ai.desk.search_report"}
 
 
 def test_ray_only_in_the_cluster_evaluator() -> None:
     users = {module for module, path in _modules().items()
              if "ray" in {name.split(".")[0] for name in _imports(path, module)}}
     assert users == RAY_MODULES
+
+
+def test_optuna_only_in_the_search_desk() -> None:
+    users = {module for module, path in _modules().items()
+             if "optuna" in {name.split(".")[0] for name in _imports(path, module)}}
+    assert users == OPTUNA_MODULES
 
 
 def test_no_import_circle_and_no_module_over_400_lines() -> None:

@@ -11,7 +11,19 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from btc_ai.cli import backtest, backup, chaos, data, presets, promote, report, sync, train, walk_forward
+from btc_ai.cli import (
+    backtest,
+    backup,
+    chaos,
+    data,
+    presets,
+    promote,
+    report,
+    search,
+    sync,
+    train,
+    walk_forward,
+)
 from btc_ai.cli.common import EXIT_BAD_INPUT, EXIT_OK, Parser, error, undo_outlier_flag
 from btc_ai.domain.errors import UserInputError
 from btc_ai.tracking.sqlite_wal import close_sqlite_stores, forget_sqlite_stores
@@ -23,6 +35,7 @@ COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], 
     "resume": (train.add_resume_parser, train.run_resume),
     "report": (report.add_parser, report.run),
     "walk-forward": (walk_forward.add_parser, walk_forward.run),
+    "search": (search.add_parser, search.run),
     "backtest": (backtest.add_parser, backtest.run),
     "promote": (promote.add_parser, promote.run),
     "chaos": (chaos.add_parser, chaos.run),

@@ -123,9 +123,9 @@ def _check_store(args: argparse.Namespace, resume: str | None) -> None:
         try:
             check_run_reference(args.tracking_uri, resume)
         except UserInputError:
-            from btc_ai.cli.walk_forward import is_walk_forward
+            from btc_ai.cli.search import is_search_or_walk_forward
 
-            if not is_walk_forward(args, resume):  # a walk-forward run is no session, but resumes as a whole
+            if not is_search_or_walk_forward(args, resume):  # no session, but resumes as a whole
                 raise
 
 
@@ -283,10 +283,10 @@ def _run(args: argparse.Namespace, values: dict[str, Any] | None, resume: str | 
                              "keep one")
     if args.data_path:
         _check_data(args)
-    if resume is not None:  # a walk-forward run (or one of its sessions) continues as a walk-forward
-        from btc_ai.cli.walk_forward import resume_walk_forward
+    if resume is not None:  # a search or walk-forward run (or a run in one) continues as a whole
+        from btc_ai.cli.search import resume_search_or_walk_forward
 
-        code = resume_walk_forward(args, resume, values)
+        code = resume_search_or_walk_forward(args, resume, values)
         if code is not None:
             return code
     return _train_with_recovery(args, _training_func(), values, resume)

@@ -71,6 +71,15 @@ TAG_FOLD = "btc_ai.fold"  # a walk-forward session's fold (1 = oldest test block
 TAG_SEED = "btc_ai.seed"  # ... and its seed
 TAG_FOLDS = "btc_ai.folds"  # a walk-forward run's number of folds
 TAG_SEEDS = "btc_ai.seeds"  # ... and its seeds, space-separated
+KIND_SEARCH = "search"  # a hyperparameter study: parent of one walk-forward per trial and the held-out session
+TAG_TRIAL = "btc_ai.trial"  # a search's walk-forward: its trial number (0, 1, ...)
+TAG_TRIAL_STATE = "btc_ai.trial_state"  # ... and how the trial ended: running, complete, pruned, failed
+TAG_HELD_OUT = "btc_ai.held_out_trial"  # a search's held-out session: the trial whose config it trained
+TAG_TRIALS = "btc_ai.trials"  # a search run's trial budget
+ARTIFACT_SEARCH_SPEC = "search.json"  # what a search was asked to do: data, space, budget, seeds, held-out cut
+ARTIFACT_SEARCH_SUMMARY = "search_summary.txt"  # the verdict as printed
+ARTIFACT_SEARCH_TABLE = "search_trials.csv"  # one row per trial: state, params, walk-forward figures
+METRIC_SEARCH_PREFIX = "search/"  # the study's verdict: best Sharpe, deflated Sharpe, PBO, held-out figures
 TAG_RUN_NAME = "mlflow.runName"  # what the UI lists: <bucket>-seed<N>-<start>, attempt-<n> (<outcome>)
 TAG_DESCRIPTION = "mlflow.note.content"  # the run's description in the MLflow UI (markdown)
 

@@ -1,0 +1,318 @@
+"""`btc-ai search`: a hyperparameter study (Optuna, TPE, seeded) whose every trial is a walk-forward over the
+study's data (`desk.search_trial`), nested under one search run; the newest block of candles held out from all
+of them and scored once, at the end, for the chosen configuration (`desk.search_report`).
+
+Resumable as a whole: the search run records what it was asked to do (`search.json`), Optuna keeps every trial
+(params, fold reports, state) in its storage beside the tracking store. A resume finishes the trials that
+were running (their walk-forwards from their finished folds), draws the rest, and ends as an uninterrupted
+study does. ``parallel`` > 1 runs that many worker processes on the same storage; a worker that dies leaves its
+trial running under a dead owner, and the next worker to look continues it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from btc_ai.desk import search_report
+from btc_ai.desk.search_trial import (
+    OWNER,
+    TrialOutcome,
+    TrialWalkForward,
+    continued_trial,
+    draw,
+    fail_trial,
+    open_study,
+    orphans,
+    owner_token,
+    run_trial,
+    sampler_for,
+)
+from btc_ai.desk.walk_forward import WalkForwardInputs, WalkForwardReporter, load_data
+from btc_ai.domain.config import TrainingConfig
+from btc_ai.domain.data import data_fingerprint
+from btc_ai.domain.errors import ConfigValidationError, ResumeError, UserInputError
+from btc_ai.domain.folds import plan_folds
+from btc_ai.domain.held_out import HeldOut, held_out_block, study_candles
+from btc_ai.domain.search_space import Dimension, parse_space
+from btc_ai.recovery.lease import claim_lease, lease_token
+from btc_ai.recovery.repairs import validate_and_repair
+from btc_ai.recovery.system import ProgressReporter, TrainingRecoverySystem
+from btc_ai.tracking.run_model import BUILTIN_DATA, RunModel
+from btc_ai.tracking.run_model.names import ARTIFACT_SEARCH_SPEC
+from btc_ai.tracking.run_model.search import SearchRecord, SearchRuns
+from btc_ai.tracking.stores import sqlite_file
+from btc_ai.training import train_model
+
+STUDY_FILE = "optuna.db"  # beside a local mlflow.db: see `study_storage`
+MAX_WORKER_RESTARTS = 3  # per worker slot: a worker that keeps dying is a fault, not bad luck
+
+
+def study_storage(tracking_uri: str, given: str | None) -> str:
+    """Where Optuna keeps the study: ``given``, else beside a local SQLite store (``optuna.db`` in mlflow.db's
+    folder). Not inside mlflow.db: both keep their schema version in a table named ``alembic_version``, and
+    MLflow's migrations would read Optuna's. A server's database is not the client's to open, so a study
+    tracked on a server names its storage (the team's PostgreSQL, a database of its own) with --study-storage."""
+    if given:
+        return given
+    db = sqlite_file(tracking_uri)
+    if db is None:
+        raise UserInputError(f"the tracking store {tracking_uri} is a server: name the study's storage with "
+                             "--study-storage (e.g. postgresql://USER@HOST/optuna, or sqlite:///PATH/optuna.db)")
+    return f"sqlite:///{db.parent / STUDY_FILE}"
+
+
+@dataclass
+class SearchInputs:
+    """Everything a search needs, checked before anything is created."""
+
+    source: str
+    candles: pd.DataFrame  # all of them, held-out block included
+    files: list[dict[str, Any]]
+    fingerprint: str
+    values: dict[str, Any]  # the config every trial starts from (the space's keys drawn per trial)
+    config: TrainingConfig
+    dims: tuple[Dimension, ...]
+    trials: int
+    folds: int
+    seeds: tuple[int, ...]
+    seed: int  # the sampler's
+    prune_after: int
+    held_out_share: float
+    held: HeldOut
+    storage: str
+    timeout: float | None = None
+    study: pd.DataFrame = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.study = study_candles(self.candles, self.held)
+
+    def spec(self) -> dict[str, Any]:
+        return {"data_source": self.source, "data_fingerprint": self.fingerprint, "data_files": self.files,
+                "config": self.values, "space": {d.key: d.as_dict() for d in self.dims}, "trials": self.trials,
+                "folds": self.folds, "seeds": list(self.seeds), "seed": self.seed, "prune_after": self.prune_after,
+                "held_out_share": self.held_out_share, "held_out": self.held.label,
+                "held_out_cut": self.held.cut.isoformat(), "storage": self.storage, "timeout": self.timeout}
+
+    def trial_inputs(self, drawn: Mapping[str, Any]) -> WalkForwardInputs:
+        """The walk-forward of a trial with ``drawn`` values: on the study's candles only."""
+        values = {**self.values, **drawn}
+        try:
+            config, _ = validate_and_repair(values)
+        except ConfigValidationError as exc:
+            raise UserInputError(f"{exc}") from None
+        return WalkForwardInputs(self.source, self.study, data_fingerprint(self.study), values, config,
+                                 plan_folds(self.study, config, self.folds), self.seeds, self.files)
+
+
+def prepare(source: str | Path | list[str] | None, values: Mapping[str, Any], dims: Sequence[Dimension], *,
+            trials: int, folds: int, seeds: Sequence[int] | None, seed: int, prune_after: int,
+            held_out_share: float, storage: str, timeout: float | None = None) -> SearchInputs:
+    """Check everything (budget, config, data, the held-out block, the study part long enough for the folds)."""
+    if trials < 1:
+        raise UserInputError(f"--trials {trials}: a search needs at least 1 trial")
+    if folds < 1:
+        raise UserInputError(f"--folds {folds}: each trial's walk-forward needs at least 1 fold")
+    values = {k: v for k, v in values.items() if k != "TEST_FRACTION"}
+    try:
+        config, _ = validate_and_repair(values)
+    except ConfigValidationError as exc:
+        raise UserInputError(f"{exc}; fix these values (see `btc-ai presets --keys`)") from None
+    label, candles, files = load_data(source)
+    held = held_out_block(candles, config, held_out_share)
+    inputs = SearchInputs(label, candles, files, data_fingerprint(candles), values, config, tuple(dims), trials,
+                          folds, tuple(int(s) for s in seeds) if seeds else (config.SEED,), seed, prune_after,
+                          held_out_share, held, storage, timeout)
+    plan_folds(inputs.study, config, folds)  # the study's part must hold the folds (a one-line refusal if not)
+    return inputs
+
+
+@dataclass
+class SearchResult:
+    outcome: str  # completed | already_completed | failed
+    run_id: str
+    summary: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+class SearchReporter(WalkForwardReporter):
+    """What a person watching is told; silent here, the CLI prints."""
+
+    def search_started(self, run_id: str, inputs: SearchInputs, resumed: bool) -> None:
+        """The search run was created (or reopened)."""
+
+    def trial_started(self, number: int, trials: int, values: Mapping[str, Any], continued: bool) -> None:
+        """A trial begins (or continues)."""
+
+    def trial_finished(self, outcome: TrialOutcome, trials: int, values: Mapping[str, Any]) -> None:
+        """A trial ended: complete, pruned or failed."""
+
+    def held_out_started(self, number: int, label: str) -> None:
+        """The chosen configuration trains and is scored on the held-out block."""
+
+
+class Search:
+    """Runs (or continues) one search on ``system``'s store."""
+
+    def __init__(self, system: TrainingRecoverySystem, reporter: SearchReporter | None = None, *,
+                 training_func: Callable[..., Any] = train_model,
+                 session_reporter: Callable[[], ProgressReporter] | None = None,
+                 worker_command: Callable[[str], list[str]] | None = None) -> None:
+        self.system = system
+        self.reporter = reporter or SearchReporter()
+        self.training_func = training_func
+        self.session_reporter = session_reporter
+        self.worker_command = worker_command  # the command line of a worker process for a search run ID
+        self.run_id: str | None = None
+
+    @property
+    def runs(self) -> SearchRuns:
+        return SearchRuns(self.system.runs)
+
+    def start(self, inputs: SearchInputs, parallel: int = 1) -> SearchResult:
+        runs = self.runs
+        cfg = inputs.config
+        run_id = self.run_id = runs.open(name=f"{cfg.BUCKET.lower()}-search-{inputs.trials}", bucket=cfg.BUCKET,
+                                         data_source=inputs.source, data_fingerprint=inputs.fingerprint,
+                                         trials=inputs.trials, lease_owner=lease_token(), heartbeat=time.time())
+        tracker = runs.tracker
+        tracker.log_params(run_id, {**inputs.values, "trials": inputs.trials, "folds": inputs.folds,
+                                    "seeds": " ".join(map(str, inputs.seeds)), "sampler": "TPE",
+                                    "sampler_seed": inputs.seed, "pruner": f"median after {inputs.prune_after} trials",
+                                    "held_out_share": inputs.held_out_share, "held_out": inputs.held.label,
+                                    "space": " ".join(d.key for d in inputs.dims), "study_storage": inputs.storage})
+        tracker.log_dict(run_id, inputs.spec(), ARTIFACT_SEARCH_SPEC)
+        open_study(inputs.storage, run_id, inputs.seed, inputs.prune_after, create=True)
+        self.reporter.search_started(run_id, inputs, resumed=False)
+        return self._run(run_id, inputs, parallel)
+
+    def resume(self, record: SearchRecord | str, data_path: str | Path | list[str] | None = None,
+               parallel: int = 1) -> SearchResult:
+        runs = self.runs
+        if isinstance(record, str):
+            record = runs.record(record)
+        run_id = self.run_id = record.run_id
+        inputs = inputs_from_spec(runs.spec(run_id), run_id, data_path)
+        if record.completed:
+            return SearchResult("already_completed", run_id, search_report.recorded_summary(runs, run_id))
+        runs.tracker.experiment_id = record.experiment_id
+        claim_lease(self.system.runs, run_id)
+        runs.reopen(run_id)
+        self.reporter.search_started(run_id, inputs, resumed=True)
+        return self._run(run_id, inputs, parallel)
+
+    def _run(self, run_id: str, inputs: SearchInputs, parallel: int) -> SearchResult:
+        runs = self.runs
+        try:
+            if parallel > 1 and self.worker_command is not None:
+                self._supervise(run_id, inputs, parallel)
+            self.work(run_id, inputs)  # alone, or after the workers: whatever a lost worker left
+            study = open_study(inputs.storage, run_id, inputs.seed, inputs.prune_after, create=False)
+            result = search_report.finish(self, run_id, inputs, study)
+        except KeyboardInterrupt:
+            runs.close(run_id, status="interrupted", run_status="KILLED")
+            raise
+        except BaseException:
+            runs.close(run_id, status="failed", run_status="FAILED")
+            raise
+        if result.outcome == "failed":
+            runs.close(run_id, status="failed", run_status="FAILED")
+        else:
+            runs.close(run_id, status="completed", run_status="FINISHED")
+        return result
+
+    # -- the trials ----------------------------------------------------------------------------------
+
+    def work(self, run_id: str, inputs: SearchInputs) -> None:
+        """This process's trials: first any a dead process left running, then new ones until the budget (or
+        the time) is spent."""
+        study = open_study(inputs.storage, run_id, inputs.seed, inputs.prune_after, create=False)
+        started = time.monotonic()
+        runs = self.runs
+        while True:
+            left = orphans(study)
+            if left:
+                trial = continued_trial(study, left[0])
+                if trial is None:  # another worker took it first
+                    continue
+                existing = runs.trial_walk_forwards(runs.record(run_id)).get(trial.number)
+                self._trial(run_id, inputs, study, trial, existing[0] if existing else None)
+                continue
+            if len(study.get_trials(deepcopy=False)) >= inputs.trials:
+                return
+            if inputs.timeout is not None and time.monotonic() - started > inputs.timeout:
+                return
+            trial = study.ask()
+            if trial.number >= inputs.trials:  # another worker asked at the same moment: over budget
+                trial.set_user_attr("surplus", True)
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                return
+            trial.set_user_attr(OWNER, owner_token())
+            self._trial(run_id, inputs, study, trial, None)
+
+    def _trial(self, run_id: str, inputs: SearchInputs, study: optuna.Study, trial: optuna.Trial,
+               existing: str | None) -> None:
+        study.sampler = sampler_for(inputs.seed, trial.number)  # trial n draws from (seed, n) alone
+        values = draw(trial, inputs.dims)
+        self.reporter.trial_started(trial.number, inputs.trials, values, existing is not None)
+        walk = TrialWalkForward(self.system, None, training_func=self.training_func,
+                                session_reporter=self.session_reporter)
+        try:
+            wf_inputs = inputs.trial_inputs(values)
+        except UserInputError as exc:  # a drawn combination the config refuses: this trial fails, not the study
+            outcome = fail_trial(trial, self.runs, None, str(exc))
+        else:
+            outcome = run_trial(walk, trial, wf_inputs, self.runs, run_id, existing, self.reporter)
+        self.reporter.trial_finished(outcome, inputs.trials, values)
+
+    def _supervise(self, run_id: str, inputs: SearchInputs, parallel: int) -> None:
+        """``parallel`` worker processes on the study; one that dies is replaced while trials remain (its trial,
+        left running under a dead owner, is continued by the next worker that looks)."""
+        assert self.worker_command is not None
+        procs = [subprocess.Popen(self.worker_command(run_id)) for _ in range(parallel)]
+        restarts = [0] * parallel
+        study = open_study(inputs.storage, run_id, inputs.seed, inputs.prune_after, create=False)
+        while procs:
+            for slot, proc in enumerate(procs):
+                if proc is None or proc.poll() is None:
+                    continue
+                left = len(study.get_trials(deepcopy=False)) < inputs.trials or orphans(study)
+                if proc.returncode != 0 and left and restarts[slot] < MAX_WORKER_RESTARTS:
+                    restarts[slot] += 1
+                    procs[slot] = subprocess.Popen(self.worker_command(run_id))
+                else:
+                    procs[slot] = None
+            if all(p is None for p in procs):
+                return
+            live = next(p for p in procs if p is not None)
+            with contextlib.suppress(subprocess.TimeoutExpired):  # a second at most: then look at every worker
+                live.wait(timeout=1.0)
+
+
+def inputs_from_spec(spec: Mapping[str, Any], run_id: str, data_path: str | Path | list[str] | None) -> SearchInputs:
+    """The search's inputs again, from its record and its data file (the same data, checked)."""
+    from btc_ai.domain.data.sources import display, source_from_text
+
+    source = data_path if data_path is not None else (None if spec["data_source"] == BUILTIN_DATA else
+                                                      source_from_text(spec["data_source"]))
+    inputs = prepare(source, spec["config"], parse_space(spec["space"], f"search {run_id}'s space"),
+                     trials=int(spec["trials"]), folds=int(spec["folds"]), seeds=spec["seeds"], seed=int(spec["seed"]),
+                     prune_after=int(spec["prune_after"]), held_out_share=float(spec["held_out_share"]),
+                     storage=spec["storage"], timeout=spec.get("timeout"))
+    if inputs.fingerprint != spec["data_fingerprint"]:
+        raise ResumeError(f"the data differs from the data search {run_id} ran on; pass the original data "
+                          f"({display(source_from_text(spec['data_source']))})")
+    return inputs
+
+
+def search_of(runs: RunModel, ref: str) -> SearchRecord | None:
+    """The search behind ``ref`` (its run or any run nested in it), or None."""
+    return SearchRuns(runs).find(ref)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import btc_ai_cmd, cli_env, session_runs, store_uri, tiny_flags
 
+from btc_ai.tracking.mlflow_internals import head_revision
 from btc_ai.tracking.stores import probe
 
 RUN_ID = "0123456789abcdef0123456789abcdef"
@@ -308,9 +309,7 @@ KILL_POINTS = [(signal.SIGINT, "start", 0.5), (signal.SIGKILL, "start", 1.5), (s
 @pytest.mark.slow
 def test_an_interrupt_at_any_moment_of_start_up_leaves_a_store_the_next_command_uses(
         run_main: Run, here: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlflow.store.db.utils import _get_latest_schema_revision
-
-    head = _get_latest_schema_revision()  # a store at any other revision is one MLflow stopped building
+    head = head_revision()  # a store at any other revision is one MLflow stopped building
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}  # the default store, ./mlruns
     env.update(PYTHONUNBUFFERED="1", BTC_AI_PROGRESS_EVERY="1")
     struck_mid_build = 0

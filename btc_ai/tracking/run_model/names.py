@@ -78,15 +78,12 @@ METRIC_FITNESS_MEAN, METRIC_FITNESS_MAX = "fitness/mean", "fitness/max"
 METRIC_BEST_VALIDATION = "validation/best_reward"  # the best score so far (it carries across attempts)
 METRIC_VALIDATION_SCORE = "validation/score"  # one validation's score: what selection compares
 METRIC_BEST_REWARD = "best_reward"  # session summary
-METRIC_LIVE_WORKERS = "cluster/live_workers"  # EVALUATOR=ray: evaluation workers alive after the generation
-METRIC_REEVALUATED = "cluster/reevaluated_members"  # ... and members re-evaluated in it (lost with a worker)
 TAG_CLUSTER_EVENT = "btc_ai.cluster_event"  # an attempt's latest cluster event: a worker lost, or back
 # tags whose values are prose for people (secrets masked in them, `btc_ai.tracking.credentials.redact`); every
 # other tag is data and is written exactly as given
 PROSE_TAGS = frozenset({TAG_DESCRIPTION, TAG_NOTE, TAG_STOP_REASON, TAG_PLOTS_WARNING, TAG_SKIPPED_CHECKPOINTS,
                         TAG_STALE_ATTEMPTS, TAG_CLUSTER_EVENT, VERSION_TAG_PROMOTION, VERSION_TAG_PROMOTED_BY})
 
-ARTIFACT_MODEL = "model"  # where sessions before immutable versions logged their model
 ARTIFACT_MODELS = "models"  # models/<params sha256[:16]>/: one folder per logged model, never written again
 ARTIFACT_CHECKPOINTS = "checkpoints"
 ARTIFACT_ERROR_JSON, ARTIFACT_ERROR_MD = "error_report.json", "error_report.md"

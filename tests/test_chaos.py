@@ -43,7 +43,8 @@ def test_every_chaos_scenario_passes(tmp_path) -> None:
     expected = [_row(cls.__name__, "recoverable", 2, ONE_RULE, "completed") for cls in RECOVERABLE]
     expected += [_row(cls.__name__, "unrecoverable", 1, "-", "failed") for cls in UNRECOVERABLE
                  if cls is not KeyboardInterrupt]
-    expected += [_row(name, "recoverable", 2, ONE_RULE, "completed") for name in ("NaN", "stall")]
+    expected += [_row("NaN", "recoverable", 2, "halve_learning_rate_and_sigma_on_nan", "completed"),
+                 _row("stall", "recoverable", 2, "retry_from_last_good_state", "completed")]
     expected += [_row(*row) for row in END_TO_END]
     missing_postgres = postgres_missing()
     if missing_postgres:  # skipped with the reason, never counted as passed

@@ -70,8 +70,3 @@ def classify(exc: BaseException, extra_recoverable: Iterable[type[BaseException]
         if cls in RECOVERABLE:
             return Classification(True, cls.__name__, RECOVERABLE[cls])
     return Classification(False, "unknown", f"{type(exc).__name__} is not in the classification table")
-
-
-def is_recoverable(exc: BaseException) -> bool:
-    """Retry predicate: True for errors in the recoverable half of the table."""
-    return classify(exc).recoverable

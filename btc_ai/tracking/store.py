@@ -307,10 +307,10 @@ class Tracker:
         (params, tags, latest metrics) from the store on every call to find it."""
         repo = self._repos.get(run_id)
         if repo is None:
-            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+            from btc_ai.tracking.mlflow_internals import artifact_repository
 
-            repo = self._repos[run_id] = get_artifact_repository(
-                self.client.get_run(run_id).info.artifact_uri, tracking_uri=self.tracking_uri)
+            repo = self._repos[run_id] = artifact_repository(self.client.get_run(run_id).info.artifact_uri,
+                                                             self.tracking_uri)
         return repo
 
     def delete_artifact(self, run_id: str, artifact_path: str) -> None:

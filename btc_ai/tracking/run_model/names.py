@@ -95,15 +95,12 @@ SESSION_FIGURE_PREFIXES = ("validation/", "best/", "test/", "baseline/")
 # a backtest run: policy/<figure>, buy_and_hold/<figure>, baseline/<rule>/<figure>, and three of its own
 METRIC_POLICY_PREFIX, METRIC_BUY_AND_HOLD_PREFIX, METRIC_BASELINE_PREFIX = "policy/", "buy_and_hold/", "baseline/"
 METRIC_NULL_PERCENTILE, METRIC_BARS, METRIC_COST_BPS = "null_percentile", "bars", "cost_bps"
-METRIC_LIVE_WORKERS = "cluster/live_workers"  # EVALUATOR=ray: evaluation workers alive after the generation
-METRIC_REEVALUATED = "cluster/reevaluated_members"  # ... and members re-evaluated in it (lost with a worker)
 TAG_CLUSTER_EVENT = "btc_ai.cluster_event"  # an attempt's latest cluster event: a worker lost, or back
 # tags whose values are prose for people (secrets masked in them, `btc_ai.tracking.credentials.redact`); every
 # other tag is data and is written exactly as given
 PROSE_TAGS = frozenset({TAG_DESCRIPTION, TAG_NOTE, TAG_STOP_REASON, TAG_PLOTS_WARNING, TAG_SKIPPED_CHECKPOINTS,
                         TAG_STALE_ATTEMPTS, TAG_CLUSTER_EVENT, VERSION_TAG_PROMOTION, VERSION_TAG_PROMOTED_BY})
 
-ARTIFACT_MODEL = "model"  # where sessions before immutable versions logged their model
 ARTIFACT_MODELS = "models"  # models/<params sha256[:16]>/: one folder per logged model, never written again
 MODEL_POLICY = "artifacts/policy"  # inside a logged model's folder: the policy files (`candle_model` puts them there)
 ARTIFACT_CHECKPOINTS = "checkpoints"

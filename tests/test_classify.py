@@ -18,8 +18,9 @@ from btc_ai.domain.errors import (
     TrainingStalledError,
 )
 from btc_ai.domain.presets import preset_config
-from btc_ai.recovery.classify import RECOVERABLE, UNRECOVERABLE, classify, is_recoverable
-from btc_ai.recovery.repairs import RepairContext, choose_repair, validate_and_repair
+from btc_ai.recovery.classify import RECOVERABLE, UNRECOVERABLE, choose_repair, classify, is_recoverable
+from btc_ai.recovery.repairs import RepairContext
+from btc_ai.recovery.validation import validate_and_repair
 
 ROWS = [
     (ValueError("x"), True, "ValueError"),

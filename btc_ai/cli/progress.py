@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from btc_ai.domain.config import TrainingConfig
+from btc_ai.domain.config import TrainingConfig
 
 PROGRESS_EVERY_ENV = "BTC_AI_PROGRESS_EVERY"  # plain progress: a line every N generations (tests set 1)
 
@@ -65,10 +64,10 @@ class ConsoleReporter:
             self._say(f"repair: {repair.summary()}")
 
     def session_started(self, run_id: str, config: TrainingConfig) -> None:
-        self.total = config.EPISODES
+        self.total = config.generations
         every = os.environ.get(PROGRESS_EVERY_ENV, "").strip()
         self.every = int(every) if every.isdigit() and int(every) > 0 else max(1, self.total // 25)
-        print(f"session run {run_id} (bucket {config.BUCKET}, {config.EPISODES} generations, "
+        print(f"session run {run_id} (bucket {config.BUCKET}, {config.generations} generations, "
               f"population {config.ES_POPULATION}, hidden {config.HIDDEN_SIZE})", flush=True)
         if not self.quiet and sys.stdout.isatty():
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn

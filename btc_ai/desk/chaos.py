@@ -29,7 +29,7 @@ CONFIG = {"EPISODES": 8, "ES_POPULATION": 8, "HIDDEN_SIZE": 8, "MAX_STEPS_PER_EP
           "EVAL_INTERVAL": 2, "MIN_CHECKPOINT_INTERVAL": 2, "CHECKPOINT_MIN_SECONDS": 0.0, "NOISE_TABLE_SIZE": 1 << 16,
           "LEARNING_RATE": 0.05, "SIGMA": 0.1, "STALL_MIN_SECONDS": 1.0, "BUCKET": "Scalping"}
 # The same for the CLI scenarios, slower per generation so a signal lands mid-training.
-CLI_FLAGS = ["--episodes", "30", "--hidden-size", "48", "--es-population", "16", "--set", "MAX_STEPS_PER_EPISODE=128",
+CLI_FLAGS = ["--generations", "30", "--hidden-size", "48", "--es-population", "16", "--set", "MAX_STEPS_PER_EPISODE=128",
              "--set", "EPISODES_PER_EVAL=4", "--min-checkpoint-interval", "3", "--set", "NOISE_TABLE_SIZE=262144",
              "--set", "CHECKPOINT_MIN_SECONDS=0"]
 
@@ -158,7 +158,7 @@ def scenario_sigkill_resume(scratch: Scratch) -> Outcome:
 
 
 # Commits of 1,050 metrics (a validation every generation, a checkpoint every 50): two chunks each.
-COMMIT_FLAGS = ["--episodes", "100", "--hidden-size", "8", "--es-population", "8", "--min-checkpoint-interval", "50",
+COMMIT_FLAGS = ["--generations", "100", "--hidden-size", "8", "--es-population", "8", "--min-checkpoint-interval", "50",
                 "--set", "MAX_STEPS_PER_EPISODE=32", "--set", "EPISODES_PER_EVAL=1", "--set", "EVAL_INTERVAL=1",
                 "--set", "CHECKPOINT_MIN_SECONDS=0", "--set", "EARLY_STOP_PATIENCE=0", "--set", "NOISE_TABLE_SIZE=65536"]
 
@@ -235,7 +235,7 @@ def outage_mid_training(scratch: Scratch, name: str, url: str, fail: Callable[[]
     episodes = 24
     env = {**env, "MLFLOW_TRACKING_URI": url, "BTC_AI_FAULT": "Slow@1"}
     tick = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "btc_ai", "train", *CLI_FLAGS, "--episodes", str(episodes)],
+    proc = subprocess.Popen([sys.executable, "-m", "btc_ai", "train", *CLI_FLAGS, "--generations", str(episodes)],
                             cwd=scratch.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from btc_ai.domain.errors import ResumeError
 from btc_ai.domain.text_fit import TAG_VALUE_LIMIT, fit_text
@@ -38,9 +38,7 @@ from btc_ai.tracking.run_model.names import (
     TAG_TEST_SPAN,
 )
 from btc_ai.tracking.run_model.records import SessionRecord, _session
-
-if TYPE_CHECKING:
-    from btc_ai.tracking.run_model.runs import RunModel
+from btc_ai.tracking.run_model.runs import RunModel
 
 
 @dataclass(frozen=True)
@@ -122,7 +120,7 @@ class WalkForwardRuns:
     # -- reading ---------------------------------------------------------------------------------------
 
     def _get(self, run_id: str) -> Any | None:
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # mlflow: not loaded by importing the run model
 
         try:
             return self.tracker.client.get_run(run_id)

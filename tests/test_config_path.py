@@ -35,7 +35,7 @@ def validations(monkeypatch: pytest.MonkeyPatch) -> Counter:
 
 
 def test_a_training_command_validates_its_config_once(run_main, validations) -> None:
-    code, out, err = run_main("train", "--quiet", *tiny_flags(EPISODES=None), "--episodes", "2")
+    code, _, err = run_main("train", "--quiet", *tiny_flags(EPISODES=None), "--episodes", "2")
     assert code == 0, err
     assert sum(validations.values()) == 1, dict(validations)
 
@@ -50,7 +50,7 @@ def test_the_layers_below_the_edge_take_a_validated_config_and_refuse_a_dict(tmp
         prepare(None, dict(TINY), folds=2)
     assert not (tmp_path / "m.db").exists()  # refused before any store was opened
     checked = system.validated(TINY)
-    assert checked.config.EPISODES == TINY["EPISODES"]
+    assert checked.config.generations == 6
     assert [r.rule for r in checked.repairs] == ["fill_missing_from_preset"]  # recorded with the config
 
 

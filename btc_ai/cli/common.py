@@ -4,11 +4,14 @@ tracking-server check (nothing heavy imported, so building the parser stays fast
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
-from btc_ai.domain.errors import UserInputError
+from btc_ai.domain.errors import CredentialsError, UserInputError
+from btc_ai.tracking.credentials import PASSWORD_VARIABLE, USERNAME_VARIABLE, login_hint, redact
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2  # and 128 + the signal number when interrupted
 
@@ -39,8 +42,6 @@ def flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
 
 def error(message: str) -> None:
     """The one-line error format of `btc-ai` on stderr (secrets masked: a URI's password, password variables)."""
-    from btc_ai.tracking.credentials import redact
-
     print(f"btc-ai: error: {redact(message)}", file=sys.stderr)
 
 
@@ -77,13 +78,8 @@ def check_login(uri: str, experiment: str = "btc-ai") -> None:
     """A server that has logins (MLflow's basic-auth app) accepts ours and lets us read ``experiment``:
     else one line (which server, what to set) before anything is created or journaled. A server without
     logins answers 200 or 404 here, which is fine."""
-    import base64
-    import urllib.error
-    import urllib.parse
+    import urllib.error  # urllib.request loads http and email: only when a server is asked
     import urllib.request
-
-    from btc_ai.domain.errors import CredentialsError
-    from btc_ai.tracking.credentials import PASSWORD_VARIABLE, USERNAME_VARIABLE, login_hint
 
     query = urllib.parse.urlencode({"experiment_name": experiment})
     request = urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name?{query}")
@@ -127,7 +123,6 @@ def check_writable(folder: str, what: str, flag_name: str, *, renamed_into_place
     """A folder a command will write into (or, where it is still to be made, the nearest one that exists)
     is writable for this user: refused before anything is created, not as a failed training later. A folder
     ``renamed_into_place`` is built beside it first, so its parent is what must be writable."""
-    from pathlib import Path
 
     path = Path(folder).absolute()
     existing = path.parent if renamed_into_place else path

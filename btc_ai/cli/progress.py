@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,8 +15,6 @@ PROGRESS_EVERY_ENV = "BTC_AI_PROGRESS_EVERY"  # plain progress: a line every N g
 
 
 def _hms(seconds: float) -> str:
-    import math
-
     if not math.isfinite(seconds):
         return "-:--:--"
     total = round(max(seconds, 0.0))
@@ -80,8 +80,6 @@ class ConsoleReporter:
     def _eta(self, generation: int, metrics: Mapping[str, float]) -> float:
         """Seconds left: the average wall time per generation so far (the first generation of an attempt
         counts its own measured time, not the set-up before it) times the generations left."""
-        import time
-
         now = time.monotonic()
         if self._last_tick is None:
             self._seconds += float(metrics.get("perf/seconds_per_generation", 0.0))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from btc_ai.domain.synthetic import synthetic_candles
 from btc_ai.recovery import TrainingRecoverySystem
 from btc_ai.tracking.run_model import ARTIFACT_CHECKPOINTS, METRIC_FITNESS_MEAN, RunModel, SessionRecord
 from btc_ai.tracking.store import Tracker
@@ -73,8 +74,6 @@ class Scratch:
 
 def in_process_scenario(name: str, fault: str, expect_recovered: bool) -> Callable[[Scratch], Outcome]:
     def scenario(scratch: Scratch) -> Outcome:
-        from btc_ai.domain.synthetic import synthetic_candles
-
         tracker = Tracker(scratch.uri, experiment=f"chaos-{name}")
         system = TrainingRecoverySystem(checkpoint_dir=scratch.root / "ck" / name, max_retries=2, tracker=tracker,
                                         sleep=lambda s: None)
@@ -213,7 +212,7 @@ def scenario_tracking_server_down(scratch: Scratch) -> Outcome:
 def scenario_tracking_server_lost(scratch: Scratch) -> Outcome:
     """A real `mlflow server` killed mid-training and started again: the training goes on, journals what it
     cannot send, replays it when the server is back; the server ends with every generation exactly once."""
-    from btc_ai.tracking.server import LocalMlflowServer
+    from btc_ai.tracking.server import LocalMlflowServer  # the server helper: only for this scenario
 
     server = LocalMlflowServer(scratch.root / "server")
     server.start()

@@ -41,6 +41,7 @@ from btc_ai.domain.fold_summary import (
     table_lines,
 )
 from btc_ai.domain.folds import Fold, FoldPlan, fold_candles, plan_folds
+from btc_ai.domain.synthetic import default_candles
 from btc_ai.recovery.lease import claim_lease, lease_token
 from btc_ai.recovery.system import ProgressReporter, SessionResult, TrainingRecoverySystem
 from btc_ai.recovery.validation import ValidatedConfig
@@ -138,8 +139,6 @@ def load_data(source: str | Path | list[str] | None) -> tuple[str, pd.DataFrame,
     """(source label, validated candles, the files read) of a data file, many files (a folder, a glob, a list),
     or the built-in data for None; UserInputError naming the file when it cannot be read."""
     if source is None or str(source) == BUILTIN_DATA:
-        from btc_ai.domain.synthetic import default_candles
-
         return BUILTIN_DATA, load_candles(default_candles())[0], []
     try:
         candles, report = load_candles(source)

@@ -15,6 +15,7 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
+from btc_ai.domain.policy_files import load_policy
 from btc_ai.domain.text_fit import fit_text
 from btc_ai.tracking.candle_model import POLICY_ARTIFACT, save_candle_model
 from btc_ai.tracking.run_model.names import (
@@ -86,8 +87,6 @@ def _version_of(tracker: Tracker, name: str, run_id: str, path: str) -> str | No
 
 def load_model(tracker: Tracker, run_id: str, artifact_path: str) -> Any:
     """The `PolicyNet` of the logged model at ``artifact_path`` of ``run_id``, from its safetensors weights."""
-    from btc_ai.domain.policy_files import load_policy
-
     with tempfile.TemporaryDirectory() as tmp:
         local = tracker.client.download_artifacts(run_id, f"{artifact_path}/artifacts/{POLICY_ARTIFACT}", tmp)
         return load_policy(local)[0]

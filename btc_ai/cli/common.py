@@ -56,6 +56,7 @@ def check_tracking_uri(uri: str | None, *, must_exist: bool = False, write: bool
     exists where it must (``must_exist``: report, resume), and an HTTP server that answers in 5 s and
     accepts our login.
     Nothing is created (`btc_ai.tracking.stores.check_store`)."""
+    # loaded when the command runs, so `btc-ai --help` stays fast
     from btc_ai.tracking.stores import check_store
 
     uri = check_store(uri, must_exist=must_exist, write=write)
@@ -106,6 +107,7 @@ def check_login(uri: str, experiment: str = "btc-ai") -> None:
 def check_run_reference(uri: str | None, ref: str) -> None:
     """A run ID or model URI on a local store is looked up with sqlite3 before anything heavy loads: a wrong
     or deleted one is refused in milliseconds (a checkpoint path, or a server's run, is left to the resume)."""
+    # loaded when the command runs, so `btc-ai --help` stays fast
     from btc_ai.tracking.paths import resolve_tracking_uri
     from btc_ai.tracking.stores import sqlite_file
 
@@ -166,6 +168,7 @@ def apply_outlier_flag(args: argparse.Namespace) -> None:
     choice = getattr(args, "outlier_bars", None)
     if choice is None:
         return
+    # loaded when the command runs, so `btc-ai --help` stays fast
     from btc_ai.domain.data.quality import OUTLIER_VARIABLE, outlier_choice
 
     value = outlier_choice(choice)

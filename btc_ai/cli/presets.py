@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 from btc_ai.cli.common import EXIT_OK
+from btc_ai.domain.config import KNOWN_KEYS, TrainingConfig, allowed_range, normalize_key, shown_key
+from btc_ai.domain.presets import BUCKETS
 
 
 def add_parser(sub: Any) -> None:
@@ -16,9 +18,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from btc_ai.domain.config import KNOWN_KEYS, TrainingConfig, allowed_range, normalize_key, shown_key
-    from btc_ai.domain.presets import BUCKETS
-
     if args.keys:
         fields = TrainingConfig.model_fields
         if args.json:

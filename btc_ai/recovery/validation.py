@@ -1,7 +1,8 @@
 """Validation: the one place a config from outside (flags, a file, a dict from Python) becomes a
-`TrainingConfig`, with the repairs that made it valid — once, at the edge of a command (the CLI, or the
-Python entry points `start_training_with_recovery` and the walk-forward's `prepare`). Everything below takes
-the `ValidatedConfig` (recovery) or its `TrainingConfig` (training) and never validates the input again.
+`TrainingConfig`, with the repairs that made it valid — once, at the edge of a command (the CLI's
+`config_from_args`, `start_training_with_recovery`, or a Python caller's `validated_config` before
+`TrainingRecoverySystem.train` or the walk-forward's `prepare`). Everything below takes the `ValidatedConfig`
+(recovery, desk) or its `TrainingConfig` (training) and never validates the input again.
 """
 
 from __future__ import annotations

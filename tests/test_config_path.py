@@ -34,6 +34,7 @@ def validations(monkeypatch: pytest.MonkeyPatch) -> Counter:
     return seen
 
 
+@pytest.mark.slow  # a whole (tiny) training, in process
 def test_a_training_command_validates_its_config_once(run_main, validations) -> None:
     code, _, err = run_main("train", "--quiet", *tiny_flags(EPISODES=None), "--episodes", "2")
     assert code == 0, err

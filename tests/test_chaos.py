@@ -63,7 +63,7 @@ def test_every_chaos_scenario_passes(tmp_path) -> None:
 @pytest.mark.slow
 def test_a_chaos_scenario_that_cannot_run_here_is_skipped_with_its_reason_not_passed(tmp_path, monkeypatch) -> None:
     from btc_ai.desk import chaos_team
-    from btc_ai.desk.chaos import run_chaos
+    from btc_ai.desk.chaos_suite import run_chaos
 
     monkeypatch.setattr(chaos_team, "postgres_missing", lambda: "PostgreSQL is not installed (initdb not found)")
     lines: list[str] = []

@@ -19,8 +19,9 @@ from btc_ai.domain.errors import (
 )
 from btc_ai.domain.presets import preset_config
 from btc_ai.recovery import TrainingRecoverySystem
-from btc_ai.recovery.classify import RECOVERABLE, UNRECOVERABLE, classify
-from btc_ai.recovery.repairs import RepairContext, choose_repair, validate_and_repair
+from btc_ai.recovery.classify import RECOVERABLE, UNRECOVERABLE, choose_repair, classify
+from btc_ai.recovery.repairs import RepairContext
+from btc_ai.recovery.validation import validate_and_repair
 
 ROWS = [
     (ValueError("x"), True, "ValueError"),
@@ -54,8 +55,6 @@ def test_every_row_of_the_table(exc, recoverable, matched, tmp_path) -> None:
     verdict = classify(exc)
     assert (verdict.recoverable, verdict.matched) == (recoverable, matched)
     assert verdict.reason
-    # the retry predicate the recovery system gives its retry policy (no store is opened for it)
-    assert TrainingRecoverySystem(checkpoint_dir=tmp_path).is_recoverable(exc) is recoverable
 
 
 def test_every_table_type_has_a_row_in_this_test() -> None:
@@ -69,8 +68,10 @@ def test_unknown_types_are_unrecoverable_unless_configured(tmp_path) -> None:
 
     assert classify(Strange()).recoverable is False and classify(Strange()).matched == "unknown"
     assert classify(Strange(), extra_recoverable=(Strange,)).recoverable is True
-    assert TrainingRecoverySystem(checkpoint_dir=tmp_path).is_recoverable(Strange()) is False
-    assert TrainingRecoverySystem(checkpoint_dir=tmp_path, extra_recoverable=(Strange,)).is_recoverable(Strange())
+    # what a session classifies its failures with: the system's configured types (no store is opened for it)
+    assert TrainingRecoverySystem(checkpoint_dir=tmp_path)._settings().extra_recoverable == ()
+    assert TrainingRecoverySystem(checkpoint_dir=tmp_path, extra_recoverable=(Strange,))._settings().extra_recoverable \
+        == (Strange,)
 
 
 def _ctx(error, config=None, **kwargs):

@@ -7,17 +7,24 @@ import contextlib
 import posixpath
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow import MlflowClient
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from btc_ai.tracking.journal import Entry
 from btc_ai.tracking.outage import is_outage, login_refused
-from btc_ai.tracking.run_model.names import client_key
+from btc_ai.tracking.run_model.datasets import CONTEXT_TAG
+from btc_ai.tracking.run_model.names import TAG_MODEL_PARAMS, TAG_MODEL_PATH, TAG_MODEL_VERSION, client_key
 
-if TYPE_CHECKING:
-    from btc_ai.tracking.store import Tracker
+
+class Tracker(Protocol):
+    """What an operation needs of `btc_ai.tracking.store.Tracker` (which runs them: it imports this module)."""
+
+    client: MlflowClient
+
+    def artifact_repository(self, run_id: str) -> Any: ...
 
 MAX_METRICS_PER_CALL = 1000  # MLflow's limit of metrics per log_batch: one store call, one transaction
 MAX_TAGS_PER_CALL = 100  # MLflow's limit of tags (and params) per log_batch
@@ -135,10 +142,6 @@ def _delete_artifact(tracker: Tracker, args: dict[str, Any]) -> None:
 
 def _log_inputs(tracker: Tracker, args: dict[str, Any]) -> None:
     # no check for inputs already there: MLflow's store logs an input once per dataset (name, digest) and run
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-
-    from btc_ai.tracking.run_model.datasets import CONTEXT_TAG
-
     inputs = [DatasetInput(Dataset(d["name"], d["digest"], d["source_type"], d["source"], d.get("schema"),
                                    d.get("profile")), [InputTag(CONTEXT_TAG, d["context"])])
               for d in args["datasets"]]
@@ -146,9 +149,25 @@ def _log_inputs(tracker: Tracker, args: dict[str, Any]) -> None:
 
 
 def _register_model(tracker: Tracker, args: dict[str, Any]) -> str:
-    from btc_ai.tracking.registry import register
+    """Register ``runs:/<run_id>/<path>`` once (a replay finds the version it made), point its aliases at it,
+    and record it on the run (right also when it was journaled and replayed)."""
+    # mlflow.pyfunc (the candle model) loads in seconds: only when a model is registered
+    from btc_ai.tracking.candle_model import DESCRIPTION
 
-    return register(tracker.client, args["run_id"], args)
+    client, run_id = tracker.client, args["run_id"]
+    name, tags = args["name"], args["tags"]
+    with contextlib.suppress(MlflowException):  # already registered
+        client.create_registered_model(name, description=DESCRIPTION)
+    key, value = client_key(tags)
+    found = client.search_model_versions(f"name = '{name}' and tag.`{key}` = '{value}'")
+    version = found[0] if found else client.create_model_version(
+        name, source=f"runs:/{run_id}/{args['path']}", run_id=run_id, tags=dict(tags), description=args["description"])
+    for alias in args["aliases"]:
+        client.set_registered_model_alias(name, alias, version.version)
+    client.set_tag(run_id, TAG_MODEL_VERSION, str(version.version))
+    client.set_tag(run_id, TAG_MODEL_PATH, args["path"])
+    client.set_tag(run_id, TAG_MODEL_PARAMS, args["params_sha256"])
+    return str(version.version)
 
 
 OPERATIONS: dict[str, Callable[[Tracker, dict[str, Any]], Any]] = {

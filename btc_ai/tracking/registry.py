@@ -6,7 +6,6 @@ version itself) and the alias ``champion`` (moved only by the promotion gate or 
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import uuid
 from collections.abc import Mapping
@@ -16,9 +15,10 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
+from btc_ai.domain.policy_files import load_policy
 from btc_ai.domain.text_fit import fit_text
-from btc_ai.tracking.candle_model import DESCRIPTION, POLICY_ARTIFACT, save_candle_model
-from btc_ai.tracking.run_model import (
+from btc_ai.tracking.candle_model import POLICY_ARTIFACT, save_candle_model
+from btc_ai.tracking.run_model.names import (
     ALIAS_CHAMPION,
     TAG_CLIENT_KEY,
     TAG_MODEL_PARAMS,
@@ -27,7 +27,6 @@ from btc_ai.tracking.run_model import (
     VERSION_TAG_PROMOTION,
     model_path,
 )
-from btc_ai.tracking.run_model.names import client_key
 from btc_ai.tracking.store import Tracker
 
 
@@ -86,28 +85,8 @@ def _version_of(tracker: Tracker, name: str, run_id: str, path: str) -> str | No
     return next((str(v.version) for v in found if v.source.rstrip("/").endswith(f"/{path}")), None)
 
 
-def register(client: Any, run_id: str, args: Mapping[str, Any]) -> str:
-    """Register ``runs:/<run_id>/<path>`` once (a replay finds the version it made), point its aliases at it,
-    and record it on the run (right also when it was journaled and replayed)."""
-    name, tags = args["name"], args["tags"]
-    with contextlib.suppress(MlflowException):  # already registered
-        client.create_registered_model(name, description=DESCRIPTION)
-    key, value = client_key(tags)
-    found = client.search_model_versions(f"name = '{name}' and tag.`{key}` = '{value}'")
-    version = found[0] if found else client.create_model_version(
-        name, source=f"runs:/{run_id}/{args['path']}", run_id=run_id, tags=dict(tags), description=args["description"])
-    for alias in args["aliases"]:
-        client.set_registered_model_alias(name, alias, version.version)
-    client.set_tag(run_id, TAG_MODEL_VERSION, str(version.version))
-    client.set_tag(run_id, TAG_MODEL_PATH, args["path"])
-    client.set_tag(run_id, TAG_MODEL_PARAMS, args["params_sha256"])
-    return str(version.version)
-
-
 def load_model(tracker: Tracker, run_id: str, artifact_path: str) -> Any:
     """The `PolicyNet` of the logged model at ``artifact_path`` of ``run_id``, from its safetensors weights."""
-    from btc_ai.domain.policy_files import load_policy
-
     with tempfile.TemporaryDirectory() as tmp:
         local = tracker.client.download_artifacts(run_id, f"{artifact_path}/artifacts/{POLICY_ARTIFACT}", tmp)
         return load_policy(local)[0]

@@ -181,8 +181,8 @@ class Session:
         cfg = attempt.plan.config
         tracker = self.runs.tracker
         values = {k: v for k, v in metrics.items() if k.startswith(("validation/", "best/", "test/", "baseline/"))}
-        tracker.log_values(self.run_id, {**values, "best/generation": float(metrics["best_generation"])},
-                           step=int(metrics["generations"]))
+        values = {**values, "best/generation": float(metrics["best_generation"])}
+        tracker.log_values(self.run_id, values, step=int(metrics["generations"]))
         self.runs.record_outcome(self.run_id, stop_reason=metrics["stop_reason"], test_span=metrics.get("test_span"))
         card = PolicyCard.of(cfg, metrics["best_params_sha256"], session_run_id=self.run_id,
                              best_generation=metrics["best_generation"])
@@ -197,7 +197,8 @@ class Session:
             tracker, self.run_id, model, card, name=registered_model_name(cfg.BUCKET), champion=champion,
             move_champion=champion and not fold,
             verdict=verdict, previous={k: v for k, v in previous.items() if v},
-            tags=version_tags(self, attempt, cfg, metrics), description=version_description(self, cfg, metrics))
+            tags=version_tags(self, attempt, cfg, metrics), description=version_description(self, cfg, metrics),
+            metrics=values, step=int(metrics["generations"]), params=cfg.to_dict())
         self.registration = registration
         if not registration.new:
             return registration.version or "pending"

@@ -59,6 +59,17 @@ def _candles(model_input: Any) -> Any:
 
 
 REQUIREMENTS = ["btc_ai", "torch", "pandas", "safetensors"]
+EXAMPLE_ROWS = 24
+
+
+def input_example() -> pd.DataFrame:
+    """What the model takes, for its page and its serving example: two hours of (synthetic, fixed) 5-minute
+    candles with a timestamp column, as JSON carries it."""
+    from btc_ai.domain.synthetic import synthetic_candles
+
+    frame = synthetic_candles(EXAMPLE_ROWS).reset_index()
+    frame["timestamp"] = frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return frame
 
 
 @contextmanager

@@ -132,9 +132,15 @@ def _register_model(tracker: Tracker, args: dict[str, Any]) -> str:
     return register(tracker.client, args["run_id"], args)
 
 
+def _log_model(tracker: Tracker, args: dict[str, Any]) -> dict[str, str]:
+    from btc_ai.tracking.registry import log_and_register
+
+    return log_and_register(tracker.client, tracker.tracking_uri, args["run_id"], args)
+
+
 OPERATIONS: dict[str, Callable[[Tracker, dict[str, Any]], Any]] = {
     "create_run": _create_run, "log_batch": _log_batch, "set_status": _set_status, "set_terminated": _set_terminated,
     "delete_tags": _delete_tags,
     "log_artifact": _log_artifact, "log_artifacts": _log_artifacts, "delete_artifact": _delete_artifact,
-    "register_model": _register_model, "log_inputs": _log_inputs,
+    "register_model": _register_model, "log_model": _log_model, "log_inputs": _log_inputs,
 }

@@ -49,6 +49,7 @@ TAG_SESSION = "btc_ai.session"  # a repair run's session (its parent may be an a
 VERSION_TAG_SESSION = "session_run_id"  # on a registered model version
 TAG_MODEL_PATH = "btc_ai.model_path"  # the session's newest logged model: models/<params sha256[:16]>
 TAG_MODEL_PARAMS = "btc_ai.model_params_sha256"  # ... and the parameters it holds
+TAG_MODEL_ID = "btc_ai.model_id"  # ... its MLflow 3 logged model (models:/<model_id>), on the run and the version
 VERSION_TAG_PROMOTION = "btc_ai.promotion"  # passed: ... | rejected: ... | forced by <who>: <why>
 VERSION_TAG_PARAMS = "btc_ai.params_sha256"
 VERSION_TAG_ATTEMPT = "btc_ai.attempt_run_id"

@@ -244,6 +244,18 @@ class RunModel:
                 rows.setdefault(metric.step, {"generation": metric.step, "attempt": attempt.number})[key] = metric.value
         return [rows[step] for step in sorted(rows)]
 
+    def download_policy(self, run_id: str, model_path: str, folder: str | Path) -> Path:
+        """The policy files of a session's model (``models:/<model_id>`` or an older run folder) into
+        ``folder``; OSError when they cannot be had."""
+        from mlflow.exceptions import MlflowException
+
+        from btc_ai.tracking.registry import download_policy
+
+        try:
+            return download_policy(self._client, run_id, model_path, folder)
+        except MlflowException as exc:
+            raise OSError(f"cannot download the policy of {model_path} (run {run_id}): {exc}") from exc
+
     def load_model(self, session_id: str) -> Any:
         """The torch policy logged on the session run, read back from this store."""
         from btc_ai.tracking.registry import load_model

@@ -62,7 +62,7 @@ def test_each_distinct_best_policy_is_one_logged_model_with_its_figures(tmp_path
     before = _files(client, first.model_id)
     assert "artifacts/policy/policy.safetensors" in before and "input_example.json" in before
     # the same parameters again: as the session's newest (resume) and as an earlier version of it: nothing new
-    net, card = _policy(1)
+    card = _policy(1)[1]
     same = _log(tracker, run, seed=1, previous={"btc_ai.model_params_sha256": card.params_sha256,
                                                 "btc_ai.model_version": "1"})
     assert not same.new and same.version == "1"

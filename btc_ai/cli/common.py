@@ -161,7 +161,8 @@ def data_source(values: str | list[str] | None, name: str = "--data_path") -> st
     return items[0] if len(items) == 1 else items
 
 
-_outlier_before: list[tuple[str, str | None]] = []  # what --outlier-bars replaced, put back as the command ends
+_outlier_before: list[tuple[str, str | None]] = []  # what --outlier-bars and --system-metrics replaced, put back
+                                                   # as the command ends
 
 
 def apply_outlier_flag(args: argparse.Namespace) -> None:
@@ -173,13 +174,26 @@ def apply_outlier_flag(args: argparse.Namespace) -> None:
         return
     from btc_ai.domain.data.quality import OUTLIER_VARIABLE, outlier_choice
 
-    value = outlier_choice(choice)
-    _outlier_before.append((OUTLIER_VARIABLE, os.environ.get(OUTLIER_VARIABLE)))
-    os.environ[OUTLIER_VARIABLE] = value
+    _set_for_command(OUTLIER_VARIABLE, outlier_choice(choice))
+
+
+SYSTEM_METRICS_HELP = ("log the attempts' CPU, memory, disk and network use as MLflow system metrics (system/...); "
+                       "sets MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true for this command")
+
+
+def apply_system_metrics_flag(args: argparse.Namespace) -> None:
+    """--system-metrics: MLflow's own switch, for this command only (put back like --outlier-bars)."""
+    if getattr(args, "system_metrics", False):
+        _set_for_command("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true")
+
+
+def _set_for_command(name: str, value: str) -> None:
+    _outlier_before.append((name, os.environ.get(name)))
+    os.environ[name] = value
 
 
 def undo_outlier_flag() -> None:
-    """The outlier variable as it was before this command's --outlier-bars."""
+    """The variables as they were before this command's --outlier-bars and --system-metrics."""
     while _outlier_before:
         name, before = _outlier_before.pop()
         if before is None:

@@ -36,6 +36,7 @@ from btc_ai.tracking.run_model import (
     RunModel,
     registered_model_name,
 )
+from btc_ai.tracking.system_metrics import system_metrics
 from btc_ai.training import span_equities
 
 if TYPE_CHECKING:
@@ -181,8 +182,7 @@ class Session:
         cfg = attempt.plan.config
         tracker = self.runs.tracker
         values = {k: v for k, v in metrics.items() if k.startswith(("validation/", "best/", "test/", "baseline/"))}
-        values = {**values, "best/generation": float(metrics["best_generation"])}
-        tracker.log_values(self.run_id, values, step=int(metrics["generations"]))
+        values = {**values, "best/generation": float(metrics["best_generation"])}  # logged with the model
         self.runs.record_outcome(self.run_id, stop_reason=metrics["stop_reason"], test_span=metrics.get("test_span"))
         card = PolicyCard.of(cfg, metrics["best_params_sha256"], session_run_id=self.run_id,
                              best_generation=metrics["best_generation"])
@@ -292,13 +292,14 @@ class Session:
                                 data_source=self.data_source, data_report=self.data_report)
         save_dir = Path(self.save_path) if self.save_path is not None else self.system.checkpoint_dir / self.run_id
         try:
-            model, metrics, best_reward, _ = self.training_func(
-                plan.config, plan.data, save_dir, plan.start, callbacks=logger,
-                emergency_checkpoints=self.system.enable_emergency_checkpoints, allow_data_change=plan.data_changed,
-            )
-            self.trained = model, metrics
-            # the last commit's error (a refused login, a full disk) is this attempt's, decided on like any other
-            logger.close()
+            with system_metrics(self.runs.tracker, attempt.run_id):  # stopped before the attempt's run is closed
+                model, metrics, best_reward, _ = self.training_func(
+                    plan.config, plan.data, save_dir, plan.start, callbacks=logger,
+                    emergency_checkpoints=self.system.enable_emergency_checkpoints, allow_data_change=plan.data_changed,
+                )
+                self.trained = model, metrics
+                # the last commit's error (a refused login, a full disk) is this attempt's, decided on like any other
+                logger.close()
         except BaseException as exc:
             close_failed_attempt(self, attempt, logger, exc)
             raise

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.artifacts
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from btc_ai.domain.policy_files import save_policy
@@ -61,9 +62,13 @@ def log_model_version(tracker: Tracker, run_id: str, net: Any, card: Any, *, nam
     the alias moves to it. ``previous`` holds the session's newest registration (its params sha256 and version tags): the same
     parameters again log and register nothing (the model behind the existing version stays as it is), and so do the
     parameters of an earlier version of the session (resumed from an older checkpoint): that version is the
-    session's again. ``metrics`` (the evaluation figures, at ``step``) are logged with the model's ID, ``params``
+    session's again. ``metrics`` (the evaluation figures, at ``step``) are logged on the run, and with a new
+    model's ID, ``params``
     (the config) and ``tags`` explain the model on its own page.
     """
+    stamp = int(time.time() * 1000)
+    figures = [Metric(k, float(v), stamp, step) for k, v in (metrics or {}).items()]
+    tracker.log_metrics(run_id, figures)  # on the run whatever follows; the same ones go with a new model's ID
     if previous.get(TAG_MODEL_PARAMS) == card.params_sha256:
         return Registration(previous.get(TAG_MODEL_VERSION), False, False, "unchanged", previous.get(TAG_MODEL_PATH, ""))
     earlier = None if tracker.offline else _version_of(tracker, name, run_id, card.params_sha256)
@@ -74,7 +79,6 @@ def log_model_version(tracker: Tracker, run_id: str, net: Any, card: Any, *, nam
         return Registration(version, False, False, "unchanged", path)
     promotion = f"{'passed' if champion else 'rejected'}: {verdict}"
     text = {**{k: str(v)[:5000] for k, v in tags.items()}, VERSION_TAG_PARAMS: card.params_sha256}
-    stamp = int(time.time() * 1000)
     with tempfile.TemporaryDirectory() as tmp:
         policy = save_policy(net, card, Path(tmp) / POLICY_ARTIFACT)
         done = tracker.log_model(run_id, {
@@ -86,7 +90,8 @@ def log_model_version(tracker: Tracker, run_id: str, net: Any, card: Any, *, nam
             "model_name": f"policy-{card.params_sha256[:16]}",
             "model_tags": {**text, TAG_CLIENT_KEY: uuid.uuid4().hex},
             "model_params": {k: _param(v) for k, v in {**(params or {}), "params_sha256": card.params_sha256}.items()},
-            "metrics": [[k, float(v), stamp, step] for k, v in (metrics or {}).items()], "step": step,
+            # the run's own metrics again, now with the model's ID: the store keeps one row of each on the run
+            "metrics": [[m.key, m.value, m.timestamp, m.step] for m in figures], "step": step,
         }, policy)
     moved = champion if move_champion is None else move_champion
     if done is None:  # journaled: known once replayed

@@ -181,6 +181,17 @@ SYSTEM_METRICS_HELP = ("log the attempts' CPU, memory, disk and network use as M
                        "sets MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true for this command")
 
 
+def add_variable_flags(parser: argparse.ArgumentParser) -> None:
+    """--outlier-bars and --system-metrics: flags that set a variable for one training command."""
+    flag(parser, "outlier_bars", metavar="CHOICE", help=OUTLIER_HELP)
+    flag(parser, "system_metrics", action="store_true", help=SYSTEM_METRICS_HELP)
+
+
+def apply_variable_flags(args: argparse.Namespace) -> None:
+    apply_outlier_flag(args)
+    apply_system_metrics_flag(args)
+
+
 def apply_system_metrics_flag(args: argparse.Namespace) -> None:
     """--system-metrics: MLflow's own switch, for this command only (put back like --outlier-bars)."""
     if getattr(args, "system_metrics", False):

@@ -10,11 +10,9 @@ from btc_ai.cli.common import (
     DATA_HELP,
     EXIT_FAILED,
     EXIT_OK,
-    OUTLIER_HELP,
-    SYSTEM_METRICS_HELP,
     TRACKING_URI_HELP,
-    apply_outlier_flag,
-    apply_system_metrics_flag,
+    add_variable_flags,
+    apply_variable_flags,
     check_tracking_uri,
     data_source,
     error,
@@ -30,8 +28,7 @@ def add_parser(sub: Any) -> None:
     wf = sub.add_parser("walk-forward", help="K expanding-window folds in time order, a training session each, "
                                              "scored on data none of them selected on")
     wf.add_argument("data", nargs="*", metavar="DATA", help=f"{DATA_HELP}; default: built-in synthetic data")
-    flag(wf, "outlier_bars", metavar="CHOICE", help=OUTLIER_HELP)
-    flag(wf, "system_metrics", action="store_true", help=SYSTEM_METRICS_HELP)
+    add_variable_flags(wf)
     wf.add_argument("--folds", type=int, required=True, metavar="K", help="number of folds (test blocks), >= 1")
     wf.add_argument("--seeds", type=int, nargs="+", metavar="S", help="a session per fold and seed (default: SEED)")
     flag(wf, "config", metavar="FILE", help="JSON object of config keys (flags win over it)")
@@ -70,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError("a walk-forward sets TEST_FRACTION for each fold (its test span is the fold's test "
                              "block); drop TEST_FRACTION from --set / --config")
     check_tracking_uri(args.tracking_uri)
-    apply_outlier_flag(args)
-    apply_system_metrics_flag(args)
+    apply_variable_flags(args)
     from btc_ai.desk.walk_forward import prepare
 
     inputs = prepare(data_source(args.data, "DATA"), values, args.folds, args.seeds)

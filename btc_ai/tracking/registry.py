@@ -36,7 +36,7 @@ from btc_ai.tracking.run_model import (
     model_path,
 )
 from btc_ai.tracking.run_model.names import client_key
-from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.store import MAX_PARAM_LENGTH, Tracker
 
 
 @dataclass(frozen=True)
@@ -59,16 +59,16 @@ def log_model_version(tracker: Tracker, run_id: str, net: Any, card: Any, *, nam
     """Log ``net`` (a `PolicyNet` with its `PolicyCard`) as a logged model of ``run_id`` and register it.
 
     ``champion`` says the version passed the promotion gate, ``move_champion`` (default: the same) whether
-    the alias moves to it. ``previous`` holds the session's newest registration (its params sha256 and version tags): the same
-    parameters again log and register nothing (the model behind the existing version stays as it is), and so do the
-    parameters of an earlier version of the session (resumed from an older checkpoint): that version is the
-    session's again. ``metrics`` (the evaluation figures, at ``step``) are logged on the run, and with a new
-    model's ID, ``params``
-    (the config) and ``tags`` explain the model on its own page.
+    the alias moves to it. ``previous`` holds the session's newest registration (its params sha256 and version
+    tags): the same parameters again log and register nothing (the model behind the existing version stays as it
+    is), and so do the parameters of an earlier version of the session (resumed from an older checkpoint): that
+    version is the session's again. ``metrics`` (the evaluation figures, at ``step``) go on the run, and with a
+    new model's ID; ``params`` (the config) and ``tags`` explain the model on its own page.
     """
     stamp = int(time.time() * 1000)
     figures = [Metric(k, float(v), stamp, step) for k, v in (metrics or {}).items()]
-    tracker.log_metrics(run_id, figures)  # on the run whatever follows; the same ones go with a new model's ID
+    if figures:  # on the run whatever follows; the same ones go with a new model's ID
+        tracker.log_metrics(run_id, figures)
     if previous.get(TAG_MODEL_PARAMS) == card.params_sha256:
         return Registration(previous.get(TAG_MODEL_VERSION), False, False, "unchanged", previous.get(TAG_MODEL_PATH, ""))
     earlier = None if tracker.offline else _version_of(tracker, name, run_id, card.params_sha256)
@@ -101,7 +101,7 @@ def log_model_version(tracker: Tracker, run_id: str, net: Any, card: Any, *, nam
 
 def _param(value: Any) -> str:
     text = str(value)
-    return text if len(text) <= 6000 else text[:5985] + "...[truncated]"
+    return text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 15] + "...[truncated]"
 
 
 def log_and_register(client: Any, tracking_uri: str, run_id: str, args: Mapping[str, Any]) -> dict[str, str]:

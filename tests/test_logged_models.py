@@ -77,7 +77,7 @@ def test_each_distinct_best_policy_is_one_logged_model_with_its_figures(tmp_path
         assert {m.key: m.value for m in model.metrics} == FIGURES and {m.step for m in model.metrics} == {6}
         assert model.params["params_sha256"] == _policy(seed)[1].params_sha256
         assert model.params["LEARNING_RATE"] == "0.05" and model.tags["btc_ai.bucket"] == "Scalping"
-    mlflow.set_tracking_uri(uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # for the fluent API (and undone after the test)
     found = mlflow.search_logged_models(experiment_ids=[tracker.experiment_id], output_format="list",
                                         filter_string="metrics.`test/sharpe` > 1")
     assert {m.model_id for m in found} == {first.model_id, second.model_id}

@@ -44,7 +44,7 @@ def test_a_version_and_the_champion_alias_serve_what_pyfunc_predicts(tmp_path: P
     try:
         for server in servers:  # both start together: a start-up costs seconds
             server.start_process()
-        mlflow.set_tracking_uri(uri)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # for the fluent API (and undone after the test)
         for server in servers:
             server.wait(timeout=180)
             expected = mlflow.pyfunc.load_model(server.model_uri).predict(candles)

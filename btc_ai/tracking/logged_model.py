@@ -12,6 +12,7 @@ so a replay adds nothing twice.
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -45,13 +46,17 @@ def model_id_of(path: str | None) -> str | None:
 @contextlib.contextmanager
 def fluent_uri(uri: str) -> Iterator[None]:
     """`mlflow.pyfunc.log_model` writes, and the registry resolves a ``models:/<model_id>`` source, through
-    MLflow's process-wide tracking URI: point it at this store meanwhile, then put back what was there."""
-    before = mlflow.get_tracking_uri()
+    MLflow's process-wide tracking URI: point it at this store meanwhile, then leave it as it was (MLflow
+    keeps it in ``MLFLOW_TRACKING_URI`` too: unset again where nobody had set it, or a later command in
+    this process would find a store it never named)."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(before)
+        mlflow.set_tracking_uri(None)
+        if before is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def find_or_create(client: Any, experiment_id: str, run_id: str, args: Mapping[str, Any]) -> Any:

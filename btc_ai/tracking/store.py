@@ -72,6 +72,8 @@ class Tracker:
         self.database = sqlite_file(self.tracking_uri)  # a local store's file, else None
         if self.tracking_uri.startswith("sqlite:"):
             tune_sqlite()
+        # a command's stderr is its one-line errors and warnings, not MLflow's download bars (a model's files)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         if self.tracking_uri.startswith(("http://", "https://")):
             # bounded calls: a dead server must cost a generation milliseconds, not MLflow's minutes of retries
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

@@ -6,6 +6,7 @@ is journaled through an outage and a replay of it adds nothing twice. Runs carry
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -85,6 +86,9 @@ def test_each_distinct_best_policy_is_one_logged_model_with_its_figures(tmp_path
         version = client.get_model_version(NAME, registration.version)
         assert version.source == f"models:/{registration.model_id}"
         assert version.tags["btc_ai.model_id"] == registration.model_id
+        model = client.get_logged_model(registration.model_id)  # the model's page names its version
+        assert json.loads(model.tags["mlflow.modelVersions"]) == [{"name": NAME, "version": registration.version}]
+        assert model.tags["mlflow.note.content"] == "d"
     tags = client.get_run(run).data.tags
     assert tags["btc_ai.model_id"] == second.model_id and tags["btc_ai.model_path"] == second.path
     assert sorted(o.model_id for o in client.get_run(run).outputs.model_outputs) == sorted([first.model_id, second.model_id])

@@ -8,6 +8,7 @@ version itself) and the alias ``champion`` (moved only by the promotion gate or 
 from __future__ import annotations
 
 import contextlib
+import json
 import tempfile
 import time
 import uuid
@@ -19,14 +20,17 @@ from typing import Any
 import mlflow.artifacts
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from btc_ai.domain.policy_files import save_policy
 from btc_ai.domain.text_fit import fit_text
 from btc_ai.tracking.candle_model import DESCRIPTION, POLICY_ARTIFACT
+from btc_ai.tracking.credentials import redact
 from btc_ai.tracking.logged_model import fluent_uri, log_logged_model, model_id_of, model_uri
 from btc_ai.tracking.run_model import (
     ALIAS_CHAMPION,
     TAG_CLIENT_KEY,
+    TAG_DESCRIPTION,
     TAG_MODEL_ID,
     TAG_MODEL_PARAMS,
     TAG_MODEL_PATH,
@@ -88,7 +92,8 @@ def log_model_version(tracker: Tracker, run_id: str, net: Any, card: Any, *, nam
             "aliases": [ALIAS_CHAMPION] if (champion if move_champion is None else move_champion) else [],
             "tags": {**text, VERSION_TAG_PROMOTION: promotion, TAG_CLIENT_KEY: uuid.uuid4().hex},
             "model_name": f"policy-{card.params_sha256[:16]}",
-            "model_tags": {**text, TAG_CLIENT_KEY: uuid.uuid4().hex},
+            "model_tags": {**text, TAG_DESCRIPTION: redact(fit_text(description, whole_at=f"the model of run {run_id}")),
+                           TAG_CLIENT_KEY: uuid.uuid4().hex},
             "model_params": {k: _param(v) for k, v in {**(params or {}), "params_sha256": card.params_sha256}.items()},
             # the run's own metrics again, now with the model's ID: the store keeps one row of each on the run
             "metrics": [[m.key, m.value, m.timestamp, m.step] for m in figures], "step": step,
@@ -131,6 +136,11 @@ def _ensure_version(client: Any, run_id: str, args: Mapping[str, Any], *, source
         name, source=source, run_id=run_id, tags=tags, description=args["description"], model_id=model_id)
     for alias in args["aliases"]:
         client.set_registered_model_alias(name, alias, version.version)
+    if model_id is not None:  # what mlflow.register_model records: the model's page and list show the version
+        listed = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+        entry = {"name": name, "version": str(version.version)}
+        if entry not in listed:
+            client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*listed, entry])})
     return str(version.version)
 
 

@@ -4,7 +4,6 @@ returns the policy's position per bar (-1/0/1) with the three action probabiliti
 (`policy/policy.safetensors` + `policy/policy.json`: weights, feature spec, look-back, timeframe, cost
 model) and is saved as MLflow "models from code", so loading it unpickles nothing."""
 
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,8 +15,7 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from btc_ai.domain.backtest import policy_frame
-from btc_ai.domain.policy import PolicyNet
-from btc_ai.domain.policy_files import PolicyCard, load_policy, save_policy
+from btc_ai.domain.policy_files import load_policy
 
 POLICY_ARTIFACT = "policy"
 ENTRY = Path(__file__).with_name("candle_model_entry.py")
@@ -96,13 +94,3 @@ def _requirement_check_of_our_packages() -> Iterator[None]:
         yield
     finally:
         requirements_utils._MODULES_TO_PACKAGES, requirements_utils._PACKAGES_TO_MODULES = saved
-
-
-def save_candle_model(net: PolicyNet, card: PolicyCard, folder: str | Path, staging: str | Path) -> Path:
-    """The pyfunc model in ``folder`` (which must not exist), its policy files written via ``staging``."""
-    policy = save_policy(net, card, Path(staging) / POLICY_ARTIFACT)
-    with warnings.catch_warnings(), _requirement_check_of_our_packages():
-        warnings.simplefilter("ignore", UserWarning)  # advice on type hints and input examples: the signature is full
-        mlflow.pyfunc.save_model(str(folder), python_model=str(ENTRY), artifacts={POLICY_ARTIFACT: str(policy)},
-                                 signature=SIGNATURE, pip_requirements=REQUIREMENTS)
-    return Path(folder)

@@ -158,7 +158,8 @@ def data_source(values: str | list[str] | None, name: str = "--data_path") -> st
     return items[0] if len(items) == 1 else items
 
 
-_outlier_before: list[tuple[str, str | None]] = []  # what --outlier-bars replaced, put back as the command ends
+_outlier_before: list[tuple[str, str | None]] = []  # what --outlier-bars and --system-metrics replaced, put back
+                                                   # as the command ends
 
 
 def apply_outlier_flag(args: argparse.Namespace) -> None:
@@ -171,13 +172,37 @@ def apply_outlier_flag(args: argparse.Namespace) -> None:
     # loaded when the command runs, so `btc-ai --help` stays fast
     from btc_ai.domain.data.quality import OUTLIER_VARIABLE, outlier_choice
 
-    value = outlier_choice(choice)
-    _outlier_before.append((OUTLIER_VARIABLE, os.environ.get(OUTLIER_VARIABLE)))
-    os.environ[OUTLIER_VARIABLE] = value
+    _set_for_command(OUTLIER_VARIABLE, outlier_choice(choice))
+
+
+SYSTEM_METRICS_HELP = ("log the attempts' CPU, memory, disk and network use as MLflow system metrics (system/...); "
+                       "sets MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true for this command")
+
+
+def add_variable_flags(parser: argparse.ArgumentParser) -> None:
+    """--outlier-bars and --system-metrics: flags that set a variable for one training command."""
+    flag(parser, "outlier_bars", metavar="CHOICE", help=OUTLIER_HELP)
+    flag(parser, "system_metrics", action="store_true", help=SYSTEM_METRICS_HELP)
+
+
+def apply_variable_flags(args: argparse.Namespace) -> None:
+    apply_outlier_flag(args)
+    apply_system_metrics_flag(args)
+
+
+def apply_system_metrics_flag(args: argparse.Namespace) -> None:
+    """--system-metrics: MLflow's own switch, for this command only (put back like --outlier-bars)."""
+    if getattr(args, "system_metrics", False):
+        _set_for_command("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true")
+
+
+def _set_for_command(name: str, value: str) -> None:
+    _outlier_before.append((name, os.environ.get(name)))
+    os.environ[name] = value
 
 
 def undo_outlier_flag() -> None:
-    """The outlier variable as it was before this command's --outlier-bars."""
+    """The variables as they were before this command's --outlier-bars and --system-metrics."""
     while _outlier_before:
         name, before = _outlier_before.pop()
         if before is None:

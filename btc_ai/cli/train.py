@@ -15,9 +15,9 @@ from btc_ai.cli.common import (
     EXIT_CODES,
     EXIT_FAILED,
     EXIT_OK,
-    OUTLIER_HELP,
     TRACKING_URI_HELP,
-    apply_outlier_flag,
+    add_variable_flags,
+    apply_variable_flags,
     check_run_reference,
     check_tracking_uri,
     check_writable,
@@ -53,7 +53,7 @@ def add_train_parser(sub: Any) -> None:
                "  btc-ai train --config my.json --set SIGMA=0.05 --set TEST_FRACTION=0.2\n"
                "  btc-ai train --resume <session run ID>          # the same as btc-ai resume\n\n" + EXIT_CODES)
     flag(train, "data_path", nargs="+", action="extend", metavar="PATH", help=f"{DATA_HELP}; default: built-in data")
-    flag(train, "outlier_bars", metavar="CHOICE", help=OUTLIER_HELP)
+    add_variable_flags(train)
     flag(train, "date_format", metavar="FORMAT", help=_DATE_FORMAT_HELP)
     add_config_flags(train)
     flag(train, "max_retries", type=int, default=3, metavar="N", help="retries of recoverable errors (default 3)")
@@ -85,7 +85,7 @@ def add_resume_parser(sub: Any) -> None:
     # one path a flag (repeat it for several): `resume --data_path X REF` must leave REF to the positional
     flag(resume, "data_path", action="append", metavar="PATH",
          help="the data, as for train; repeat for several paths (default: what the session recorded)")
-    flag(resume, "outlier_bars", metavar="CHOICE", help=OUTLIER_HELP)
+    add_variable_flags(resume)
     flag(resume, "date_format", metavar="FORMAT", help=_DATE_FORMAT_HELP)
     add_config_flag(resume, "generations", type=int, metavar="N",
                     help="train up to N generations (extends a finished training)")
@@ -166,7 +166,7 @@ def _check_flags(args: argparse.Namespace, resume: str | None) -> None:
     if not args.experiment.strip():
         raise UserInputError("--experiment is empty; name the MLflow experiment (default btc-ai) or drop the flag")
     args.data_path = data_source(args.data_path)
-    apply_outlier_flag(args)
+    apply_variable_flags(args)
     if args.date_format is not None:
         from btc_ai.domain.data.dates import normalize_date_format  # pandas: not for --help
 

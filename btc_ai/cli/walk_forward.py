@@ -10,9 +10,9 @@ from btc_ai.cli.common import (
     DATA_HELP,
     EXIT_FAILED,
     EXIT_OK,
-    OUTLIER_HELP,
     TRACKING_URI_HELP,
-    apply_outlier_flag,
+    add_variable_flags,
+    apply_variable_flags,
     check_tracking_uri,
     data_source,
     error,
@@ -27,7 +27,7 @@ def add_parser(sub: Any) -> None:
     wf = sub.add_parser("walk-forward", help="K expanding-window folds in time order, a training session each, "
                                              "scored on data none of them selected on")
     wf.add_argument("data", nargs="*", metavar="DATA", help=f"{DATA_HELP}; default: built-in synthetic data")
-    flag(wf, "outlier_bars", metavar="CHOICE", help=OUTLIER_HELP)
+    add_variable_flags(wf)
     wf.add_argument("--folds", type=int, required=True, metavar="K", help="number of folds (test blocks), >= 1")
     wf.add_argument("--seeds", type=int, nargs="+", metavar="S", help="a session per fold and seed (default: SEED)")
     add_config_flags(wf, skip=("seed",))  # --seeds instead
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError("a walk-forward sets TEST_FRACTION for each fold (its test span is the fold's test "
                              "block); drop TEST_FRACTION from --set / --config")
     check_tracking_uri(args.tracking_uri)
-    apply_outlier_flag(args)
+    apply_variable_flags(args)
     from btc_ai.desk.walk_forward import prepare  # the desk loads torch and mlflow: not for --help
 
     inputs = prepare(data_source(args.data, "DATA"), config, args.folds, args.seeds)

@@ -32,7 +32,9 @@ from btc_ai.recovery.signals import interrupts_held
 from btc_ai.recovery.state import RecoveryState, logged_through
 from btc_ai.tracking.registry import Registration
 from btc_ai.tracking.run_model import (
+    METRIC_BEST_GENERATION,
     METRIC_BEST_VALIDATION,
+    SESSION_FIGURE_PREFIXES,
     TAG_MODEL_PARAMS,
     TAG_MODEL_VERSION,
     DataInputs,
@@ -41,6 +43,7 @@ from btc_ai.tracking.run_model import (
     SessionSummary,
     registered_model_name,
 )
+from btc_ai.tracking.system_metrics import system_metrics
 from btc_ai.training import span_equities
 
 _log = logging.getLogger(__name__)
@@ -194,8 +197,8 @@ class Session:
         """Log and register the best policy, unless it is the one the session registered already."""
         attempt = self.attempts[-1]
         cfg = attempt.plan.config
-        self.runs.record_best_policy(self.run_id, metrics, generation=metrics["best_generation"],
-                                     step=int(metrics["generations"]))
+        figures = {k: v for k, v in metrics.items() if k.startswith(SESSION_FIGURE_PREFIXES)}
+        figures[METRIC_BEST_GENERATION] = float(metrics["best_generation"])  # on the run, and with the model
         self.runs.record_outcome(self.run_id, stop_reason=metrics["stop_reason"], test_span=metrics.get("test_span"))
         card = PolicyCard.of(cfg, metrics["best_params_sha256"], session_run_id=self.run_id,
                              best_generation=metrics["best_generation"])
@@ -211,7 +214,8 @@ class Session:
             move_champion=champion and not fold,
             verdict=verdict, previous={k: v for k, v in previous.items() if v},
             tags=version_tags(self.run_id, self.data_report, attempt.run_id, cfg, metrics),
-            description=version_description(self.run_id, cfg, metrics))
+            description=version_description(self.run_id, cfg, metrics),
+            figures=figures, step=int(metrics["generations"]), params=cfg.to_dict())
         self.registration = registration
         if not registration.new:
             return registration.version or "pending"
@@ -304,13 +308,14 @@ class Session:
                                 data_origin=self.data_origin)
         save_dir = Path(self.save_path) if self.save_path is not None else self.settings.checkpoint_dir / self.run_id
         try:
-            model, metrics, best_reward, _ = self.training_func(
-                plan.config, plan.data, save_dir, plan.start, callbacks=logger,
-                emergency_checkpoints=self.settings.emergency_checkpoints, allow_data_change=plan.data_changed,
-            )
-            self.trained = model, metrics
-            # the last commit's error (a refused login, a full disk) is this attempt's, decided on like any other
-            logger.close()
+            with system_metrics(self.runs.tracker, attempt.run_id):  # stopped before the attempt's run is closed
+                model, metrics, best_reward, _ = self.training_func(
+                    plan.config, plan.data, save_dir, plan.start, callbacks=logger,
+                    emergency_checkpoints=self.settings.emergency_checkpoints, allow_data_change=plan.data_changed,
+                )
+                self.trained = model, metrics
+                # the last commit's error (a refused login, a full disk) is this attempt's, decided on like any other
+                logger.close()
         except BaseException as exc:
             self._failed(attempt, logger, exc)
             raise

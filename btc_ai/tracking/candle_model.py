@@ -4,7 +4,6 @@ returns the policy's position per bar (-1/0/1) with the three action probabiliti
 (`policy/policy.safetensors` + `policy/policy.json`: weights, feature spec, look-back, timeframe, cost
 model) and is saved as MLflow "models from code", so loading it unpickles nothing."""
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,7 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from btc_ai.domain.backtest import policy_frame
-from btc_ai.domain.policy import PolicyNet
-from btc_ai.domain.policy_files import PolicyCard, load_policy, save_policy
-from btc_ai.tracking.mlflow_internals import requirements_map_of
+from btc_ai.domain.policy_files import load_policy
 
 POLICY_ARTIFACT = "policy"
 ENTRY = Path(__file__).with_name("candle_model_entry.py")
@@ -58,13 +55,16 @@ def _candles(model_input: Any) -> Any:
 
 
 REQUIREMENTS = ["btc_ai", "torch", "pandas", "safetensors"]
+EXAMPLE_ROWS = 24
 
 
-def save_candle_model(net: PolicyNet, card: PolicyCard, folder: str | Path, staging: str | Path) -> Path:
-    """The pyfunc model in ``folder`` (which must not exist), its policy files written via ``staging``."""
-    policy = save_policy(net, card, Path(staging) / POLICY_ARTIFACT)
-    with warnings.catch_warnings(), requirements_map_of(REQUIREMENTS):
-        warnings.simplefilter("ignore", UserWarning)  # advice on type hints and input examples: the signature is full
-        mlflow.pyfunc.save_model(str(folder), python_model=str(ENTRY), artifacts={POLICY_ARTIFACT: str(policy)},
-                                 signature=SIGNATURE, pip_requirements=REQUIREMENTS)
-    return Path(folder)
+def input_example() -> pd.DataFrame:
+    """What the model takes, for its page and its serving example: two hours of (synthetic, fixed) 5-minute
+    candles with a timestamp column, as JSON carries it."""
+    from btc_ai.domain.synthetic import synthetic_candles
+
+    frame = synthetic_candles(EXAMPLE_ROWS).reset_index()
+    frame["timestamp"] = frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return frame
+
+

@@ -152,27 +152,25 @@ def _register_model(tracker: Tracker, args: dict[str, Any]) -> str:
     """Register ``runs:/<run_id>/<path>`` once (a replay finds the version it made), point its aliases at it,
     and record it on the run (right also when it was journaled and replayed)."""
     # mlflow.pyfunc (the candle model) loads in seconds: only when a model is registered
-    from btc_ai.tracking.candle_model import DESCRIPTION
+    from btc_ai.tracking.logged_model import ensure_version
 
     client, run_id = tracker.client, args["run_id"]
-    name, tags = args["name"], args["tags"]
-    with contextlib.suppress(MlflowException):  # already registered
-        client.create_registered_model(name, description=DESCRIPTION)
-    key, value = client_key(tags)
-    found = client.search_model_versions(f"name = '{name}' and tag.`{key}` = '{value}'")
-    version = found[0] if found else client.create_model_version(
-        name, source=f"runs:/{run_id}/{args['path']}", run_id=run_id, tags=dict(tags), description=args["description"])
-    for alias in args["aliases"]:
-        client.set_registered_model_alias(name, alias, version.version)
-    client.set_tag(run_id, TAG_MODEL_VERSION, str(version.version))
+    version = ensure_version(client, run_id, args, source=f"runs:/{run_id}/{args['path']}")
+    client.set_tag(run_id, TAG_MODEL_VERSION, version)
     client.set_tag(run_id, TAG_MODEL_PATH, args["path"])
     client.set_tag(run_id, TAG_MODEL_PARAMS, args["params_sha256"])
-    return str(version.version)
+    return version
+
+
+def _log_model(tracker: Tracker, args: dict[str, Any]) -> dict[str, str]:
+    from btc_ai.tracking.logged_model import log_and_register  # mlflow.pyfunc: only when a model is logged
+
+    return log_and_register(tracker.client, tracker.tracking_uri, args["run_id"], args)
 
 
 OPERATIONS: dict[str, Callable[[Tracker, dict[str, Any]], Any]] = {
     "create_run": _create_run, "log_batch": _log_batch, "set_status": _set_status, "set_terminated": _set_terminated,
     "delete_tags": _delete_tags,
     "log_artifact": _log_artifact, "log_artifacts": _log_artifacts, "delete_artifact": _delete_artifact,
-    "register_model": _register_model, "log_inputs": _log_inputs,
+    "register_model": _register_model, "log_model": _log_model, "log_inputs": _log_inputs,
 }

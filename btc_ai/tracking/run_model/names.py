@@ -47,8 +47,9 @@ TAG_REPAIR_RULE = "btc_ai.repair_rule"
 TAG_TRIGGERED_BY = "btc_ai.triggered_by"
 TAG_SESSION = "btc_ai.session"  # a repair run's session (its parent may be an attempt)
 VERSION_TAG_SESSION = "session_run_id"  # on a registered model version
-TAG_MODEL_PATH = "btc_ai.model_path"  # the session's newest logged model: models/<params sha256[:16]>
+TAG_MODEL_PATH = "btc_ai.model_path"  # the session's newest logged model: models:/<model_id> (before: models/<sha>)
 TAG_MODEL_PARAMS = "btc_ai.model_params_sha256"  # ... and the parameters it holds
+TAG_MODEL_ID = "btc_ai.model_id"  # ... its MLflow 3 logged model (models:/<model_id>), on the run and the version
 VERSION_TAG_PROMOTION = "btc_ai.promotion"  # passed: ... | rejected: ... | forced by <who>: <why>
 VERSION_TAG_PARAMS = "btc_ai.params_sha256"
 VERSION_TAG_ATTEMPT = "btc_ai.attempt_run_id"
@@ -144,7 +145,7 @@ def registered_model_name(bucket: str) -> str:
 
 
 def model_path(params_sha256: str) -> str:
-    """The artifact folder of the logged model that holds these parameters (content-addressed)."""
+    """The run folder that held these parameters before logged models (versions registered then point at it)."""
     return f"{ARTIFACT_MODELS}/{params_sha256[:16]}"
 
 

@@ -250,13 +250,28 @@ class RunModel(RunOutputs):
 
     def register_policy(self, run_id: str, net: Any, card: Any, *, name: str, tags: Mapping[str, Any], description: str,
                        champion: bool, verdict: str, previous: Mapping[str, str],
-                       move_champion: bool | None = None) -> Registration:
+                       move_champion: bool | None = None, figures: Mapping[str, float] | None = None, step: int = 0,
+                       params: Mapping[str, Any] | None = None) -> Registration:
         """Log the policy ``net`` (with its `PolicyCard`) on the session run and register it as a version of
-        ``name`` (see `btc_ai.tracking.registry.log_model_version`)."""
+        ``name`` as a logged model (see `btc_ai.tracking.registry.log_model_version`); ``figures`` (at ``step``) go on
+        the run and with the new model's ID, ``params`` explain the model on its page."""
         from btc_ai.tracking.registry import log_model_version
 
         return log_model_version(self.tracker, run_id, net, card, name=name, tags=tags, description=description,
-                                 champion=champion, verdict=verdict, previous=previous, move_champion=move_champion)
+                                 champion=champion, verdict=verdict, previous=previous, move_champion=move_champion,
+                                 metrics=figures, step=step, params=params)
+
+    def download_policy(self, run_id: str, model_path: str, folder: str | Path) -> Path:
+        """The policy files of a session's model (``models:/<model_id>`` or an older run folder) into
+        ``folder``; OSError when they cannot be had."""
+        from mlflow.exceptions import MlflowException
+
+        from btc_ai.tracking.registry import download_policy
+
+        try:
+            return download_policy(self._client, run_id, model_path, folder)
+        except MlflowException as exc:
+            raise OSError(f"cannot download the policy of {model_path} (run {run_id}): {exc}") from exc
 
     def load_model(self, session_id: str) -> Any:
         """The torch policy logged on the session run, read back from this store."""

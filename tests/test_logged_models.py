@@ -20,8 +20,7 @@ from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.policy import PolicyNet
 from btc_ai.domain.policy_files import PolicyCard, save_policy
 from btc_ai.domain.synthetic import synthetic_candles
-from btc_ai.tracking.logged_model import session_models
-from btc_ai.tracking.logged_model import log_and_register
+from btc_ai.tracking.logged_model import log_and_register, session_models
 from btc_ai.tracking.registry import log_model_version
 from btc_ai.tracking.store import Tracker
 from btc_ai.training.loop import params_sha256

@@ -382,8 +382,6 @@ def test_a_refusal_loads_neither_mlflow_nor_torch(tmp_path: Path) -> None:
     assert _heavy_modules_after_refusals(tmp_path, cases) == [[argv[0], 2, []] for _, argv in cases]
 
 
-@pytest.mark.xfail(strict=True, reason="resume and report then ask MLflow whether the ID is a walk-forward "
-                                       "(cli/walk_forward.py `_find`): seconds, not milliseconds")
 @pytest.mark.parametrize("command", [["resume", RUN_ID], ["report", RUN_ID]])
 def test_an_unknown_run_id_on_a_store_is_refused_before_mlflow_loads(tmp_path: Path, command: list[str]) -> None:
     _store(tmp_path / "store")

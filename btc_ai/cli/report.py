@@ -41,6 +41,8 @@ def _walk_forward(runs: Any, args: argparse.Namespace) -> bool:
     # loaded when the command runs, so `btc-ai --help` stays fast
     from btc_ai.desk.walk_forward_report import render_walk_forward, walk_forward_summary
 
+    if not runs.has_run(args.ref):  # an ID the store does not hold: refused without loading mlflow
+        return False
     summary = walk_forward_summary(runs, args.ref)
     if summary is None:
         return False

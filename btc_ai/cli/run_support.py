@@ -19,6 +19,17 @@ def training_func() -> Any:
         raise UserInputError(str(exc)) from None
 
 
+def names_a_run(args: Any, ref: str) -> bool:
+    """Whether ``ref`` may be a run of the store ``args`` names (a search, a walk-forward, a session): False for
+    a model URI or an ID the store does not hold, found with the fast reader on a local store, so that a wrong
+    ID is refused without loading MLflow (seconds)."""
+    if ref.strip().startswith("models:/"):
+        return False
+    from btc_ai.tracking.run_model.local import open_run_model  # sqlite3 on a local store, not mlflow
+
+    return open_run_model(args.tracking_uri).has_run(ref)
+
+
 def settle_journal(system: Any) -> None:
     """After a training: send what waits in the journal if the store is back, else say where it waits."""
     tracker = system.opened_tracker

@@ -18,6 +18,7 @@ from btc_ai.cli.common import (
     error,
     flag,
 )
+from btc_ai.cli.run_support import names_a_run
 from btc_ai.domain.errors import UserInputError
 
 
@@ -109,7 +110,7 @@ def is_search_or_walk_forward(args: argparse.Namespace, ref: str) -> bool:
     """Whether ``ref`` is a search or walk-forward run or a run nested in one: no session, resumed as a whole."""
     from btc_ai.cli.walk_forward import is_walk_forward
 
-    if ref.strip().startswith("models:/"):
+    if not names_a_run(args, ref):
         return False
     tracker, found = _find(args, ref)
     tracker.close()
@@ -127,7 +128,7 @@ def resume_search_or_walk_forward(args: argparse.Namespace, ref: str, overrides:
 def resume_search(args: argparse.Namespace, ref: str, overrides: dict[str, Any] | None) -> int | None:
     """`btc-ai resume REF` where REF is a search run (or a run nested in it): continue the search; None when it
     is no search's."""
-    if ref.strip().startswith("models:/"):
+    if not names_a_run(args, ref):
         return None
     tracker, found = _find(args, ref)
     if found is None:

@@ -19,7 +19,7 @@ from btc_ai.cli.common import (
     flag,
 )
 from btc_ai.cli.config_flags import add_config_flags, config_from_args, given_keys
-from btc_ai.cli.run_support import settle_journal, training_func
+from btc_ai.cli.run_support import names_a_run, settle_journal, training_func
 from btc_ai.domain.errors import UserInputError
 
 
@@ -68,7 +68,7 @@ def _find(args: argparse.Namespace, ref: str) -> tuple[Any, Any]:
 
 def is_walk_forward(args: argparse.Namespace, ref: str) -> bool:
     """Whether ``ref`` is a walk-forward run (or one of its sessions) on the (existing) store of ``args``."""
-    if ref.strip().startswith("models:/"):
+    if not names_a_run(args, ref):
         return False
     tracker, found = _find(args, ref)
     tracker.close()
@@ -78,7 +78,7 @@ def is_walk_forward(args: argparse.Namespace, ref: str) -> bool:
 def resume_walk_forward(args: argparse.Namespace, ref: str, overrides: dict[str, Any] | None) -> int | None:
     """`btc-ai resume REF` where REF is a walk-forward run (or one of its sessions): continue the walk-forward.
     None when REF is no walk-forward's: the caller resumes it as a session."""
-    if ref.strip().startswith("models:/"):
+    if not names_a_run(args, ref):
         return None
     tracker, found = _find(args, ref)
     if found is None:

@@ -21,6 +21,7 @@ from typing import Any
 _lock = threading.Lock()
 _engines: weakref.WeakSet[Any] = weakref.WeakSet()  # every SQLite engine this process connected with
 _databases: set[Path] = set()  # and their database files
+_readers: list[sqlite3.Connection] = []  # read-only connections of this command (the run model's fast reader)
 _tuned = False
 
 
@@ -65,6 +66,16 @@ def forget_sqlite_stores() -> None:
     """A command begins: the stores used before it (a test's, a notebook's earlier cells) are not its own."""
     with _lock:
         _databases.clear()
+        _readers.clear()
+
+
+def remember_reader(db: sqlite3.Connection, database: Path) -> None:
+    """A read-only connection this command opened on ``database``: opening it made SQLite create the ``-wal``
+    and ``-shm`` files, which only a writable connection removes; it is closed and the log folded (removed) as
+    the command ends, so a command that only read leaves the store as it found it."""
+    with _lock:
+        _readers.append(db)
+        _databases.add(database)
 
 
 def make_durable(database: Path | None) -> None:
@@ -85,8 +96,12 @@ def close_sqlite_stores() -> None:
     where another process still has the store open, its own exit does. Never raises: it runs as a command
     ends, whatever ended it. (A store a command refused before MLflow opened it is left exactly as it was.)"""
     with _lock:
-        engines, databases = list(_engines), set(_databases)
+        engines, databases, readers = list(_engines), set(_databases), list(_readers)
         _databases.clear()
+        _readers.clear()
+    for reader in readers:
+        with contextlib.suppress(Exception):
+            reader.close()
     for engine in engines:
         with contextlib.suppress(Exception):
             engine.dispose()  # a pooled connection left open keeps the log from being folded in

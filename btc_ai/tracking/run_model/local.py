@@ -63,9 +63,12 @@ class LocalRunModel(RunModel):
         self.database = database
         self._tracker: Any = None
         self._warned = False
+        from btc_ai.tracking.sqlite_wal import remember_reader
         from btc_ai.tracking.stores import connect_readonly
 
-        self._store = StoreReader(connect_readonly(database, timeout=30))  # also in a read-only folder
+        db = connect_readonly(database, timeout=30)  # also in a read-only folder
+        remember_reader(db, database)
+        self._store = StoreReader(db)
 
     @property
     def tracker(self) -> Any:  # type: ignore[override]

@@ -127,6 +127,10 @@ class RunModel(RunOutputs):
         """The run a model URI's version came from."""
         return self.model_version(ref).run_id or ""
 
+    def has_run(self, run_id: str) -> bool:
+        """Whether the store holds a run of that ID (read without MLflow where the store is a local file)."""
+        return self._find_run(run_id.strip()) is not None
+
     def _find_run(self, run_id: str) -> Any | None:
         """The run (MLflow's `Run`, or a reader's look-alike), None when the store has no such run."""
         from mlflow.exceptions import MlflowException  # mlflow: not loaded by importing the run model

@@ -47,7 +47,6 @@ from btc_ai.recovery.lease import claim_lease, lease_token
 from btc_ai.recovery.repairs import validate_and_repair
 from btc_ai.recovery.system import ProgressReporter, TrainingRecoverySystem
 from btc_ai.tracking.run_model import BUILTIN_DATA, RunModel
-from btc_ai.tracking.run_model.names import ARTIFACT_SEARCH_SPEC
 from btc_ai.tracking.run_model.search import SearchRecord, SearchRuns
 from btc_ai.tracking.stores import sqlite_file
 from btc_ai.training import train_model
@@ -183,13 +182,10 @@ class Search:
         run_id = self.run_id = runs.open(name=f"{cfg.BUCKET.lower()}-search-{inputs.trials}", bucket=cfg.BUCKET,
                                          data_source=inputs.source, data_fingerprint=inputs.fingerprint,
                                          trials=inputs.trials, lease_owner=lease_token(), heartbeat=time.time())
-        tracker = runs.tracker
-        tracker.log_params(run_id, {**inputs.values, "trials": inputs.trials, "folds": inputs.folds,
-                                    "seeds": " ".join(map(str, inputs.seeds)), "sampler": "TPE",
-                                    "sampler_seed": inputs.seed, "pruner": f"median after {inputs.prune_after} trials",
-                                    "held_out_share": inputs.held_out_share, "held_out": inputs.held.label,
-                                    "space": " ".join(d.key for d in inputs.dims), "study_storage": inputs.storage})
-        tracker.log_dict(run_id, inputs.spec(), ARTIFACT_SEARCH_SPEC)
+        runs.record_study(run_id, inputs.values, trials=inputs.trials, folds=inputs.folds, seeds=inputs.seeds,
+                          sampler="TPE", sampler_seed=inputs.seed, pruner=f"median after {inputs.prune_after} trials",
+                          held_out_share=inputs.held_out_share, held_out=inputs.held.label,
+                          space=[d.key for d in inputs.dims], storage=inputs.storage, spec=inputs.spec())
         open_study(inputs.storage, run_id, inputs.seed, inputs.prune_after, create=True)
         self.reporter.search_started(run_id, inputs, resumed=False)
         return self._run(run_id, inputs, parallel)

@@ -167,6 +167,8 @@ def test_two_workers_and_a_killed_and_resumed_study_draw_the_same_trials_and_the
     other.loc[other.index >= cut, ["open", "high", "low", "close"]] *= 0.7
     write_binance_csv(killed / "c.csv", other)
 
+    # two workers draw what one process draws here: each of the 3 trials is one of TPE's 5 random start-up
+    # trials, drawn from (seed, its number) alone, and nothing is pruned (--prune-after 9)
     parallel = subprocess.Popen(btc_ai_cmd(*STUDY, "--parallel", "2", "--quiet"), cwd=whole, env=cli_env(whole),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, err = parallel.communicate(timeout=900)

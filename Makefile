@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 XDIST      := -n $(TEST_WORKERS) --dist loadgroup
 
-.PHONY: help setup train test test-fast e2e lint ui server bench docs clean
+.PHONY: help setup train test test-fast e2e lint ui server serve bench docs clean
 
 help:
 	@echo "make train   set up, then train on the built-in default data (local MLflow store in mlruns/)"
@@ -23,6 +23,7 @@ help:
 	@echo "make docs    the documentation site in site/ (MkDocs, --strict: a broken link fails)"
 	@echo "make server  a team MLflow server on 127.0.0.1 (PostgreSQL, proxied artifacts, basic auth; needs postgresql)"
 	@echo "make e2e     the MLflow UI checked in headless Chromium (screenshots in test-output/ui/)"
+	@echo "make serve MODEL=models:/btc-ai-scalping@champion [PORT=5001]  the model's REST API on 127.0.0.1"
 
 setup: $(STAMP)
 
@@ -63,6 +64,12 @@ ui: $(STAMP)
 # mlflow server with proxied artifacts and basic auth, one worker, no job runner; Ctrl-C stops both
 server: $(STAMP)
 	$(BIN)/python -m btc_ai.tracking.team_server team-server --port $${PORT:-5000}
+
+# `mlflow models serve` with the venv's bin first on PATH (MLflow starts uvicorn by name: without it, "uvicorn ...
+# return code 127"), this venv as the model's environment, on 127.0.0.1; the store is MLFLOW_TRACKING_URI or mlruns/
+serve: $(STAMP)
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlruns/mlflow.db} \
+		$(BIN)/python -m btc_ai.tracking.serving "$(MODEL)" --port $${PORT:-5001}
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"

@@ -96,11 +96,12 @@ def tracked_rows(candles_path: Path, candles: pd.DataFrame, values: Mapping[str,
     """The real walk-forward (every session tracked on a local SQLite store under a temporary folder)."""
     from btc_ai.desk.walk_forward import WalkForward, prepare
     from btc_ai.recovery import TrainingRecoverySystem
+    from btc_ai.recovery.validation import validated_config
     from btc_ai.tracking.store import Tracker
 
     with tempfile.TemporaryDirectory() as tmp:
         tracker = Tracker(f"sqlite:///{tmp}/mlflow.db", experiment="learning")
-        inputs = prepare(candles_path, dict(values), folds, seeds)
+        inputs = prepare(candles_path, validated_config(dict(values)), folds, seeds)
         system = TrainingRecoverySystem(checkpoint_dir=Path(tmp) / "checkpoints", tracker=tracker)
         result = WalkForward(system).start(inputs)
     if result.outcome != "completed":

@@ -1,6 +1,7 @@
 """Start-up of the face: the wall time of `btc-ai --help`, `btc-ai presets`, `btc-ai report <session>` (a store
-holding two tiny sessions) and `btc-ai train` (tiny config) until its first generation line, each in a fresh
-process, as a user's shell starts it.
+holding two tiny sessions), `btc-ai train` (tiny config) until its first generation line, and two refusals (a
+URI MLflow cannot open, an unknown run ID), each in a fresh process, as a user's shell starts it; and the
+synthetic candles `make train` trains on by default, in process.
 
 Run alone: ``python -m benchmarks.run --only startup`` (or ``python -m benchmarks.bench_startup``, which
 prints the records and writes nothing).
@@ -64,6 +65,24 @@ def _timed(args: list[str], folder: Path) -> float:
     return time.perf_counter() - tick
 
 
+def _refused(args: list[str], folder: Path) -> float:
+    """Seconds until ``args`` is refused (exit 2, as every bad input is)."""
+    tick = time.perf_counter()
+    result = subprocess.run(args, cwd=folder, env=_env(folder), capture_output=True, text=True, timeout=TIMEOUT_S)
+    seconds = time.perf_counter() - tick
+    if result.returncode != 2:
+        raise RuntimeError(f"{' '.join(args)} exited {result.returncode}, not 2: {result.stderr.strip()[-2000:]}")
+    return seconds
+
+
+def _synthetic_candles() -> float:
+    from btc_ai.domain.synthetic import synthetic_candles
+
+    tick = time.perf_counter()
+    synthetic_candles(17280, seed=11)
+    return time.perf_counter() - tick
+
+
 def _to_first_generation(folder: Path) -> float:
     """Seconds from starting `btc-ai train` to its `gen 1/` line on stdout; the training is then killed."""
     tick = time.perf_counter()
@@ -96,6 +115,13 @@ def measure(store: Path, session: str, scratch: Path) -> list[Record]:
         "startup_train_first_generation_seconds": (
             "`btc-ai train` (tiny config, built-in data, existing local store) until `gen 1/` on stdout",
             lambda: _to_first_generation(scratch)),
+        "startup_refused_uri_seconds": ("`btc-ai train --tracking-uri file:./mlruns` refused (exit 2)",
+                                        lambda: _refused([*btc_ai(), "train", "--tracking-uri", "file:./mlruns"],
+                                                         store)),
+        "startup_refused_run_seconds": ("`btc-ai resume <unknown run ID>` on the store refused (exit 2)",
+                                        lambda: _refused([*btc_ai(), "resume", "0" * 32], store)),
+        "synthetic_candles_60_days_seconds": ("synthetic_candles(17280): the 60 days of 5-minute candles `make "
+                                              "train` trains on by default, in process", _synthetic_candles),
         "diag_startup_python_seconds": ("the bare interpreter (`python -c pass`): the floor of every case above",
                                         lambda: _timed([sys.executable, "-c", "pass"], store)),
     }
@@ -103,7 +129,8 @@ def measure(store: Path, session: str, scratch: Path) -> list[Record]:
     for name, (what, fn) in cases.items():
         value, times = _median(fn)
         runs = ", ".join(f"{t:.2f}" for t in times)
-        records.append(Record(name, value, "s", f"{what}; fresh process each, median of {REPEATS} ({runs} s)"))
+        how = "in process" if name.startswith("synthetic") else "fresh process each"
+        records.append(Record(name, value, "s", f"{what}; {how}, median of {REPEATS} ({runs} s)"))
     return records
 
 

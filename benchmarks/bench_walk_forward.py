@@ -12,6 +12,7 @@ from benchmarks.common import Record, guarded
 from btc_ai.desk.walk_forward import WalkForward, prepare
 from btc_ai.domain.presets import preset_config
 from btc_ai.recovery import TrainingRecoverySystem
+from btc_ai.recovery.validation import validated_config
 from btc_ai.tracking.store import Tracker
 
 SHARED_MONTH = Path(__file__).resolve().parents[2] / "shared" / "data" / "btcusdt_5m_2021-06_binance.csv"
@@ -29,7 +30,7 @@ def measure() -> list[Record]:
     with tempfile.TemporaryDirectory() as tmp:
         tracker = Tracker(f"sqlite:///{tmp}/mlflow.db", experiment="bench")  # the store exists before the clock
         tick = time.perf_counter()
-        inputs = prepare(SHARED_MONTH, preset_config("Scalping"), FOLDS, SEEDS)
+        inputs = prepare(SHARED_MONTH, validated_config(preset_config("Scalping")), FOLDS, SEEDS)
         system = TrainingRecoverySystem(checkpoint_dir=Path(tmp) / "checkpoints", tracker=tracker)
         result = WalkForward(system).start(inputs)
         wall = time.perf_counter() - tick

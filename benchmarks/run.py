@@ -36,6 +36,7 @@ from benchmarks import (
     bench_resume,
     bench_scale,
     bench_scale_walk_forward,
+    bench_serving,
     bench_startup,
     bench_team,
     bench_tracking,
@@ -62,6 +63,7 @@ FAMILIES: dict[str, Callable[[], list[Record]]] = {
     "journal": bench_journal.run,  # appends and replay at 10^3..10^5 entries, replay into SQLite and a server (~5 min)
     "startup": bench_startup.run,
     "models": bench_models.run,
+    "serving": bench_serving.run,
     "walk_forward": bench_walk_forward.run,
     "load": bench_load.run,  # 8 + 8 + 4 concurrent trainings against the team server and SQLite (minutes)
     "team": bench_team.run,  # one training bare vs tracked on the team server, shared cores and a core of its own (~3 min)
@@ -107,9 +109,14 @@ TARGETS: tuple[tuple[str, str, float, str], ...] = (
     ("models_backtest_year_seconds", "<", 2.0, "backtest of one year of 5-minute candles < 2 s after imports"),
     ("models_pyfunc_predict_10k_seconds", "<", 3.0, "pyfunc load + predict 10,000 candles < 3 s (fresh process)"),
     ("models_train_one_generation_seconds", "<", 4.0, "one-generation tiny `btc-ai train` < 4 s on an existing store"),
+    ("serving_round_trip_10k_seconds", "<", 3.0, "`mlflow models serve`: 10,000 candles round trip < 3 s after start-up"),
+    ("system_metrics_slowdown_pct", "<=", 2.0, "system metrics on: a training slows <= 2 % (sampling every second)"),
     ("startup_help_seconds", "<", 0.5, "`btc-ai --help` < 0.5 s (a fresh process)"),
     ("startup_presets_seconds", "<", 0.5, "`btc-ai presets` < 0.5 s (a fresh process)"),
     ("startup_report_seconds", "<", 1.5, "`btc-ai report <session>` < 1.5 s (a fresh process, store of two sessions)"),
+    ("startup_refused_uri_seconds", "<", 1.0, "a URI MLflow cannot open refused < 1 s (a fresh process)"),
+    ("startup_refused_run_seconds", "<", 1.5, "an unknown run ID on a store refused < 1.5 s (a fresh process)"),
+    ("synthetic_candles_60_days_seconds", "<", 0.5, "the default synthetic candles (60 days) < 0.5 s"),
     ("cluster_parallel_efficiency_pop256_h512", ">=", 80.0,
      "Ray: parallel efficiency of 2 single-CPU workers vs 1 >= 80 % (p256, h512)"),
     ("cluster_ray_overhead_share_pop256_h512", "<=", 10.0, "Ray overhead <= 10 % of a generation (p256, h512)"),

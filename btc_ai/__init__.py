@@ -15,6 +15,7 @@ _EXPORTS = {
     "train_model": "btc_ai.training",
     "load_candles": "btc_ai.domain.data",
     "TrainingConfig": "btc_ai.domain.config",
+    "validated_config": "btc_ai.recovery.validation",  # a config validated once, for the layers below the edge
     "synthetic_candles": "btc_ai.domain.synthetic",
     "default_candles": "btc_ai.domain.synthetic",
     "backtest": "btc_ai.desk.backtest",

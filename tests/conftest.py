@@ -62,7 +62,7 @@ def tiny() -> dict:
 
 
 # the flags `btc-ai train` has for these keys; every other key of the tiny config goes as --set KEY=VALUE
-_TINY_FLAG_NAMES = {"EPISODES": "--episodes", "HIDDEN_SIZE": "--hidden-size", "ES_POPULATION": "--es-population"}
+_TINY_FLAG_NAMES = {"EPISODES": "--generations", "HIDDEN_SIZE": "--hidden-size", "ES_POPULATION": "--es-population"}
 
 
 def tiny_flags(**overrides: Any) -> list[str]:

@@ -24,11 +24,13 @@ CONFIG = {"EPISODES": 6, "ES_POPULATION": 8, "HIDDEN_SIZE": 8, "MAX_STEPS_PER_EP
           "NOISE_TABLE_SIZE": 1 << 16, "LEARNING_RATE": 0.05, "SIGMA": 0.1, "BUCKET": "Scalping"}
 # Tag values that differ between two identical trainings.
 VOLATILE_TAGS = {"btc_ai.lease.owner", "btc_ai.lease.heartbeat", "mlflow.btc_ai.client_key", "mlflow.user",
-                 "mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit", "btc_ai.data_source",
+                 "mlflow.source.name", "mlflow.source.type", "btc_ai.data_source", "btc_ai.model_id",
                  "btc_ai.final_params_sha256", "btc_ai.data_fingerprint", "mlflow.note.content", "btc_ai.model_path",
                  "btc_ai.model_params_sha256"}
 _TIME = re.compile(r"\d{8}-\d{6}")  # a session's name holds its start time
 _MODEL_DIR = re.compile(r"^models/[0-9a-f]{16}/")  # a logged model's folder is named by its parameters
+_MODEL_ID = re.compile(r"models:/m-[0-9a-f]{32}")
+_MODEL_NAME = re.compile(r"^policy-[0-9a-f]{16}$")
 VOLATILE_PARAMS = {"config_file"}
 _HEX = re.compile(r"\b[0-9a-f]{32}\b")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -54,6 +56,8 @@ def _artifacts(client: Any, run_id: str, path: str | None = None) -> list[str]:
 def _run(client: Any, run: Any, ids: _Ids) -> dict[str, Any]:
     tags = {}
     for key, value in sorted(run.data.tags.items()):
+        if key.startswith("mlflow.source.git."):  # only where the main script is in a git checkout
+            continue
         if key.startswith("btc_ai.checkpoint.") or _SHA.match(value):
             value = "<sha256>"
         elif key in VOLATILE_TAGS:
@@ -85,8 +89,13 @@ def session_record(tracking_uri: str, session_id: str) -> dict[str, Any]:
     record = {"session": _run(client, session, ids), "attempts": [_run(client, r, ids) for r in attempts],
               "repairs": [_run(client, r, ids) for r in repairs]}
     versions = client.search_model_versions(f"run_id = '{session_id}'")
-    record["model_versions"] = [{"name": v.name, "tags": sorted(v.tags), "aliases": sorted(v.aliases)}
-                                for v in versions]
+    record["model_versions"] = [{"name": v.name, "tags": sorted(v.tags), "aliases": sorted(v.aliases),
+                                 "source": _MODEL_ID.sub("models:/<model_id>", v.source)} for v in versions]
+    # a logged model's ID and name (its parameters' sha256) differ between two identical trainings
+    models = client.search_logged_models([session.info.experiment_id], f"source_run_id = '{session_id}'")
+    record["logged_models"] = [{"name": _MODEL_NAME.sub("policy-<params sha256>", m.name), "status": str(m.status),
+                                "params": sorted(m.params), "tags": sorted(m.tags),
+                                "metrics": sorted(f"{x.key}@{x.step}" for x in m.metrics)} for m in models]
     return record
 
 

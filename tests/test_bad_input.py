@@ -248,7 +248,7 @@ INPUT_CASES = {
                                 ("no rows with prices",)),
     # config files: how they are read
     "a UTF-16 config (read, then its mistake named)": (_train_config('{"EPOCHS": 5}'.encode("utf-16")),
-                                                       ("EPOCHS", "did you mean EPISODES")),
+                                                       ("EPOCHS", "did you mean GENERATIONS")),
     "a config with a UTF-8 BOM (read like a data file)": (_train_config(b'\xef\xbb\xbf{"LEARNIN_RATE": 0.1}'),
                                                           ("did you mean LEARNING_RATE",)),
     "a config in another encoding": (_train_config(b'{"BUCKET": "Scalping\xe9"}'), ("not UTF-8", "save it as UTF-8")),
@@ -259,7 +259,7 @@ INPUT_CASES = {
     # config files: what they say
     "a key given twice (any case)": (_train_config('{"SIGMA": 0.1, "sigma": 0.2}'), ("SIGMA", "2 times", "keep one")),
     "a flag written as a config key": (_train_config('{"data_path": "btc.csv"}'), ("data_path", "pass --data_path")),
-    "EPOCHS for EPISODES": (_train_config('{"EPOCHS": 50}'), ("EPOCHS", "did you mean EPISODES")),
+    "EPOCHS for GENERATIONS": (_train_config('{"EPOCHS": 50}'), ("EPOCHS", "did you mean GENERATIONS")),
     "NaN in a config": (_train_config('{"SIGMA": NaN}'), ("SIGMA", "not a number")),
     "Infinity in a config": (_train_config('{"LEARNING_RATE": Infinity}'), ("LEARNING_RATE", "infinite")),
     "true where a number goes": (_train_config('{"HIDDEN_SIZE": true}'), ("HIDDEN_SIZE", "true/false")),
@@ -272,7 +272,7 @@ INPUT_CASES = {
     # flags
     "--set =5 (the empty key is blamed)": (_train("--set", "=5"), ("key before '=' is empty", "KEY=VALUE")),
     "--set with no value": (_train("--set", "SIGMA="), ("SIGMA has no value",)),
-    "--set EPOCHS": (_train("--set", "EPOCHS=5"), ("did you mean EPISODES",)),
+    "--set EPOCHS": (_train("--set", "EPOCHS=5"), ("did you mean GENERATIONS",)),
     "--set LR": (_train("--set", "LR=0.1"), ("did you mean LEARNING_RATE",)),
     "--set a flag": (_train("--set", "DATA_PATH=btc.csv"), ("pass --data_path",)),
     "--learning_rate nan": (_train("--learning_rate", "nan"), ("LEARNING_RATE", "not a number")),
@@ -320,7 +320,7 @@ def test_data_and_config_take_the_same_encodings(here, run_main) -> None:
     """A BOM or UTF-16 is read in a config as in a data file: both parse and go on to the next check."""
     for encoded in (b"\xef\xbb\xbf" + b'{"SIGMA": 0.05, "EPOCHS": 3}', '{"SIGMA": 0.05, "EPOCHS": 3}'.encode("utf-16")):
         code, _, err = run_main("train", "--config", _file(here, "c.json", encoded))
-        assert code == 2 and "did you mean EPISODES" in err and "JSON" not in err, err
+        assert code == 2 and "did you mean GENERATIONS" in err and "JSON" not in err, err
     for encoded in (b"\xef\xbb\xbf" + (HEADER + GOOD).encode(), (HEADER + GOOD).encode("utf-16")):
         code, _, err = run_main("train", "--data_path", _file(here, "d.csv", encoded), "--episodes", "2")
         assert code == 2 and "bars to train on" in err, err  # read, then too short: the next check

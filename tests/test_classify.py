@@ -18,8 +18,10 @@ from btc_ai.domain.errors import (
     TrainingStalledError,
 )
 from btc_ai.domain.presets import preset_config
-from btc_ai.recovery.classify import RECOVERABLE, UNRECOVERABLE, classify, is_recoverable
-from btc_ai.recovery.repairs import RepairContext, choose_repair, validate_and_repair
+from btc_ai.recovery import TrainingRecoverySystem
+from btc_ai.recovery.classify import RECOVERABLE, UNRECOVERABLE, choose_repair, classify
+from btc_ai.recovery.repairs import RepairContext
+from btc_ai.recovery.validation import validate_and_repair
 
 ROWS = [
     (ValueError("x"), True, "ValueError"),
@@ -49,11 +51,10 @@ ROWS = [
 
 
 @pytest.mark.parametrize(("exc", "recoverable", "matched"), ROWS, ids=[f"{type(r[0]).__name__}" for r in ROWS])
-def test_every_row_of_the_table(exc, recoverable, matched) -> None:
+def test_every_row_of_the_table(exc, recoverable, matched, tmp_path) -> None:
     verdict = classify(exc)
     assert (verdict.recoverable, verdict.matched) == (recoverable, matched)
     assert verdict.reason
-    assert is_recoverable(exc) is recoverable
 
 
 def test_every_table_type_has_a_row_in_this_test() -> None:
@@ -61,12 +62,16 @@ def test_every_table_type_has_a_row_in_this_test() -> None:
     assert {t.__name__ for t in (*RECOVERABLE, *UNRECOVERABLE)} <= tested
 
 
-def test_unknown_types_are_unrecoverable_unless_configured() -> None:
+def test_unknown_types_are_unrecoverable_unless_configured(tmp_path) -> None:
     class Strange(Exception):
         pass
 
     assert classify(Strange()).recoverable is False and classify(Strange()).matched == "unknown"
     assert classify(Strange(), extra_recoverable=(Strange,)).recoverable is True
+    # what a session classifies its failures with: the system's configured types (no store is opened for it)
+    assert TrainingRecoverySystem(checkpoint_dir=tmp_path)._settings().extra_recoverable == ()
+    assert TrainingRecoverySystem(checkpoint_dir=tmp_path, extra_recoverable=(Strange,))._settings().extra_recoverable \
+        == (Strange,)
 
 
 def _ctx(error, config=None, **kwargs):

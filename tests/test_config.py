@@ -102,7 +102,7 @@ def test_structural_keys_are_config_keys() -> None:
 # -- mistakes that read as something else -------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("given", "meant"), [("EPOCHS", "EPISODES"), ("generations", "EPISODES"), ("lr", "LEARNING_RATE"),
+@pytest.mark.parametrize(("given", "meant"), [("EPOCHS", "GENERATIONS"), ("n_generations", "GENERATIONS"), ("lr", "LEARNING_RATE"),
                                               ("POP_SIZE", "ES_POPULATION"), ("noise_std", "SIGMA"),
                                               ("LEARNIN_RATE", "LEARNING_RATE"), ("fees", "FEE_BPS")])
 def test_unknown_keys_name_what_they_most_likely_mean(given, meant) -> None:
@@ -125,7 +125,7 @@ def test_non_finite_numbers_are_named_as_such(value, says) -> None:
     assert says in str(info.value) and "less than" not in str(info.value)
 
 
-@pytest.mark.parametrize("key", ["HIDDEN_SIZE", "LEARNING_RATE", "EPISODES"])
+@pytest.mark.parametrize("key", ["HIDDEN_SIZE", "LEARNING_RATE", "GENERATIONS"])
 def test_true_and_false_are_not_numbers(key) -> None:
     with pytest.raises(ConfigValidationError) as info:
         TrainingConfig.from_dict({key: True})

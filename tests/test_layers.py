@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -35,5 +36,7 @@ def test_importing_the_package_is_light_and_names_load_on_first_use() -> None:
 def test_the_cli_of_a_local_training_never_imports_ray() -> None:
     loaded = _loaded_after("import btc_ai.cli.main, btc_ai.cli.train, btc_ai.cli.cluster, btc_ai.recovery, "
                            "btc_ai.training.cluster.address")
-    assert "mlflow" in loaded or "btc_ai" in loaded
+    assert "torch" in loaded  # the training's modules really loaded (the recovery floor imports torch)
     assert "ray" not in loaded
+    if importlib.util.find_spec("ray") is not None:  # and the check sees ray where a module does import it
+        assert "ray" in _loaded_after("import btc_ai.training.cluster.evaluator")

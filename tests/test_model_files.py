@@ -1,5 +1,5 @@
 """A registered version's files never change: a resume from an older checkpoint whose best policy was
-registered earlier reuses that version instead of logging its content-addressed folder again."""
+registered earlier reuses that version instead of logging its policy as another logged model."""
 
 from __future__ import annotations
 
@@ -24,12 +24,11 @@ def _cli(folder: Path, *args: str) -> None:
 
 
 def _version_files(client: MlflowClient) -> dict[str, str]:
-    """sha256 of every file under every version's source folder, by version and path."""
+    """sha256 of every file of every version's logged model, by version and path."""
     hashes = {}
     for version in client.search_model_versions("name = 'btc-ai-scalping'"):
-        run = client.get_run(version.run_id)
-        relative = version.source.split(f"{version.run_id}/", 1)[-1].removeprefix("artifacts/")
-        folder = Path(unquote(urlparse(run.info.artifact_uri).path)) / relative
+        model = client.get_logged_model(version.source.removeprefix("models:/"))
+        folder = Path(unquote(urlparse(model.artifact_location).path))
         for file in sorted(p for p in folder.rglob("*") if p.is_file()):
             hashes[f"v{version.version}/{file.relative_to(folder)}"] = hashlib.sha256(file.read_bytes()).hexdigest()
     return hashes
@@ -60,4 +59,5 @@ def test_a_resume_from_an_older_checkpoint_leaves_every_version_s_files_as_they_
     assert resumed.data.tags["btc_ai.model_params_sha256"] == first_best  # the scenario: version 1's policy again
     assert _version_files(client) == before  # not a byte of any version changed
     assert len(client.search_model_versions("name = 'btc-ai-scalping'")) == 2
+    assert len(client.search_logged_models([session.info.experiment_id])) == 2  # one per distinct best policy
     assert resumed.data.tags["btc_ai.model_version"] == "1"  # the session's policy is version 1 again

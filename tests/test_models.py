@@ -33,11 +33,11 @@ def _versions(uri: str, name: str = "btc-ai-scalping") -> list:
 
 
 def _files_of(uri: str, version) -> dict[str, str]:
-    """sha256 of every file behind a version (its run's artifact folder on disk)."""
+    """sha256 of every file behind a version (its logged model's folder on disk)."""
     from mlflow import MlflowClient
 
-    run = MlflowClient(tracking_uri=uri).get_run(version.run_id)
-    root = Path(run.info.artifact_uri.removeprefix("file://")) / version.source.split(f"runs:/{version.run_id}/")[1]
+    model = MlflowClient(tracking_uri=uri).get_logged_model(version.source.removeprefix("models:/"))
+    root = Path(model.artifact_location.removeprefix("file://"))
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
             if p.is_file()}
 
@@ -63,7 +63,7 @@ def test_versions_never_change_and_an_unchanged_best_policy_registers_nothing(he
     for version in versions:
         tags = version.tags
         assert tags["session_run_id"] == session
-        assert version.source.endswith(tags["btc_ai.params_sha256"][:16])
+        assert version.source == f"models:/{tags['btc_ai.model_id']}"
         assert {"btc_ai.attempt_run_id", "btc_ai.best_generation", "btc_ai.timeframe", "btc_ai.data_fingerprint",
                 "btc_ai.config_sha256", "btc_ai.promotion", "metric.test/total_return",
                 "metric.best/validation_total_return"} <= set(tags)

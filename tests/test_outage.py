@@ -69,9 +69,11 @@ def _check_store(url: str, generations: int, checkpoint_dir: Path) -> str:
             data = Path(client.download_artifacts(attempt, f"checkpoints/{name}", tmp)).read_bytes()
             assert hashlib.sha256(data).hexdigest() == tags[f"btc_ai.checkpoint.{Path(name).stem}"]
     names = {a.path for a in client.list_artifacts(session.info.run_id)}
-    assert {"performance_history.csv", "models"} <= names
+    assert "performance_history.csv" in names
     version = max(client.search_model_versions("name = 'btc-ai-scalping'"), key=lambda v: int(v.version))
     assert version.run_id == session.info.run_id
+    (model,) = client.search_logged_models([session.info.experiment_id])  # logged once, READY, with its figures
+    assert version.source == f"models:/{model.model_id}" and model.status == "READY" and model.metrics
     assert client.get_run(session.info.run_id).data.tags["btc_ai.model_version"] == version.version
     assert len(client.search_model_versions("name = 'btc-ai-scalping'")) == 1  # registered once
     return session.info.run_id

@@ -43,7 +43,7 @@ def test_ctrl_c_just_after_the_session_run_is_created_closes_it_with_its_config(
     tracker = _InterruptedAfterCreate(store_uri(tmp_path))
     system = TrainingRecoverySystem(checkpoint_dir=tmp_path / "ck", tracker=tracker)
     with pytest.raises(Interrupted), graceful_interrupts(system.stop_event):
-        system.train(config={**TINY, "HIDDEN_SIZE": 12}, df=candles)
+        system.train(config=system.validated({**TINY, "HIDDEN_SIZE": 12}), df=candles)
     runs = RunModel(tracker)
     session = runs.session(system.session_run_id)
     assert session.params["HIDDEN_SIZE"] == "12"  # on the store before the interrupt took effect

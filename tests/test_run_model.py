@@ -3,6 +3,10 @@ reports), give the same records; and the records say what the store holds."""
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+from pathlib import Path
+
 import pytest
 from session_record import reference_training
 
@@ -10,6 +14,7 @@ from btc_ai.domain.errors import ResumeError
 from btc_ai.tracking.run_model import METRIC_FITNESS_MEAN, RunModel
 from btc_ai.tracking.run_model.local import LocalRunModel, open_run_model
 from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.stores import sqlite_file
 
 pytestmark = pytest.mark.slow  # one real training
 
@@ -49,3 +54,33 @@ def test_both_readers_refuse_an_unknown_reference_as_a_user_mistake(trained) -> 
         for ref in ("0123456789abcdef0123456789abcdef", "models:/btc-ai-swing/9", "models:/nope"):
             with pytest.raises(ResumeError):
                 runs.resolve_session(ref)
+
+
+# schema drift the fast reader cannot read, and MLflow (reading the store itself) does not see: a column renamed
+# (sqlite3.OperationalError) and a value of another type (TypeError when the history is sorted)
+DRIFTS = {"a renamed column": "ALTER TABLE latest_metrics RENAME COLUMN is_nan TO nan_flag",
+          "a value of another type": "UPDATE metrics SET step = 'one' WHERE rowid = (SELECT MIN(rowid) FROM metrics "
+                                     f"WHERE key = '{METRIC_FITNESS_MEAN}')"}
+
+
+@pytest.mark.parametrize("drift", DRIFTS.values(), ids=DRIFTS.keys())
+def test_a_schema_the_fast_reader_does_not_know_is_read_through_mlflow_with_one_warning(
+        trained, tmp_path: Path, caplog: pytest.LogCaptureFixture, drift: str) -> None:
+    uri, session_id = trained
+    drifted = tmp_path / "drifted.db"
+    with sqlite3.connect(sqlite_file(uri)) as source, sqlite3.connect(drifted) as copy:
+        source.backup(copy)
+        copy.execute(drift)
+    local = LocalRunModel(uri, drifted)  # sqlite3 reads the drifted copy; its MLflow fallback, the store itself
+    remote = RunModel(Tracker(uri, experiment="record"))
+    session = remote.session(session_id)
+    with caplog.at_level(logging.WARNING, logger="btc_ai.tracking.run_model.local"):
+        assert local.session(session_id) == session
+        attempts = local.attempts(session)
+        assert attempts == remote.attempts(session) and len(attempts) == 2
+        for attempt in attempts:
+            assert local.metric_history(attempt.run_id, METRIC_FITNESS_MEAN) == \
+                remote.metric_history(attempt.run_id, METRIC_FITNESS_MEAN)
+            assert local.latest_metrics(attempt.run_id) == remote.latest_metrics(attempt.run_id)
+    warned = [r.getMessage() for r in caplog.records if r.name == "btc_ai.tracking.run_model.local"]
+    assert len(warned) == 1 and str(drifted) in warned[0] and "reading through MLflow" in warned[0], warned

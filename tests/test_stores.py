@@ -5,6 +5,7 @@ store is rebuilt. Real SQLite files, real processes and signals."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import btc_ai_cmd, cli_env, session_runs, store_uri, tiny_flags
 
+from btc_ai.tracking.mlflow_internals import head_revision
 from btc_ai.tracking.stores import probe
 
 RUN_ID = "0123456789abcdef0123456789abcdef"
@@ -37,12 +39,6 @@ def _refused(code: int, err: str, *words: str) -> None:
     assert code == 2 and len(lines) == 1 and lines[0].startswith("btc-ai: error: "), (code, err)
     for word in words:
         assert word in lines[0], (word, lines[0])
-
-
-def _timed(run_main: Run, *argv: str) -> tuple[int, str, str, float]:
-    started = time.perf_counter()
-    code, out, err = run_main(*argv)
-    return code, out, err, time.perf_counter() - started
 
 
 def _store(folder: Path) -> str:
@@ -78,21 +74,28 @@ def test_a_uri_mlflow_cannot_open_is_one_line_naming_what_to_use(run_main: Run, 
                                                                  command: list[str]) -> None:
     if env is not None:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", env)
-    code, _, err, seconds = _timed(run_main, *command, *(["--tracking-uri", flag] if flag else []))
+    code, _, err = run_main(*command, *(["--tracking-uri", flag] if flag else []))
     _refused(code, err, *words)
-    assert seconds < 3 and _files(here) == {} and list(here.iterdir()) == []
+    assert _files(here) == {} and list(here.iterdir()) == []
 
 
-def test_a_database_uri_without_its_driver_names_the_package(run_main: Run, here: Path) -> None:
-    from sqlalchemy.engine import make_url
+# the database drivers SQLAlchemy would import for these URIs; made unimportable here, whatever is installed
+_DRIVERS = ("psycopg", "psycopg2", "pg8000", "asyncpg", "MySQLdb", "pymysql", "mysql", "pyodbc", "pymssql")
 
-    try:
-        make_url("postgresql://u@h/db").get_dialect().import_dbapi()
-        pytest.skip("a PostgreSQL driver is installed here")
-    except ImportError:
-        pass
-    code, _, err = run_main("train", *tiny_flags(), "--tracking-uri", "postgresql://me:secret@localhost/mlflow")
-    _refused(code, err, "pip install", "psycopg", "postgresql+psycopg2://")
+
+@pytest.mark.parametrize("uri, words", [
+    ("postgresql://me:secret@localhost/mlflow", ["driver psycopg", "pip install 'psycopg[binary]'",
+                                                 "postgresql+psycopg2://"]),
+    ("postgresql+psycopg2://me:secret@localhost/mlflow", ["driver psycopg2", "pip install 'psycopg2-binary'"]),
+    ("mysql+pymysql://me:secret@localhost/mlflow", ["driver pymysql", "pip install 'PyMySQL'"]),
+])
+def test_a_database_uri_without_its_driver_names_the_package(run_main: Run, here: Path,
+                                                             monkeypatch: pytest.MonkeyPatch, uri: str,
+                                                             words: list[str]) -> None:
+    for module in _DRIVERS:  # None in sys.modules: `import module` raises ImportError, as where it is missing
+        monkeypatch.setitem(sys.modules, module, None)
+    code, _, err = run_main("train", *tiny_flags(), "--tracking-uri", uri)
+    _refused(code, err, "is not installed", *words)
     assert "secret" not in err and list(here.iterdir()) == []
 
 
@@ -104,18 +107,17 @@ def test_a_database_uri_without_its_driver_names_the_package(run_main: Run, here
 def test_a_command_that_reads_a_store_refuses_a_folder_without_one_and_creates_none(
         run_main: Run, here: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the default store, ./mlruns/mlflow.db
-    code, _, err, seconds = _timed(run_main, *command)
+    code, _, err = run_main(*command)
     _refused(code, err, "no tracking store", str(here / "mlruns" / "mlflow.db"))
-    assert seconds < 3 and list(here.iterdir()) == []
+    assert list(here.iterdir()) == []
 
 
-def test_a_wrong_run_id_on_a_store_is_refused_in_milliseconds_and_changes_nothing(run_main: Run, here: Path) -> None:
+def test_a_wrong_run_id_on_a_store_is_refused_and_changes_nothing(run_main: Run, here: Path) -> None:
     _store(here)
     before = _files(here)
     for command in (["resume", RUN_ID], ["report", RUN_ID], ["train", "--resume", RUN_ID], ["resume", "abc"]):
-        code, _, err, seconds = _timed(run_main, *command)
+        code, _, err = run_main(*command)
         _refused(code, err, "does not exist")
-        assert seconds < 3, (command, seconds)
     assert _files(here) == before
 
 
@@ -128,9 +130,9 @@ def test_a_store_file_that_is_not_a_database_is_refused_at_once(run_main: Run, h
     (here / "mlruns").mkdir()
     (here / "mlruns" / "mlflow.db").write_bytes(content)
     before = _files(here)
-    code, _, err, seconds = _timed(run_main, *command)
+    code, _, err = run_main(*command)
     _refused(code, err, "cannot open the tracking store", "mlflow.db")
-    assert seconds < 5 and _files(here) == before
+    assert _files(here) == before
 
 
 @pytest.mark.parametrize("layout", ["store is a folder", "mlruns is a file"])
@@ -257,13 +259,12 @@ def test_an_unwritable_working_folder_is_one_line_and_nothing_is_created(foreign
     elsewhere.mkdir(mode=0o777)
     work.chmod(0o555)  # mkdir's mode is masked by the umask
     elsewhere.chmod(0o777)
-    started = time.perf_counter()
     done = _as_user(work, "train", *tiny_flags())  # the default store, ./mlruns
     _refused(done.returncode, done.stderr, "read-only", str(work))
     # a store elsewhere, but the checkpoints would go to ./checkpoints: refused before the session is created
     done = _as_user(work, "train", *tiny_flags(), "--tracking-uri", f"sqlite:///{elsewhere}/mlflow.db")
     _refused(done.returncode, done.stderr, "checkpoint folder", "read-only", "--checkpoint-dir")
-    assert time.perf_counter() - started < 20 and list(work.iterdir()) == [] and list(elsewhere.iterdir()) == []
+    assert list(work.iterdir()) == [] and list(elsewhere.iterdir()) == []
     private = foreign_folder / "private"  # a folder on the store's way this user may not enter
     private.mkdir()
     private.chmod(0o700)
@@ -273,16 +274,14 @@ def test_an_unwritable_working_folder_is_one_line_and_nothing_is_created(foreign
     assert list(private.iterdir()) == []
 
 
-def test_a_read_only_store_is_refused_within_seconds_and_still_reported(foreign_folder: Path) -> None:
+def test_a_read_only_store_is_refused_and_still_reported(foreign_folder: Path) -> None:
     run_id = _store(foreign_folder)
     for path in [foreign_folder, *foreign_folder.rglob("*")]:
         path.chmod(0o555 if path.is_dir() else 0o444)
     before = _files(foreign_folder)
     for command in (["train", *tiny_flags()], ["resume", run_id]):
-        started = time.perf_counter()
         done = _as_user(foreign_folder, *command)
         _refused(done.returncode, done.stderr, "read-only")
-        assert time.perf_counter() - started < 5 + 5, command  # 5 s, plus a Python start on a loaded machine
     done = _as_user(foreign_folder, "report", run_id)  # reading needs no writes
     assert done.returncode == 0 and run_id in done.stdout, done.stderr
     assert _files(foreign_folder) == before
@@ -308,9 +307,7 @@ KILL_POINTS = [(signal.SIGINT, "start", 0.5), (signal.SIGKILL, "start", 1.5), (s
 @pytest.mark.slow
 def test_an_interrupt_at_any_moment_of_start_up_leaves_a_store_the_next_command_uses(
         run_main: Run, here: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlflow.store.db.utils import _get_latest_schema_revision
-
-    head = _get_latest_schema_revision()  # a store at any other revision is one MLflow stopped building
+    head = head_revision()  # a store at any other revision is one MLflow stopped building
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}  # the default store, ./mlruns
     env.update(PYTHONUNBUFFERED="1", BTC_AI_PROGRESS_EVERY="1")
     struck_mid_build = 0
@@ -356,6 +353,41 @@ def test_three_trainings_started_at_once_in_a_fresh_folder_share_one_new_store(t
         assert proc.returncode == 0 and "Traceback" not in err, err
     assert len(session_runs(store_uri(tmp_path))) == 3
     assert sorted(p.name for p in (tmp_path / "mlruns").iterdir() if p.name.startswith(".")) == []
+
+
+def _heavy_modules_after_refusals(folder: Path, cases: list[tuple[str, list[str]]]) -> list[list]:
+    """Run each case's `btc-ai ARGV` in ``folder/<its folder>`` in one fresh process through ``main(argv)``:
+    [command, exit code, mlflow and torch if loaded by then] per case."""
+    code = ("import json, os, sys\nfrom btc_ai.cli import main\nout = []\n"
+            f"for where, argv in {cases!r}:\n"
+            f"    os.chdir(os.path.join({str(folder)!r}, where))\n"
+            "    out.append([argv[0], main(argv), sorted({'mlflow', 'torch'} & set(sys.modules))])\n"
+            "print(json.dumps(out))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}  # the default store, ./mlruns
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_refusal_loads_neither_mlflow_nor_torch(tmp_path: Path) -> None:
+    """What makes a refusal take milliseconds, not the seconds mlflow and torch take to import (timed in
+    benchmarks/bench_startup.py): every check runs before either loads."""
+    (tmp_path / "junk" / "mlruns").mkdir(parents=True)
+    (tmp_path / "junk" / "mlruns" / "mlflow.db").write_bytes(b"not a database\n" * 50)
+    (tmp_path / "empty").mkdir()
+    cases = [("empty", ["train", "--tracking-uri", "file:./mlruns"]), ("empty", ["report", RUN_ID, "--tracking-uri",
+                                                                                  "htp://x"]),
+             ("empty", ["resume", RUN_ID]), ("empty", ["report", "models:/btc-ai-scalping/1"]),
+             ("junk", ["report", RUN_ID]), ("junk", ["train", *tiny_flags()])]
+    assert _heavy_modules_after_refusals(tmp_path, cases) == [[argv[0], 2, []] for _, argv in cases]
+
+
+@pytest.mark.xfail(strict=True, reason="resume and report then ask MLflow whether the ID is a walk-forward "
+                                       "(cli/walk_forward.py `_find`): seconds, not milliseconds")
+@pytest.mark.parametrize("command", [["resume", RUN_ID], ["report", RUN_ID]])
+def test_an_unknown_run_id_on_a_store_is_refused_before_mlflow_loads(tmp_path: Path, command: list[str]) -> None:
+    _store(tmp_path / "store")
+    assert _heavy_modules_after_refusals(tmp_path, [("store", command)]) == [[command[0], 2, []]]
 
 
 def test_importing_the_store_checks_loads_no_mlflow() -> None:

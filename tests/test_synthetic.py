@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -123,8 +121,3 @@ def test_default_candles_is_cached_copy():
     assert second is not default_candles()
     validate_candles(second, min_rows=288)
 
-
-def test_fast_enough():
-    begin = time.perf_counter()
-    synthetic_candles(17280, seed=11)
-    assert time.perf_counter() - begin < 0.5

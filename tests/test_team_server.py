@@ -63,6 +63,10 @@ def test_a_session_with_a_repair_resumes_by_run_id_and_model_uri_and_no_password
     attempts = client.search_runs([client.get_run(session).info.experiment_id], "tags.`btc_ai.kind` = 'attempt'")
     failed = [a for a in attempts if a.data.tags["btc_ai.outcome"] == "recoverable_error"]
     assert len(failed) == 1
+    runs = client.search_runs([client.get_run(session).info.experiment_id])
+    assert {r.data.tags["mlflow.user"] for r in runs} == {"alice"}  # the login, as the UI's User column shows
+    models = client.search_logged_models([client.get_run(session).info.experiment_id])
+    assert models and all(m.source_run_id == session and m.metrics for m in models)
     names = {a.path for a in client.list_artifacts(failed[0].info.run_id)}
     assert {"error_report.json", "error_report.md"} <= names
     artifacts = team.server.folder / "artifacts"

@@ -321,24 +321,19 @@ def test_failed_attempt_lists_its_error_report_and_checkpoints(page, server, sto
             _listed(_artifact(page, name))
 
 
-def test_session_lists_history_model_and_plots(page, server, store) -> None:
+def test_session_lists_history_and_plots(page, server, store) -> None:
     from playwright.sync_api import expect
 
     session = store.session
     _open(page, f"{server}/#/experiments/{store.experiment_id}/runs/{session.info.run_id}/artifacts")
     with shot(page, "06-session-artifacts"):
         expect(page.get_by_text(session.info.run_name, exact=True).first).to_be_visible()
-        folder = session.data.tags["btc_ai.model_path"].split("/")[1]  # models/<params sha256[:16]>
-        _listed(_artifact(page, "models"))
-        _artifact(page, "models").click()
-        _artifact(page, folder).click()
         _artifact(page, "performance_history.csv").click()  # previewed as a table
         expect(page.get_by_role("columnheader", name="fitness/mean")).to_be_visible()
-        for name in ("models", folder, "MLmodel", "performance_history.csv"):
-            _listed(_artifact(page, name))
+        _listed(_artifact(page, "performance_history.csv"))
+    assert "models" not in store.artifacts(session)  # the model is a logged model of its own (the Models tab)
     plots = store.artifacts(session, "plots")
     with shot(page, "07-session-plots"):
-        _artifact(page, "models").click()  # closed again: room for the plots
         _listed(_artifact(page, "plots"))
         _artifact(page, "plots").click()
         _artifact(page, "fitness_history.png").click()
@@ -346,3 +341,20 @@ def test_session_lists_history_model_and_plots(page, server, store) -> None:
         for name in sorted(plots):
             _listed(_artifact(page, name))
     assert {"fitness_history.png", "equity_curve.png"} <= plots, plots
+
+
+def test_models_tab_lists_the_best_policy_with_its_test_figures(page, server, store) -> None:
+    from playwright.sync_api import expect
+
+    model_id = store.session.data.tags["btc_ai.model_id"]
+    model = store.client.get_logged_model(model_id)
+    figures = {m.key: m.value for m in model.metrics}
+    assert {"test/total_return", "test/sharpe", "best/validation_sharpe"} <= set(figures)
+    _open(page, f"{server}/#/experiments/{store.experiment_id}/models")
+    with shot(page, "08-models-tab"):
+        expect(page.get_by_role("link", name=model.name, exact=True).first).to_be_visible()
+    page.get_by_role("link", name=model.name, exact=True).first.click()
+    with shot(page, "09-logged-model"):
+        expect(page.get_by_text(model_id).first).to_be_visible()
+        for key in ("test/total_return", "test/sharpe"):
+            expect(page.get_by_text(key, exact=True).first).to_be_visible()

@@ -48,6 +48,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     check_tracking_uri(args.tracking_uri)
     apply_outlier_flag(args)
+    # loaded when the command runs, so `btc-ai --help` stays fast
     from btc_ai.desk.backtest import backtest
 
     done = backtest(args.ref, data_source(args.data, "DATA"), start=args.start, end=args.end, fee_bps=args.fee_bps,

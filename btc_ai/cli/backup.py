@@ -51,6 +51,7 @@ def _size(n: float) -> str:
 
 def run_backup(args: argparse.Namespace) -> int:
     """Write an archive, or with --verify check one (a BackupError is the user's: one line, exit 2)."""
+    # loaded when the command runs, so `btc-ai --help` stays fast
     from btc_ai.recovery.signals import exit_code, graceful_interrupts
 
     try:
@@ -89,6 +90,7 @@ def _verify(args: argparse.Namespace) -> int:
     given += ["--include"] if args.include else []
     if given:
         raise UserInputError(f"--verify checks an existing archive; drop {', '.join(given)}")
+    # loaded when the command runs, so `btc-ai --help` stays fast
     from btc_ai.desk.backup import verify_backup
 
     checked = verify_backup(args.verify)
@@ -98,6 +100,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def run_restore(args: argparse.Namespace) -> int:
+    # loaded when the command runs, so `btc-ai --help` stays fast
     from btc_ai.desk.backup import restore_backup
     from btc_ai.recovery.signals import exit_code, graceful_interrupts
 

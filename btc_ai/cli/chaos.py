@@ -15,7 +15,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from btc_ai.desk.chaos import run_chaos, scenarios
+    # the desk loads torch and mlflow: imported when the command runs, not for --help
+    from btc_ai.desk.chaos_suite import run_chaos, scenarios
 
     if args.list:
         print("\n".join(scenarios()))

@@ -36,6 +36,7 @@ def evaluator_overrides(args: argparse.Namespace) -> dict[str, Any]:
         evaluator = "ray"
     if evaluator != "ray":
         return {"EVALUATOR": evaluator} if evaluator else {}
+    # loaded when the command runs, so `btc-ai --help` stays fast
     from btc_ai.training.cluster.address import parse_ray_address, require_ray
 
     require_ray()
@@ -49,6 +50,7 @@ def ray_cluster(args: argparse.Namespace, values: Mapping[str, Any] | None) -> A
     end with every process it ran ended by PID); a do-nothing context otherwise (Ray is not imported)."""
     if (values or {}).get("EVALUATOR") != "ray":
         return contextlib.nullcontext()
+    # loaded when the command runs, so `btc-ai --help` stays fast
     from btc_ai.training.cluster.address import require_ray
 
     require_ray("EVALUATOR=ray")

@@ -4,11 +4,14 @@ tracking-server check (nothing heavy imported, so building the parser stays fast
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
-from btc_ai.domain.errors import UserInputError
+from btc_ai.domain.errors import CredentialsError, UserInputError
+from btc_ai.tracking.credentials import PASSWORD_VARIABLE, USERNAME_VARIABLE, login_hint, redact
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2  # and 128 + the signal number when interrupted
 
@@ -39,8 +42,6 @@ def flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
 
 def error(message: str) -> None:
     """The one-line error format of `btc-ai` on stderr (secrets masked: a URI's password, password variables)."""
-    from btc_ai.tracking.credentials import redact
-
     print(f"btc-ai: error: {redact(message)}", file=sys.stderr)
 
 
@@ -55,6 +56,7 @@ def check_tracking_uri(uri: str | None, *, must_exist: bool = False, write: bool
     exists where it must (``must_exist``: report, resume), and an HTTP server that answers in 5 s and
     accepts our login.
     Nothing is created (`btc_ai.tracking.stores.check_store`)."""
+    # loaded when the command runs, so `btc-ai --help` stays fast
     from btc_ai.tracking.stores import check_store
 
     uri = check_store(uri, must_exist=must_exist, write=write)
@@ -77,13 +79,8 @@ def check_login(uri: str, experiment: str = "btc-ai") -> None:
     """A server that has logins (MLflow's basic-auth app) accepts ours and lets us read ``experiment``:
     else one line (which server, what to set) before anything is created or journaled. A server without
     logins answers 200 or 404 here, which is fine."""
-    import base64
-    import urllib.error
-    import urllib.parse
+    import urllib.error  # urllib.request loads http and email: only when a server is asked
     import urllib.request
-
-    from btc_ai.domain.errors import CredentialsError
-    from btc_ai.tracking.credentials import PASSWORD_VARIABLE, USERNAME_VARIABLE, login_hint
 
     query = urllib.parse.urlencode({"experiment_name": experiment})
     request = urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name?{query}")
@@ -110,6 +107,7 @@ def check_login(uri: str, experiment: str = "btc-ai") -> None:
 def check_run_reference(uri: str | None, ref: str) -> None:
     """A run ID or model URI on a local store is looked up with sqlite3 before anything heavy loads: a wrong
     or deleted one is refused in milliseconds (a checkpoint path, or a server's run, is left to the resume)."""
+    # loaded when the command runs, so `btc-ai --help` stays fast
     from btc_ai.tracking.paths import resolve_tracking_uri
     from btc_ai.tracking.stores import sqlite_file
 
@@ -127,7 +125,6 @@ def check_writable(folder: str, what: str, flag_name: str, *, renamed_into_place
     """A folder a command will write into (or, where it is still to be made, the nearest one that exists)
     is writable for this user: refused before anything is created, not as a failed training later. A folder
     ``renamed_into_place`` is built beside it first, so its parent is what must be writable."""
-    from pathlib import Path
 
     path = Path(folder).absolute()
     existing = path.parent if renamed_into_place else path
@@ -161,7 +158,8 @@ def data_source(values: str | list[str] | None, name: str = "--data_path") -> st
     return items[0] if len(items) == 1 else items
 
 
-_outlier_before: list[tuple[str, str | None]] = []  # what --outlier-bars replaced, put back as the command ends
+_outlier_before: list[tuple[str, str | None]] = []  # what --outlier-bars and --system-metrics replaced, put back
+                                                   # as the command ends
 
 
 def apply_outlier_flag(args: argparse.Namespace) -> None:
@@ -171,15 +169,40 @@ def apply_outlier_flag(args: argparse.Namespace) -> None:
     choice = getattr(args, "outlier_bars", None)
     if choice is None:
         return
+    # loaded when the command runs, so `btc-ai --help` stays fast
     from btc_ai.domain.data.quality import OUTLIER_VARIABLE, outlier_choice
 
-    value = outlier_choice(choice)
-    _outlier_before.append((OUTLIER_VARIABLE, os.environ.get(OUTLIER_VARIABLE)))
-    os.environ[OUTLIER_VARIABLE] = value
+    _set_for_command(OUTLIER_VARIABLE, outlier_choice(choice))
+
+
+SYSTEM_METRICS_HELP = ("log the attempts' CPU, memory, disk and network use as MLflow system metrics (system/...); "
+                       "sets MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true for this command")
+
+
+def add_variable_flags(parser: argparse.ArgumentParser) -> None:
+    """--outlier-bars and --system-metrics: flags that set a variable for one training command."""
+    flag(parser, "outlier_bars", metavar="CHOICE", help=OUTLIER_HELP)
+    flag(parser, "system_metrics", action="store_true", help=SYSTEM_METRICS_HELP)
+
+
+def apply_variable_flags(args: argparse.Namespace) -> None:
+    apply_outlier_flag(args)
+    apply_system_metrics_flag(args)
+
+
+def apply_system_metrics_flag(args: argparse.Namespace) -> None:
+    """--system-metrics: MLflow's own switch, for this command only (put back like --outlier-bars)."""
+    if getattr(args, "system_metrics", False):
+        _set_for_command("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true")
+
+
+def _set_for_command(name: str, value: str) -> None:
+    _outlier_before.append((name, os.environ.get(name)))
+    os.environ[name] = value
 
 
 def undo_outlier_flag() -> None:
-    """The outlier variable as it was before this command's --outlier-bars."""
+    """The variables as they were before this command's --outlier-bars and --system-metrics."""
     while _outlier_before:
         name, before = _outlier_before.pop()
         if before is None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from btc_ai.cli.common import EXIT_OK, check_writable, flag
+from btc_ai.domain.errors import UserInputError
 
 INTERVALS = "1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1mo"  # as in btc_ai.desk.data_fetch, kept light here
 
@@ -43,10 +45,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from btc_ai.desk.data_fetch import check_request, fetch_klines, write_parquet
-    from btc_ai.domain.errors import UserInputError
+    from btc_ai.desk.data_fetch import (  # pandas, requests: not for --help
+        check_request,
+        fetch_klines,
+        write_parquet,
+    )
 
     request = check_request(args.symbol, args.interval, args.start, args.end, dest=args.dest, market=args.market,
                             base_url=args.base_url)

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from btc_ai import __version__
 from btc_ai.cli import (
     backtest,
     backup,
@@ -26,6 +27,7 @@ from btc_ai.cli import (
 )
 from btc_ai.cli.common import EXIT_BAD_INPUT, EXIT_OK, Parser, error, undo_outlier_flag
 from btc_ai.domain.errors import UserInputError
+from btc_ai.tracking.credentials import RedactingFilter, redact_logs
 from btc_ai.tracking.sqlite_wal import close_sqlite_stores, forget_sqlite_stores
 
 # command -> (adds its subparser, runs it); each module imports what a command needs only when it runs.
@@ -48,8 +50,6 @@ COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from btc_ai import __version__
-
     parser = Parser(prog="btc-ai", description="Train a BTC trading policy with ES, tracked in MLflow.")
     parser.add_argument("--version", action="version", version=f"btc-ai {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
@@ -68,8 +68,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("mlflow", "alembic"):  # and if it was imported already (tests, notebooks)
         logging.getLogger(name).setLevel(logging.ERROR)
-    from btc_ai.tracking.credentials import redact_logs
-
     redact_logs()  # and again once mlflow, imported later, has its handler (Tracker)
     _show_warnings()
     args = build_parser().parse_args(argv)
@@ -81,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         error(str(exc))
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
-        from btc_ai.recovery.signals import exit_code
+        from btc_ai.recovery.signals import exit_code  # recovery loads torch: not for every command
 
         error("interrupted")
         return exit_code(exc)
@@ -113,8 +111,6 @@ def _show_warnings() -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("btc-ai: warning: %(message)s"))
         handler._btc_ai = True  # type: ignore[attr-defined]
-        from btc_ai.tracking.credentials import RedactingFilter
-
         handler.addFilter(RedactingFilter())
         logger.addHandler(handler)
         logger.setLevel(logging.WARNING)

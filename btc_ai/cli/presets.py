@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 from btc_ai.cli.common import EXIT_OK
+from btc_ai.domain.config import KNOWN_KEYS, TrainingConfig, allowed_range, normalize_key, shown_key
+from btc_ai.domain.presets import BUCKETS
 
 
 def add_parser(sub: Any) -> None:
@@ -16,9 +18,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from btc_ai.domain.config import KNOWN_KEYS, TrainingConfig, allowed_range, normalize_key
-    from btc_ai.domain.presets import BUCKETS
-
     if args.keys:
         fields = TrainingConfig.model_fields
         if args.json:
@@ -26,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
                              indent=2))
         else:
             for key in KNOWN_KEYS:
-                print(f"{key:<24} {allowed_range(key):<32} {fields[key].description}")
+                print(f"{shown_key(key):<24} {allowed_range(key):<32} {fields[key].description}")
         return EXIT_OK
     if args.json:
         print(json.dumps({name: b.config() for name, b in BUCKETS.items()}, indent=2))

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from btc_ai.domain.config import TrainingConfig
+from btc_ai.domain.config import TrainingConfig
 
 PROGRESS_EVERY_ENV = "BTC_AI_PROGRESS_EVERY"  # plain progress: a line every N generations (tests set 1)
 
 
 def _hms(seconds: float) -> str:
-    import math
-
     if not math.isfinite(seconds):
         return "-:--:--"
     total = round(max(seconds, 0.0))
@@ -65,10 +64,10 @@ class ConsoleReporter:
             self._say(f"repair: {repair.summary()}")
 
     def session_started(self, run_id: str, config: TrainingConfig) -> None:
-        self.total = config.EPISODES
+        self.total = config.generations
         every = os.environ.get(PROGRESS_EVERY_ENV, "").strip()
         self.every = int(every) if every.isdigit() and int(every) > 0 else max(1, self.total // 25)
-        print(f"session run {run_id} (bucket {config.BUCKET}, {config.EPISODES} generations, "
+        print(f"session run {run_id} (bucket {config.BUCKET}, {config.generations} generations, "
               f"population {config.ES_POPULATION}, hidden {config.HIDDEN_SIZE})", flush=True)
         if not self.quiet and sys.stdout.isatty():
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -81,8 +80,6 @@ class ConsoleReporter:
     def _eta(self, generation: int, metrics: Mapping[str, float]) -> float:
         """Seconds left: the average wall time per generation so far (the first generation of an attempt
         counts its own measured time, not the set-up before it) times the generations left."""
-        import time
-
         now = time.monotonic()
         if self._last_tick is None:
             self._seconds += float(metrics.get("perf/seconds_per_generation", 0.0))

@@ -24,6 +24,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_tracking_uri(args.tracking_uri, must_exist=True)  # no store is created to find no model in
+    # loaded when the command runs, so `btc-ai --help` stays fast
     from btc_ai.desk.promote import promote
     from btc_ai.tracking.run_model import RunModel
     from btc_ai.tracking.store import Tracker

@@ -38,6 +38,7 @@ def add_parser(sub: Any) -> None:
 
 def _walk_forward(runs: Any, args: argparse.Namespace) -> bool:
     """Print the walk-forward run ``args.ref`` (its out-of-sample table); False when it is none."""
+    # loaded when the command runs, so `btc-ai --help` stays fast
     from btc_ai.desk.walk_forward_report import render_walk_forward, walk_forward_summary
 
     summary = walk_forward_summary(runs, args.ref)
@@ -49,6 +50,7 @@ def _walk_forward(runs: Any, args: argparse.Namespace) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     check_tracking_uri(args.tracking_uri, must_exist=True, write=args.plots and args.log)  # nothing created to find nothing in
+    # loaded when the command runs, so `btc-ai --help` stays fast
     from btc_ai.desk.session_report import render_summary, session_summary
     from btc_ai.tracking.run_model.local import open_run_model
 

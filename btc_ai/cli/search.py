@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:
-    from btc_ai.cli.train import _parse_assignment
+    from btc_ai.cli.config_flags import _parse_assignment
     from btc_ai.domain.config import normalize_key, read_config_file
 
     values: dict[str, Any] = {}
@@ -134,7 +134,7 @@ def resume_search(args: argparse.Namespace, ref: str, overrides: dict[str, Any] 
         tracker.close()
         return None
     if overrides:
-        raise UserInputError(f"search {found.run_id} continues with the space and config it recorded; drop --episodes")
+        raise UserInputError(f"search {found.run_id} continues with the space and config it recorded; drop --generations")
     if ref.strip() != found.run_id:
         print(f"{ref.strip()} belongs to search {found.run_id}: continuing the search", flush=True)
     args.trials = None
@@ -201,7 +201,7 @@ def _values(values: Any) -> str:
 
 def _drive(args: argparse.Namespace, go: Any, tracker: Any = None, worker: bool = False) -> int:
     from btc_ai.cli.progress import ConsoleReporter
-    from btc_ai.cli.train import _settle_journal, _training_func
+    from btc_ai.cli.run_support import settle_journal, training_func
     from btc_ai.desk.search import Search
     from btc_ai.recovery import TrainingRecoverySystem
     from btc_ai.recovery.signals import exit_code, graceful_interrupts
@@ -209,7 +209,7 @@ def _drive(args: argparse.Namespace, go: Any, tracker: Any = None, worker: bool 
     system = TrainingRecoverySystem(checkpoint_dir=args.checkpoint_dir, max_retries=args.max_retries,
                                     enable_emergency_checkpoints=not args.no_emergency_checkpoints, tracker=tracker,
                                     tracking_uri=args.tracking_uri, experiment=args.experiment)
-    search = Search(system, _Console(args.quiet), training_func=_training_func(),
+    search = Search(system, _Console(args.quiet), training_func=training_func(),
                     session_reporter=lambda: ConsoleReporter(quiet=args.quiet),
                     worker_command=lambda run_id: _worker_command(args, run_id))
     try:
@@ -220,7 +220,7 @@ def _drive(args: argparse.Namespace, go: Any, tracker: Any = None, worker: bool 
         error(f"interrupted ({exc or 'SIGINT'}){where}")
         return exit_code(exc)
     finally:
-        _settle_journal(system)
+        settle_journal(system)
     if worker:
         return EXIT_OK
     if result.outcome == "failed":

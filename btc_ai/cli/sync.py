@@ -14,6 +14,7 @@ from btc_ai.cli.common import (
     error,
     flag,
 )
+from btc_ai.tracking.credentials import display_uri
 
 
 def add_parser(sub: Any) -> None:
@@ -22,7 +23,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from btc_ai.tracking.credentials import display_uri
+    # the journal and the store checks load mlflow and sqlalchemy: only when the command runs
     from btc_ai.tracking.journal import Journal
     from btc_ai.tracking.paths import journal_dir, resolve_tracking_uri
     from btc_ai.tracking.stores import check_uri, uri_source

@@ -4,7 +4,6 @@ through the recovery system, and the summary."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,9 +15,9 @@ from btc_ai.cli.common import (
     EXIT_CODES,
     EXIT_FAILED,
     EXIT_OK,
-    OUTLIER_HELP,
     TRACKING_URI_HELP,
-    apply_outlier_flag,
+    add_variable_flags,
+    apply_variable_flags,
     check_run_reference,
     check_tracking_uri,
     check_writable,
@@ -26,25 +25,13 @@ from btc_ai.cli.common import (
     error,
     flag,
 )
+from btc_ai.cli.config_flags import add_config_flag, add_config_flags, config_from_args, given_flags, tilde
+from btc_ai.cli.run_support import settle_journal, training_func
 from btc_ai.domain.baselines import baseline_lines
 from btc_ai.domain.collapse import collapse_line
-from btc_ai.domain.config import allowed_range
-from btc_ai.domain.errors import ConfigValidationError, UserInputError
+from btc_ai.domain.errors import UserInputError
 from btc_ai.domain.trade_stats import statistics_lines
-
-# Original flags of the training script, mapped to config keys (each also takes the dash form).
-_CONFIG_FLAGS = {
-    "bucket": ("BUCKET", str),
-    "hidden_size": ("HIDDEN_SIZE", int),
-    "learning_rate": ("LEARNING_RATE", float),
-    "es_population": ("ES_POPULATION", int),
-    "episodes": ("EPISODES", int),
-    "seed": ("SEED", int),
-    "min_checkpoint_interval": ("MIN_CHECKPOINT_INTERVAL", int),
-    "max_steps_per_episode": ("MAX_STEPS_PER_EPISODE", int),
-    "sigma": ("SIGMA", float),
-}
-
+from btc_ai.tracking.credentials import display_uri
 
 # how to read a data file's text dates (btc_ai.domain.data.dates, not imported here: the parser stays fast)
 _DATE_FORMAT_HELP = ("how the data's text dates read: day-first (08.06.2021 = 8 June), month-first, iso, or a "
@@ -62,16 +49,13 @@ def add_train_parser(sub: Any) -> None:
                     "(btc-ai presets --keys lists them all, with their ranges).",
         epilog="examples:\n"
                "  btc-ai train                                   # the Scalping preset on the built-in data\n"
-               "  btc-ai train --data-path btc_5m.csv --bucket Swing --episodes 500\n"
+               "  btc-ai train --data-path btc_5m.csv --bucket Swing --generations 500\n"
                "  btc-ai train --config my.json --set SIGMA=0.05 --set TEST_FRACTION=0.2\n"
                "  btc-ai train --resume <session run ID>          # the same as btc-ai resume\n\n" + EXIT_CODES)
     flag(train, "data_path", nargs="+", action="extend", metavar="PATH", help=f"{DATA_HELP}; default: built-in data")
-    flag(train, "outlier_bars", metavar="CHOICE", help=OUTLIER_HELP)
+    add_variable_flags(train)
     flag(train, "date_format", metavar="FORMAT", help=_DATE_FORMAT_HELP)
-    flag(train, "config", metavar="FILE", help="JSON object of config keys (flags win over it)")
-    for name, (key, kind) in _CONFIG_FLAGS.items():
-        flag(train, name, type=kind, metavar=key, help=f"{key} ({allowed_range(key)})")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key (repeatable)")
+    add_config_flags(train)
     flag(train, "max_retries", type=int, default=3, metavar="N", help="retries of recoverable errors (default 3)")
     flag(train, "enable_emergency_checkpoints", action="store_true",
          help="accepted from the original training script: emergency checkpoints are written when an error "
@@ -92,18 +76,19 @@ def add_resume_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Continue a session from the tracking store alone (config after repairs, ES state, best policy, "
                     "generation, data fingerprint) as a new attempt of the same session; a finished session is left "
-                    "alone unless --episodes extends it. Each resume may retry up to --max_retries times.",
+                    "alone unless --generations extends it. Each resume may retry up to --max_retries times.",
         epilog="examples:\n"
                "  btc-ai resume 3f2c...e9                          # a session or attempt run ID (printed at the start)\n"
                "  btc-ai resume models:/btc-ai-scalping@champion   # the session behind a registered model\n"
-               "  btc-ai resume 3f2c...e9 --episodes 600           # train a finished session longer\n\n" + EXIT_CODES)
+               "  btc-ai resume 3f2c...e9 --generations 600        # train a finished session longer\n\n" + EXIT_CODES)
     resume.add_argument("ref", metavar="REF", help="session or attempt run ID, or models:/<name>/<version|@alias>")
     # one path a flag (repeat it for several): `resume --data_path X REF` must leave REF to the positional
     flag(resume, "data_path", action="append", metavar="PATH",
          help="the data, as for train; repeat for several paths (default: what the session recorded)")
-    flag(resume, "outlier_bars", metavar="CHOICE", help=OUTLIER_HELP)
+    add_variable_flags(resume)
     flag(resume, "date_format", metavar="FORMAT", help=_DATE_FORMAT_HELP)
-    flag(resume, "episodes", type=int, metavar="N", help="train up to N generations (extends a finished training)")
+    add_config_flag(resume, "generations", type=int, metavar="N",
+                    help="train up to N generations (extends a finished training)")
     flag(resume, "allow_data_change", action="store_true", help="resume even if the data differs")
     flag(resume, "max_retries", type=int, default=3, metavar="N", help="retries of recoverable errors (default 3)")
     flag(resume, "no_emergency_checkpoints", action="store_true", help="do not write emergency checkpoints")
@@ -125,7 +110,7 @@ def _check_store(args: argparse.Namespace, resume: str | None) -> None:
         except UserInputError:
             from btc_ai.cli.search import is_search_or_walk_forward
 
-            if not is_search_or_walk_forward(args, resume):  # no session, but resumes as a whole
+            if not is_search_or_walk_forward(args, resume):  # a search or walk-forward run is no session, but resumes as a whole
                 raise
 
 
@@ -133,32 +118,29 @@ def run_train(args: argparse.Namespace) -> int:
     _check_flags(args, args.resume)
     if args.resume:
         args.resume = _session_of(args.resume, args.quiet)
-        given = [f"--{name}" for name in [*_CONFIG_FLAGS, "config"] if getattr(args, name) is not None] + \
-            (["--set"] if args.set else [])
+        given = given_flags(args)
         if given:  # a mistake in the flags themselves: said before the store is looked at
             raise UserInputError(f"--resume continues a training with its recorded config; drop {', '.join(given)} "
-                                 "(to train longer: btc-ai resume REF --episodes N)")
+                                 "(to train longer: btc-ai resume REF --generations N)")
     _check_store(args, args.resume)
     if args.resume:
-        return _run(args, evaluator_overrides(args) or None, args.resume)
-    return _run(args, {**config_from_args(args), **evaluator_overrides(args)}, None)
+        return _run(args, None, evaluator_overrides(args), args.resume)
+    return _run(args, config_from_args(args, evaluator_overrides(args)), {}, None)
 
 
 def run_resume(args: argparse.Namespace) -> int:
     _check_flags(args, args.ref)
     args.ref = _session_of(args.ref, args.quiet)
     _check_store(args, args.ref)
-    overrides = {"EPISODES": args.episodes} if args.episodes is not None else {}
-    return _run(args, {**overrides, **evaluator_overrides(args)}, args.ref)
-
-
+    overrides = {"EPISODES": args.generations} if args.generations is not None else {}
+    return _run(args, None, {**overrides, **evaluator_overrides(args)}, args.ref)
 
 
 def _session_of(ref: str, quiet: bool) -> str:
     """A resume reference; a local checkpoint file (or folder) stands for the session it was written for."""
     if not os.path.exists(ref):
         return ref
-    from btc_ai.recovery.inputs import checkpoint_session
+    from btc_ai.recovery.inputs import checkpoint_session  # the recovery floor loads torch: only when needed
 
     session = checkpoint_session(ref)
     if not quiet:
@@ -166,92 +148,17 @@ def _session_of(ref: str, quiet: bool) -> str:
     return session
 
 
-def _parse_assignment(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise UserInputError(f"--set {text!r} is not KEY=VALUE; write e.g. --set SIGMA=0.05")
-    key, value = text.split("=", 1)
-    if not key.strip():
-        raise UserInputError(f"--set {text!r}: the key before '=' is empty; write KEY=VALUE, e.g. --set SIGMA=0.05")
-    if not value.strip():
-        raise UserInputError(f"--set {text!r}: {key.strip()} has no value after '='; write e.g. --set SIGMA=0.05")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
-def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Config file, then --set, then the named flags, as given (out-of-range counts are clamped later; real
-    values out of range are refused here, with the range).
-
-    Problems no repair can fix (unknown keys, wrong types, unknown bucket) are reported in one line.
-    """
-    values: dict[str, Any] = {}
-    if args.config is not None and not args.config.strip():
-        raise UserInputError("--config is empty; give a JSON file of config keys, or drop --config")
-    if args.config:
-        from btc_ai.domain.config import read_config_file
-
-        try:
-            values.update(read_config_file(args.config))
-        except FileNotFoundError:
-            raise UserInputError(f"config file {args.config} does not exist{_tilde(args.config)}; check the --config "
-                                 "path") from None
-        except json.JSONDecodeError as exc:
-            if not exc.doc.strip():
-                raise UserInputError(f"config file {args.config} is empty; write a JSON object of config keys, "
-                                     "e.g. {\"SIGMA\": 0.05}, or drop --config") from None
-            raise UserInputError(f"config file {args.config} is not valid JSON (line {exc.lineno}, column "
-                                 f"{exc.colno}: {exc.msg}); fix the file or drop --config") from None
-        except ConfigValidationError:  # not an object of keys
-            raise UserInputError(f"config file {args.config} must hold a JSON object of config keys, "
-                                 "e.g. {\"SIGMA\": 0.05}") from None
-    for text in args.set:
-        key, value = _parse_assignment(text)
-        values[key] = value
-    for name, (key, _) in _CONFIG_FLAGS.items():
-        if getattr(args, name) is not None:
-            values[key] = getattr(args, name)
-    from btc_ai.domain.config import normalize_key
-    from btc_ai.domain.presets import BUCKETS
-    from btc_ai.recovery.repairs import validate_and_repair
-
-    try:
-        config, _ = validate_and_repair(values)
-    except ConfigValidationError as exc:  # the same error, with where to look added
-        raise UserInputError(f"{exc}; fix these values (see `btc-ai presets --keys`)") from None
-    # Flags override the bucket preset by design: what they leave out is not "missing". The noise table is
-    # the exception: left out, it is sized to the policy (a repair), so the preset's size is not passed on.
-    given = {normalize_key(k): v for k, v in values.items()}
-    preset = {k: v for k, v in BUCKETS[config.BUCKET].config().items() if k != "NOISE_TABLE_SIZE"}
-    return {**preset, **given}
-
-
-def _tilde(path: str) -> str:
-    """A quoted ``~`` reaches us unexpanded: say so where it explains a missing file."""
-    return " (a ~ in quotes is not expanded: write $HOME or the full path)" if path.startswith("~") else ""
-
-
 def _check_data(args: argparse.Namespace) -> None:
     """Refuse a data file that cannot be trained on before anything is created (its refusals name the file)."""
-    from btc_ai.domain.data import load_candles
+    from btc_ai.domain.data import load_candles  # pandas: imported when a command runs, not for --help
 
     try:
         _, report = load_candles(args.data_path, date_format=getattr(args, "date_format", None))
     except FileNotFoundError as exc:
         name = str(exc.filename or args.data_path)
-        raise UserInputError(f"data file {name} does not exist{_tilde(name)}; check --data_path") from None
+        raise UserInputError(f"data file {name} does not exist{tilde(name)}; check --data_path") from None
     if not args.quiet:
         print(f"data: {report.summary()}")
-
-
-def _training_func() -> Any:
-    from btc_ai.training.faults import training_func_from_environment
-
-    try:  # the documented fault-injection hooks (tests, `btc-ai chaos`)
-        return training_func_from_environment()
-    except ValueError as exc:
-        raise UserInputError(str(exc)) from None
 
 
 def _check_flags(args: argparse.Namespace, resume: str | None) -> None:
@@ -259,9 +166,9 @@ def _check_flags(args: argparse.Namespace, resume: str | None) -> None:
     if not args.experiment.strip():
         raise UserInputError("--experiment is empty; name the MLflow experiment (default btc-ai) or drop the flag")
     args.data_path = data_source(args.data_path)
-    apply_outlier_flag(args)
+    apply_variable_flags(args)
     if args.date_format is not None:
-        from btc_ai.domain.data.dates import normalize_date_format
+        from btc_ai.domain.data.dates import normalize_date_format  # pandas: not for --help
 
         normalize_date_format(args.date_format)
         if resume is None and args.data_path is None:
@@ -274,8 +181,9 @@ def _check_flags(args: argparse.Namespace, resume: str | None) -> None:
         raise UserInputError(f"--checkpoint_dir {folder} is a file, not a folder; name a folder (default checkpoints/)")
 
 
-def _run(args: argparse.Namespace, values: dict[str, Any] | None, resume: str | None) -> int:
-    """Train (``values``: config keys) or resume (``resume``: a run ID or model URI; ``values``: overrides)."""
+def _run(args: argparse.Namespace, config: Any, overrides: dict[str, Any], resume: str | None) -> int:
+    """Train (``config``: the ValidatedConfig) or resume (``resume``: a run ID or model URI; ``overrides``: the
+    config keys to change, e.g. more generations, or the evaluator)."""
     if args.max_retries < 0:
         raise UserInputError(f"--max_retries {args.max_retries} must be >= 0")
     if getattr(args, "enable_emergency_checkpoints", False) and args.no_emergency_checkpoints:
@@ -286,16 +194,17 @@ def _run(args: argparse.Namespace, values: dict[str, Any] | None, resume: str | 
     if resume is not None:  # a search or walk-forward run (or a run in one) continues as a whole
         from btc_ai.cli.search import resume_search_or_walk_forward
 
-        code = resume_search_or_walk_forward(args, resume, values)
+        code = resume_search_or_walk_forward(args, resume, overrides)
         if code is not None:
             return code
-    return _train_with_recovery(args, _training_func(), values, resume)
+    return _train_with_recovery(args, training_func(), config, overrides, resume)
 
 
-def _train_with_recovery(args: argparse.Namespace, training_func: Any, values: dict[str, Any] | None,
+def _train_with_recovery(args: argparse.Namespace, train: Any, config: Any, overrides: dict[str, Any],
                          resume: str | None) -> int:
     """The one place that talks to the recovery system: start it, and turn what it returns into output and
     an exit code."""
+    # the recovery floor loads torch and mlflow: imported when a training starts, so `btc-ai --help` stays fast
     from btc_ai.cli.progress import ConsoleReporter
     from btc_ai.recovery import TrainingRecoverySystem
     from btc_ai.recovery.signals import exit_code, graceful_interrupts
@@ -312,14 +221,15 @@ def _train_with_recovery(args: argparse.Namespace, training_func: Any, values: d
         date_format=getattr(args, "date_format", None),
     )
     try:
-        with graceful_interrupts(system.stop_event), ray_cluster(args, values):
-            result = system.train(training_func, config=values, df=args.data_path or None, recovery_state=resume)
+        with graceful_interrupts(system.stop_event), ray_cluster(args, config.config.to_dict() if config else overrides):
+            result = system.train(train, config, df=args.data_path or None, recovery_state=resume,
+                                  overrides=overrides if resume else None)
     except KeyboardInterrupt as exc:
         error(_interrupted(exc, system.session_run_id, reporter.last_generation, resume))
         return exit_code(exc)
     finally:  # a mistake in the inputs (UserInputError) goes on to the one mapping in main
         reporter.close()
-        _settle_journal(system)
+        settle_journal(system)
     if result.outcome == "already_completed":
         print(result.message)
         return EXIT_OK
@@ -344,20 +254,6 @@ def _interrupted(exc: KeyboardInterrupt, session: str | None, generation: int | 
     if resume is not None and session:
         return f"{what} before a generation completed: the session is as it was; continue with: btc-ai resume {session}"
     return f"{what} before the first generation completed: nothing was trained; run the command again to start"
-
-
-def _settle_journal(system: Any) -> None:
-    """After a training: send what waits in the journal if the store is back, else say where it waits."""
-    tracker = system.opened_tracker
-    if tracker is None or not tracker.offline:
-        return
-    tracker.close()
-    if tracker.reachable(timeout=5):  # a server busy with others' replays answers slowly, not never
-        tracker.replay(wait=True)  # another training sharing the journal may be sending our entries
-    left = tracker.pending()
-    if left:
-        print(f"tracking server unreachable ({tracker.outage or 'no answer'}): {left} writes wait in the journal "
-              f"{tracker.journal.folder}; they are sent by the next btc-ai command or `btc-ai sync`", flush=True)
 
 
 def _print_summary(system: Any, metrics: Mapping[str, Any], best_reward: float, elapsed: float) -> None:
@@ -393,8 +289,6 @@ def _print_summary(system: Any, metrics: Mapping[str, Any], best_reward: float, 
     else:
         registered = f"registered as models:/{name}/{version} ({metrics.get('model_promotion', '')})"
     print(f"model: {registered}; final params sha256 {metrics['final_params_sha256'][:16]}")
-    from btc_ai.tracking.credentials import display_uri
-
     ui = f"mlflow ui --backend-store-uri {display_uri(system.tracker.tracking_uri)}"
     in_repo = Path("Makefile").is_file() and "\nui:" in Path("Makefile").read_text(encoding="utf-8", errors="replace")
     print(f"open the UI: make ui  (or: {ui})" if in_repo else f"open the UI: {ui}")

@@ -10,32 +10,27 @@ from btc_ai.cli.common import (
     DATA_HELP,
     EXIT_FAILED,
     EXIT_OK,
-    OUTLIER_HELP,
     TRACKING_URI_HELP,
-    apply_outlier_flag,
+    add_variable_flags,
+    apply_variable_flags,
     check_tracking_uri,
     data_source,
     error,
     flag,
 )
-from btc_ai.domain.config import allowed_range
+from btc_ai.cli.config_flags import add_config_flags, config_from_args, given_keys
+from btc_ai.cli.run_support import settle_journal, training_func
 from btc_ai.domain.errors import UserInputError
 
 
 def add_parser(sub: Any) -> None:
-    from btc_ai.cli.train import _CONFIG_FLAGS
-
     wf = sub.add_parser("walk-forward", help="K expanding-window folds in time order, a training session each, "
                                              "scored on data none of them selected on")
     wf.add_argument("data", nargs="*", metavar="DATA", help=f"{DATA_HELP}; default: built-in synthetic data")
-    flag(wf, "outlier_bars", metavar="CHOICE", help=OUTLIER_HELP)
+    add_variable_flags(wf)
     wf.add_argument("--folds", type=int, required=True, metavar="K", help="number of folds (test blocks), >= 1")
     wf.add_argument("--seeds", type=int, nargs="+", metavar="S", help="a session per fold and seed (default: SEED)")
-    flag(wf, "config", metavar="FILE", help="JSON object of config keys (flags win over it)")
-    for name, (key, kind) in _CONFIG_FLAGS.items():
-        if name != "seed":  # --seeds instead
-            flag(wf, name, type=kind, metavar=key, help=f"{key} ({allowed_range(key)})")
-    wf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key (repeatable)")
+    add_config_flags(wf, skip=("seed",))  # --seeds instead
     flag(wf, "max_retries", type=int, default=3, metavar="N", help="retries of recoverable errors per session (default 3)")
     flag(wf, "no_emergency_checkpoints", action="store_true", help="do not write emergency checkpoints")
     flag(wf, "checkpoint_dir", default="checkpoints", metavar="DIR", help="local checkpoint folder (default checkpoints/)")
@@ -45,38 +40,26 @@ def add_parser(sub: Any) -> None:
     wf.set_defaults(seed=None)
 
 
-def _given_keys(args: argparse.Namespace) -> set[str]:
-    """The config keys the user named (in --set or the config file), beyond the named flags."""
-    from btc_ai.domain.config import normalize_key, read_config_file
-
-    keys = {normalize_key(text.split("=", 1)[0]) for text in args.set}
-    if args.config:
-        keys |= {normalize_key(k) for k in read_config_file(args.config)}
-    return keys
-
-
 def run(args: argparse.Namespace) -> int:
-    from btc_ai.cli.train import config_from_args
-
     if args.max_retries < 0:
         raise UserInputError(f"--max_retries {args.max_retries} must be >= 0")
     if args.folds < 1:
         raise UserInputError(f"--folds {args.folds}: a walk-forward needs at least 1 fold")
-    values = config_from_args(args)
-    if "TEST_FRACTION" in _given_keys(args):
+    config = config_from_args(args)  # validated once, here; the folds' sessions take it as it is
+    if "TEST_FRACTION" in given_keys(args):
         raise UserInputError("a walk-forward sets TEST_FRACTION for each fold (its test span is the fold's test "
                              "block); drop TEST_FRACTION from --set / --config")
     check_tracking_uri(args.tracking_uri)
-    apply_outlier_flag(args)
-    from btc_ai.desk.walk_forward import prepare
+    apply_variable_flags(args)
+    from btc_ai.desk.walk_forward import prepare  # the desk loads torch and mlflow: not for --help
 
-    inputs = prepare(data_source(args.data, "DATA"), values, args.folds, args.seeds)
+    inputs = prepare(data_source(args.data, "DATA"), config, args.folds, args.seeds)
     return _drive(args, lambda wf: wf.start(inputs))
 
 
 def _find(args: argparse.Namespace, ref: str) -> tuple[Any, Any]:
     """(tracker, the walk-forward behind ``ref`` or None) on the store of ``args``."""
-    from btc_ai.tracking.run_model import RunModel, WalkForwardRuns
+    from btc_ai.tracking.run_model import RunModel, WalkForwardRuns  # mlflow: not for --help
     from btc_ai.tracking.store import Tracker
 
     tracker = Tracker(args.tracking_uri, args.experiment)
@@ -103,7 +86,7 @@ def resume_walk_forward(args: argparse.Namespace, ref: str, overrides: dict[str,
         return None
     if overrides:
         raise UserInputError(f"walk-forward {found.run_id} continues with the config it recorded for every fold; "
-                             "drop --episodes")
+                             "drop --generations")
     if getattr(args, "allow_data_change", False):
         raise UserInputError(f"walk-forward {found.run_id} continues on the data it started on; drop --allow-data-change")
     if ref.strip() != found.run_id:
@@ -135,8 +118,8 @@ class _Console:
 
 def _drive(args: argparse.Namespace, go: Any, tracker: Any = None) -> int:
     """The walk-forward through the recovery system; its result as output and an exit code."""
+    # the desk and recovery floors load torch and mlflow: imported when a walk-forward starts, not for --help
     from btc_ai.cli.progress import ConsoleReporter
-    from btc_ai.cli.train import _settle_journal, _training_func
     from btc_ai.desk.walk_forward import WalkForward
     from btc_ai.recovery import TrainingRecoverySystem
     from btc_ai.recovery.signals import exit_code, graceful_interrupts
@@ -144,7 +127,7 @@ def _drive(args: argparse.Namespace, go: Any, tracker: Any = None) -> int:
     system = TrainingRecoverySystem(checkpoint_dir=args.checkpoint_dir, max_retries=args.max_retries,
                                     enable_emergency_checkpoints=not args.no_emergency_checkpoints, tracker=tracker,
                                     tracking_uri=args.tracking_uri, experiment=args.experiment)
-    walk = WalkForward(system, _Console(args.quiet), training_func=_training_func(),
+    walk = WalkForward(system, _Console(args.quiet), training_func=training_func(),
                        session_reporter=lambda: ConsoleReporter(quiet=args.quiet))
     try:
         with graceful_interrupts(system.stop_event):
@@ -154,7 +137,7 @@ def _drive(args: argparse.Namespace, go: Any, tracker: Any = None) -> int:
         error(f"interrupted ({exc or 'SIGINT'}): the last completed generation of the current fold is saved{where}")
         return exit_code(exc)
     finally:
-        _settle_journal(system)
+        settle_journal(system)
     if result.outcome == "failed":
         error(f"walk-forward {result.run_id} failed at {result.error}; after fixing the cause: "
               f"btc-ai resume {result.run_id}")

@@ -22,7 +22,6 @@ from btc_ai.tracking.run_model import (
     BACKTEST_PLOT_FILE,
     CONTEXT_BACKTEST,
     DATAFRAME_DATA,
-    MODEL_POLICY,
     MODEL_URI,
     DataInputs,
     DataSpan,
@@ -53,6 +52,7 @@ def resolve_policy(ref: Any, runs: RunModel | None) -> tuple[PolicyNet, PolicyCa
                              "tracking store")
     if MODEL_URI.match(ref):
         version = runs.model_version(ref)
+        # a logged model's models:/<model_id>, or the run folder of a version registered before logged models
         run_id, folder = version.run_id, version.source.split(f"runs:/{version.run_id}/", 1)[-1]
         label = version.uri
     else:
@@ -62,7 +62,7 @@ def resolve_policy(ref: Any, runs: RunModel | None) -> tuple[PolicyNet, PolicyCa
             raise UserInputError(f"session {session.run_id} has no registered model (status {session.status}); "
                                  f"give a checkpoint file instead, e.g. from `btc-ai report {session.run_id}`")
     with tempfile.TemporaryDirectory() as tmp:
-        net, card = load_policy(runs.download(run_id, f"{folder}/{MODEL_POLICY}", tmp))
+        net, card = load_policy(runs.download_policy(run_id, folder, tmp))
     return net, card, label
 
 

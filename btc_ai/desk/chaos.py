@@ -9,16 +9,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from btc_ai.domain.errors import UserInputError
+from btc_ai.domain.synthetic import synthetic_candles
 from btc_ai.recovery import TrainingRecoverySystem
-from btc_ai.recovery.classify import RECOVERABLE, UNRECOVERABLE
 from btc_ai.tracking.run_model import ARTIFACT_CHECKPOINTS, METRIC_FITNESS_MEAN, RunModel, SessionRecord
 from btc_ai.tracking.store import Tracker
 from btc_ai.training.faults import KILL_ENV_VAR, inject_fault
@@ -29,7 +27,7 @@ CONFIG = {"EPISODES": 8, "ES_POPULATION": 8, "HIDDEN_SIZE": 8, "MAX_STEPS_PER_EP
           "EVAL_INTERVAL": 2, "MIN_CHECKPOINT_INTERVAL": 2, "CHECKPOINT_MIN_SECONDS": 0.0, "NOISE_TABLE_SIZE": 1 << 16,
           "LEARNING_RATE": 0.05, "SIGMA": 0.1, "STALL_MIN_SECONDS": 1.0, "BUCKET": "Scalping"}
 # The same for the CLI scenarios, slower per generation so a signal lands mid-training.
-CLI_FLAGS = ["--episodes", "30", "--hidden-size", "48", "--es-population", "16", "--set", "MAX_STEPS_PER_EPISODE=128",
+CLI_FLAGS = ["--generations", "30", "--hidden-size", "48", "--es-population", "16", "--set", "MAX_STEPS_PER_EPISODE=128",
              "--set", "EPISODES_PER_EVAL=4", "--min-checkpoint-interval", "3", "--set", "NOISE_TABLE_SIZE=262144",
              "--set", "CHECKPOINT_MIN_SECONDS=0"]
 
@@ -74,10 +72,8 @@ class Scratch:
                 "OMP_NUM_THREADS": "1"}
 
 
-def _in_process(name: str, fault: str, expect_recovered: bool) -> Callable[[Scratch], Outcome]:
+def in_process_scenario(name: str, fault: str, expect_recovered: bool) -> Callable[[Scratch], Outcome]:
     def scenario(scratch: Scratch) -> Outcome:
-        from btc_ai.domain.synthetic import synthetic_candles
-
         tracker = Tracker(scratch.uri, experiment=f"chaos-{name}")
         system = TrainingRecoverySystem(checkpoint_dir=scratch.root / "ck" / name, max_retries=2, tracker=tracker,
                                         sleep=lambda s: None)
@@ -102,7 +98,7 @@ def _in_process(name: str, fault: str, expect_recovered: bool) -> Callable[[Scra
     return scenario
 
 
-def _cli(scratch: Scratch, *args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_cli(scratch: Scratch, *args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "btc_ai", *args], cwd=scratch.root, env=env or scratch.env(),
                           capture_output=True, text=True, timeout=timeout)
 
@@ -130,7 +126,7 @@ def _final_sha(scratch: Scratch, session_id: str) -> str | None:
 def _baseline_sha(scratch: Scratch) -> str | None:
     base = Scratch(scratch.root / "baseline")
     base.root.mkdir(exist_ok=True)
-    _cli(base, "train", *CLI_FLAGS)
+    run_cli(base, "train", *CLI_FLAGS)
     sessions = _sessions(base)
     return _final_sha(base, sessions[0].run_id) if sessions else None
 
@@ -139,7 +135,7 @@ def scenario_sigterm(scratch: Scratch) -> Outcome:
     tick = time.perf_counter()
     code = _signal_at(scratch, 8, signal.SIGTERM)
     (session,) = _sessions(scratch)
-    resumed = _cli(scratch, "resume", session.run_id)
+    resumed = run_cli(scratch, "resume", session.run_id)
     passed = code == 143 and resumed.returncode == 0 and _final_sha(scratch, session.run_id) is not None
     return Outcome("sigterm", "interrupt (never retried)", 2, "-", f"exit {code}, resumed", time.perf_counter() - tick,
                    passed)
@@ -150,7 +146,7 @@ def scenario_sigkill_resume(scratch: Scratch) -> Outcome:
     code = _signal_at(scratch, 11, signal.SIGKILL)
     (session,) = _sessions(scratch)
     shutil.rmtree(scratch.root / "checkpoints", ignore_errors=True)
-    resumed = _cli(scratch, "resume", session.run_id)
+    resumed = run_cli(scratch, "resume", session.run_id)
     same = _final_sha(scratch, session.run_id) == _baseline_sha(scratch)
     passed = code == -signal.SIGKILL and resumed.returncode == 0 and same
     return Outcome("sigkill+resume", "process died", 2, "-", "bit-identical" if same else "DIFFERS",
@@ -158,7 +154,7 @@ def scenario_sigkill_resume(scratch: Scratch) -> Outcome:
 
 
 # Commits of 1,050 metrics (a validation every generation, a checkpoint every 50): two chunks each.
-COMMIT_FLAGS = ["--episodes", "100", "--hidden-size", "8", "--es-population", "8", "--min-checkpoint-interval", "50",
+COMMIT_FLAGS = ["--generations", "100", "--hidden-size", "8", "--es-population", "8", "--min-checkpoint-interval", "50",
                 "--set", "MAX_STEPS_PER_EPISODE=32", "--set", "EPISODES_PER_EVAL=1", "--set", "EVAL_INTERVAL=1",
                 "--set", "CHECKPOINT_MIN_SECONDS=0", "--set", "EARLY_STOP_PATIENCE=0", "--set", "NOISE_TABLE_SIZE=65536"]
 
@@ -170,11 +166,11 @@ def scenario_sigkill_mid_commit(scratch: Scratch) -> Outcome:
     env = {**scratch.env(), "OMP_NUM_THREADS": "1"}  # tiny matrices: one thread is faster
     base = Scratch(scratch.root / "baseline")
     base.root.mkdir()
-    _cli(base, "train", *COMMIT_FLAGS, env={**env, "MLFLOW_TRACKING_URI": base.uri})
-    killed = _cli(scratch, "train", *COMMIT_FLAGS, env={**env, KILL_ENV_VAR: "metrics:1@2"})
+    run_cli(base, "train", *COMMIT_FLAGS, env={**env, "MLFLOW_TRACKING_URI": base.uri})
+    killed = run_cli(scratch, "train", *COMMIT_FLAGS, env={**env, KILL_ENV_VAR: "metrics:1@2"})
     (session,) = _sessions(scratch)
     shutil.rmtree(scratch.root / "checkpoints", ignore_errors=True)
-    resumed = _cli(scratch, "resume", session.run_id, env=env)
+    resumed = run_cli(scratch, "resume", session.run_id, env=env)
     runs = RunModel(Tracker(scratch.uri))
     attempts = runs.attempts(session)
     steps = sorted(step for a in attempts for step, _ in runs.metric_history(a.run_id, METRIC_FITNESS_MEAN))
@@ -191,14 +187,14 @@ def scenario_sigkill_mid_commit(scratch: Scratch) -> Outcome:
 def scenario_corrupted_checkpoint(scratch: Scratch) -> Outcome:
     tick = time.perf_counter()
     env = {**scratch.env(), "BTC_AI_FAULT": "PermissionError@8"}
-    _cli(scratch, "train", *CLI_FLAGS, env=env)
+    run_cli(scratch, "train", *CLI_FLAGS, env=env)
     (session,) = _sessions(scratch)
     runs = RunModel(Tracker(scratch.uri))
     attempt = runs.attempts(session)[0]
     folder = runs.artifact_folder(attempt.run_id) / ARTIFACT_CHECKPOINTS
     newest = max(folder.glob("*.pt"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
     newest.write_bytes(newest.read_bytes()[:100])  # truncated
-    resumed = _cli(scratch, "resume", session.run_id)
+    resumed = run_cli(scratch, "resume", session.run_id)
     attempts = runs.attempts(session)
     skipped = any(newest.name in (a.skipped_checkpoints or "") for a in attempts)
     return Outcome("corrupted checkpoint", "checkpoint skipped", len(attempts), "-", "resumed from the previous one",
@@ -207,7 +203,7 @@ def scenario_corrupted_checkpoint(scratch: Scratch) -> Outcome:
 
 def scenario_tracking_server_down(scratch: Scratch) -> Outcome:
     tick = time.perf_counter()
-    result = _cli(scratch, "train", *CLI_FLAGS, "--tracking-uri", "http://127.0.0.1:9", timeout=60)
+    result = run_cli(scratch, "train", *CLI_FLAGS, "--tracking-uri", "http://127.0.0.1:9", timeout=60)
     seconds = time.perf_counter() - tick
     passed = result.returncode == 2 and "cannot reach" in result.stderr and seconds < 30
     return Outcome("tracking server down at start", "bad input", 0, "-", f"exit {result.returncode}", seconds, passed)
@@ -216,7 +212,7 @@ def scenario_tracking_server_down(scratch: Scratch) -> Outcome:
 def scenario_tracking_server_lost(scratch: Scratch) -> Outcome:
     """A real `mlflow server` killed mid-training and started again: the training goes on, journals what it
     cannot send, replays it when the server is back; the server ends with every generation exactly once."""
-    from btc_ai.tracking.server import LocalMlflowServer
+    from btc_ai.tracking.server import LocalMlflowServer  # the server helper: only for this scenario
 
     server = LocalMlflowServer(scratch.root / "server")
     server.start()
@@ -235,7 +231,7 @@ def outage_mid_training(scratch: Scratch, name: str, url: str, fail: Callable[[]
     episodes = 24
     env = {**env, "MLFLOW_TRACKING_URI": url, "BTC_AI_FAULT": "Slow@1"}
     tick = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "btc_ai", "train", *CLI_FLAGS, "--episodes", str(episodes)],
+    proc = subprocess.Popen([sys.executable, "-m", "btc_ai", "train", *CLI_FLAGS, "--generations", str(episodes)],
                             cwd=scratch.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -292,54 +288,3 @@ def logged_in(env: dict[str, str]):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def scenarios() -> dict[str, Callable[[Scratch], Outcome]]:
-    table: dict[str, Callable[[Scratch], Outcome]] = {}
-    for cls in RECOVERABLE:
-        table[cls.__name__] = _in_process(cls.__name__, f"{cls.__name__}@3", True)
-    for cls in UNRECOVERABLE:
-        if cls is not KeyboardInterrupt:  # the signal scenarios below cover interrupts
-            table[cls.__name__] = _in_process(cls.__name__, f"{cls.__name__}@3", False)
-    table["NaN"] = _in_process("NaN", "NaN@3", True)
-    table["stall"] = _in_process("stall", "Stall@3", True)
-    table["sigterm"] = scenario_sigterm
-    table["sigkill+resume"] = scenario_sigkill_resume
-    table["sigkill-mid-commit"] = scenario_sigkill_mid_commit
-    table["corrupted-checkpoint"] = scenario_corrupted_checkpoint
-    table["tracking-server-down"] = scenario_tracking_server_down
-    table["tracking-server-lost"] = scenario_tracking_server_lost
-    from btc_ai.desk.chaos_team import team_scenarios  # the same outages on the team deployment
-
-    table.update(team_scenarios())
-    return table
-
-
-def run_chaos(names: list[str] | None = None, out: Callable[[str], None] = print) -> int:
-    """Run the scenarios (all, or ``names``); print the table; 0 only if every one behaved as expected."""
-    table = scenarios()
-    unknown = [n for n in names or [] if n not in table]
-    if unknown:
-        raise UserInputError(f"unknown scenario {', '.join(unknown)}; known: {', '.join(table)}")
-    chosen = names or list(table)
-    results = []
-    out(f"{'scenario':<26} {'classification':<26} {'attempts':>8} {'repairs':<38} {'outcome':<22} {'time':>7}  result")
-    with tempfile.TemporaryDirectory(prefix="btc-ai-chaos-") as tmp, contextlib.ExitStack() as stack:
-        shared = Scratch(Path(tmp) / "in-process", stack)  # the in-process scenarios: one store, an experiment each
-        shared.root.mkdir()
-        for name in chosen:
-            scratch = shared if getattr(table[name], "shares_store", False) else shared.sibling(name.replace("+", "_"))
-            try:
-                result = table[name](scratch)
-            except Exception as exc:  # a scenario that crashes is a failed scenario, not a crashed command
-                result = Outcome(name, "?", 0, "-", f"crashed: {type(exc).__name__}", 0.0, False, str(exc)[:200])
-            results.append(result)
-            verdict = "SKIP" if result.skipped else "PASS" if result.passed else "FAIL"
-            out(f"{result.scenario:<26} {result.classification:<26} {result.attempts:>8} {result.repairs:<38} "
-                f"{result.outcome:<22} {result.seconds:>6.1f}s  {verdict}"
-                + (f"  ({result.detail})" if result.detail else ""))
-    skipped = [r.scenario for r in results if r.skipped]
-    failed = [r.scenario for r in results if not r.passed and not r.skipped]
-    out(f"{len(results) - len(failed) - len(skipped)} passed, {len(failed)} failed"
-        + (f", {len(skipped)} skipped" if skipped else ""))
-    return 0 if not failed else 1

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from btc_ai.desk.chaos import CLI_FLAGS, Outcome, Scratch, _cli, logged_in, outage_mid_training
+from btc_ai.desk.chaos import CLI_FLAGS, Outcome, Scratch, logged_in, outage_mid_training, run_cli
 from btc_ai.tracking.run_model import RunModel
 from btc_ai.tracking.store import Tracker
 from btc_ai.tracking.team_server import TeamMlflowServer, postgres_missing, team_deployment
@@ -75,7 +75,7 @@ def _login_refused(scratch: Scratch, team: TeamDeployment) -> Outcome:
     with logged_in(team.env(scratch)):
         runs = RunModel(Tracker(team.server.url))
         before = len(runs.sessions())
-    result = _cli(scratch, "train", *CLI_FLAGS, env=env, timeout=120)
+    result = run_cli(scratch, "train", *CLI_FLAGS, env=env, timeout=120)
     with logged_in(team.env(scratch)):
         after = len(runs.sessions())
         runs.tracker.close()

@@ -44,8 +44,8 @@ from btc_ai.domain.folds import plan_folds
 from btc_ai.domain.held_out import HeldOut, held_out_block, study_candles
 from btc_ai.domain.search_space import Dimension, parse_space
 from btc_ai.recovery.lease import claim_lease, lease_token
-from btc_ai.recovery.repairs import validate_and_repair
 from btc_ai.recovery.system import ProgressReporter, TrainingRecoverySystem
+from btc_ai.recovery.validation import validated_config
 from btc_ai.tracking.run_model import BUILTIN_DATA, RunModel
 from btc_ai.tracking.run_model.search import SearchRecord, SearchRuns
 from btc_ai.tracking.stores import sqlite_file
@@ -105,11 +105,11 @@ class SearchInputs:
         """The walk-forward of a trial with ``drawn`` values: on the study's candles only."""
         values = {**self.values, **drawn}
         try:
-            config, _ = validate_and_repair(values)
+            validated = validated_config(values)
         except ConfigValidationError as exc:
             raise UserInputError(f"{exc}") from None
-        return WalkForwardInputs(self.source, self.study, data_fingerprint(self.study), values, config,
-                                 plan_folds(self.study, config, self.folds), self.seeds, self.files)
+        return WalkForwardInputs(self.source, self.study, data_fingerprint(self.study), validated,
+                                 plan_folds(self.study, validated.config, self.folds), self.seeds, self.files)
 
 
 def prepare(source: str | Path | list[str] | None, values: Mapping[str, Any], dims: Sequence[Dimension], *,
@@ -122,7 +122,7 @@ def prepare(source: str | Path | list[str] | None, values: Mapping[str, Any], di
         raise UserInputError(f"--folds {folds}: each trial's walk-forward needs at least 1 fold")
     values = {k: v for k, v in values.items() if k != "TEST_FRACTION"}
     try:
-        config, _ = validate_and_repair(values)
+        config = validated_config(values).config
     except ConfigValidationError as exc:
         raise UserInputError(f"{exc}; fix these values (see `btc-ai presets --keys`)") from None
     label, candles, files = load_data(source)

@@ -78,7 +78,8 @@ def _held_out(search: Search, run_id: str, inputs: SearchInputs,
         result = system.train(search.training_func, None, inputs.candles, recovery_state=begun[0])
     else:
         values = {**inputs.values, **best.params, "SEED": inputs.seeds[0], "TEST_FRACTION": inputs.held.test_fraction}
-        result = system.train(search.training_func, values, inputs.candles, parent=held_out_link(run_id, best.number))
+        result = system.train(search.training_func, system.validated(values), inputs.candles,
+                              parent=held_out_link(run_id, best.number))
     if result.outcome == "failed" or not result.session_run_id:
         return None
     metrics = WalkForwardRuns(system.runs).outcome(result.session_run_id).metrics

@@ -67,7 +67,7 @@ def session_summary(runs: RunModel, ref: str) -> dict[str, Any]:
         "model_name": registered_model_name(session.bucket) if session.bucket else None,
         "model_version": session.model_version,
         "resume": None if session.completed else f"btc-ai resume {session.run_id}",
-        "extend": f"btc-ai resume {session.run_id} --episodes N" if session.completed else None,
+        "extend": f"btc-ai resume {session.run_id} --generations N" if session.completed else None,
     }
 
 

@@ -30,7 +30,7 @@ from btc_ai.domain.data.sources import (
     source_from_text,
     source_text,
 )
-from btc_ai.domain.errors import ConfigValidationError, DataValidationError, ResumeError, UserInputError
+from btc_ai.domain.errors import DataValidationError, ResumeError, UserInputError
 from btc_ai.domain.fold_summary import (
     Aggregate,
     FoldRow,
@@ -40,9 +40,10 @@ from btc_ai.domain.fold_summary import (
     table_lines,
 )
 from btc_ai.domain.folds import Fold, FoldPlan, fold_candles, plan_folds
+from btc_ai.domain.synthetic import default_candles
 from btc_ai.recovery.lease import claim_lease, lease_token
-from btc_ai.recovery.repairs import validate_and_repair
 from btc_ai.recovery.system import ProgressReporter, SessionResult, TrainingRecoverySystem
+from btc_ai.recovery.validation import ValidatedConfig
 from btc_ai.tracking.run_model import (
     BUILTIN_DATA,
     CONTEXT_WALK_FORWARD,
@@ -64,8 +65,7 @@ class WalkForwardInputs:
     source: str  # the data file(s) (absolute, sources.source_text) or BUILTIN_DATA
     candles: pd.DataFrame  # validated 5-minute candles, all of them
     fingerprint: str
-    values: dict[str, Any]  # the config keys every fold starts from (TEST_FRACTION and SEED set per session)
-    config: TrainingConfig  # ... validated (and repaired)
+    validated: ValidatedConfig  # the config every fold starts from (TEST_FRACTION and SEED set per session)
     plan: FoldPlan
     seeds: tuple[int, ...]
     files: list[dict[str, Any]] = field(default_factory=list)  # each file read, with its sha256
@@ -76,6 +76,15 @@ class WalkForwardInputs:
         index = self.candles.index
         return DataInputs.of_files(self.source, self.fingerprint, format_interval(pd.Series(index).diff().min()),
                                    self.files)
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The config keys as given (what the walk-forward records), TEST_FRACTION aside: set for each fold."""
+        return {k: v for k, v in self.validated.given.items() if k != "TEST_FRACTION"}
+
+    @property
+    def config(self) -> TrainingConfig:
+        return self.validated.config
 
     def data_inputs(self) -> tuple[DataInputs, list[DataSpan]]:
         """The walk-forward's data as one dataset input: the whole series its folds are cut from."""
@@ -90,8 +99,9 @@ class WalkForwardInputs:
                 "block_bars": self.plan.block_bars, "construction": self.plan.construction,
                 "plan": [f.as_dict() for f in self.plan.folds]}
 
-    def fold_values(self, fold: Fold, seed: int) -> dict[str, Any]:
-        return {**self.values, "SEED": seed, "TEST_FRACTION": fold.test_fraction}
+    def fold_config(self, fold: Fold, seed: int) -> ValidatedConfig:
+        """The config of ``fold``'s session for ``seed``: the walk-forward's, its repairs included."""
+        return self.validated.derived(SEED=seed, TEST_FRACTION=fold.test_fraction)
 
 
 @dataclass
@@ -127,8 +137,6 @@ def load_data(source: str | Path | list[str] | None) -> tuple[str, pd.DataFrame,
     """(source label, validated candles, the files read) of a data file, many files (a folder, a glob, a list),
     or the built-in data for None; UserInputError naming the file when it cannot be read."""
     if source is None or str(source) == BUILTIN_DATA:
-        from btc_ai.domain.synthetic import default_candles
-
         return BUILTIN_DATA, load_candles(default_candles())[0], []
     try:
         candles, report = load_candles(source)
@@ -139,16 +147,16 @@ def load_data(source: str | Path | list[str] | None) -> tuple[str, pd.DataFrame,
     return source_text(source), candles, [f.to_dict() for f in report.files]
 
 
-def prepare(source: str | Path | list[str] | None, values: Mapping[str, Any], folds: int,
+def prepare(source: str | Path | list[str] | None, validated: ValidatedConfig, folds: int,
             seeds: Sequence[int] | None = None) -> WalkForwardInputs:
-    """Check everything (folds, seeds, config, data, enough candles for the folds) and plan the folds."""
+    """Check everything (folds, seeds, data, enough candles for the folds) and plan the folds. ``validated``: the
+    config as validated once by the caller (`btc_ai.recovery.validation.validated_config`); its TEST_FRACTION
+    is set for each fold."""
+    if not isinstance(validated, ValidatedConfig):
+        raise TypeError(f"prepare takes a ValidatedConfig (validated_config(values)), not {type(validated).__name__}")
     if folds < 1:
         raise UserInputError(f"--folds {folds}: a walk-forward needs at least 1 fold")
-    values = {k: v for k, v in values.items() if k != "TEST_FRACTION"}  # set for each fold
-    try:
-        config, _ = validate_and_repair(values)
-    except ConfigValidationError as exc:
-        raise UserInputError(f"{exc}; fix these values (see `btc-ai presets --keys`)") from None
+    config = validated.config
     chosen = tuple(int(s) for s in seeds) if seeds else (config.SEED,)
     bad = [s for s in chosen if not 0 <= s <= MAX_SEED]
     if bad:
@@ -157,7 +165,7 @@ def prepare(source: str | Path | list[str] | None, values: Mapping[str, Any], fo
         raise UserInputError(f"--seeds {' '.join(map(str, chosen))} repeats a seed; give each once")
     label, candles, files = load_data(source)
     plan = plan_folds(candles, config, folds)  # a DataValidationError (a UserInputError) when too short
-    return WalkForwardInputs(label, candles, data_fingerprint(candles), values, config, plan, chosen, files)
+    return WalkForwardInputs(label, candles, data_fingerprint(candles), validated, plan, chosen, files)
 
 
 class WalkForward:
@@ -202,7 +210,7 @@ class WalkForward:
         run_id = self.run_id = walk_forward.run_id
         spec = runs.spec(run_id)
         source = data_path if data_path is not None else _recorded_source(run_id, spec)
-        inputs = prepare(source, spec["config"], int(spec["folds"]), spec["seeds"])
+        inputs = prepare(source, self.system.validated(spec["config"]), int(spec["folds"]), spec["seeds"])
         files = file_set_change(spec.get("data_files") or [], inputs.files) if spec.get("data_files") else None
         if inputs.fingerprint != spec["data_fingerprint"] or files:
             what = f"the data files differ: {files}" if files else "fingerprint mismatch"
@@ -270,7 +278,7 @@ class WalkForward:
             if found is not None:
                 return self.system.train(self.training_func, None, data, recovery_state=found.run_id,
                                          data_origin=inputs.data())
-            return self.system.train(self.training_func, inputs.fold_values(fold, seed), data,
+            return self.system.train(self.training_func, inputs.fold_config(fold, seed), data,
                                      parent=fold_link(walk_forward.run_id, fold.number, seed), data_origin=inputs.data())
         finally:
             close = getattr(self.system.reporter, "close", None)

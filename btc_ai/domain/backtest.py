@@ -30,8 +30,6 @@ from btc_ai.domain.policy import PolicyNet
 from btc_ai.domain.policy_files import PolicyCard
 from btc_ai.domain.trade_stats import span_trades
 
-OUTPUT_COLUMNS = ("timestamp", "position", "p_short", "p_flat", "p_long", "ready")
-
 
 def prepared_candles(candles: Any, card: PolicyCard) -> pd.DataFrame:
     """Clean candles at the policy's timeframe from any layout `load_candles` reads (a DataFrame with a

@@ -24,6 +24,11 @@ POSITION_MODES = ("long_short", "long_flat")
 FITNESSES = ("return", "sharpe")
 CHOICES = {"EVALUATOR": EVALUATORS, "POSITION_MODE": POSITION_MODES, "FEATURES": FEATURE_SETS, "FITNESS": FITNESSES}
 
+# EPISODES counts ES generations: GENERATIONS is the name people are shown and may give; EPISODES, the seed's
+# name, stays the key runs record (their params, a resume's overrides), so old runs and new read alike.
+KEY_ALIASES = {"GENERATIONS": "EPISODES"}
+SHOWN_NAMES = {key: alias for alias, key in KEY_ALIASES.items()}
+
 # Keys that fix the network's shape or its inputs: a resumed or repaired training must keep them.
 STRUCTURAL_KEYS = frozenset({"HIDDEN_SIZE", "HIDDEN_LAYERS", "LOOKBACK", "TIMEFRAME", "NOISE_TABLE_SIZE", "FEATURES"})
 
@@ -39,7 +44,7 @@ class TrainingConfig(BaseModel):
 
     BUCKET: str = Field(DEFAULT_BUCKET, description="trading style preset: " + ", ".join(BUCKETS))
     SEED: int = Field(ge=0, le=2**31 - 1, description="all randomness of generation g derives from (SEED, g)")
-    EPISODES: int = Field(ge=1, le=1_000_000, description="ES generations to train")
+    EPISODES: int = Field(ge=1, le=1_000_000, description="ES generations to train (GENERATIONS; recorded as EPISODES)")
     ES_POPULATION: int = Field(ge=2, le=4096, description="population size per generation (even: mirrored pairs)")
     LEARNING_RATE: float = Field(gt=0.0, le=1.0, description="Adam step size on the ES gradient")
     SIGMA: float = Field(gt=0.0, le=1.0, description="standard deviation of parameter perturbations")
@@ -180,6 +185,11 @@ class TrainingConfig(BaseModel):
         return {k: v for k, v in self.to_dict().items() if preset.get(k) != v}
 
     @property
+    def generations(self) -> int:
+        """ES generations to train (the key EPISODES, GENERATIONS by its shown name)."""
+        return self.EPISODES
+
+    @property
     def fee_rate(self) -> float:
         return self.FEE_BPS * 1e-4
 
@@ -275,8 +285,14 @@ def noise_table_size_for(params: int) -> int:
 
 
 def normalize_key(key: Any) -> str:
-    """``learning-rate`` and ``Learning_Rate`` both mean LEARNING_RATE."""
-    return str(key).strip().upper().replace("-", "_")
+    """``learning-rate`` and ``Learning_Rate`` both mean LEARNING_RATE; ``generations`` means EPISODES."""
+    key = str(key).strip().upper().replace("-", "_")
+    return KEY_ALIASES.get(key, key)
+
+
+def shown_key(key: str) -> str:
+    """The name a person is shown for ``key`` (GENERATIONS for EPISODES)."""
+    return SHOWN_NAMES.get(key, key)
 
 
 @dataclass(frozen=True)
@@ -290,7 +306,7 @@ class ConfigProblem:
     kind: str = ""  # pydantic's error type ("greater_than", "int_parsing", ...) or "unknown_key"
 
     def describe(self) -> str:
-        where = f"{self.key}={self.value!r}" if self.key else repr(self.value)
+        where = f"{shown_key(self.key)}={self.value!r}" if self.key else repr(self.value)
         allowed = f" (allowed: {self.allowed})" if self.allowed else ""
         return f"{where}: {self.message}{allowed}"
 
@@ -358,7 +374,7 @@ def _unknown_key_problem(raw_key: str, value: Any) -> ConfigProblem:
         return ConfigProblem(raw_key, value, f"not a config key but a command-line setting: pass {FLAG_NAMES[key]} "
                              "instead", kind="unknown_key")
     close = closest_key(raw_key)
-    hint = f"did you mean {close}?" if close else "see `btc-ai presets --keys` for the known keys"
+    hint = f"did you mean {shown_key(close)}?" if close else "see `btc-ai presets --keys` for the known keys"
     return ConfigProblem(raw_key, value, f"unknown key, {hint}", kind="unknown_key")
 
 

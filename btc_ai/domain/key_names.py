@@ -3,9 +3,10 @@ command-line settings that are flags rather than config keys (the config's unkno
 
 from __future__ import annotations
 
-# Names other tools give these knobs (and the docs' examples); difflib cannot see EPOCHS -> EPISODES.
+# Names other tools give these knobs (and the docs' examples); difflib cannot see EPOCHS -> EPISODES (shown as
+# GENERATIONS, which is accepted as it is: btc_ai.domain.config.KEY_ALIASES).
 SYNONYMS = {
-    "EPISODES": ("EPOCHS", "EPOCH", "GENERATIONS", "N_GENERATIONS", "NUM_GENERATIONS", "ITERATIONS", "ITERS",
+    "EPISODES": ("EPOCHS", "EPOCH", "N_GENERATIONS", "NUM_GENERATIONS", "ITERATIONS", "ITERS",
                  "N_ITER", "N_ITERATIONS", "STEPS", "NUM_EPOCHS", "N_EPOCHS", "MAX_GENERATIONS", "GENS"),
     "ES_POPULATION": ("POPULATION", "POPULATION_SIZE", "POP_SIZE", "POP", "NPOP", "N_POP", "POPSIZE",
                       "BATCH_SIZE"),

@@ -9,8 +9,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.features import feature_names, warmup_bars
 from btc_ai.domain.policy import PolicyNet, PolicySpec
@@ -93,7 +91,3 @@ def load_policy(folder: str | Path) -> tuple[PolicyNet, PolicyCard]:
     net.load_state_dict(load_file(str(folder / WEIGHTS)))
     net.eval()
     return net, card
-
-
-def params_of(net: PolicyNet) -> np.ndarray:
-    return net.flat_params()

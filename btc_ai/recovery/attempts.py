@@ -3,16 +3,15 @@ its error report and the decision on what comes next."""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from btc_ai.recovery.classify import classify
 from btc_ai.recovery.error_report import build_error_report, render_markdown
 from btc_ai.recovery.lease import heartbeat
+from btc_ai.recovery.reporter import ProgressReporter
 from btc_ai.recovery.retry import Failure, Plan, Retry, Stop
 from btc_ai.tracking.attempt_logger import AttemptLogger
 from btc_ai.tracking.run_model import (
@@ -23,9 +22,6 @@ from btc_ai.tracking.run_model import (
 )
 from btc_ai.training import TrainingSetup
 from btc_ai.training.checkpoint import TrainingState
-
-if TYPE_CHECKING:
-    from btc_ai.recovery.system import ProgressReporter
 
 HEARTBEAT_S = 20.0
 
@@ -86,36 +82,26 @@ class RecoveryLogger(AttemptLogger):
             self.writer.submit(heartbeat, self.runs, self.session_id)
 
 
-def close_failed_attempt(session: Any, attempt: Attempt, logger: RecoveryLogger, exc: BaseException) -> Retry | Stop:
-    """Close a failed attempt: decide what comes next, write the error report, end the run. Never raises
-    for the store's sake (the report still says what happened)."""
-    system = session.system
-    with contextlib.suppress(Exception):  # the store failed too; the report below still says what happened
-        logger.close()
+def close_failed_attempt(runs: RunModel, attempt: Attempt, logger: RecoveryLogger, failure: Failure,
+                         decision: Retry | Stop, *, session_run_id: str, data_summary: Mapping[str, Any],
+                         notify: Callable[[Attempt, dict[str, Any]], None]) -> None:
+    """Close a failed attempt with how it ended and what comes next: its error report, its run ended; ``notify``
+    hears of the report even when the store fails."""
+    exc, classification = failure.error, failure.classification
     attempt.history = logger.history
-    classification = classify(exc, system.extra_recoverable)
-    if logger.last_good is not None and logger.generations_done:
-        session.last_good_config = attempt.plan.config
-    failure = Failure(exc, classification, logger.last_generation, logger.last_good, attempt.plan)
-    decision = session.decide(failure)
     attempt.failure = failure
     attempt.outcome = ("interrupted" if failure.interrupted else
                        "recoverable_error" if classification.recoverable else "unrecoverable_error")
     attempt.error = f"{type(exc).__name__}: {exc}"
     report = build_error_report(
         exc, classification=classification, attempt=attempt.number, generation_reached=logger.last_generation,
-        last_metrics=logger.last_metrics, config=attempt.plan.config.to_dict(),
-        data_summary=session.data_report.to_dict() if session.data_report else {},
+        last_metrics=logger.last_metrics, config=attempt.plan.config.to_dict(), data_summary=dict(data_summary),
         repair=decision.repair.summary() if decision.repair else None, decision=decision.reason,
-        session_run_id=session.run_id, attempt_run_id=attempt.run_id,
+        session_run_id=session_run_id, attempt_run_id=attempt.run_id,
     )
-    runs = session.runs
     try:
         runs.record_error_report(attempt.run_id, report, render_markdown(report))
         runs.attempt_failed(attempt.run_id, number=attempt.number, outcome=attempt.outcome, error_type=type(exc).__name__,
                             generation_reached=logger.last_generation, interrupted=failure.interrupted)
     finally:
-        system.reporter.attempt_failed(attempt.number, report)
-        if system.error_handler is not None:
-            system.error_handler(report)
-    return decision
+        notify(attempt, report)

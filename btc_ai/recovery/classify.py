@@ -1,9 +1,10 @@
-"""Which errors are worth retrying: one table, matched by the most specific type in the MRO."""
+"""What an error means to the recovery: whether it is worth retrying, and which repair answers it — two
+tables keyed by exception type, side by side, each matched by the most specific type in the error's MRO."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,20 @@ from btc_ai.domain.errors import (
     NaNError,
     TradingEnvironmentError,
     TrainingStalledError,
+)
+from btc_ai.recovery.repairs import (
+    Repair,
+    RepairContext,
+    clamp_offending_value,
+    clean_data,
+    continue_on_local_evaluator,
+    fall_back_to_backup_config,
+    fill_key_from_preset,
+    halve_learning_rate_and_sigma_on_nan,
+    halve_population_on_oom,
+    rebuild_environment,
+    retry_from_last_good_state,
+    revert_override_to_preset,
 )
 
 
@@ -56,6 +71,32 @@ UNRECOVERABLE: Mapping[type[BaseException], str] = {
 }
 
 
+# Which repair answers a recoverable error (no row: `revert_override_to_preset`).
+REPAIR_BY_ERROR: Mapping[type[BaseException], Callable[[RepairContext], Repair | None]] = {
+    NaNError: halve_learning_rate_and_sigma_on_nan,
+    KeyError: fill_key_from_preset,
+    ValueError: clamp_offending_value,
+    IndexError: clamp_offending_value,
+    DataValidationError: clean_data,
+    json.JSONDecodeError: fall_back_to_backup_config,
+    TradingEnvironmentError: rebuild_environment,
+    torch.OutOfMemoryError: halve_population_on_oom,
+    TrainingStalledError: retry_from_last_good_state,
+    ClusterLostError: continue_on_local_evaluator,
+}
+
+
+def choose_repair(ctx: RepairContext) -> Repair:
+    """The repair for the most specific type of the error that has one, else the fallback."""
+    for cls in type(ctx.error).__mro__:
+        if cls in REPAIR_BY_ERROR:
+            repair = REPAIR_BY_ERROR[cls](ctx)
+            if repair is not None:
+                return repair
+            break
+    return revert_override_to_preset(ctx)
+
+
 def classify(exc: BaseException, extra_recoverable: Iterable[type[BaseException]] = ()) -> Classification:
     """Classify ``exc`` by the most specific type of its MRO found in the table.
 
@@ -70,8 +111,3 @@ def classify(exc: BaseException, extra_recoverable: Iterable[type[BaseException]
         if cls in RECOVERABLE:
             return Classification(True, cls.__name__, RECOVERABLE[cls])
     return Classification(False, "unknown", f"{type(exc).__name__} is not in the classification table")
-
-
-def is_recoverable(exc: BaseException) -> bool:
-    """Retry predicate: True for errors in the recoverable half of the table."""
-    return classify(exc).recoverable

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from btc_ai.domain.baselines import RULES, baseline_lines
 from btc_ai.domain.collapse import collapse_line
+from btc_ai.domain.config import TrainingConfig
+from btc_ai.domain.data import DataReport
+from btc_ai.recovery.attempts import Attempt
+from btc_ai.recovery.repairs import Repair
+from btc_ai.tracking.registry import Registration
 from btc_ai.tracking.run_model import (
     VERSION_TAG_ATTEMPT,
     VERSION_TAG_BASELINES,
@@ -26,11 +31,6 @@ from btc_ai.tracking.run_model import (
     VERSION_TAG_TIMEFRAME,
 )
 
-if TYPE_CHECKING:
-    from btc_ai.domain.config import TrainingConfig
-    from btc_ai.recovery.attempts import Attempt
-    from btc_ai.recovery.session import Session
-
 FIGURES = ("total_return", "gross_return", "sharpe", "max_drawdown", "position_changes", "buy_and_hold_return")
 
 
@@ -38,10 +38,10 @@ def config_sha256(config: TrainingConfig) -> str:
     return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
-def version_tags(session: Session, attempt: Attempt, config: TrainingConfig, metrics: Mapping[str, Any]) -> dict[str, Any]:
-    report = session.data_report
+def version_tags(session_id: str, report: DataReport | None, attempt_id: str, config: TrainingConfig,
+                 metrics: Mapping[str, Any]) -> dict[str, Any]:
     tags: dict[str, Any] = {
-        VERSION_TAG_SESSION: session.run_id, VERSION_TAG_ATTEMPT: attempt.run_id,
+        VERSION_TAG_SESSION: session_id, VERSION_TAG_ATTEMPT: attempt_id,
         VERSION_TAG_GENERATION: metrics["best_generation"], VERSION_TAG_BUCKET: config.BUCKET,
         VERSION_TAG_TIMEFRAME: config.TIMEFRAME, VERSION_TAG_PARAMS: metrics["best_params_sha256"],
         VERSION_TAG_CONFIG: config_sha256(config), VERSION_TAG_DATA: metrics.get("data_fingerprint"),
@@ -60,9 +60,9 @@ def version_tags(session: Session, attempt: Attempt, config: TrainingConfig, met
     return {k: v for k, v in tags.items() if v is not None}
 
 
-def version_description(session: Session, config: TrainingConfig, metrics: Mapping[str, Any]) -> str:
+def version_description(session_id: str, config: TrainingConfig, metrics: Mapping[str, Any]) -> str:
     """Markdown for the registry page: what the version is and how it did, out of sample first."""
-    lines = [f"Best policy of {config.BUCKET} session `{session.run_id}` (generation {metrics['best_generation']} "
+    lines = [f"Best policy of {config.BUCKET} session `{session_id}` (generation {metrics['best_generation']} "
              f"of {metrics['generations']}; {metrics['stop_reason']})."]
     if "test/total_return" in metrics:
         lines.append(f"**Out of sample** (test span {metrics['test_span']}, never used for selection): return "
@@ -78,19 +78,21 @@ def version_description(session: Session, config: TrainingConfig, metrics: Mappi
     return "\n\n".join(lines)
 
 
-def session_description(session: Session, status: str, metrics: Mapping[str, Any]) -> str:
-    """The session run's markdown note: outcome first, then attempts, repairs, figures, how to go on."""
-    failed = [a for a in session.attempts if a.outcome != "success"]
+def session_description(session_id: str, attempts: Sequence[Attempt], total_attempts: int, repairs: Sequence[Repair],
+                        status: str, metrics: Mapping[str, Any], registration_note: str = "") -> str:
+    """The session run's markdown note: outcome first, then ``attempts`` (this command's), repairs, what became of
+    a policy a failed session trained to the end (``registration_note``), figures, how to go on."""
+    failed = [a for a in attempts if a.outcome != "success"]
     head = {"completed": "Completed", "failed": "**Failed**", "interrupted": "**Interrupted**"}.get(status, status)
-    lines = [f"{head} after {session.total_attempts} attempt(s)"
+    lines = [f"{head} after {total_attempts} attempt(s)"
              + (f", {len(failed)} of them failed in this run of the command" if failed else "") + "."]
     rows = ["| attempt | outcome | error |", "|---|---|---|"]
-    rows += [f"| {a.number} | {a.outcome} | {a.error or ''} |" for a in session.attempts]
+    rows += [f"| {a.number} | {a.outcome} | {a.error or ''} |" for a in attempts]
     lines.append("\n".join(rows))
-    if session.repairs:
-        lines.append("Repairs: " + "; ".join(r.summary() for r in session.repairs))
-    if status != "completed" and (session.registration or session.unregistered):
-        lines.append(after_failure(session))
+    if repairs:
+        lines.append("Repairs: " + "; ".join(r.summary() for r in repairs))
+    if status != "completed" and registration_note:
+        lines.append(registration_note)
     if metrics:
         lines.append(f"Stopped: {metrics.get('stop_reason', '-')}.")
         if "test/total_return" in metrics:
@@ -100,8 +102,8 @@ def session_description(session: Session, status: str, metrics: Mapping[str, Any
         if "best/validation_total_return" in metrics:
             lines.append(f"Validation (used for selection): return {metrics['best/validation_total_return']:+.2%}.")
         lines += _outcome_lines(metrics)
-    lines.append(f"Continue or extend: `btc-ai resume {session.run_id}`" + (" --episodes N" if status == "completed" else "")
-                 + f"; details: `btc-ai report {session.run_id}`.")
+    lines.append(f"Continue or extend: `btc-ai resume {session_id}`" + (" --generations N" if status == "completed" else "")
+                 + f"; details: `btc-ai report {session_id}`.")
     return "\n\n".join(lines)
 
 
@@ -112,10 +114,10 @@ def _outcome_lines(metrics: Mapping[str, Any]) -> list[str]:
     return ([f"**{collapsed[0].upper()}{collapsed[1:]}.**"] if collapsed else []) + (test or baseline_lines(metrics))
 
 
-def after_failure(session: Session) -> str:
-    """What became of a policy trained to the end by a session that failed after (its last commit refused)."""
-    registration = session.registration
+def after_failure(registration: Registration | None, unregistered: str) -> str:
+    """What became of a policy trained to the end by a session that failed after (its last commit refused):
+    its ``registration``, else why it is not registered (``unregistered``; empty when nothing was trained)."""
     if registration is None:
-        return session.unregistered
+        return unregistered
     version = registration.version or "pending (journaled)"
     return f"The policy trained to the end is registered all the same: version {version} ({registration.path})."

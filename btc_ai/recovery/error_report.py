@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
 
+import numpy
+import torch
+
 from btc_ai.recovery.classify import Classification
 from btc_ai.tracking.credentials import redact
 
@@ -50,9 +53,6 @@ def build_error_report(
     and why (or why not). Its prose (the error, traceback, stacks, reasons, the command line) has secrets
     masked; its data (run IDs, config, metrics, data summary) is as it is.
     """
-    import numpy
-    import torch
-
     return {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "session_run_id": session_run_id,

@@ -1,30 +1,27 @@
-"""What a session trains on: the config (validated and repaired), the data, and where it starts — for a new
-session or for a resumed one. Every mistake found here is a `UserInputError`, raised before anything is
-created on the store."""
+"""What a session trains on: the config (validated at the edge: `btc_ai.recovery.validation`), the data, and
+where it starts — for a new session or for a resumed one. Every mistake found here is a `UserInputError`,
+raised before anything is created on the store."""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-from btc_ai.domain.config import STRUCTURAL_KEYS, TrainingConfig, normalize_key, read_config_file
+from btc_ai.domain.config import STRUCTURAL_KEYS, TrainingConfig, normalize_key
 from btc_ai.domain.data import DataReport, clean_candles, data_fingerprint, load_candles
 from btc_ai.domain.data.sources import file_set_change, missing_part, source_from_text, source_text
 from btc_ai.domain.errors import DataValidationError, ResumeError
-from btc_ai.domain.presets import DEFAULT_BUCKET
-from btc_ai.recovery.repairs import Repair, shorten_episode_to_data, validate_and_repair
+from btc_ai.domain.synthetic import default_candles
+from btc_ai.recovery.repairs import Repair, shorten_episode_to_data
 from btc_ai.recovery.state import RecoveryState
+from btc_ai.recovery.validation import ValidatedConfig
 from btc_ai.tracking.run_model import BUILTIN_DATA, DATAFRAME_DATA
 from btc_ai.training import training_bars
-from btc_ai.training.checkpoint import TrainingState
-
-if TYPE_CHECKING:
-    from btc_ai.recovery.system import TrainingRecoverySystem
+from btc_ai.training.checkpoint import TrainingState, load_checkpoint
 
 
 @dataclass
@@ -68,23 +65,23 @@ def checkpoint_session(ref: str) -> str:
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def new_session_inputs(system: TrainingRecoverySystem, config: Any, df: Any, recovery_state: Any) -> SessionInputs:
-    start = _as_state(recovery_state)
-    if config is None and start is not None:  # a local checkpoint holds the config it trained with, never a preset
-        config = dict(start.config)
-    requested, cfg, repairs = resolve_config(system, config)
-    data, report, data_repair = resolve_data(df, system.date_format)
-    repairs += [data_repair] if data_repair is not None else []
-    inputs = SessionInputs(cfg, data, report, start, requested, repairs, source=source_label(df))
+def new_session_inputs(config: ValidatedConfig, df: Any, start: TrainingState | None,
+                       date_format: str | None = None) -> SessionInputs:
+    """The inputs of a new session: ``config`` as validated at the edge (its repairs recorded with the session),
+    the data (text dates read as ``date_format`` says), the state it starts from (None: generation 0)."""
+    data, report, data_repair = resolve_data(df, date_format)
+    repairs = [*config.repairs, *([data_repair] if data_repair is not None else [])]
+    inputs = SessionInputs(config.config, data, report, start, dict(config.requested), repairs, source=source_label(df))
     return _fit_episode(inputs)
 
 
-def resumed_inputs(system: TrainingRecoverySystem, rs: RecoveryState, cfg: TrainingConfig, df: Any) -> SessionInputs:
+def resumed_inputs(rs: RecoveryState, cfg: TrainingConfig, df: Any, *, date_format: str | None = None,
+                   allow_data_change: bool = False) -> SessionInputs:
     """The inputs of a resumed session: its recovered config ``cfg`` (see :func:`resumed_config`), the data it
     recorded (or ``df``), its newest good state."""
     source = df if df is not None else recorded_source(rs)
-    data, report, _ = resolve_data(source, system.date_format)
-    changed = check_fingerprint(rs, data, system.allow_data_change, report)
+    data, report, _ = resolve_data(source, date_format)
+    changed = check_fingerprint(rs, data, allow_data_change, report)
     return _fit_episode(SessionInputs(cfg, data, report, rs.training_state, data_changed=changed,
                                       source=source_label(source), resume=rs))
 
@@ -97,35 +94,11 @@ def _fit_episode(inputs: SessionInputs) -> SessionInputs:
     return inputs
 
 
-def resolve_config(system: TrainingRecoverySystem, config: Any) -> tuple[dict[str, Any], TrainingConfig, list[Repair]]:
-    """The config as asked for, the valid config, and the repairs between them. A JSON file that does not
-    parse falls back to the bucket preset (a repair: the specification's "a backup config can be used")."""
-    if isinstance(config, (str, Path)):
-        try:
-            raw = read_config_file(config)
-        except json.JSONDecodeError as exc:
-            preset = system.preset_source(DEFAULT_BUCKET)
-            repair = Repair("fall_back_to_backup_config", f"{config} is not valid JSON ({exc.msg}, line "
-                            f"{exc.lineno}): the bucket preset is used", type(exc).__name__)
-            return {"config_file": str(config)}, TrainingConfig.from_dict(preset), [repair]
-    elif isinstance(config, TrainingConfig):
-        raw = config.to_dict()
-    else:
-        raw = dict(config or {})
-    cfg, repairs = validate_and_repair(raw, system.preset_source)
-    requested = {**system.preset_source(cfg.BUCKET), **{str(k): v for k, v in raw.items()}}
-    if "MIN_CHECKPOINT_INTERVAL" not in {str(k).upper() for k in raw}:
-        cfg = cfg.replace(MIN_CHECKPOINT_INTERVAL=system.min_checkpoint_interval)
-    return requested, cfg, repairs
-
-
 def resolve_data(df: Any, date_format: str | None = None) -> tuple[pd.DataFrame, DataReport, Repair | None]:
     """Candles from a DataFrame, a file or the built-in data (text dates read as ``date_format`` says, else as
     the file's evidence says); a DataFrame that fails validation is cleaned (a repair), a file that fails it
     is refused."""
     if df is None or (isinstance(df, str) and df == BUILTIN_DATA):
-        from btc_ai.domain.synthetic import default_candles
-
         df = default_candles()
     try:
         data, report = load_candles(df, date_format=date_format)
@@ -189,10 +162,8 @@ def recorded_source(rs: RecoveryState) -> Any:
     return source_from_text(rs.data_source)
 
 
-def _as_state(recovery_state: Any) -> TrainingState | None:
+def load_state(recovery_state: TrainingState | str | Path | None) -> TrainingState | None:
+    """A local state to start a new session from: given, or read from a checkpoint file."""
     if recovery_state is None or isinstance(recovery_state, TrainingState):
         return recovery_state
-    from btc_ai.training.checkpoint import load_checkpoint
-
     return load_checkpoint(recovery_state)
-

@@ -1,48 +1,33 @@
-"""Repairs: what to change before a first attempt (validation) and after a recoverable error.
+"""Repairs: what to change after a recoverable error (and, when the data is too short, before the first attempt).
 
-Each repair is a small function named for what it does; :func:`choose_repair` picks one by the
-error's most specific type. A repair never changes the network shape of a training that has
-checkpoints, and says in words what it changed and why.
+Each repair is a small function named for what it does; `btc_ai.recovery.classify` picks one by the
+error's most specific type, beside the table that says whether the error is retried at all. A repair never
+changes the network shape of a training that has checkpoints, and says in words what it changed and why.
+The repairs of validation (a config from outside made valid) are `btc_ai.recovery.validation`'s.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-import torch
 
 from btc_ai.domain.config import (
     KNOWN_KEYS,
-    NOISE_TABLE_TOO_SMALL,
     STRUCTURAL_KEYS,
-    ConfigProblem,
     TrainingConfig,
-    bounds,
     noise_table_size_for,
     normalize_key,
 )
 from btc_ai.domain.data import clean_candles
-from btc_ai.domain.errors import (
-    ClusterLostError,
-    ConfigValidationError,
-    DataValidationError,
-    NaNError,
-    TradingEnvironmentError,
-    TrainingStalledError,
-)
-from btc_ai.domain.presets import DEFAULT_BUCKET, find_bucket, preset_config
+from btc_ai.domain.errors import DataValidationError
 from btc_ai.domain.shapes import policy_param_count
 
 PresetSource = Callable[[str], dict[str, Any]]
 
-# Keys of the original seed config: a config without them gets them from the preset, recorded.
-SEED_KEYS = ("LEARNING_RATE", "HIDDEN_SIZE", "ES_POPULATION", "BUCKET", "MAX_STEPS_PER_EPISODE")
 # Hyperparameters a fallback repair may revert to the preset, most likely culprit first. The job's
 # definition (bucket, seed, length, costs, data split) is never reverted.
 REVERT_ORDER = ("LEARNING_RATE", "SIGMA", "ES_POPULATION", "WEIGHT_DECAY", "MAX_STEPS_PER_EPISODE",
@@ -70,104 +55,7 @@ class Repair:
         return f"{self.rule}: " + ("; ".join(parts) if parts else "no config change") + f" ({self.reason})"
 
 
-# -- validation repairs (before the first attempt) -------------------------------------------------
 
-
-def validate_and_repair(raw: Mapping[str, Any] | TrainingConfig,
-                        preset_source: PresetSource = preset_config) -> tuple[TrainingConfig, list[Repair]]:
-    """A valid config from ``raw`` plus the repairs that made it valid.
-
-    Repairs: missing seed keys filled from the preset, out-of-range values clamped to the allowed
-    range, an odd population made even. Unknown keys, wrong types and unknown buckets cannot be
-    guessed and raise ConfigValidationError with every such problem.
-    """
-    if isinstance(raw, TrainingConfig):
-        return raw, []
-    given = {normalize_key(k): v for k, v in raw.items()}
-    bucket = find_bucket(str(given.get("BUCKET", DEFAULT_BUCKET)))
-    preset = preset_source(bucket.name if bucket else DEFAULT_BUCKET)
-    repairs: list[Repair] = []
-    missing = [k for k in SEED_KEYS if k not in given]
-    if missing:
-        repairs.append(Repair("fill_missing_from_preset", f"keys missing from the config take the {preset['BUCKET']} "
-                              "preset's values", "validation", {k: (None, preset[k]) for k in missing}))
-    values = {**preset, **given}
-    for _ in range(3):  # range and parity first, then the noise table for the shape they leave
-        try:
-            return TrainingConfig.from_dict(values), repairs
-        except ConfigValidationError as exc:
-            fixable = {p.key: p for p in exc.problems if _repairable(p, given)}
-            unfixable = [_with_preset(p, preset) for p in exc.problems if p.key not in fixable]
-            if unfixable:
-                raise ConfigValidationError(unfixable) from None
-        clamped = {k: (p.value, _clamped(k, p.value, preset)) for k, p in fixable.items() if p.kind in _RANGE_KINDS}
-        evened = {k: (p.value, _clamped(k, p.value, preset)) for k, p in fixable.items()
-                  if p.kind not in _RANGE_KINDS and p.kind != NOISE_TABLE_TOO_SMALL}
-        done = []
-        if clamped:
-            done.append(Repair("clamp_out_of_range_values", "counts and sizes outside their allowed range were "
-                               "clamped to the nearest bound", "validation", clamped))
-        if evened:
-            done.append(Repair("make_population_even", "mirrored sampling needs an even population", "validation",
-                               evened))
-        if not done:  # only the noise table is left, sized once the shape is settled
-            done.append(_size_noise_table(values))
-        repairs += done
-        values = {**values, **{k: after for r in done for k, (_, after) in r.changes.items()}}
-    return TrainingConfig.from_dict(values), repairs  # valid by now, or the problem a repair left, raised
-
-
-def _size_noise_table(values: Mapping[str, Any]) -> Repair:
-    params = policy_param_count(int(values["LOOKBACK"]), int(values["HIDDEN_SIZE"]), int(values["HIDDEN_LAYERS"]),
-                                str(values.get("FEATURES", "base")))
-    size = noise_table_size_for(params)
-    return Repair("size_noise_table_to_policy", f"HIDDEN_SIZE={values['HIDDEN_SIZE']} with HIDDEN_LAYERS="
-                  f"{values['HIDDEN_LAYERS']} has {params:,} parameters, more than the preset's noise table holds: "
-                  "the table is sized to the policy (NOISE_TABLE_SIZE was not given)", "validation",
-                  {"NOISE_TABLE_SIZE": (values["NOISE_TABLE_SIZE"], size)})
-
-
-_RANGE_KINDS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
-
-
-def _repairable(problem: ConfigProblem, given: Mapping[str, Any]) -> bool:
-    """Whether validation may repair ``problem`` rather than refuse it.
-
-    Counts and sizes (int keys) out of range are clamped: more generations, a wider net or longer episodes
-    than allowed get the most allowed, which trains. Real-valued keys (rates, scales, costs, fractions,
-    seconds) out of range are refused with the range: their bound is no stand-in for what was meant (a
-    unit slip such as 5 for 0.05 or 20 for 0.20 is the usual cause), and LEARNING_RATE 5 clamped to 1.0
-    loses a third of the capital in 3 generations."""
-    if problem.key not in KNOWN_KEYS or problem.key in {"BUCKET", "TIMEFRAME"}:
-        return False
-    if problem.kind == NOISE_TABLE_TOO_SMALL:  # a table the user sized is theirs: refused, naming both keys
-        return "NOISE_TABLE_SIZE" not in given
-    if problem.kind in _RANGE_KINDS and TrainingConfig.model_fields[problem.key].annotation is not int:
-        return False
-    odd_population = problem.key == "ES_POPULATION" and problem.kind == "value_error"
-    return problem.kind in _RANGE_KINDS or odd_population
-
-
-def _with_preset(problem: ConfigProblem, preset: Mapping[str, Any]) -> ConfigProblem:
-    """A refused out-of-range value, with the preset's value beside the allowed range."""
-    if problem.kind not in _RANGE_KINDS or problem.key not in preset:
-        return problem
-    where = "below" if problem.kind.startswith("greater") else "above"
-    return dataclasses.replace(problem, allowed="", message=f"{where} the allowed range ({problem.allowed}); the "
-                               f"{preset['BUCKET']} preset uses {preset[problem.key]!r}")
-
-
-def _clamped(key: str, value: Any, preset: Mapping[str, Any]) -> Any:
-    low, low_inc, high, high_inc = bounds(key)
-    new = value
-    if low is not None and (value < low or (value == low and not low_inc)):
-        new = low if low_inc else preset[key]
-    if high is not None and (value > high or (value == high and not high_inc)):
-        new = high if high_inc else preset[key]
-    if key == "ES_POPULATION" and int(new) % 2:
-        new = int(new) + 1 if high is None or int(new) + 1 <= high else int(new) - 1
-    is_int = TrainingConfig.model_fields[key].annotation is int
-    return int(new) if is_int else float(new)
 
 
 def shorten_episode_to_data(config: TrainingConfig, train_bars: int) -> Repair | None:
@@ -330,28 +218,3 @@ def revert_override_to_preset(ctx: RepairContext) -> Repair:
                           f"({key} reverts to its preset value)", ctx.triggered_by, {key: (current[key], ctx.preset[key])})
     return Repair("retry_from_last_good_state", f"{why} and no override is left to revert: retrying from the last "
                   "good state", ctx.triggered_by)
-
-
-REPAIR_BY_ERROR: Mapping[type[BaseException], Callable[[RepairContext], Repair | None]] = {
-    NaNError: halve_learning_rate_and_sigma_on_nan,
-    KeyError: fill_key_from_preset,
-    ValueError: clamp_offending_value,
-    IndexError: clamp_offending_value,
-    DataValidationError: clean_data,
-    json.JSONDecodeError: fall_back_to_backup_config,
-    TradingEnvironmentError: rebuild_environment,
-    torch.OutOfMemoryError: halve_population_on_oom,
-    TrainingStalledError: retry_from_last_good_state,
-    ClusterLostError: continue_on_local_evaluator,
-}
-
-
-def choose_repair(ctx: RepairContext) -> Repair:
-    """The repair for the most specific type of the error that has one, else the fallback."""
-    for cls in type(ctx.error).__mro__:
-        if cls in REPAIR_BY_ERROR:
-            repair = REPAIR_BY_ERROR[cls](ctx)
-            if repair is not None:
-                return repair
-            break
-    return revert_override_to_preset(ctx)

@@ -19,8 +19,8 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_when
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.data import data_fingerprint
 from btc_ai.domain.errors import NaNError
-from btc_ai.recovery.classify import Classification
-from btc_ai.recovery.repairs import PresetSource, Repair, RepairContext, choose_repair
+from btc_ai.recovery.classify import Classification, choose_repair
+from btc_ai.recovery.repairs import PresetSource, Repair, RepairContext
 from btc_ai.training import training_bars
 from btc_ai.training.checkpoint import TrainingState
 
@@ -126,14 +126,15 @@ def next_step(failure: Failure, earlier: list[Failure], *, retries_used: int, bu
     return Retry(following, f"retry from {where} after repair '{repair.rule}'")
 
 
-def retry_policy(*, is_recoverable: Callable[[BaseException], bool], decided_retry: Callable[[BaseException], bool],
-                 max_retries: int, stop_event: threading.Event, wait: Any, sleep: Callable[[float], None],
-                 before: Callable[..., None], before_sleep: Callable[..., None]) -> Retrying:
-    """The tenacity policy: retry a recoverable error the decision answered with `Retry`, at most
-    ``max_retries`` times in this command, never once ``stop_event`` is set."""
+def retry_policy(*, decided_retry: Callable[[BaseException], bool], budget: Budget, stop_event: threading.Event,
+                 wait: Any, sleep: Callable[[float], None], before: Callable[..., None],
+                 before_sleep: Callable[..., None]) -> Retrying:
+    """The tenacity policy: retry an error the decision (`next_step`, which weighs the classification and the
+    ``budget``) answered with `Retry`, never once ``stop_event`` is set; the budget's attempt limit is tenacity's
+    too, a guard should a decision ever count otherwise."""
     return Retrying(
-        retry=retry_if_exception(is_recoverable) & retry_if_exception(decided_retry),
-        stop=stop_after_attempt(max_retries + 1) | stop_when_event_set(stop_event),
+        retry=retry_if_exception(decided_retry),
+        stop=stop_after_attempt(budget.max_retries + 1) | stop_when_event_set(stop_event),
         wait=wait,
         sleep=sleep,
         before=before,

@@ -6,27 +6,35 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from tenacity import RetryCallState
 
+from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.policy_files import PolicyCard
 from btc_ai.domain.promotion import promotion_verdict
 from btc_ai.recovery.attempts import Attempt, RecoveryLogger, close_failed_attempt
-from btc_ai.recovery.descriptions import session_description, version_description, version_tags
+from btc_ai.recovery.classify import classify
+from btc_ai.recovery.descriptions import after_failure, session_description, version_description, version_tags
 from btc_ai.recovery.inputs import SessionInputs
 from btc_ai.recovery.lease import claim_lease, lease_token
-from btc_ai.recovery.repairs import Repair
+from btc_ai.recovery.repairs import PresetSource, Repair
+from btc_ai.recovery.reporter import ProgressReporter
 from btc_ai.recovery.retry import Budget, Failure, Plan, Retry, Stop, next_step, retry_policy
+from btc_ai.recovery.session_plots import write_session_plots
 from btc_ai.recovery.signals import interrupts_held
 from btc_ai.recovery.state import RecoveryState, logged_through
 from btc_ai.tracking.registry import Registration
 from btc_ai.tracking.run_model import (
+    METRIC_BEST_GENERATION,
     METRIC_BEST_VALIDATION,
+    SESSION_FIGURE_PREFIXES,
     TAG_MODEL_PARAMS,
     TAG_MODEL_VERSION,
     DataInputs,
@@ -35,20 +43,39 @@ from btc_ai.tracking.run_model import (
     SessionSummary,
     registered_model_name,
 )
+from btc_ai.tracking.system_metrics import system_metrics
 from btc_ai.training import span_equities
 
-if TYPE_CHECKING:
-    from btc_ai.domain.config import TrainingConfig
-    from btc_ai.recovery.system import TrainingFunc, TrainingRecoverySystem
-
 _log = logging.getLogger(__name__)
+
+TrainingFunc = Callable[..., tuple[Any, dict[str, Any], float, float]]
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """How a session goes about its attempts: the retry budget and waits, the repairs' presets, the error types
+    configured as recoverable, where checkpoints go, and who hears of an error report."""
+
+    budget: Budget
+    preset_source: PresetSource
+    extra_recoverable: tuple[type[BaseException], ...]
+    wait: Any  # a tenacity wait
+    sleep: Callable[[float], None]
+    stop_event: threading.Event
+    checkpoint_dir: Path
+    keep_checkpoints: int | None
+    emergency_checkpoints: bool
+    error_handler: Callable[[dict[str, Any]], None] | None = None
 
 
 class Session:
     """One call of ``start_training_with_recovery``: the session run and this command's attempts."""
 
-    def __init__(self, system: TrainingRecoverySystem, training_func: TrainingFunc, save_path: str | Path | None):
-        self.system = system
+    def __init__(self, runs: RunModel, settings: SessionSettings, reporter: ProgressReporter,
+                 training_func: TrainingFunc, save_path: str | Path | None, parent: ParentLink | None = None):
+        self.runs = runs
+        self.settings = settings
+        self.reporter = reporter
         self.training_func = training_func
         self.save_path = save_path
         self.started = time.perf_counter()
@@ -67,15 +94,10 @@ class Session:
         self.registration: Registration | None = None
         self.final_metrics: Mapping[str, Any] = {}  # the training's metrics, once it succeeded
         self.failed_before = 0  # attempts of earlier processes that did not succeed
-        self.parent: ParentLink | None = None  # a new session nested under another run (a walk-forward)
+        self.parent = parent  # a new session nested under another run (a walk-forward)
         self.data_origin: DataInputs | None = None  # the files a DataFrame was cut from (a walk-forward's fold)
         self.trained: tuple[Any, Mapping[str, Any]] | None = None  # the newest training that ran to its end
         self.unregistered = ""  # why a trained policy of a failed session is not registered
-
-    @property
-    def runs(self) -> RunModel:
-        """Opened on first use: bad input found before that leaves no store behind."""
-        return self.system.runs
 
     @property
     def total_attempts(self) -> int:
@@ -129,7 +151,7 @@ class Session:
 
     def _reopen(self, rs: RecoveryState, cfg: TrainingConfig) -> None:
         """Continue an existing session: claim its lease, reopen its run, carry on its numbering."""
-        self.run_id = self.system.session_run_id = rs.session_run_id
+        self.run_id = rs.session_run_id
         tracker = self.runs.tracker
         tracker.experiment_id = tracker.experiment_of(self.run_id)  # attempts join the session's experiment
         claim_lease(self.runs, self.run_id)
@@ -140,7 +162,7 @@ class Session:
         self.failed_before = sum(a.outcome != "success" for a in earlier)
         self.previous_rows = [row for attempt in earlier for row in self.runs.metric_rows(attempt)]
         self.logged_through = logged_through(rs.generation, earlier, self.previous_rows, cfg)
-        self.system.reporter.session_started(self.run_id, cfg)
+        self.reporter.session_started(self.run_id, cfg)
 
     def _create(self, inputs: SessionInputs) -> None:
         cfg, link = inputs.config, self.parent
@@ -149,14 +171,13 @@ class Session:
                                              bucket=cfg.BUCKET, data_source=inputs.source, lease_owner=lease_token(),
                                              heartbeat=time.time(), parent=link.run_id if link else None,
                                              tags=link.tags if link else None)
-        self.system.session_run_id = self.run_id
         self.runs.record_config(self.run_id, cfg.to_dict(), inputs.requested)
         if self.data_report is not None:
             self.runs.record_data_report(self.run_id, inputs.source, self.data_report.to_dict())
         for repair in inputs.repairs:
             self._log_repair(repair, parent=self.run_id)
-        self.system.reporter.repairs_made(list(inputs.repairs))
-        self.system.reporter.session_started(self.run_id, cfg)
+        self.reporter.repairs_made(list(inputs.repairs))
+        self.reporter.session_started(self.run_id, cfg)
 
     def _close(self, status: str, run_status: str, final_sha: str | None = None) -> None:
         rows = self.previous_rows + [row for attempt in self.attempts for row in attempt.history]
@@ -168,14 +189,16 @@ class Session:
                                  best if np.isfinite(best) else None)
         self.runs.close_session(self.run_id, status=status, run_status=run_status, summary=summary,
                                 step=max((row["generation"] for row in rows), default=0), final_params_sha256=final_sha,
-                                description=session_description(self, status, self.final_metrics))
+                                description=session_description(
+                                    self.run_id, self.attempts, self.total_attempts, self.repairs, status,
+                                    self.final_metrics, after_failure(self.registration, self.unregistered)))
 
     def _register(self, model: Any, metrics: Mapping[str, Any]) -> str:
         """Log and register the best policy, unless it is the one the session registered already."""
         attempt = self.attempts[-1]
         cfg = attempt.plan.config
-        self.runs.record_best_policy(self.run_id, metrics, generation=metrics["best_generation"],
-                                     step=int(metrics["generations"]))
+        figures = {k: v for k, v in metrics.items() if k.startswith(SESSION_FIGURE_PREFIXES)}
+        figures[METRIC_BEST_GENERATION] = float(metrics["best_generation"])  # on the run, and with the model
         self.runs.record_outcome(self.run_id, stop_reason=metrics["stop_reason"], test_span=metrics.get("test_span"))
         card = PolicyCard.of(cfg, metrics["best_params_sha256"], session_run_id=self.run_id,
                              best_generation=metrics["best_generation"])
@@ -190,7 +213,9 @@ class Session:
             self.run_id, model, card, name=registered_model_name(cfg.BUCKET), champion=champion,
             move_champion=champion and not fold,
             verdict=verdict, previous={k: v for k, v in previous.items() if v},
-            tags=version_tags(self, attempt, cfg, metrics), description=version_description(self, cfg, metrics))
+            tags=version_tags(self.run_id, self.data_report, attempt.run_id, cfg, metrics),
+            description=version_description(self.run_id, cfg, metrics),
+            figures=figures, step=int(metrics["generations"]), params=cfg.to_dict())
         self.registration = registration
         if not registration.new:
             return registration.version or "pending"
@@ -211,8 +236,6 @@ class Session:
     def _log_plots(self, model: Any) -> None:
         """Fitness history and equity curve PNGs under ``plots/`` of the session: a picture that cannot be
         drawn is a warning (tag TAG_PLOTS_WARNING), never a failed training."""
-        from btc_ai.recovery.session_plots import write_session_plots
-
         plan = self.attempts[-1].plan
         try:
             if self.runs.tracker.offline:  # they are drawn from the store's records
@@ -238,18 +261,17 @@ class Session:
     # -- attempts, driven by the retry policy ---------------------------------------------------
 
     def _retrying(self) -> tuple[Any, dict[str, Any], float]:
-        system = self.system
-        policy = retry_policy(is_recoverable=system.is_recoverable, decided_retry=lambda exc: isinstance(self.decision, Retry),
-                              max_retries=system.max_retries, stop_event=system.stop_event, wait=system.wait,
-                              sleep=system.sleep, before=self._open_attempt, before_sleep=self._record_repair)
+        s = self.settings
+        policy = retry_policy(decided_retry=lambda exc: isinstance(self.decision, Retry), budget=s.budget,
+                              stop_event=s.stop_event, wait=s.wait, sleep=s.sleep, before=self._open_attempt,
+                              before_sleep=self._record_repair)
         return policy(self._attempt)
 
     def decide(self, failure: Failure) -> Retry | Stop:
         """What comes after ``failure`` (see `btc_ai.recovery.retry.next_step`); a retry becomes the plan."""
         earlier = [a.failure for a in self.attempts[:-1] if a.failure is not None]
-        self.decision = next_step(failure, earlier, retries_used=len(self.attempts) - 1,
-                                  budget=Budget(self.system.max_retries, self.system.max_nan_repairs),
-                                  preset_source=self.system.preset_source, backup_config=self.last_good_config)
+        self.decision = next_step(failure, earlier, retries_used=len(self.attempts) - 1, budget=self.settings.budget,
+                                  preset_source=self.settings.preset_source, backup_config=self.last_good_config)
         if isinstance(self.decision, Retry):
             self.plan = self.decision.plan
         return self.decision
@@ -269,7 +291,7 @@ class Session:
                                      stale=stale)
         self.runs.record_attempt_config(run, plan.config.to_dict())
         self.attempts.append(Attempt(number, run, plan))
-        self.system.reporter.attempt_started(number, run, plan.repair)
+        self.reporter.attempt_started(number, run, plan.repair)
 
     def _record_repair(self, state: RetryCallState) -> None:
         """Another attempt follows: the planned repair becomes a child run of the failed attempt."""
@@ -279,24 +301,43 @@ class Session:
     def _attempt(self) -> tuple[Any, dict[str, Any], float]:
         attempt = self.attempts[-1]
         plan = attempt.plan
-        logger = RecoveryLogger(self.runs, attempt.run_id, self.system.reporter, attempt.number, self.run_id,
-                                self.system.keep_checkpoints,
+        logger = RecoveryLogger(self.runs, attempt.run_id, self.reporter, attempt.number, self.run_id,
+                                self.settings.keep_checkpoints,
                                 logged_through=self.logged_through if len(self.attempts) == 1 else 0,
                                 data_source=self.data_source, data_report=self.data_report,
                                 data_origin=self.data_origin)
-        save_dir = Path(self.save_path) if self.save_path is not None else self.system.checkpoint_dir / self.run_id
+        save_dir = Path(self.save_path) if self.save_path is not None else self.settings.checkpoint_dir / self.run_id
         try:
-            model, metrics, best_reward, _ = self.training_func(
-                plan.config, plan.data, save_dir, plan.start, callbacks=logger,
-                emergency_checkpoints=self.system.enable_emergency_checkpoints, allow_data_change=plan.data_changed,
-            )
-            self.trained = model, metrics
-            # the last commit's error (a refused login, a full disk) is this attempt's, decided on like any other
-            logger.close()
+            with system_metrics(self.runs.tracker, attempt.run_id):  # stopped before the attempt's run is closed
+                model, metrics, best_reward, _ = self.training_func(
+                    plan.config, plan.data, save_dir, plan.start, callbacks=logger,
+                    emergency_checkpoints=self.settings.emergency_checkpoints, allow_data_change=plan.data_changed,
+                )
+                self.trained = model, metrics
+                # the last commit's error (a refused login, a full disk) is this attempt's, decided on like any other
+                logger.close()
         except BaseException as exc:
-            close_failed_attempt(self, attempt, logger, exc)
+            self._failed(attempt, logger, exc)
             raise
         attempt.history = logger.history
         attempt.outcome = "success"
         self.runs.attempt_succeeded(attempt.run_id, attempt.number)
         return model, metrics, best_reward
+
+    def _failed(self, attempt: Attempt, logger: RecoveryLogger, exc: BaseException) -> None:
+        """A failed attempt: its failure classified and decided on, its run closed with the error report."""
+        with contextlib.suppress(Exception):  # the store failed too; the report still says what happened
+            logger.close()
+        classification = classify(exc, self.settings.extra_recoverable)
+        if logger.last_good is not None and logger.generations_done:
+            self.last_good_config = attempt.plan.config
+        failure = Failure(exc, classification, logger.last_generation, logger.last_good, attempt.plan)
+        decision = self.decide(failure)
+        close_failed_attempt(self.runs, attempt, logger, failure, decision, session_run_id=self.run_id,
+                             data_summary=self.data_report.to_dict() if self.data_report else {},
+                             notify=self._report_failure)
+
+    def _report_failure(self, attempt: Attempt, report: dict[str, Any]) -> None:
+        self.reporter.attempt_failed(attempt.number, report)
+        if self.settings.error_handler is not None:
+            self.settings.error_handler(report)

@@ -88,6 +88,7 @@ def session_equity(runs: RunModel, session_id: str, span: str = "validation") ->
     The model is the one logged (and registered) on the session run; the config is that of the
     attempt that produced it. PlotDataMissing when any of them cannot be had.
     """
+    # torch and the data readers: only when a curve is redrawn from the store
     from btc_ai.domain.data import data_fingerprint, load_candles
     from btc_ai.training import validation_equity
 
@@ -144,6 +145,7 @@ def write_session_plots(runs: RunModel, ref: str, out_dir: str | Path | None = N
     or functions returning them) spare the rebuild from the store when the caller holds them. The fitness plot is always drawn; when the equity curve
     cannot be had, ``equity_skipped`` says why.
     """
+    # torch and the data readers: only when a curve is redrawn from the store
     from btc_ai.domain.plots import plot_equity_curve, plot_fitness_history
 
     session = runs.resolve_session(ref)

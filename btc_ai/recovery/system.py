@@ -19,39 +19,26 @@ from tenacity import wait_exponential_jitter
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.errors import UserInputError
 from btc_ai.domain.presets import preset_config
-from btc_ai.recovery.classify import classify
 from btc_ai.recovery.descriptions import after_failure
-from btc_ai.recovery.inputs import new_session_inputs, resume_reference, resumed_config, resumed_inputs
-from btc_ai.recovery.repairs import PresetSource, Repair
-from btc_ai.recovery.session import Session
+from btc_ai.recovery.inputs import (
+    load_state,
+    new_session_inputs,
+    resume_reference,
+    resumed_config,
+    resumed_inputs,
+)
+from btc_ai.recovery.repairs import PresetSource
+from btc_ai.recovery.reporter import ProgressReporter
+from btc_ai.recovery.retry import Budget
+from btc_ai.recovery.session import Session, SessionSettings, TrainingFunc
 from btc_ai.recovery.state import RecoveryState
+from btc_ai.recovery.validation import ValidatedConfig, validated_config
 from btc_ai.tracking.run_model import DataInputs, ParentLink, RunModel, registered_model_name
 from btc_ai.tracking.store import Tracker
 from btc_ai.training import train_model
 from btc_ai.training.checkpoint import TrainingState
 
-TrainingFunc = Callable[..., tuple[Any, dict[str, Any], float, float]]
-
-__all__ = ["ProgressReporter", "SessionResult", "TrainingRecoverySystem", "registered_model_name"]
-
-
-class ProgressReporter:
-    """What a person watching the training is told; silent here, the CLI prints."""
-
-    def repairs_made(self, repairs: list[Repair]) -> None:
-        """The validation repairs of a new session, before its training starts."""
-
-    def session_started(self, run_id: str, config: TrainingConfig) -> None:
-        """A session run was created."""
-
-    def attempt_started(self, attempt: int, run_id: str, repair: Repair | None) -> None:
-        """An attempt run was opened (after ``repair``, if any)."""
-
-    def generation_done(self, generation: int, metrics: Mapping[str, float]) -> None:
-        """A generation finished (global generation number)."""
-
-    def attempt_failed(self, attempt: int, report: Mapping[str, Any]) -> None:
-        """An attempt ended with an error; ``report`` is its error report."""
+__all__ = ["ProgressReporter", "SessionResult", "TrainingFunc", "TrainingRecoverySystem", "registered_model_name"]
 
 
 @dataclass
@@ -104,7 +91,9 @@ class TrainingRecoverySystem:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.checkpoint_dir = Path(checkpoint_dir)
-        self.max_retries = max_retries
+        self.budget = Budget(max_retries, max_nan_repairs)  # the one budget of a command's retries
+        # the specification's argument is MIN_CHECKPOINT_INTERVAL's default for a config that does not name the
+        # key: folded into the config where it is validated (start_training_with_recovery), never applied later
         self.min_checkpoint_interval = min_checkpoint_interval
         self.enable_emergency_checkpoints = enable_emergency_checkpoints
         self._tracker = tracker
@@ -120,9 +109,12 @@ class TrainingRecoverySystem:
         self.stop_event = stop_event or threading.Event()
         self.session_run_id: str | None = None
         self.keep_checkpoints = keep_checkpoints
-        self.max_nan_repairs = max_nan_repairs
         self.allow_data_change = allow_data_change
         self.date_format = date_format  # how a data file's text dates read (load_candles' date_format)
+
+    @property
+    def max_retries(self) -> int:
+        return self.budget.max_retries
 
     @property
     def tracker(self) -> Tracker:
@@ -142,42 +134,58 @@ class TrainingRecoverySystem:
         """The tracker if this system opened (or was given) one, without opening it."""
         return self._tracker
 
-    def is_recoverable(self, exc: BaseException) -> bool:
-        """Retry predicate: the classification table (plus any configured extra types)."""
-        return classify(exc, self.extra_recoverable).recoverable
+    def validated(self, config: TrainingConfig | Mapping[str, Any] | str | Path | None) -> ValidatedConfig:
+        """``config`` validated (and repaired) with this system's presets: the one validation of a command."""
+        return validated_config(config, self.preset_source, {"MIN_CHECKPOINT_INTERVAL": self.min_checkpoint_interval})
 
     def train(
         self,
         training_func: TrainingFunc = train_model,
-        config: TrainingConfig | Mapping[str, Any] | str | Path | None = None,
+        config: ValidatedConfig | None = None,
         df: pd.DataFrame | str | Path | None = None,
         save_path: str | Path | None = None,
-        recovery_state: TrainingState | str | Path | None = None,
+        recovery_state: RecoveryState | TrainingState | str | Path | None = None,
         *,
+        overrides: Mapping[str, Any] | None = None,
         parent: ParentLink | None = None,
         data_origin: DataInputs | None = None,
     ) -> SessionResult:
-        """Train (or resume) a session. A mistake in the inputs raises `UserInputError` before anything is
-        created on the store; a training that fails is a result with ``outcome="failed"``. With ``parent`` a
-        new session run is nested under that run (a walk-forward's fold), with the link's name and tags.
-        ``data_origin`` names where a DataFrame ``df`` was cut from (a fold's files): the session's dataset
-        inputs carry that name, source and files instead of "dataframe"."""
-        session = Session(self, training_func, save_path)
-        session.parent, session.data_origin = parent, data_origin
+        """Train a new session on ``config`` (validated once, by the caller: `validated`), from the start or from
+        ``recovery_state`` (a TrainingState or checkpoint file); or resume the session ``recovery_state`` names
+        (a run ID, model URI or RecoveryState: ``config`` None, ``overrides`` such as more EPISODES). A mistake
+        in the inputs raises `UserInputError` before anything is created on the store; a training that fails is
+        a result with ``outcome="failed"``. With ``parent`` a new session run is nested under that run (a
+        walk-forward's fold), with the link's name and tags. ``data_origin`` names where a DataFrame ``df`` was
+        cut from (a fold's files): the session's dataset inputs carry that name, source and files instead of
+        "dataframe"."""
         resume = resume_reference(recovery_state)
+        if not isinstance(config, (ValidatedConfig, type(None))) or (config is not None and resume is not None) or \
+                (config is None and recovery_state is None):
+            raise TypeError("train takes a ValidatedConfig for a new session (validate a dict once, at the edge: "
+                            "system.validated(...)), or a resume reference with overrides; got "
+                            f"{type(config).__name__} and {type(recovery_state).__name__}")
         try:
             if resume is not None:
                 rs = resume if isinstance(resume, RecoveryState) else RecoveryState.from_run(resume, self.tracker)
-                cfg = resumed_config(rs, config)
+                cfg = resumed_config(rs, overrides)
                 stopped = rs.stopped_early and cfg.EPISODES == rs.config.EPISODES  # not extended since
                 if rs.completed and (rs.generation >= cfg.EPISODES or stopped):
                     return self._already_completed(rs)
-                inputs = resumed_inputs(self, rs, cfg, df)
+                inputs = resumed_inputs(rs, cfg, df, date_format=self.date_format,
+                                        allow_data_change=self.allow_data_change)
             else:
-                inputs = new_session_inputs(self, config, df, recovery_state)
-        except FileNotFoundError as exc:  # a config, data or checkpoint file named by the caller
+                start = load_state(recovery_state)
+                if config is None:  # a local checkpoint holds the config it trained with, never a preset
+                    config = self.validated(dict(start.config) if start is not None else {})
+                inputs = new_session_inputs(config, df, start, self.date_format)
+        except FileNotFoundError as exc:  # a data or checkpoint file named by the caller
             raise UserInputError(f"{exc.filename or exc}: no such file; check the path") from exc
-        session.open(inputs)
+        session = Session(self.runs, self._settings(), self.reporter, training_func, save_path, parent)
+        session.data_origin = data_origin
+        try:
+            session.open(inputs)
+        finally:
+            self.session_run_id = session.run_id or self.session_run_id
         try:
             model, metrics, best_reward = session.train()
         except KeyboardInterrupt:
@@ -188,7 +196,7 @@ class TrainingRecoverySystem:
             metrics = {"error": error, "attempts": session.total_attempts, "session_run_id": session.run_id,
                        "repairs": repairs}
             if session.registration is not None or session.unregistered:
-                metrics["model_registration"] = after_failure(session)
+                metrics["model_registration"] = after_failure(session.registration, session.unregistered)
             return SessionResult("failed", None, metrics, float("-inf"), session.elapsed(), session.run_id, error,
                                  repairs=repairs)
         repairs = [r.summary() for r in session.repairs]
@@ -208,23 +216,37 @@ class TrainingRecoverySystem:
 
         On failure ``model`` is None and ``metrics["error"]`` says why (a mistake in the inputs too:
         then nothing was trained and nothing created). ``config`` may be a dict of config keys, a
-        TrainingConfig or the path of a JSON file; ``df`` candles, a data file, or None for the
-        built-in default data.
+        TrainingConfig or the path of a JSON file (on a resume: the keys to change, e.g. more EPISODES);
+        ``df`` candles, a data file, or None for the built-in default data.
         """
         started = time.perf_counter()
-        try:
-            return self.train(training_func, config, df, save_path, recovery_state).as_tuple()
+        try:  # the Python edge: the config is validated here, once
+            if resume_reference(recovery_state) is not None:
+                overrides = config.overrides() if isinstance(config, TrainingConfig) else dict(config or {})
+                result = self.train(training_func, None, df, save_path, recovery_state, overrides=overrides)
+            else:
+                try:
+                    checked = None if config is None and recovery_state is not None else self.validated(config)
+                except FileNotFoundError as exc:  # a config file named by the caller
+                    raise UserInputError(f"{exc.filename or exc}: no such file; check the path") from exc
+                result = self.train(training_func, checked, df, save_path, recovery_state)
+            return result.as_tuple()
         except UserInputError as exc:
             # the caller's mistake, found before any attempt: nothing was trained, nothing half-written
             return None, {"error": f"{type(exc).__name__}: {exc}", "message": str(exc), "attempts": 0}, \
                 float("-inf"), time.perf_counter() - started
 
+    def _settings(self) -> SessionSettings:
+        return SessionSettings(self.budget, self.preset_source, self.extra_recoverable, self.wait, self.sleep,
+                               self.stop_event, self.checkpoint_dir, self.keep_checkpoints,
+                               self.enable_emergency_checkpoints, self.error_handler)
+
     def _already_completed(self, rs: RecoveryState) -> SessionResult:
         self.session_run_id = rs.session_run_id
         best = rs.training_state.es.best_reward if rs.training_state is not None else float("-inf")
         message = (f"session {rs.session_run_id} already completed {rs.generation} generations "
-                   f"(final params sha256 {rs.final_params_sha256}); nothing to do (pass more episodes to extend it)")
+                   f"(final params sha256 {rs.final_params_sha256}); nothing to do (pass --generations N, more "
+                   "than it trained, to extend it)")
         metrics = {"already_completed": True, "message": message, "session_run_id": rs.session_run_id,
                    "final_params_sha256": rs.final_params_sha256, "attempts": 0}
         return SessionResult("already_completed", None, metrics, best, 0.0, rs.session_run_id, message=message)
-

@@ -4,9 +4,6 @@ returns the policy's position per bar (-1/0/1) with the three action probabiliti
 (`policy/policy.safetensors` + `policy/policy.json`: weights, feature spec, look-back, timeframe, cost
 model) and is saved as MLflow "models from code", so loading it unpickles nothing."""
 
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +13,7 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from btc_ai.domain.backtest import policy_frame
-from btc_ai.domain.policy import PolicyNet
-from btc_ai.domain.policy_files import PolicyCard, load_policy, save_policy
+from btc_ai.domain.policy_files import load_policy
 
 POLICY_ARTIFACT = "policy"
 ENTRY = Path(__file__).with_name("candle_model_entry.py")
@@ -59,39 +55,16 @@ def _candles(model_input: Any) -> Any:
 
 
 REQUIREMENTS = ["btc_ai", "torch", "pandas", "safetensors"]
+EXAMPLE_ROWS = 24
 
 
-@contextmanager
-def _requirement_check_of_our_packages() -> Iterator[None]:
-    """MLflow checks a saved model's requirements against this environment with a map of every installed
-    module to its package, which it builds once per process by reading every distribution's file list
-    (0.5 s with the standard library here, 2.6 s with the backport MLflow uses). The model's requirements
-    are ours and few: give MLflow the map of just those packages (and MLflow itself) while it saves, then put
-    back what was there, so that a later MLflow call in this process builds the full map as usual. Where
-    MLflow's internals differ, nothing is changed and MLflow builds the map itself."""
-    import importlib.metadata
+def input_example() -> pd.DataFrame:
+    """What the model takes, for its page and its serving example: two hours of (synthetic, fixed) 5-minute
+    candles with a timestamp column, as JSON carries it."""
+    from btc_ai.domain.synthetic import synthetic_candles
 
-    try:
-        from mlflow.utils import requirements_utils
-
-        saved = requirements_utils._MODULES_TO_PACKAGES, requirements_utils._PACKAGES_TO_MODULES
-    except (AttributeError, ImportError):
-        yield
-        return
-    if saved[0] is None:
-        requirements_utils._MODULES_TO_PACKAGES = {
-            name: [importlib.metadata.metadata(name)["Name"]] for name in (*REQUIREMENTS, "mlflow")}
-    try:
-        yield
-    finally:
-        requirements_utils._MODULES_TO_PACKAGES, requirements_utils._PACKAGES_TO_MODULES = saved
+    frame = synthetic_candles(EXAMPLE_ROWS).reset_index()
+    frame["timestamp"] = frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return frame
 
 
-def save_candle_model(net: PolicyNet, card: PolicyCard, folder: str | Path, staging: str | Path) -> Path:
-    """The pyfunc model in ``folder`` (which must not exist), its policy files written via ``staging``."""
-    policy = save_policy(net, card, Path(staging) / POLICY_ARTIFACT)
-    with warnings.catch_warnings(), _requirement_check_of_our_packages():
-        warnings.simplefilter("ignore", UserWarning)  # advice on type hints and input examples: the signature is full
-        mlflow.pyfunc.save_model(str(folder), python_model=str(ENTRY), artifacts={POLICY_ARTIFACT: str(policy)},
-                                 signature=SIGNATURE, pip_requirements=REQUIREMENTS)
-    return Path(folder)

@@ -7,17 +7,24 @@ import contextlib
 import posixpath
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow import MlflowClient
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from btc_ai.tracking.journal import Entry
 from btc_ai.tracking.outage import is_outage, login_refused
-from btc_ai.tracking.run_model.names import client_key
+from btc_ai.tracking.run_model.datasets import CONTEXT_TAG
+from btc_ai.tracking.run_model.names import TAG_MODEL_PARAMS, TAG_MODEL_PATH, TAG_MODEL_VERSION, client_key
 
-if TYPE_CHECKING:
-    from btc_ai.tracking.store import Tracker
+
+class Tracker(Protocol):
+    """What an operation needs of `btc_ai.tracking.store.Tracker` (which runs them: it imports this module)."""
+
+    client: MlflowClient
+
+    def artifact_repository(self, run_id: str) -> Any: ...
 
 MAX_METRICS_PER_CALL = 1000  # MLflow's limit of metrics per log_batch: one store call, one transaction
 MAX_TAGS_PER_CALL = 100  # MLflow's limit of tags (and params) per log_batch
@@ -135,10 +142,6 @@ def _delete_artifact(tracker: Tracker, args: dict[str, Any]) -> None:
 
 def _log_inputs(tracker: Tracker, args: dict[str, Any]) -> None:
     # no check for inputs already there: MLflow's store logs an input once per dataset (name, digest) and run
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-
-    from btc_ai.tracking.run_model.datasets import CONTEXT_TAG
-
     inputs = [DatasetInput(Dataset(d["name"], d["digest"], d["source_type"], d["source"], d.get("schema"),
                                    d.get("profile")), [InputTag(CONTEXT_TAG, d["context"])])
               for d in args["datasets"]]
@@ -146,14 +149,28 @@ def _log_inputs(tracker: Tracker, args: dict[str, Any]) -> None:
 
 
 def _register_model(tracker: Tracker, args: dict[str, Any]) -> str:
-    from btc_ai.tracking.registry import register
+    """Register ``runs:/<run_id>/<path>`` once (a replay finds the version it made), point its aliases at it,
+    and record it on the run (right also when it was journaled and replayed)."""
+    # mlflow.pyfunc (the candle model) loads in seconds: only when a model is registered
+    from btc_ai.tracking.logged_model import ensure_version
 
-    return register(tracker.client, args["run_id"], args)
+    client, run_id = tracker.client, args["run_id"]
+    version = ensure_version(client, run_id, args, source=f"runs:/{run_id}/{args['path']}")
+    client.set_tag(run_id, TAG_MODEL_VERSION, version)
+    client.set_tag(run_id, TAG_MODEL_PATH, args["path"])
+    client.set_tag(run_id, TAG_MODEL_PARAMS, args["params_sha256"])
+    return version
+
+
+def _log_model(tracker: Tracker, args: dict[str, Any]) -> dict[str, str]:
+    from btc_ai.tracking.logged_model import log_and_register  # mlflow.pyfunc: only when a model is logged
+
+    return log_and_register(tracker.client, tracker.tracking_uri, args["run_id"], args)
 
 
 OPERATIONS: dict[str, Callable[[Tracker, dict[str, Any]], Any]] = {
     "create_run": _create_run, "log_batch": _log_batch, "set_status": _set_status, "set_terminated": _set_terminated,
     "delete_tags": _delete_tags,
     "log_artifact": _log_artifact, "log_artifacts": _log_artifacts, "delete_artifact": _delete_artifact,
-    "register_model": _register_model, "log_inputs": _log_inputs,
+    "register_model": _register_model, "log_model": _log_model, "log_inputs": _log_inputs,
 }

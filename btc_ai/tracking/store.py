@@ -24,6 +24,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from btc_ai.domain.errors import CredentialsError
+from btc_ai.tracking.context import context_tags
 from btc_ai.tracking.credentials import login_hint, redact, redact_logs
 from btc_ai.tracking.journal import Entry, Journal, is_placeholder, new_placeholder, substitute
 from btc_ai.tracking.operations import OPERATIONS, merge_batches
@@ -71,6 +72,8 @@ class Tracker:
         self.database = sqlite_file(self.tracking_uri)  # a local store's file, else None
         if self.tracking_uri.startswith("sqlite:"):
             tune_sqlite()
+        # a command's stderr is its one-line errors and warnings, not MLflow's download bars (a model's files)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         if self.tracking_uri.startswith(("http://", "https://")):
             # bounded calls: a dead server must cost a generation milliseconds, not MLflow's minutes of retries
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -257,7 +260,8 @@ class Tracker:
 
     def create_run(self, kind: str, *, parent: str | None = None, name: str | None = None,
                    tags: Mapping[str, Any] | None = None) -> str:
-        all_tags = {TAG_KIND: kind, **(tags or {}), TAG_CLIENT_KEY: uuid.uuid4().hex}
+        # MLflow's context tags first: a tag of the run model wins (mlflow.runName, mlflow.parentRunId)
+        all_tags = {**context_tags(), TAG_KIND: kind, **(tags or {}), TAG_CLIENT_KEY: uuid.uuid4().hex}
         if parent:
             all_tags[TAG_PARENT] = parent
         return self._write("create_run", {"experiment_id": self.experiment_id, "name": name,
@@ -307,10 +311,10 @@ class Tracker:
         (params, tags, latest metrics) from the store on every call to find it."""
         repo = self._repos.get(run_id)
         if repo is None:
-            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+            from btc_ai.tracking.mlflow_internals import artifact_repository
 
-            repo = self._repos[run_id] = get_artifact_repository(
-                self.client.get_run(run_id).info.artifact_uri, tracking_uri=self.tracking_uri)
+            repo = self._repos[run_id] = artifact_repository(self.client.get_run(run_id).info.artifact_uri,
+                                                             self.tracking_uri)
         return repo
 
     def delete_artifact(self, run_id: str, artifact_path: str) -> None:
@@ -328,10 +332,11 @@ class Tracker:
         self._write("log_artifacts", {"run_id": run_id, "path": str(folder), "artifact_path": artifact_path,
                                       **({"immutable": True} if immutable else {})}, files={"path": folder})
 
-    def register_model(self, run_id: str, version: Mapping[str, Any]) -> str | None:
-        """Register a model the run logged, as ``version`` describes it (see `btc_ai.tracking.registry`);
-        None while journaled."""
-        return self._write("register_model", {"run_id": run_id, **version})
+    def log_model(self, run_id: str, model: Mapping[str, Any], policy: str | Path) -> dict[str, str] | None:
+        """Log the policy folder ``policy`` as a logged model of the run and register it, as ``model``
+        describes it (see `btc_ai.tracking.registry.log_model_version`): ``{"version", "model_id"}``, None while
+        journaled (the policy files wait in the journal)."""
+        return self._write("log_model", {"run_id": run_id, **model, "policy": str(policy)}, files={"policy": policy})
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import fcntl
-import functools
 import os
 import re
 import sqlite3
@@ -27,15 +26,11 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from btc_ai.domain.errors import StoreError
+from btc_ai.tracking.mlflow_internals import head_revision, initialise_store, store_state
 from btc_ai.tracking.paths import artifact_root, resolve_tracking_uri
 
 _DATABASES = ("postgresql", "mysql", "mssql")
 _SCHEMES = ("sqlite", "http", "https", *_DATABASES, "databricks", "databricks-uc", "uc")
-# the tables every MLflow store has had since its first schema (the rest come with the migrations)
-_CORE_TABLES = {"experiments", "runs", "metrics", "params", "tags", "latest_metrics", "alembic_version"}
-# what MLflow's initialisation itself writes: a store with nothing else holds no one's data
-_BOOKKEEPING = {"alembic_version", "workspaces", "sqlite_sequence"}
-_ROWS_OF_A_NEW_STORE = {"experiments": " WHERE experiment_id != 0"}  # the default experiment
 # the database drivers SQLAlchemy imports, and the pip package that provides each
 _DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "pg8000": "pg8000",
                     "pymysql": "PyMySQL", "MySQLdb": "mysqlclient", "mysql": "mysql-connector-python",
@@ -123,10 +118,6 @@ class Probe:
     holds_data: bool = False  # rows beyond what MLflow's initialisation writes (runs, experiments, models, ...)
 
 
-def _tables(db: sqlite3.Connection) -> set[str]:
-    return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-
-
 def connect_readonly(database: Path, timeout: float = SQLITE_TIMEOUT_S) -> sqlite3.Connection:
     """A read-only sqlite3 connection; in a folder this process cannot write (where SQLite cannot create
     the shared-memory file a WAL database needs, and so no writer can be at work) the file is read as
@@ -164,17 +155,13 @@ def probe(database: Path) -> Probe:
     try:
         db = connect_readonly(database)
         try:
-            tables = _tables(db)
-            revision = (db.execute("SELECT version_num FROM alembic_version").fetchone() or [None])[0] \
-                if "alembic_version" in tables else None
-            holds = any(db.execute(f'SELECT EXISTS (SELECT 1 FROM "{table}"{_ROWS_OF_A_NEW_STORE.get(table, "")})')
-                        .fetchone()[0] for table in tables - _BOOKKEEPING if not table.startswith("_alembic_tmp"))
+            core, revision, holds = store_state(db)
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:  # "file is not a database", "unable to open database file", ...
         raise StoreError(f"cannot open the tracking store {database}: {exc}; if it is not an MLflow store, move "
                          "it aside (or point --tracking-uri / MLFLOW_TRACKING_URI elsewhere)") from None
-    whole = revision is not None and tables >= _CORE_TABLES
+    whole = revision is not None and core
     return Probe("whole" if whole else "half", revision, holds)
 
 
@@ -277,7 +264,7 @@ def ensure_store(uri: str) -> None:
     if database is None:
         return
     found = probe(database)
-    if found.state == "whole" and found.revision == _head_revision():
+    if found.state == "whole" and found.revision == head_revision():
         _check_writable(database.parent, database)
         return
     _check_writable(database.parent, database)
@@ -289,13 +276,13 @@ def ensure_store(uri: str) -> None:
                          "elsewhere") from None
     with _store_lock(database) as folder_fd:
         found = probe(database)  # another process may have built it meanwhile
-        if found.state == "whole" and found.revision == _head_revision():
+        if found.state == "whole" and found.revision == head_revision():
             return
         if found.holds_data:
             if found.state == "half":
                 raise _half_built_with_data(database)
             raise StoreError(f"the tracking store {database} has schema version {found.revision}, not this MLflow's "
-                             f"{_head_revision()}; back it up (btc-ai backup), then `mlflow db upgrade "
+                             f"{head_revision()}; back it up (btc-ai backup), then `mlflow db upgrade "
                              f"sqlite:///{database}`, or use the MLflow version that wrote it")
         _build_into_place(database, artifact_root(uri), folder_fd)
 
@@ -308,7 +295,7 @@ def _build_into_place(database: Path, artifacts: str | None, folder_fd: int) -> 
         _remove(stale)
     tmp = database.with_name(f".{database.name}.building-{os.getpid()}")
     try:
-        _mlflow_initialise(tmp, artifacts)
+        initialise_store(tmp, artifacts)
         db = sqlite3.connect(tmp)
         try:  # one self-contained file: fold a write-ahead log in before it moves
             db.execute("PRAGMA journal_mode=DELETE").fetchall()
@@ -321,23 +308,6 @@ def _build_into_place(database: Path, artifacts: str | None, folder_fd: int) -> 
         os.fsync(folder_fd)
     finally:
         _remove(tmp, *_companions(tmp))
-
-
-def _mlflow_initialise(database: Path, artifacts: str | None) -> None:
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    db_uri = f"sqlite:///{database}"
-    store = SqlAlchemyStore(db_uri, artifacts or database.parent.resolve().as_uri())
-    store.engine.dispose()
-    SqlAlchemyStore._engine_map.pop(db_uri, None)  # the cache would keep the temporary file's engine
-
-
-@functools.lru_cache(maxsize=1)
-def _head_revision() -> str:
-    """The schema revision this MLflow writes (what it insists on when it opens a store)."""
-    from mlflow.store.db.utils import _get_latest_schema_revision
-
-    return _get_latest_schema_revision()
 
 
 def deleted_run(run_id: str, experiment_id: str, uri: str) -> StoreError:

@@ -13,10 +13,9 @@ from urllib.parse import unquote, urlparse
 
 from btc_ai.desk.backup.manifest import STORE, _inside
 from btc_ai.domain.errors import BackupError
+from btc_ai.tracking.mlflow_internals import is_tracking_database, locations, relocate_prefix, tagged_runs
 from btc_ai.tracking.run_model.names import KIND_SESSION, TAG_KIND, TAG_STATUS
 
-# columns of MLflow's schema that hold artifact locations (absolute paths or file:// URIs)
-_LOCATION_COLUMNS = {"artifact_location", "artifact_uri", "storage_location", "source", "trace_archival_location"}
 _DB_SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
 
@@ -56,8 +55,7 @@ def _snapshot(database: Path, target: Path) -> None:
     except sqlite3.Error as exc:
         raise BackupError(f"cannot open the tracking database {database}: {exc}") from None
     try:
-        tables = {row[0] for row in source.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if not {"runs", "experiments", "tags"} <= tables:
+        if not is_tracking_database(source):
             raise BackupError(f"{database} is not an MLflow tracking database (no runs/experiments tables)")
         copy = sqlite3.connect(target)
         try:
@@ -72,12 +70,7 @@ def _snapshot(database: Path, target: Path) -> None:
 
 
 def _sessions(db: sqlite3.Connection) -> list[dict[str, Any]]:
-    rows = db.execute(
-        "SELECT r.run_uuid, r.name, r.status, r.start_time, r.experiment_id, r.lifecycle_stage, "
-        "(SELECT s.value FROM tags s WHERE s.run_uuid = r.run_uuid AND s.key = ?) "
-        "FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = ? AND t.value = ? "
-        "ORDER BY r.start_time, r.run_uuid", (TAG_STATUS, TAG_KIND, KIND_SESSION),
-    ).fetchall()
+    rows = tagged_runs(db, TAG_KIND, KIND_SESSION, also=TAG_STATUS)
     return [
         {"run_id": run_id, "name": name, "status": status, "run_status": run_status,
          "start_time": datetime.fromtimestamp(start / 1000, timezone.utc).isoformat() if start else None,
@@ -86,29 +79,12 @@ def _sessions(db: sqlite3.Connection) -> list[dict[str, Any]]:
     ]
 
 
-def _locations(db: sqlite3.Connection) -> list[str]:
-    """Every artifact location the database records (experiments, runs, logged models, model versions)."""
-    found: list[str] = []
-    for table, column in _location_columns(db):
-        found += [row[0] for row in db.execute(f'SELECT DISTINCT "{column}" FROM "{table}"') if isinstance(row[0], str)]
-    return found
-
-
-def _location_columns(db: sqlite3.Connection) -> list[tuple[str, str]]:
-    pairs = []
-    for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
-        for row in db.execute(f"PRAGMA table_info(\"{table}\")").fetchall():
-            if row[1].lower() in _LOCATION_COLUMNS:
-                pairs.append((table, row[1]))
-    return pairs
-
-
 def _artifact_folders(db: sqlite3.Connection, store: Path, aliases: Sequence[str]) -> tuple[list[Path], list[str]]:
     """The local artifact folders inside ``store`` (resolved; also when recorded under one of its
     ``aliases``) to archive, none nested in another, and the locations outside it the backup cannot hold."""
     inside: set[Path] = set()
     outside: set[str] = set()
-    for location in _locations(db):
+    for location in locations(db):
         path = _local_path(location)
         if path is None:
             if not location.startswith(("runs:/", "models:/", "mlflow-artifacts:")):
@@ -153,22 +129,9 @@ def _relocate(database: Path, old_stores: Sequence[str], new_store: Path) -> int
         ok = db.execute("PRAGMA quick_check").fetchone()[0]
         if ok != "ok":
             raise BackupError(f"the restored database fails SQLite's check ({ok}); the backup is unusable")
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        targets = [(table, column, "") for table, column in _location_columns(db)]
-        if "trace_tags" in tables:  # a trace's artifact location is one of its tags
-            targets.append(("trace_tags", "value", "key = 'mlflow.artifactLocation' AND "))
-        changed = 0
         with db:
-            for table, column, where in targets:
-                for old, new in [pair for old_store in old_stores for pair in _prefix_pairs(old_store, new_store)]:
-                    cursor = db.execute(
-                        f'UPDATE "{table}" SET "{column}" = ? || substr("{column}", ?) '
-                        f'WHERE {where}substr("{column}", 1, ?) = ? AND (length("{column}") = ? '
-                        f'OR substr("{column}", ?, 1) = \'/\')',
-                        (new, len(old) + 1, len(old), old, len(old), len(old) + 1),
-                    )
-                    changed += cursor.rowcount
-        return changed
+            return sum(relocate_prefix(db, old, new)
+                       for old, new in [pair for old_store in old_stores for pair in _prefix_pairs(old_store, new_store)])
     except sqlite3.Error as exc:
         raise BackupError(f"cannot update the restored database: {exc}") from None
     finally:

@@ -47,8 +47,9 @@ TAG_REPAIR_RULE = "btc_ai.repair_rule"
 TAG_TRIGGERED_BY = "btc_ai.triggered_by"
 TAG_SESSION = "btc_ai.session"  # a repair run's session (its parent may be an attempt)
 VERSION_TAG_SESSION = "session_run_id"  # on a registered model version
-TAG_MODEL_PATH = "btc_ai.model_path"  # the session's newest logged model: models/<params sha256[:16]>
+TAG_MODEL_PATH = "btc_ai.model_path"  # the session's newest logged model: models:/<model_id> (before: models/<sha>)
 TAG_MODEL_PARAMS = "btc_ai.model_params_sha256"  # ... and the parameters it holds
+TAG_MODEL_ID = "btc_ai.model_id"  # ... its MLflow 3 logged model (models:/<model_id>), on the run and the version
 VERSION_TAG_PROMOTION = "btc_ai.promotion"  # passed: ... | rejected: ... | forced by <who>: <why>
 VERSION_TAG_PARAMS = "btc_ai.params_sha256"
 VERSION_TAG_ATTEMPT = "btc_ai.attempt_run_id"
@@ -105,15 +106,12 @@ SESSION_FIGURE_PREFIXES = ("validation/", "best/", "test/", "baseline/")
 # a backtest run: policy/<figure>, buy_and_hold/<figure>, baseline/<rule>/<figure>, and three of its own
 METRIC_POLICY_PREFIX, METRIC_BUY_AND_HOLD_PREFIX, METRIC_BASELINE_PREFIX = "policy/", "buy_and_hold/", "baseline/"
 METRIC_NULL_PERCENTILE, METRIC_BARS, METRIC_COST_BPS = "null_percentile", "bars", "cost_bps"
-METRIC_LIVE_WORKERS = "cluster/live_workers"  # EVALUATOR=ray: evaluation workers alive after the generation
-METRIC_REEVALUATED = "cluster/reevaluated_members"  # ... and members re-evaluated in it (lost with a worker)
 TAG_CLUSTER_EVENT = "btc_ai.cluster_event"  # an attempt's latest cluster event: a worker lost, or back
 # tags whose values are prose for people (secrets masked in them, `btc_ai.tracking.credentials.redact`); every
 # other tag is data and is written exactly as given
 PROSE_TAGS = frozenset({TAG_DESCRIPTION, TAG_NOTE, TAG_STOP_REASON, TAG_PLOTS_WARNING, TAG_SKIPPED_CHECKPOINTS,
                         TAG_STALE_ATTEMPTS, TAG_CLUSTER_EVENT, VERSION_TAG_PROMOTION, VERSION_TAG_PROMOTED_BY})
 
-ARTIFACT_MODEL = "model"  # where sessions before immutable versions logged their model
 ARTIFACT_MODELS = "models"  # models/<params sha256[:16]>/: one folder per logged model, never written again
 MODEL_POLICY = "artifacts/policy"  # inside a logged model's folder: the policy files (`candle_model` puts them there)
 ARTIFACT_CHECKPOINTS = "checkpoints"
@@ -157,7 +155,7 @@ def registered_model_name(bucket: str) -> str:
 
 
 def model_path(params_sha256: str) -> str:
-    """The artifact folder of the logged model that holds these parameters (content-addressed)."""
+    """The run folder that held these parameters before logged models (versions registered then point at it)."""
     return f"{ARTIFACT_MODELS}/{params_sha256[:16]}"
 
 

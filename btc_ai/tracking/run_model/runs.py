@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -60,7 +61,7 @@ from btc_ai.tracking.run_model.records import (
     _version,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the store loads mlflow (seconds): importing the run model's names must not
     from btc_ai.tracking.registry import Registration
     from btc_ai.tracking.store import Tracker
 
@@ -106,7 +107,7 @@ class RunModel(RunOutputs):
             raise ResumeError(f"run {ref} does not exist on {self.uri}; check the ID "
                               "(btc-ai prints it at the start) and --tracking-uri")
         if run.info.lifecycle_stage == "deleted":
-            from btc_ai.tracking.stores import deleted_run
+            from btc_ai.tracking.stores import deleted_run  # sqlalchemy: only for a deleted run
 
             raise deleted_run(ref, run.info.experiment_id, self.uri)
         kind = run.data.tags.get(TAG_KIND)
@@ -128,7 +129,7 @@ class RunModel(RunOutputs):
 
     def _find_run(self, run_id: str) -> Any | None:
         """The run (MLflow's `Run`, or a reader's look-alike), None when the store has no such run."""
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # mlflow: not loaded by importing the run model
 
         try:
             return self._client.get_run(run_id)
@@ -138,7 +139,7 @@ class RunModel(RunOutputs):
     def model_version(self, ref: str) -> ModelVersionRecord:
         """The version behind ``models:/<name>/<version|latest>`` or ``models:/<name>@<alias>``; ResumeError
         (a user mistake) when there is none."""
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # mlflow: not loaded by importing the run model
 
         match = MODEL_URI.match(ref.strip())
         if not match:
@@ -218,7 +219,7 @@ class RunModel(RunOutputs):
 
     def download(self, run_id: str, artifact_path: str, folder: str | Path) -> Path:
         """One artifact into ``folder``; OSError when it cannot be had."""
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # mlflow: not loaded by importing the run model
 
         try:
             return Path(self._client.download_artifacts(run_id, artifact_path, str(folder)))
@@ -249,17 +250,32 @@ class RunModel(RunOutputs):
 
     def register_policy(self, run_id: str, net: Any, card: Any, *, name: str, tags: Mapping[str, Any], description: str,
                        champion: bool, verdict: str, previous: Mapping[str, str],
-                       move_champion: bool | None = None) -> Registration:
+                       move_champion: bool | None = None, figures: Mapping[str, float] | None = None, step: int = 0,
+                       params: Mapping[str, Any] | None = None) -> Registration:
         """Log the policy ``net`` (with its `PolicyCard`) on the session run and register it as a version of
-        ``name`` (see `btc_ai.tracking.registry.log_model_version`)."""
+        ``name`` as a logged model (see `btc_ai.tracking.registry.log_model_version`); ``figures`` (at ``step``) go on
+        the run and with the new model's ID, ``params`` explain the model on its page."""
         from btc_ai.tracking.registry import log_model_version
 
         return log_model_version(self.tracker, run_id, net, card, name=name, tags=tags, description=description,
-                                 champion=champion, verdict=verdict, previous=previous, move_champion=move_champion)
+                                 champion=champion, verdict=verdict, previous=previous, move_champion=move_champion,
+                                 metrics=figures, step=step, params=params)
+
+    def download_policy(self, run_id: str, model_path: str, folder: str | Path) -> Path:
+        """The policy files of a session's model (``models:/<model_id>`` or an older run folder) into
+        ``folder``; OSError when they cannot be had."""
+        from mlflow.exceptions import MlflowException
+
+        from btc_ai.tracking.registry import download_policy
+
+        try:
+            return download_policy(self._client, run_id, model_path, folder)
+        except MlflowException as exc:
+            raise OSError(f"cannot download the policy of {model_path} (run {run_id}): {exc}") from exc
 
     def load_model(self, session_id: str) -> Any:
         """The torch policy logged on the session run, read back from this store."""
-        from btc_ai.tracking.registry import load_model
+        from btc_ai.tracking.registry import load_model  # mlflow.pyfunc: only when a model is read
 
         path = self.session(session_id).model_path
         if path is None:
@@ -267,8 +283,6 @@ class RunModel(RunOutputs):
         return load_model(self.tracker, session_id, path)
 
     def read_json(self, run_id: str, artifact_path: str) -> Any:
-        import json
-
         with tempfile.TemporaryDirectory() as tmp:
             return json.loads(self.download(run_id, artifact_path, tmp).read_text(encoding="utf-8"))
 

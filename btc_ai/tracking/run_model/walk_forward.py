@@ -50,10 +50,10 @@ from btc_ai.tracking.run_model.names import (
     fold_seed_metric,
 )
 from btc_ai.tracking.run_model.records import SessionRecord, _session
+from btc_ai.tracking.run_model.runs import RunModel
 
 if TYPE_CHECKING:
     from btc_ai.domain.fold_summary import Aggregate, FoldRow
-    from btc_ai.tracking.run_model.runs import RunModel
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ class WalkForwardRuns:
     # -- reading ---------------------------------------------------------------------------------------
 
     def _get(self, run_id: str) -> Any | None:
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # mlflow: not loaded by importing the run model
 
         try:
             return self.tracker.client.get_run(run_id)

@@ -16,7 +16,7 @@ import pytest
 from conftest import TINY, btc_ai_cmd, cli_env, store_uri, write_binance_csv
 from mlflow import MlflowClient
 
-from btc_ai.desk.search import prepare
+from btc_ai.desk.search_inputs import prepare
 from btc_ai.domain.held_out import held_out_block
 from btc_ai.domain.search_space import parse_space
 

@@ -8,25 +8,35 @@ from __future__ import annotations
 import math
 import tempfile
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import optuna
 
+from btc_ai.desk.search_inputs import SearchInputs
 from btc_ai.domain.search_stats import deflated_sharpe, pbo_cscv, sharpe, verdict
 from btc_ai.tracking.run_model import WalkForwardRuns
 from btc_ai.tracking.run_model.names import SEARCH_HISTORY_PLOT_FILE, SEARCH_IMPORTANCES_PLOT_FILE
-from btc_ai.tracking.run_model.search import NAN, SearchRuns, SearchVerdict, held_out_link
+from btc_ai.tracking.run_model.search import NAN, SearchRuns, SearchVerdict
 
-if TYPE_CHECKING:
-    from btc_ai.desk.search import Search, SearchInputs, SearchResult
+HeldOutScore = tuple[float, float, float]  # the chosen configuration's Sharpe, return and buy-and-hold's return there
 
 
-def finish(search: Search, run_id: str, inputs: SearchInputs, study: optuna.Study) -> SearchResult:
-    from btc_ai.desk.search import SearchResult
+@dataclass
+class SearchResult:
+    outcome: str  # completed | already_completed | failed
+    run_id: str
+    summary: list[str] = field(default_factory=list)
+    error: str | None = None
 
-    runs = search.runs
+
+def finish(runs: SearchRuns, run_id: str, inputs: SearchInputs, study: optuna.Study,
+           held_out: Callable[[optuna.trial.FrozenTrial], HeldOutScore | None]) -> SearchResult:
+    """The verdict on the study, ``held_out`` scoring its chosen trial on the held-out block (None: that
+    session failed)."""
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     counts = {state: sum(t.state == s for t in trials) for state, s in (
@@ -42,7 +52,7 @@ def finish(search: Search, run_id: str, inputs: SearchInputs, study: optuna.Stud
     dsr = deflated_sharpe(fold_returns, trial_sharpes, len(trials))
     matrix = np.array([t.user_attrs["fold_returns"] for t in complete], dtype=float).T  # folds x trials
     overfit = pbo_cscv(matrix)
-    held = _held_out(search, run_id, inputs, best)
+    held = held_out(best)
     held_sharpe, held_return, held_hold = held or (NAN, NAN, NAN)
     figures = SearchVerdict(
         best_walk_forward_sharpe=float(best.value), best_trial=float(best.number), trials=float(len(trials)),
@@ -54,7 +64,7 @@ def finish(search: Search, run_id: str, inputs: SearchInputs, study: optuna.Stud
     walk_forward = best.user_attrs.get("walk_forward")
     # the chosen trial's walk-forward figures, beside the search's own
     runs.record_choice(run_id, best.params,
-                       WalkForwardRuns(search.system.runs).outcome(walk_forward).metrics if walk_forward else {})
+                       WalkForwardRuns(runs.runs).outcome(walk_forward).metrics if walk_forward else {})
     runs.record_history(run_id, {t.number: float(t.value) for t in trials if t.value is not None})
     _plots(runs, run_id, study)
     lines = _summary(inputs, best, figures, held is not None)
@@ -63,28 +73,6 @@ def finish(search: Search, run_id: str, inputs: SearchInputs, study: optuna.Stud
                                      "block; the chosen configuration was scored once on that block.", "", "```",
                                      *lines, "```"]))
     return SearchResult("completed", run_id, lines)
-
-
-def _held_out(search: Search, run_id: str, inputs: SearchInputs,
-              best: optuna.trial.FrozenTrial) -> tuple[float, float, float] | None:
-    """Train the chosen configuration on everything before the held-out block and score it there, once (a
-    resume continues the session it began): its Sharpe, return and buy-and-hold's return there; None when its
-    session failed."""
-    runs = search.runs
-    search.reporter.held_out_started(best.number, inputs.held.label)
-    begun = runs.held_out_session(runs.record(run_id))
-    system = search.system
-    if begun is not None and begun[1] == best.number:
-        result = system.train(search.training_func, None, inputs.candles, recovery_state=begun[0])
-    else:
-        values = {**inputs.values, **best.params, "SEED": inputs.seeds[0], "TEST_FRACTION": inputs.held.test_fraction}
-        result = system.train(search.training_func, system.validated(values), inputs.candles,
-                              parent=held_out_link(run_id, best.number))
-    if result.outcome == "failed" or not result.session_run_id:
-        return None
-    metrics = WalkForwardRuns(system.runs).outcome(result.session_run_id).metrics
-    return (float(metrics.get("test/sharpe", NAN)), float(metrics.get("test/total_return", NAN)),
-            float(metrics.get("test/buy_and_hold_return", NAN)))
 
 
 def _row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     dims = read_space(args.space)
     values = _config(args)
     check_tracking_uri(args.tracking_uri)
-    from btc_ai.desk.search import prepare, study_storage
+    from btc_ai.desk.search_inputs import prepare, study_storage
     from btc_ai.tracking.paths import resolve_tracking_uri
 
     storage = study_storage(resolve_tracking_uri(args.tracking_uri), args.study_storage)

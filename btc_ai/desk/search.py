@@ -1,6 +1,7 @@
 """`btc-ai search`: a hyperparameter study (Optuna, TPE, seeded) whose every trial is a walk-forward over the
 study's data (`desk.search_trial`), nested under one search run; the newest block of candles held out from all
-of them and scored once, at the end, for the chosen configuration (`desk.search_report`).
+of them and scored once, at the end, for the chosen configuration (`desk.search_report`). What it is asked
+to do, checked, is `desk.search_inputs`.
 
 Resumable as a whole: the search run records what it was asked to do (`search.json`), Optuna keeps every trial
 (params, fold reports, state) in its storage beside the tracking store. A resume finishes the trials that
@@ -14,15 +15,15 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import optuna
-import pandas as pd
 
 from btc_ai.desk import search_report
+from btc_ai.desk.search_inputs import SearchInputs, prepare
+from btc_ai.desk.search_report import HeldOutScore, SearchResult
 from btc_ai.desk.search_trial import (
     OWNER,
     TrialOutcome,
@@ -36,111 +37,17 @@ from btc_ai.desk.search_trial import (
     run_trial,
     sampler_for,
 )
-from btc_ai.desk.walk_forward import WalkForwardInputs, WalkForwardReporter, load_data
-from btc_ai.domain.config import TrainingConfig
-from btc_ai.domain.data import data_fingerprint
-from btc_ai.domain.errors import ConfigValidationError, ResumeError, UserInputError
-from btc_ai.domain.folds import plan_folds
-from btc_ai.domain.held_out import HeldOut, held_out_block, study_candles
-from btc_ai.domain.search_space import Dimension, parse_space
+from btc_ai.desk.walk_forward import WalkForwardReporter
+from btc_ai.domain.errors import ResumeError, UserInputError
+from btc_ai.domain.search_space import parse_space
 from btc_ai.recovery.lease import claim_lease, lease_token
 from btc_ai.recovery.system import ProgressReporter, TrainingRecoverySystem
-from btc_ai.recovery.validation import validated_config
 from btc_ai.tracking.run_model import BUILTIN_DATA, RunModel
-from btc_ai.tracking.run_model.names import ARTIFACT_SEARCH_SPEC
-from btc_ai.tracking.run_model.search import SearchRecord, SearchRuns
-from btc_ai.tracking.stores import sqlite_file
+from btc_ai.tracking.run_model.search import NAN, SearchRecord, SearchRuns, held_out_link
+from btc_ai.tracking.run_model.walk_forward import WalkForwardRuns
 from btc_ai.training import train_model
 
-STUDY_FILE = "optuna.db"  # beside a local mlflow.db: see `study_storage`
 MAX_WORKER_RESTARTS = 3  # per worker slot: a worker that keeps dying is a fault, not bad luck
-
-
-def study_storage(tracking_uri: str, given: str | None) -> str:
-    """Where Optuna keeps the study: ``given``, else beside a local SQLite store (``optuna.db`` in mlflow.db's
-    folder). Not inside mlflow.db: both keep their schema version in a table named ``alembic_version``, and
-    MLflow's migrations would read Optuna's. A server's database is not the client's to open, so a study
-    tracked on a server names its storage (the team's PostgreSQL, a database of its own) with --study-storage."""
-    if given:
-        return given
-    db = sqlite_file(tracking_uri)
-    if db is None:
-        raise UserInputError(f"the tracking store {tracking_uri} is a server: name the study's storage with "
-                             "--study-storage (e.g. postgresql://USER@HOST/optuna, or sqlite:///PATH/optuna.db)")
-    return f"sqlite:///{db.parent / STUDY_FILE}"
-
-
-@dataclass
-class SearchInputs:
-    """Everything a search needs, checked before anything is created."""
-
-    source: str
-    candles: pd.DataFrame  # all of them, held-out block included
-    files: list[dict[str, Any]]
-    fingerprint: str
-    values: dict[str, Any]  # the config every trial starts from (the space's keys drawn per trial)
-    config: TrainingConfig
-    dims: tuple[Dimension, ...]
-    trials: int
-    folds: int
-    seeds: tuple[int, ...]
-    seed: int  # the sampler's
-    prune_after: int
-    held_out_share: float
-    held: HeldOut
-    storage: str
-    timeout: float | None = None
-    study: pd.DataFrame = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.study = study_candles(self.candles, self.held)
-
-    def spec(self) -> dict[str, Any]:
-        return {"data_source": self.source, "data_fingerprint": self.fingerprint, "data_files": self.files,
-                "config": self.values, "space": {d.key: d.as_dict() for d in self.dims}, "trials": self.trials,
-                "folds": self.folds, "seeds": list(self.seeds), "seed": self.seed, "prune_after": self.prune_after,
-                "held_out_share": self.held_out_share, "held_out": self.held.label,
-                "held_out_cut": self.held.cut.isoformat(), "storage": self.storage, "timeout": self.timeout}
-
-    def trial_inputs(self, drawn: Mapping[str, Any]) -> WalkForwardInputs:
-        """The walk-forward of a trial with ``drawn`` values: on the study's candles only."""
-        values = {**self.values, **drawn}
-        try:
-            validated = validated_config(values)
-        except ConfigValidationError as exc:
-            raise UserInputError(f"{exc}") from None
-        return WalkForwardInputs(self.source, self.study, data_fingerprint(self.study), validated,
-                                 plan_folds(self.study, validated.config, self.folds), self.seeds, self.files)
-
-
-def prepare(source: str | Path | list[str] | None, values: Mapping[str, Any], dims: Sequence[Dimension], *,
-            trials: int, folds: int, seeds: Sequence[int] | None, seed: int, prune_after: int,
-            held_out_share: float, storage: str, timeout: float | None = None) -> SearchInputs:
-    """Check everything (budget, config, data, the held-out block, the study part long enough for the folds)."""
-    if trials < 1:
-        raise UserInputError(f"--trials {trials}: a search needs at least 1 trial")
-    if folds < 1:
-        raise UserInputError(f"--folds {folds}: each trial's walk-forward needs at least 1 fold")
-    values = {k: v for k, v in values.items() if k != "TEST_FRACTION"}
-    try:
-        config = validated_config(values).config
-    except ConfigValidationError as exc:
-        raise UserInputError(f"{exc}; fix these values (see `btc-ai presets --keys`)") from None
-    label, candles, files = load_data(source)
-    held = held_out_block(candles, config, held_out_share)
-    inputs = SearchInputs(label, candles, files, data_fingerprint(candles), values, config, tuple(dims), trials,
-                          folds, tuple(int(s) for s in seeds) if seeds else (config.SEED,), seed, prune_after,
-                          held_out_share, held, storage, timeout)
-    plan_folds(inputs.study, config, folds)  # the study's part must hold the folds (a one-line refusal if not)
-    return inputs
-
-
-@dataclass
-class SearchResult:
-    outcome: str  # completed | already_completed | failed
-    run_id: str
-    summary: list[str] = field(default_factory=list)
-    error: str | None = None
 
 
 class SearchReporter(WalkForwardReporter):
@@ -183,13 +90,10 @@ class Search:
         run_id = self.run_id = runs.open(name=f"{cfg.BUCKET.lower()}-search-{inputs.trials}", bucket=cfg.BUCKET,
                                          data_source=inputs.source, data_fingerprint=inputs.fingerprint,
                                          trials=inputs.trials, lease_owner=lease_token(), heartbeat=time.time())
-        tracker = runs.tracker
-        tracker.log_params(run_id, {**inputs.values, "trials": inputs.trials, "folds": inputs.folds,
-                                    "seeds": " ".join(map(str, inputs.seeds)), "sampler": "TPE",
-                                    "sampler_seed": inputs.seed, "pruner": f"median after {inputs.prune_after} trials",
-                                    "held_out_share": inputs.held_out_share, "held_out": inputs.held.label,
-                                    "space": " ".join(d.key for d in inputs.dims), "study_storage": inputs.storage})
-        tracker.log_dict(run_id, inputs.spec(), ARTIFACT_SEARCH_SPEC)
+        runs.record_study(run_id, inputs.values, trials=inputs.trials, folds=inputs.folds, seeds=inputs.seeds,
+                          sampler="TPE", sampler_seed=inputs.seed, pruner=f"median after {inputs.prune_after} trials",
+                          held_out_share=inputs.held_out_share, held_out=inputs.held.label,
+                          space=[d.key for d in inputs.dims], storage=inputs.storage, spec=inputs.spec())
         open_study(inputs.storage, run_id, inputs.seed, inputs.prune_after, create=True)
         self.reporter.search_started(run_id, inputs, resumed=False)
         return self._run(run_id, inputs, parallel)
@@ -216,7 +120,8 @@ class Search:
                 self._supervise(run_id, inputs, parallel)
             self.work(run_id, inputs)  # alone, or after the workers: whatever a lost worker left
             study = open_study(inputs.storage, run_id, inputs.seed, inputs.prune_after, create=False)
-            result = search_report.finish(self, run_id, inputs, study)
+            result = search_report.finish(self.runs, run_id, inputs, study,
+                                          lambda best: self._held_out(run_id, inputs, best))
         except KeyboardInterrupt:
             runs.close(run_id, status="interrupted", run_status="KILLED")
             raise
@@ -228,6 +133,26 @@ class Search:
         else:
             runs.close(run_id, status="completed", run_status="FINISHED")
         return result
+
+    def _held_out(self, run_id: str, inputs: SearchInputs, best: optuna.trial.FrozenTrial) -> HeldOutScore | None:
+        """Train the chosen configuration on everything before the held-out block and score it there, once (a
+        resume continues the session it began): its Sharpe, return and buy-and-hold's return there; None when its
+        session failed."""
+        runs = self.runs
+        self.reporter.held_out_started(best.number, inputs.held.label)
+        begun = runs.held_out_session(runs.record(run_id))
+        system = self.system
+        if begun is not None and begun[1] == best.number:
+            result = system.train(self.training_func, None, inputs.candles, recovery_state=begun[0])
+        else:
+            values = {**inputs.values, **best.params, "SEED": inputs.seeds[0], "TEST_FRACTION": inputs.held.test_fraction}
+            result = system.train(self.training_func, system.validated(values), inputs.candles,
+                                  parent=held_out_link(run_id, best.number))
+        if result.outcome == "failed" or not result.session_run_id:
+            return None
+        metrics = WalkForwardRuns(system.runs).outcome(result.session_run_id).metrics
+        return (float(metrics.get("test/sharpe", NAN)), float(metrics.get("test/total_return", NAN)),
+                float(metrics.get("test/buy_and_hold_return", NAN)))
 
     # -- the trials ----------------------------------------------------------------------------------
 

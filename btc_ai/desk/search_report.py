@@ -8,35 +8,41 @@ from __future__ import annotations
 import math
 import tempfile
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import optuna
 
+from btc_ai.desk.search_inputs import SearchInputs
 from btc_ai.domain.search_stats import deflated_sharpe, pbo_cscv, sharpe, verdict
-from btc_ai.tracking.run_model import ARTIFACT_PLOTS, METRIC_WALK_FORWARD_PREFIX, WalkForwardRuns
-from btc_ai.tracking.run_model.names import (
-    ARTIFACT_SEARCH_SUMMARY,
-    ARTIFACT_SEARCH_TABLE,
-    METRIC_SEARCH_PREFIX,
-)
-from btc_ai.tracking.run_model.search import SearchRuns, held_out_link
+from btc_ai.tracking.run_model import WalkForwardRuns
+from btc_ai.tracking.run_model.names import SEARCH_HISTORY_PLOT_FILE, SEARCH_IMPORTANCES_PLOT_FILE
+from btc_ai.tracking.run_model.search import NAN, SearchRuns, SearchVerdict
 
-if TYPE_CHECKING:
-    from btc_ai.desk.search import Search, SearchInputs, SearchResult
+HeldOutScore = tuple[float, float, float]  # the chosen configuration's Sharpe, return and buy-and-hold's return there
 
-def finish(search: Search, run_id: str, inputs: SearchInputs, study: optuna.Study) -> SearchResult:
-    from btc_ai.desk.search import SearchResult
 
-    runs = search.runs
+@dataclass
+class SearchResult:
+    outcome: str  # completed | already_completed | failed
+    run_id: str
+    summary: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def finish(runs: SearchRuns, run_id: str, inputs: SearchInputs, study: optuna.Study,
+           held_out: Callable[[optuna.trial.FrozenTrial], HeldOutScore | None]) -> SearchResult:
+    """The verdict on the study, ``held_out`` scoring its chosen trial on the held-out block (None: that
+    session failed)."""
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     counts = {state: sum(t.state == s for t in trials) for state, s in (
         ("complete", optuna.trial.TrialState.COMPLETE), ("pruned", optuna.trial.TrialState.PRUNED),
         ("failed", optuna.trial.TrialState.FAIL))}
-    tracker = runs.tracker
-    tracker.log_table_csv(run_id, [_row(t) for t in trials], ARTIFACT_SEARCH_TABLE)
+    runs.record_trials(run_id, [_row(t) for t in trials])
     if not complete:
         return SearchResult("failed", run_id, error=f"no trial completed ({counts['pruned']} pruned, "
                                                     f"{counts['failed']} failed)")
@@ -46,49 +52,27 @@ def finish(search: Search, run_id: str, inputs: SearchInputs, study: optuna.Stud
     dsr = deflated_sharpe(fold_returns, trial_sharpes, len(trials))
     matrix = np.array([t.user_attrs["fold_returns"] for t in complete], dtype=float).T  # folds x trials
     overfit = pbo_cscv(matrix)
-    held = _held_out(search, run_id, inputs, best)
-    figures = {"best_walk_forward_sharpe": float(best.value), "best_trial": float(best.number),
-               "trials": float(len(trials)), **{k: float(v) for k, v in counts.items()},
-               "deflated_sharpe": dsr, "pbo": overfit.pbo, "pbo_splits": float(overfit.splits),
-               "best_fold_return_sharpe": sharpe(fold_returns), **held}
-    tracker.log_values(run_id, {METRIC_SEARCH_PREFIX + k: v for k, v in figures.items() if math.isfinite(v)})
-    tracker.log_params(run_id, {f"best/{k}": v for k, v in best.params.items()})
+    held = held_out(best)
+    held_sharpe, held_return, held_hold = held or (NAN, NAN, NAN)
+    figures = SearchVerdict(
+        best_walk_forward_sharpe=float(best.value), best_trial=float(best.number), trials=float(len(trials)),
+        complete=float(counts["complete"]), pruned=float(counts["pruned"]), failed=float(counts["failed"]),
+        deflated_sharpe=dsr, pbo=overfit.pbo, pbo_splits=float(overfit.splits),
+        best_fold_return_sharpe=sharpe(fold_returns), held_out_sharpe=held_sharpe, held_out_return=held_return,
+        held_out_buy_and_hold_return=held_hold)
+    runs.record_verdict(run_id, figures)
     walk_forward = best.user_attrs.get("walk_forward")
-    if walk_forward:  # the chosen trial's walk-forward figures, beside the search's own
-        wf = WalkForwardRuns(search.system.runs).outcome(walk_forward).metrics
-        tracker.log_values(run_id, {f"{METRIC_SEARCH_PREFIX}best/{k}": v for k, v in wf.items()
-                                    if k.startswith(METRIC_WALK_FORWARD_PREFIX) and math.isfinite(v)})
-    for t in trials:  # the history: each trial's value at its number (the UI draws it as a line)
-        if t.value is not None:
-            tracker.log_values(run_id, {METRIC_SEARCH_PREFIX + "trial_value": float(t.value)}, step=t.number)
-    _plots(tracker, run_id, study)
-    lines = _summary(inputs, best, counts, len(trials), dsr, overfit.pbo, held)
-    tracker.log_text(run_id, "\n".join(lines) + "\n", ARTIFACT_SEARCH_SUMMARY)
+    # the chosen trial's walk-forward figures, beside the search's own
+    runs.record_choice(run_id, best.params,
+                       WalkForwardRuns(runs.runs).outcome(walk_forward).metrics if walk_forward else {})
+    runs.record_history(run_id, {t.number: float(t.value) for t in trials if t.value is not None})
+    _plots(runs, run_id, study)
+    lines = _summary(inputs, best, figures, held is not None)
+    runs.record_summary(run_id, "\n".join(lines) + "\n")
     runs.describe(run_id, "\n".join(["**Search.** Each trial is a walk-forward on the data before the held-out "
                                      "block; the chosen configuration was scored once on that block.", "", "```",
                                      *lines, "```"]))
     return SearchResult("completed", run_id, lines)
-
-
-def _held_out(search: Search, run_id: str, inputs: SearchInputs, best: optuna.trial.FrozenTrial) -> dict[str, float]:
-    """Train the chosen configuration on everything before the held-out block and score it there, once (a
-    resume continues the session it began)."""
-    runs = search.runs
-    search.reporter.held_out_started(best.number, inputs.held.label)
-    begun = runs.held_out_session(runs.record(run_id))
-    system = search.system
-    if begun is not None and begun[1] == best.number:
-        result = system.train(search.training_func, None, inputs.candles, recovery_state=begun[0])
-    else:
-        values = {**inputs.values, **best.params, "SEED": inputs.seeds[0], "TEST_FRACTION": inputs.held.test_fraction}
-        result = system.train(search.training_func, system.validated(values), inputs.candles,
-                              parent=held_out_link(run_id, best.number))
-    if result.outcome == "failed" or not result.session_run_id:
-        return {}
-    metrics = WalkForwardRuns(system.runs).outcome(result.session_run_id).metrics
-    return {"held_out_sharpe": float(metrics.get("test/sharpe", float("nan"))),
-            "held_out_return": float(metrics.get("test/total_return", float("nan"))),
-            "held_out_buy_and_hold_return": float(metrics.get("test/buy_and_hold_return", float("nan")))}
 
 
 def _row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
@@ -98,7 +82,7 @@ def _row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
             "error": t.user_attrs.get("error", "")}
 
 
-def _plots(tracker: Any, run_id: str, study: optuna.Study) -> None:
+def _plots(runs: SearchRuns, run_id: str, study: optuna.Study) -> None:
     """The history plot and the parameter importances (where Optuna can compute them: two complete trials)."""
     import matplotlib
 
@@ -108,8 +92,8 @@ def _plots(tracker: Any, run_id: str, study: optuna.Study) -> None:
 
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
-        for name, draw in (("search_history.png", ovm.plot_optimization_history),
-                           ("search_param_importances.png", ovm.plot_param_importances)):
+        for name, draw in ((SEARCH_HISTORY_PLOT_FILE, ovm.plot_optimization_history),
+                           (SEARCH_IMPORTANCES_PLOT_FILE, ovm.plot_param_importances)):
             try:
                 ax = draw(study)
             except (ValueError, RuntimeError, ZeroDivisionError):
@@ -118,23 +102,23 @@ def _plots(tracker: Any, run_id: str, study: optuna.Study) -> None:
             path = Path(tmp) / name
             fig.savefig(path, dpi=90, bbox_inches="tight")
             plt.close(fig)
-            tracker.log_artifact(run_id, path, ARTIFACT_PLOTS)
+            runs.add_plot(run_id, path)
 
 
-def _summary(inputs: SearchInputs, best: optuna.trial.FrozenTrial, counts: dict[str, int], tried: int, dsr: float,
-             pbo: float, held: dict[str, float]) -> list[str]:
+def _summary(inputs: SearchInputs, best: optuna.trial.FrozenTrial, figures: SearchVerdict, held: bool) -> list[str]:
     params = ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())
-    lines = [f"trials: {tried} ({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed), "
+    tried, complete, dsr, pbo = int(figures.trials), int(figures.complete), figures.deflated_sharpe, figures.pbo
+    lines = [f"trials: {tried} ({complete} complete, {int(figures.pruned)} pruned, {int(figures.failed)} failed), "
              f"{inputs.folds} fold(s) x {len(inputs.seeds)} seed(s) each",
              f"chosen: trial {best.number + 1} (Optuna number {best.number}): {params}",
              f"walk-forward Sharpe (mean over folds): {best.value:+.3f}",
              f"deflated Sharpe ratio: {_fmt(dsr)} (probability that its Sharpe over the {len(best.user_attrs['fold_returns'])} "
              f"fold returns is above zero, after {tried} trials)",
-             f"probability of backtest overfitting (CSCV over {counts['complete']} trials' fold returns): {_fmt(pbo)}",
+             f"probability of backtest overfitting (CSCV over {complete} trials' fold returns): {_fmt(pbo)}",
              f"verdict: the chosen configuration is {verdict(dsr, pbo)}"]
     if held:
-        lines.append(f"held-out block {inputs.held.label} (scored once): Sharpe {held['held_out_sharpe']:+.3f}, "
-                     f"return {held['held_out_return']:+.2%} (buy-and-hold {held['held_out_buy_and_hold_return']:+.2%})")
+        lines.append(f"held-out block {inputs.held.label} (scored once): Sharpe {figures.held_out_sharpe:+.3f}, "
+                     f"return {figures.held_out_return:+.2%} (buy-and-hold {figures.held_out_buy_and_hold_return:+.2%})")
     else:
         lines.append("held-out block: the chosen configuration's session failed; see its error report")
     return lines

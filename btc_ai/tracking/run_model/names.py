@@ -81,6 +81,16 @@ ARTIFACT_SEARCH_SPEC = "search.json"  # what a search was asked to do: data, spa
 ARTIFACT_SEARCH_SUMMARY = "search_summary.txt"  # the verdict as printed
 ARTIFACT_SEARCH_TABLE = "search_trials.csv"  # one row per trial: state, params, walk-forward figures
 METRIC_SEARCH_PREFIX = "search/"  # the study's verdict: best Sharpe, deflated Sharpe, PBO, held-out figures
+# ... search/<field> of each field of `run_model.search.SearchVerdict`; the chosen trial's walk-forward figures as
+# search/best/walk_forward/<figure>; each trial's value at step = its number (the UI draws the study's history)
+METRIC_SEARCH_BEST_PREFIX = METRIC_SEARCH_PREFIX + "best/"
+METRIC_SEARCH_TRIAL_VALUE = METRIC_SEARCH_PREFIX + "trial_value"
+# a search run's params besides its base config's (and PARAM_FOLDS, PARAM_SEEDS, PARAM_HELD_OUT_SHARE below)
+PARAM_TRIALS, PARAM_SPACE, PARAM_HELD_OUT, PARAM_STUDY_STORAGE = "trials", "space", "held_out", "study_storage"
+PARAM_SAMPLER, PARAM_SAMPLER_SEED, PARAM_PRUNER = "sampler", "sampler_seed", "pruner"
+PARAM_BEST_PREFIX = "best/"  # + a searched key: the chosen trial's value of it
+SEARCH_HISTORY_PLOT_FILE = "search_history.png"  # under plots/ of the search run
+SEARCH_IMPORTANCES_PLOT_FILE = "search_param_importances.png"
 TAG_RUN_NAME = "mlflow.runName"  # what the UI lists: <bucket>-seed<N>-<start>, attempt-<n> (<outcome>)
 TAG_DESCRIPTION = "mlflow.note.content"  # the run's description in the MLflow UI (markdown)
 

@@ -3,7 +3,10 @@ the trial's number and state) and the session that scores the chosen configurati
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from btc_ai.domain.errors import ResumeError
@@ -11,8 +14,24 @@ from btc_ai.domain.text_fit import fit_text
 from btc_ai.tracking.run_model.names import (
     ARTIFACT_SEARCH_SPEC,
     ARTIFACT_SEARCH_SUMMARY,
+    ARTIFACT_SEARCH_TABLE,
     KIND_SEARCH,
     KIND_WALK_FORWARD,
+    METRIC_SEARCH_BEST_PREFIX,
+    METRIC_SEARCH_PREFIX,
+    METRIC_SEARCH_TRIAL_VALUE,
+    METRIC_WALK_FORWARD_PREFIX,
+    PARAM_BEST_PREFIX,
+    PARAM_FOLDS,
+    PARAM_HELD_OUT,
+    PARAM_HELD_OUT_SHARE,
+    PARAM_PRUNER,
+    PARAM_SAMPLER,
+    PARAM_SAMPLER_SEED,
+    PARAM_SEEDS,
+    PARAM_SPACE,
+    PARAM_STUDY_STORAGE,
+    PARAM_TRIALS,
     TAG_BUCKET,
     TAG_DATA_FINGERPRINT,
     TAG_DATA_SOURCE,
@@ -44,6 +63,32 @@ class SearchRecord:
     @property
     def completed(self) -> bool:
         return self.status == "completed"
+
+
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class SearchVerdict:
+    """The study's verdict on its chosen configuration: each field a metric of the search run, search/<field>
+    (a figure that is not a number, such as the held-out ones of a held-out session that failed, is left out)."""
+
+    best_walk_forward_sharpe: float
+    best_trial: float  # Optuna's number of the chosen trial
+    trials: float
+    complete: float
+    pruned: float
+    failed: float
+    deflated_sharpe: float
+    pbo: float
+    pbo_splits: float
+    best_fold_return_sharpe: float
+    held_out_sharpe: float = NAN
+    held_out_return: float = NAN
+    held_out_buy_and_hold_return: float = NAN
+
+    def metrics(self) -> dict[str, float]:
+        return {METRIC_SEARCH_PREFIX + k: float(v) for k, v in asdict(self).items() if math.isfinite(v)}
 
 
 def held_out_link(search_id: str, trial: int) -> ParentLink:
@@ -127,6 +172,46 @@ class SearchRuns:
             TAG_STATUS: "running", TAG_BUCKET: bucket, TAG_DATA_SOURCE: data_source,
             TAG_DATA_FINGERPRINT: data_fingerprint, TAG_TRIALS: trials, TAG_LEASE_OWNER: lease_owner,
             TAG_LEASE_HEARTBEAT: f"{heartbeat:.0f}"})
+
+    def record_study(self, run_id: str, config: Mapping[str, Any], *, trials: int, folds: int, seeds: Sequence[int],
+                     sampler: str, sampler_seed: int, pruner: str, held_out_share: float, held_out: str,
+                     space: Sequence[str], storage: str, spec: Mapping[str, Any]) -> None:
+        """What the study was asked to do: the config every trial starts from and the budget as params, the
+        whole request (data, space, held-out cut) as the artifact a resume reads."""
+        self.tracker.log_params(run_id, {**config, PARAM_TRIALS: trials, PARAM_FOLDS: folds,
+                                         PARAM_SEEDS: " ".join(map(str, seeds)), PARAM_SAMPLER: sampler,
+                                         PARAM_SAMPLER_SEED: sampler_seed, PARAM_PRUNER: pruner,
+                                         PARAM_HELD_OUT_SHARE: held_out_share, PARAM_HELD_OUT: held_out,
+                                         PARAM_SPACE: " ".join(space), PARAM_STUDY_STORAGE: storage})
+        self.tracker.log_dict(run_id, spec, ARTIFACT_SEARCH_SPEC)
+
+    def record_trials(self, run_id: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """The table of every trial: its state, params and value."""
+        self.tracker.log_table_csv(run_id, list(rows), ARTIFACT_SEARCH_TABLE)
+
+    def record_verdict(self, run_id: str, verdict: SearchVerdict) -> None:
+        self.tracker.log_values(run_id, verdict.metrics())
+
+    def record_choice(self, run_id: str, params: Mapping[str, Any], walk_forward: Mapping[str, float]) -> None:
+        """The chosen trial's searched values (best/<key>) and, beside the search's own figures, its
+        walk-forward's aggregate (``walk_forward``: that run's metrics; the walk_forward/ ones are kept)."""
+        self.tracker.log_params(run_id, {PARAM_BEST_PREFIX + k: v for k, v in params.items()})
+        figures = {METRIC_SEARCH_BEST_PREFIX + k: v for k, v in walk_forward.items()
+                   if k.startswith(METRIC_WALK_FORWARD_PREFIX) and math.isfinite(v)}
+        if figures:
+            self.tracker.log_values(run_id, figures)
+
+    def record_history(self, run_id: str, values: Mapping[int, float]) -> None:
+        """Each trial's value at its number (trial number -> value)."""
+        for number, value in values.items():
+            self.tracker.log_values(run_id, {METRIC_SEARCH_TRIAL_VALUE: float(value)}, step=number)
+
+    def add_plot(self, run_id: str, path: str | Path) -> None:
+        self.runs.add_plot(run_id, path)
+
+    def record_summary(self, run_id: str, text: str) -> None:
+        """The verdict as printed (`summary` reads it back)."""
+        self.tracker.log_text(run_id, text, ARTIFACT_SEARCH_SUMMARY)
 
     def link_trial(self, walk_forward_id: str, search_id: str, trial: int) -> None:
         """Nest a trial's walk-forward under the search, with its number; its state is running."""

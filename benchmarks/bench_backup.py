@@ -13,7 +13,7 @@ from benchmarks.common import Record, guarded, median_seconds
 from btc_ai.desk.backup import create_backup, restore_backup, verify_backup
 from btc_ai.domain.synthetic import default_candles
 from btc_ai.recovery import TrainingRecoverySystem
-from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.tracker import Tracker
 from btc_ai.training.faults import inject_fault
 from btc_ai.training.loop import train_model
 

@@ -96,7 +96,7 @@ def _replay_alone(folder: Path) -> tuple[float, int]:
 
 def _replay_into(uri: str, folder: Path, *, merged: bool = True) -> float:
     """Seconds to replay ``STORE_ENTRIES`` one-generation metric entries into the store at ``uri``."""
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
     os.environ["BTC_AI_JOURNAL_DIR"] = str(folder)
     try:

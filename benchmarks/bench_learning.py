@@ -97,7 +97,7 @@ def tracked_rows(candles_path: Path, candles: pd.DataFrame, values: Mapping[str,
     from btc_ai.desk.walk_forward import WalkForward, prepare
     from btc_ai.recovery import TrainingRecoverySystem
     from btc_ai.recovery.validation import validated_config
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
     with tempfile.TemporaryDirectory() as tmp:
         tracker = Tracker(f"sqlite:///{tmp}/mlflow.db", experiment="learning")

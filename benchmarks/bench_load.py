@@ -44,7 +44,7 @@ def worker(mode: str, uri: str, seed: int, out: str) -> None:
         Path(out).write_text(json.dumps({"seconds": time.perf_counter() - tick}))
         return
     from btc_ai.recovery import TrainingRecoverySystem
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
     tracker = Tracker(uri, experiment="bench-load")
     calls: dict[str, list[float]] = {"metrics": [], "checkpoint": []}
@@ -126,7 +126,7 @@ def _pct(values: list[float], q: float) -> float:
 def _records(prefix: str, results: list[dict], uri: str, bare: float, cpu: float | None) -> list[Record]:
     waiting = sum(r.get("pending", 0) for r in results)
     if waiting:  # what trainings that ended during the outage left in the journal: the next command sends it
-        from btc_ai.tracking.store import Tracker
+        from btc_ai.tracking.tracker import Tracker
 
         Tracker(uri, experiment="bench-load").close()  # opening the store replays the journal (btc-ai sync)
     exact = _exactness(uri, [r["session"] for r in results if r.get("session")])

@@ -21,7 +21,7 @@ from btc_ai.domain.synthetic import default_candles
 from btc_ai.recovery import TrainingRecoverySystem
 from btc_ai.recovery.system import ProgressReporter
 from btc_ai.tracking.server import LocalMlflowServer
-from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.tracker import Tracker
 from btc_ai.training.loop import train_model
 
 OUTAGE_S = 30.0

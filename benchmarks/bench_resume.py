@@ -11,7 +11,7 @@ from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.synthetic import default_candles
 from btc_ai.recovery import TrainingRecoverySystem
 from btc_ai.recovery.system import ProgressReporter
-from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.tracker import Tracker
 from btc_ai.training.checkpoint import load_checkpoint, save_checkpoint
 from btc_ai.training.faults import inject_fault
 from btc_ai.training.loop import TrainingCallbacks, train_model

@@ -19,7 +19,7 @@ from btc_ai.desk.walk_forward import WalkForward, prepare
 from btc_ai.domain.presets import preset_config
 from btc_ai.domain.synthetic import synthetic_candles
 from btc_ai.recovery import TrainingRecoverySystem
-from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.tracker import Tracker
 
 YEARS, FOLDS, SEEDS = 3, 6, (1, 2)
 ROWS = YEARS * 365 * 288

@@ -32,7 +32,7 @@ def _register(uri: str) -> None:
     from btc_ai.domain.policy import PolicyNet
     from btc_ai.domain.policy_files import PolicyCard
     from btc_ai.tracking.registry import log_model_version
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
     from btc_ai.training.loop import params_sha256
 
     config = TrainingConfig.from_dict({"BUCKET": "Scalping"})
@@ -78,8 +78,8 @@ def _serving(folder: Path) -> list[Record]:
 def _system_metrics(folder: Path) -> list[Record]:
     from btc_ai.domain.config import TrainingConfig
     from btc_ai.domain.synthetic import default_candles
-    from btc_ai.tracking.store import Tracker
     from btc_ai.tracking.system_metrics import system_metrics
+    from btc_ai.tracking.tracker import Tracker
     from btc_ai.training.loop import train_model
 
     before = {k: os.environ.get(k) for k in ("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING",

@@ -41,7 +41,7 @@ def worker(uri: str, threads: int, out: str) -> None:
     from btc_ai.domain.config import TrainingConfig
     from btc_ai.domain.synthetic import default_candles
     from btc_ai.tracking.attempt_logger import AttemptLogger
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
     from btc_ai.training.loop import train_model
 
     config = TrainingConfig.from_dict({"EPISODES": GENERATIONS})

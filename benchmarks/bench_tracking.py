@@ -12,7 +12,7 @@ from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.synthetic import default_candles
 from btc_ai.recovery import TrainingRecoverySystem
 from btc_ai.tracking.attempt_logger import AttemptLogger
-from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.tracker import Tracker
 from btc_ai.training.loop import train_model
 
 REPEATS = 5

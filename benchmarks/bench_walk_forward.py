@@ -13,7 +13,7 @@ from btc_ai.desk.walk_forward import WalkForward, prepare
 from btc_ai.domain.presets import preset_config
 from btc_ai.recovery import TrainingRecoverySystem
 from btc_ai.recovery.validation import validated_config
-from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.tracker import Tracker
 
 SHARED_MONTH = Path(__file__).resolve().parents[2] / "shared" / "data" / "btcusdt_5m_2021-06_binance.csv"
 FOLDS, SEEDS = 4, (1, 2)

@@ -25,7 +25,7 @@ def project() -> Iterator[Path]:
         pytest.skip("needs root and setpriv to run btc-ai as nobody")
     from btc_ai.desk.backup import create_backup
     from btc_ai.tracking.run_model import KIND_SESSION
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
     base = Path(tempfile.mkdtemp(prefix="btc-ai-backup-perm-"))  # not under tmp_path: private to root
     try:

@@ -138,7 +138,7 @@ def test_every_config_problem_is_named_at_once_in_one_line(here, run_main) -> No
     ("models:/btc-ai-scalping", "models:/<name>/<version>"),
 ])
 def test_bad_resume_reference(here, run_main, ref, word) -> None:
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
     Tracker(store_uri(here))  # a store to look in (without one, the refusal is "no tracking store": test_stores)
     code, _, err = run_main("resume", ref)

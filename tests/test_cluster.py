@@ -16,7 +16,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from btc_ai.recovery import TrainingRecoverySystem  # noqa: E402
 from btc_ai.tracking.run_model import TAG_CLUSTER_EVENT  # noqa: E402
-from btc_ai.tracking.store import Tracker  # noqa: E402
+from btc_ai.tracking.tracker import Tracker  # noqa: E402
 from btc_ai.training.cluster.connection import loopback_only  # noqa: E402
 from btc_ai.training.cluster.evaluator import RayEvaluator  # noqa: E402
 from btc_ai.training.cluster.processes import alive, descendants  # noqa: E402

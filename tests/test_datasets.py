@@ -133,7 +133,7 @@ def test_inputs_logged_while_the_server_is_down_wait_in_the_journal(tmp_path: Pa
 
     from btc_ai.tracking.run_model import DataInputs, RunModel
     from btc_ai.tracking.server import LocalMlflowServer
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
     monkeypatch.setenv("BTC_AI_JOURNAL_DIR", str(tmp_path / "journal"))
     server = LocalMlflowServer(tmp_path / "server")

@@ -21,7 +21,7 @@ def _versions(folder: Path, count: int) -> tuple[str, list[str]]:
     from mlflow import MlflowClient
 
     from btc_ai.tracking.run_model import KIND_SESSION
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
     tracker = Tracker(store_uri(folder))
     session = tracker.create_run(KIND_SESSION, name="a session")
@@ -52,7 +52,7 @@ def test_both_readers_name_a_deleted_version_alike(here: Path) -> None:
 
     from btc_ai.tracking.run_model import RunModel
     from btc_ai.tracking.run_model.local import open_run_model
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
     _versions(here, 1)
     MlflowClient(store_uri(here), registry_uri=store_uri(here)).delete_model_version(NAME, "1")

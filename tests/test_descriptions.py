@@ -36,7 +36,7 @@ def test_fit_text_keeps_short_text_and_fits_long_text_with_its_end() -> None:
 
 def test_a_long_walk_forward_description_fits_and_its_whole_is_an_artifact(here: Path) -> None:
     from btc_ai.tracking.run_model import KIND_WALK_FORWARD, TAG_DESCRIPTION, RunModel, WalkForwardRuns
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
     tracker = Tracker(store_uri(here))
     run_id = tracker.create_run(KIND_WALK_FORWARD, name="many folds")
@@ -51,7 +51,7 @@ def test_a_long_walk_forward_description_fits_and_its_whole_is_an_artifact(here:
 
 def test_a_long_session_description_fits_and_names_the_report(here: Path) -> None:
     from btc_ai.tracking.run_model import KIND_SESSION, TAG_DESCRIPTION, RunModel
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
     tracker = Tracker(store_uri(here))
     session = tracker.create_run(KIND_SESSION, name="many attempts")
@@ -66,7 +66,7 @@ def test_a_long_session_description_fits_and_names_the_report(here: Path) -> Non
 def test_mlflow_log_lines_stay_off_the_console(tmp_path: Path) -> None:
     """In a process of its own, as a user's console sees it: the logging `btc-ai` sets up, then a tag MLflow
     cuts (and would warn about)."""
-    code = ("import sys; from btc_ai.cli import main; from btc_ai.tracking.store import Tracker; "
+    code = ("import sys; from btc_ai.cli import main; from btc_ai.tracking.tracker import Tracker; "
             "main(['presets']); tracker = Tracker(sys.argv[1]); run_id = tracker.create_run('session'); "
             f"tracker.set_tags(run_id, {{'a.long.tag': 'x' * {TAG_VALUE_LIMIT + 100}}})")
     done = subprocess.run([sys.executable, "-c", code, store_uri(tmp_path)], env=cli_env(tmp_path), cwd=tmp_path,

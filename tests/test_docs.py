@@ -253,7 +253,7 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
     page.write_text("# Title\n\nSee [x](missing.md), [y](#no-such-heading), [z](#title).\n"
                     "`btc_ai.synthetic.default_candles()` and `btc_ai.data.load_candles`, `btc_ai.kind`,\n"
                     "`btc_ai.domain.synthetic.default_candles`, `DESIGN.md`, `btc_ai/domain/nothing.py`,\n"
-                    "`tracking/store.py`, `btc-ai frobnicate`, `btc-ai report RUN --nope`, `make nothing`.\n",
+                    "`tracking/tracker.py`, `btc-ai frobnicate`, `btc-ai report RUN --nope`, `make nothing`.\n",
                     encoding="utf-8")
     found = broken_links(page) + stale_names(page) + unknown_commands(page)
     assert [problem.split(": ", 1)[1].split(" (")[0] for problem in found] == [

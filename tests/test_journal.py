@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from btc_ai.tracking.journal import Entry, Journal, is_placeholder, journal_dir, new_placeholder, substitute
-from btc_ai.tracking.store import Tracker, is_outage
+from btc_ai.tracking.tracker import Tracker, is_outage
 
 
 class Store:

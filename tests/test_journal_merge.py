@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from btc_ai.tracking.journal import Entry, Journal
 from btc_ai.tracking.operations import merge_batches
-from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.tracker import Tracker
 
 
 def _batch(run: str, step: int, count: int = 10, tags: list | None = None) -> dict:

@@ -22,7 +22,7 @@ from btc_ai.domain.policy_files import PolicyCard, save_policy
 from btc_ai.domain.synthetic import synthetic_candles
 from btc_ai.tracking.logged_model import log_and_register, session_models
 from btc_ai.tracking.registry import log_model_version
-from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.tracker import Tracker
 from btc_ai.training.loop import params_sha256
 
 NAME = "btc-ai-scalping"
@@ -168,7 +168,7 @@ def test_a_run_started_from_a_git_checkout_carries_its_commit(tmp_path: Path) ->
     repo = tmp_path / "repo"
     repo.mkdir()
     script = repo / "train.py"
-    script.write_text("import sys\nfrom btc_ai.tracking.store import Tracker\n"
+    script.write_text("import sys\nfrom btc_ai.tracking.tracker import Tracker\n"
                       "t = Tracker(sys.argv[1], experiment='context')\nprint(t.create_run('session', name='s'))\n")
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
     for args in (["init", "-q"], ["add", "train.py"], ["commit", "-qm", "train"]):

@@ -103,7 +103,7 @@ def _register(uri: str, tmp_path: Path, champion: bool, seed: int) -> str:
     from btc_ai.domain.policy import PolicyNet
     from btc_ai.domain.policy_files import PolicyCard
     from btc_ai.tracking.registry import log_model_version
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
     from btc_ai.training.loop import params_sha256
 
     tracker = Tracker(uri)

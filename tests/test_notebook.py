@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow  # a training, then a kernel
 def store_with_a_session(tmp_path, monkeypatch) -> tuple[str, str]:
     """A store in tmp_path with one session of two attempts (one recoverable error) on the built-in data."""
     from btc_ai.recovery import TrainingRecoverySystem
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
     from btc_ai.training.faults import inject_fault
     from btc_ai.training.loop import train_model
 

@@ -22,7 +22,7 @@ WRITES = frozenset({
 })
 RUN_MODEL = "btc_ai.tracking.run_model"
 WRITER_MODULES = frozenset({  # below the run model: the store, its journaled operations, the attempt's writer
-    "btc_ai.tracking.store", "btc_ai.tracking.operations", "btc_ai.tracking.writer", "btc_ai.tracking.attempt_logger",
+    "btc_ai.tracking.tracker", "btc_ai.tracking.operations", "btc_ai.tracking.writer", "btc_ai.tracking.attempt_logger",
     "btc_ai.tracking.registry", "btc_ai.tracking.logged_model",  # the journaled log_model write: the model, its version
 })
 NAMES_MODULE = f"{RUN_MODEL}.names"

@@ -158,7 +158,7 @@ def test_deletes_made_while_the_server_is_down_are_journaled_not_dropped(tmp_pat
     """Checkpoint retention deletes an old checkpoint's file and marker; with the server down those deletes
     must wait in the journal like any write (they were once swallowed as "already gone", leaving a marker of a
     file that no longer exists, which a resume would then try to use)."""
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
     monkeypatch.setenv("BTC_AI_JOURNAL_DIR", str(tmp_path / "journal"))
     tracker = Tracker(server.url, experiment="deletes")

@@ -17,7 +17,7 @@ from btc_ai.domain.plots import plot_equity_curve, plot_fitness_history
 from btc_ai.recovery import TrainingRecoverySystem
 from btc_ai.recovery.session_plots import fitness_attempts, session_equity
 from btc_ai.tracking.run_model import RunModel
-from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.tracker import Tracker
 from btc_ai.training.faults import inject_fault
 from btc_ai.training.loop import train_model, validation_equity
 

@@ -10,7 +10,7 @@ from conftest import TINY
 
 from btc_ai.domain.presets import preset_config
 from btc_ai.recovery import TrainingRecoverySystem
-from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.tracker import Tracker
 from btc_ai.training.faults import inject_fault
 from btc_ai.training.loop import train_model
 

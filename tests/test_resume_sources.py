@@ -17,7 +17,7 @@ from btc_ai.recovery import TrainingRecoverySystem
 from btc_ai.recovery.signals import Interrupted, graceful_interrupts, interrupts_held
 from btc_ai.recovery.state import RecoveryState
 from btc_ai.tracking.run_model import BUILTIN_DATA, KIND_SESSION, RunModel
-from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.tracker import Tracker
 
 
 def test_a_signal_while_held_waits_for_the_block_to_end_then_interrupts() -> None:

@@ -65,7 +65,7 @@ def test_a_resumed_session_gets_max_retries_retries_of_its_own(tmp_path, candles
     resumed session had max_retries minus its earlier attempts)."""
     from btc_ai.recovery import TrainingRecoverySystem
     from btc_ai.tracking.run_model import RunModel
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
     from btc_ai.training import train_model
     from btc_ai.training.faults import inject_fault
 

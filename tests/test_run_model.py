@@ -13,8 +13,8 @@ from session_record import reference_training
 from btc_ai.domain.errors import ResumeError
 from btc_ai.tracking.run_model import METRIC_FITNESS_MEAN, RunModel
 from btc_ai.tracking.run_model.local import LocalRunModel, open_run_model
-from btc_ai.tracking.store import Tracker
 from btc_ai.tracking.stores import sqlite_file
+from btc_ai.tracking.tracker import Tracker
 
 pytestmark = pytest.mark.slow  # one real training
 

@@ -73,7 +73,7 @@ def test_a_secret_word_inside_a_file_name_masks_nothing(text: str) -> None:
 def test_tracking_writes_are_never_rewritten_by_a_password(tmp_path: Path, monkeypatch, password: str) -> None:
     """Tag keys and values, params and artifact paths go to the store exactly as given; only the prose of a
     run's description has a secret masked (and only a secret)."""
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
     folder = tmp_path / f"work-{password}"
@@ -279,7 +279,7 @@ def test_two_os_users_training_from_one_folder_keep_their_journals_apart() -> No
 
 def _two_users(work: Path) -> None:
     from btc_ai.tracking.journal import Journal
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
     env = {**cli_env(work), "HOME": str(work), "PYTHONDONTWRITEBYTECODE": "1"}
     def shared() -> None:  # files both may write (a team's shared group)

@@ -15,7 +15,7 @@ from test_logged_models import _log
 
 from btc_ai.domain.synthetic import synthetic_candles
 from btc_ai.tracking.serving import ModelServer, main, serve_environment
-from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.tracker import Tracker
 
 NAME = "btc-ai-scalping"
 

@@ -34,7 +34,7 @@ def _no_locks(fd, operation: int) -> None:
 def test_a_new_store_is_built_where_flock_needs_a_writable_descriptor(here: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from btc_ai.tracking.run_model import KIND_SESSION
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
     monkeypatch.setattr(fcntl, "flock", _nfs_flock)
     tracker = Tracker(store_uri(here))

@@ -45,7 +45,7 @@ def _store(folder: Path) -> str:
     """A whole store under ``folder/mlruns`` holding one session run (no training: the Tracker alone)."""
     from btc_ai.tracking.run_model import KIND_SESSION
     from btc_ai.tracking.sqlite_wal import close_sqlite_stores
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
     tracker = Tracker(store_uri(folder))
     run_id = tracker.create_run(KIND_SESSION, name="a session")

@@ -64,8 +64,8 @@ def test_attempts_log_system_metrics_and_the_monitor_stops_on_every_way_out(tmp_
 
 
 def test_system_metrics_are_off_by_default_and_on_with_mlflows_variable(tmp_path, monkeypatch) -> None:
-    from btc_ai.tracking.store import Tracker
     from btc_ai.tracking.system_metrics import system_metrics
+    from btc_ai.tracking.tracker import Tracker
 
     monkeypatch.delenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", raising=False)
     monkeypatch.chdir(tmp_path)

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     # loaded when the command runs, so `btc-ai --help` stays fast
     from btc_ai.desk.promote import promote
     from btc_ai.tracking.run_model import RunModel
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
     done = promote(RunModel(Tracker(args.tracking_uri)), args.ref, alias=args.alias, force=args.force,
                    reason=args.reason)

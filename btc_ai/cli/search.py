@@ -100,7 +100,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
 def _find(args: argparse.Namespace, ref: str) -> tuple[Any, Any]:
     from btc_ai.desk.search import search_of
     from btc_ai.tracking.run_model import RunModel
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
     tracker = Tracker(args.tracking_uri, args.experiment)
     return tracker, search_of(RunModel(tracker), ref)

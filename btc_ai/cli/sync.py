@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     except TrackingServerUnreachable as exc:  # not the user's mistake here: the writes wait, exit 1
         error(f"{exc}; {waiting} writes stay in the journal {journal.folder}")
         return EXIT_FAILED
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
     tracker = Tracker(uri)  # opening the store replays the journal
     tracker.close()

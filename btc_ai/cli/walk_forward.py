@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 def _find(args: argparse.Namespace, ref: str) -> tuple[Any, Any]:
     """(tracker, the walk-forward behind ``ref`` or None) on the store of ``args``."""
     from btc_ai.tracking.run_model import RunModel, WalkForwardRuns  # mlflow: not for --help
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
     tracker = Tracker(args.tracking_uri, args.experiment)
     return tracker, WalkForwardRuns(RunModel(tracker)).find(ref)

@@ -18,7 +18,7 @@ from typing import Any
 from btc_ai.domain.synthetic import synthetic_candles
 from btc_ai.recovery import TrainingRecoverySystem
 from btc_ai.tracking.run_model import ARTIFACT_CHECKPOINTS, METRIC_FITNESS_MEAN, RunModel, SessionRecord
-from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.tracker import Tracker
 from btc_ai.training.faults import KILL_ENV_VAR, inject_fault
 from btc_ai.training.loop import train_model
 

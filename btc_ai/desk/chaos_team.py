@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from btc_ai.desk.chaos import CLI_FLAGS, Outcome, Scratch, logged_in, outage_mid_training, run_cli
 from btc_ai.tracking.run_model import RunModel
-from btc_ai.tracking.store import Tracker
 from btc_ai.tracking.team_server import TeamMlflowServer, postgres_missing, team_deployment
+from btc_ai.tracking.tracker import Tracker
 
 USER = "chaos"
 

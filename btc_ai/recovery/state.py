@@ -12,7 +12,7 @@ from btc_ai.domain.errors import CheckpointError, ResumeError
 from btc_ai.recovery.lease import mark_stale_attempts
 from btc_ai.tracking.run_model import AttemptRecord, CheckpointRecord, RunModel
 from btc_ai.tracking.run_model.names import ARTIFACT_DATA_REPORT
-from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.tracker import Tracker
 from btc_ai.training.checkpoint import TrainingState, load_checkpoint
 
 

@@ -34,7 +34,7 @@ from btc_ai.recovery.session import Session, SessionSettings, TrainingFunc
 from btc_ai.recovery.state import RecoveryState
 from btc_ai.recovery.validation import ValidatedConfig, validated_config
 from btc_ai.tracking.run_model import DataInputs, ParentLink, RunModel, registered_model_name
-from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.tracker import Tracker
 from btc_ai.training import train_model
 from btc_ai.training.checkpoint import TrainingState
 

@@ -12,7 +12,7 @@ from btc_ai.tracking.run_model import (
     TAG_DATA_FINGERPRINT,
     TAG_START_GENERATION,
 )
-from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.tracker import Tracker
 from btc_ai.tracking.writer import RunWriter
 from btc_ai.training.checkpoint import TrainingState
 from btc_ai.training.loop import TrainingCallbacks, TrainingSetup

@@ -20,7 +20,7 @@ from btc_ai.tracking.run_model.names import TAG_MODEL_PARAMS, TAG_MODEL_PATH, TA
 
 
 class Tracker(Protocol):
-    """What an operation needs of `btc_ai.tracking.store.Tracker` (which runs them: it imports this module)."""
+    """What an operation needs of `btc_ai.tracking.tracker.Tracker` (which runs them: it imports this module)."""
 
     client: MlflowClient
 

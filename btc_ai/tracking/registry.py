@@ -36,7 +36,7 @@ from btc_ai.tracking.run_model.names import (
     VERSION_TAG_PROMOTION,
     model_path,
 )
-from btc_ai.tracking.store import MAX_PARAM_LENGTH, Tracker
+from btc_ai.tracking.tracker import MAX_PARAM_LENGTH, Tracker
 
 
 @dataclass(frozen=True)

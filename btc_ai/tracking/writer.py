@@ -17,7 +17,7 @@ from mlflow.entities import Metric
 
 from btc_ai.tracking.operations import MAX_METRICS_PER_CALL
 from btc_ai.tracking.run_model import ARTIFACT_CHECKPOINTS, TAG_LAST_CHECKPOINT, checkpoint_tag
-from btc_ai.tracking.store import Tracker
+from btc_ai.tracking.tracker import Tracker
 from btc_ai.training.faults import commit_began, commit_fault, commit_step
 
 _log = logging.getLogger(__name__)

@@ -73,7 +73,7 @@ class LocalRunModel(RunModel):
     @property
     def tracker(self) -> Any:  # type: ignore[override]
         if self._tracker is None:
-            from btc_ai.tracking.store import Tracker
+            from btc_ai.tracking.tracker import Tracker
 
             self._tracker = Tracker(self.tracking_uri)
         return self._tracker
@@ -181,6 +181,6 @@ def open_run_model(tracking_uri: str | None = None) -> RunModel:
                 return LocalRunModel(uri, database)
             except sqlite3.Error:
                 pass
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
     return RunModel(Tracker(uri))

@@ -47,7 +47,7 @@ from btc_ai.tracking.run_model.names import (
 
 if TYPE_CHECKING:
     from btc_ai.domain.backtest import BacktestResult
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ from btc_ai.tracking.run_model.records import (
 
 if TYPE_CHECKING:  # the store loads mlflow (seconds): importing the run model's names must not
     from btc_ai.tracking.registry import Registration
-    from btc_ai.tracking.store import Tracker
+    from btc_ai.tracking.tracker import Tracker
 
 
 def missing_version(ref: str, uri: str) -> ResumeError:

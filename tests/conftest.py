@@ -90,9 +90,11 @@ def copy_template_store(database: Path, artifacts: str | None) -> None:
         relocate_prefix(db, _TEMPLATE_ROOT, artifacts or database.parent.resolve().as_uri())
 
 
-@pytest.fixture(autouse=True)
-def _stores_from_the_template(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("btc_ai.tracking.stores.initialise_store", copy_template_store)
+@pytest.fixture(autouse=True, scope="session")
+def _stores_from_the_template() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:  # for the session: module fixtures build stores too
+        patch.setattr("btc_ai.tracking.stores.initialise_store", copy_template_store)
+        yield
 
 
 @pytest.fixture

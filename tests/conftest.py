@@ -214,3 +214,19 @@ def write_binance_csv(path: Path, df: pd.DataFrame) -> Path:
     )
     out.to_csv(path, header=False, index=False)
     return path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`--dist loadgroup` sends the tests of one ``xdist_group`` to one test process by a ``@group`` suffix on
+    their IDs, which pytest-xdist 3.8 sets through ``item._nodeid``; pytest 9 keeps the ID elsewhere, so
+    without this every group was split across processes (a Ray cluster or a module's training twice). Where
+    xdist's own suffix took, nothing is done."""
+    if not getattr(config.option, "loadgroup", False):  # set in the test processes of --dist loadgroup
+        return
+    for item in items:
+        groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                         for m in item.iter_markers("xdist_group")})
+        if groups and "@" not in item.nodeid.rpartition("]")[2].rpartition("::")[2]:
+            from _pytest.nodeid import coerce_node_id  # pytest 9's ID type; pytest 8 never gets here
+
+            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(groups)}")

@@ -23,6 +23,9 @@ from mlflow.entities import ViewType
 
 from btc_ai.desk.backup import BackupError, check_entry_name, restore_backup, verify_backup
 
+# one test process builds the module's store (two trainings and a backup) once, not each
+pytestmark = pytest.mark.xdist_group("backup")
+
 TINY_FLAGS = tiny_flags(EPISODES=8)
 
 

@@ -21,6 +21,8 @@ from btc_ai.tracking.store import Tracker
 from btc_ai.training.faults import inject_fault
 from btc_ai.training.loop import train_model, validation_equity
 
+pytestmark = pytest.mark.xdist_group("plots")  # one test process runs the module's training, once
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CONFIG = {**TINY, "LEARNING_RATE": 0.05, "BUCKET": "Scalping"}
 

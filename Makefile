@@ -18,7 +18,7 @@ XDIST      := -n $(TEST_WORKERS) --dist loadgroup
 help:
 	@echo "make train   set up, then train on the built-in default data (local MLflow store in mlruns/)"
 	@echo "make test    set up, then run the test suite"
-	@echo "make test-fast  the suite without the slow tests (trainings, servers, notebook, browser)"
+	@echo "make test-fast  the suite without the slow tests (trainings, servers, notebook, browser, btc-ai processes)"
 	@echo "make ui      MLflow UI on the local store   make bench  benchmarks   make lint  ruff"
 	@echo "make docs    the documentation site in site/ (MkDocs, --strict: a broken link fails)"
 	@echo "make server  a team MLflow server on 127.0.0.1 (PostgreSQL, proxied artifacts, basic auth; needs postgresql)"
@@ -40,7 +40,8 @@ train: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
-# the loop for changing code: everything not marked slow (a training, a server, a notebook, a browser) or e2e
+# the loop for changing code: everything not marked slow (a training, a server, a notebook, a browser, a
+# btc-ai process) or e2e
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest $(XDIST) -m "not slow and not e2e" $(PYTEST_ARGS)
 

@@ -23,6 +23,9 @@ from mlflow.entities import ViewType
 
 from btc_ai.desk.backup import BackupError, check_entry_name, restore_backup, verify_backup
 
+# one test process builds the module's store (two trainings and a backup) once, not each
+pytestmark = pytest.mark.xdist_group("backup")
+
 TINY_FLAGS = tiny_flags(EPISODES=8)
 
 
@@ -352,6 +355,7 @@ def test_a_checkpoint_deleted_after_the_snapshot_is_archived_from_its_pinned_cop
     assert {f"mlruns/{p.relative_to(project / 'mlruns').as_posix()}" for p in checkpoints} <= names
 
 
+@pytest.mark.slow  # a fresh Python: what it loads
 def test_the_backup_module_does_not_load_mlflow() -> None:
     code = "import sys, btc_ai.desk.backup, btc_ai.cli; print('mlflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 from conftest import btc_ai_cmd, store_uri
 
+pytestmark = pytest.mark.slow  # each case is a `btc-ai` process
 _SETPRIV = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def project() -> Iterator[Path]:
     """A project folder with a real store and its backup, readable but not writable by `nobody`, and an empty
-    folder of nobody's own to run from."""
+    folder of nobody's own to run from. One for the module: every case is refused and checks it left the
+    project as it found it."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run btc-ai as nobody")
     from btc_ai.desk.backup import create_backup

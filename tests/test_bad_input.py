@@ -340,6 +340,7 @@ print(json.dumps(results))
 """
 
 
+@pytest.mark.slow  # a `btc-ai` process, as another user
 def test_unreadable_files_as_an_unprivileged_user(tmp_path) -> None:
     """Permission denied for real: as `nobody` (root ignores file modes): an unreadable data file, config file,
     and a data file in a folder that may not be entered."""

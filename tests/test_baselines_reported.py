@@ -30,6 +30,7 @@ def _session(out: str) -> str:
     return out.split("done: session ")[1].split()[0]
 
 
+@pytest.mark.slow  # a training, through the command line
 def test_a_training_scores_the_rules_beside_its_policy_everywhere(here, run_main) -> None:
     code, out, err = run_main("train", *tiny_flags())
     assert code == 0, err
@@ -63,6 +64,7 @@ def test_a_training_scores_the_rules_beside_its_policy_everywhere(here, run_main
     assert "flat (0)" in verdict or "best rule baseline" in verdict  # judged against the rules, naming the best
 
 
+@pytest.mark.slow  # a training, through the command line
 def test_a_policy_that_never_trades_is_said_to_have_collapsed_to_flat(here, run_main) -> None:
     code, out, err = run_main("train", *tiny_flags(**COLLAPSING))
     assert code == 0, err

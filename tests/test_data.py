@@ -799,6 +799,7 @@ def test_a_utf8_bom_and_utf16_data_file_load(tmp_path):
         assert_same_candles(df, want)
 
 
+@pytest.mark.slow  # a Python loading the data, as another user
 def test_an_unreadable_file_is_one_line_for_an_unprivileged_user(tmp_path):
     import os
     import shutil

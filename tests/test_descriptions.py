@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import cli_env, store_uri
 
 from btc_ai.domain.text_fit import TAG_VALUE_LIMIT, fit_text
@@ -63,6 +64,7 @@ def test_a_long_session_description_fits_and_names_the_report(here: Path) -> Non
     assert len(stored) <= TAG_VALUE_LIMIT and f"btc-ai report {session}" in stored and stored.endswith("end")
 
 
+@pytest.mark.slow  # a fresh Python that imports mlflow and builds a store
 def test_mlflow_log_lines_stay_off_the_console(tmp_path: Path) -> None:
     """In a process of its own, as a user's console sees it: the logging `btc-ai` sets up, then a tag MLflow
     cuts (and would warn about)."""

@@ -8,6 +8,7 @@ lines, no tag name spelled out anywhere but in the run model, and MLflow's priva
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -39,10 +40,16 @@ def _modules() -> dict[str, Path]:
     return {_module(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 
 
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    """The parsed source of ``path``, once per test process (every check here walks the whole package)."""
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
 def _imports(path: Path, module: str, *, top_level_only: bool = False) -> set[str]:
     """Every module ``path`` imports (relative imports resolved); with ``top_level_only``, only those run at
     import time outside ``if TYPE_CHECKING:``."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = _tree(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     if top_level_only:  # module level, and inside module-level try/if blocks that are not TYPE_CHECKING
@@ -148,7 +155,7 @@ def test_tag_names_are_spelled_out_only_in_the_run_model() -> None:
     for path in PACKAGE.rglob("*.py"):
         if path.is_relative_to(home):
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(_tree(path)):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 wrong += [f"{path.relative_to(ROOT)}:{node.lineno} {tag}" for tag in tags if tag in node.value]
     assert not wrong, "\n".join(wrong)

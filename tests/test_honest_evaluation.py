@@ -21,6 +21,7 @@ from btc_ai.training.loop import market_split
 CONFIG = {**TINY, "EPISODES": 10, "EARLY_STOP_PATIENCE": 0}
 
 
+@pytest.mark.slow  # trainings
 def test_changing_the_test_span_changes_no_choice_of_the_training(candles) -> None:
     """Candles inside the test span only are changed: the selected (and the final) parameters stay
     bit-identical, while the test figures do change (the change was seen, by the test alone)."""
@@ -49,6 +50,7 @@ def test_spans_are_in_time_order_and_apart_by_the_feature_warm_up(candles) -> No
     assert len(split.test) == pytest.approx(0.15 * len(candles), abs=2)
 
 
+@pytest.mark.slow  # trainings
 def test_early_stopping_stops_and_a_resumed_training_stops_at_the_same_generation(candles, tmp_path) -> None:
     config = {**TINY, "EPISODES": 60, "EVAL_INTERVAL": 2, "EARLY_STOP_PATIENCE": 2, "MIN_CHECKPOINT_INTERVAL": 2}
     _, whole, _, _ = train_model(config, candles)

@@ -6,9 +6,15 @@ import importlib.util
 import subprocess
 import sys
 
+import pytest
+
 DOMAIN = ["domain.errors", "domain.presets", "domain.config", "domain.data", "domain.synthetic", "domain.features",
           "domain.market", "domain.policy", "domain.noise", "domain.es", "domain.evaluation", "training.checkpoint",
           "training.loop"]
+
+
+# each check is a fresh Python that imports torch, pandas or mlflow: seconds apiece
+pytestmark = pytest.mark.slow
 
 
 def _loaded_after(statement: str) -> set[str]:

@@ -22,6 +22,8 @@ from btc_ai.domain.market import MarketData
 from btc_ai.domain.promotion import promotion_verdict
 from btc_ai.domain.trade_stats import STATISTICS
 
+pytestmark = pytest.mark.xdist_group("models")  # one test process trains the module's model, once
+
 CONFIG = {**TINY, "LEARNING_RATE": 0.05, "BUCKET": "Scalping"}
 
 

@@ -21,6 +21,8 @@ from btc_ai.tracking.tracker import Tracker
 from btc_ai.training.faults import inject_fault
 from btc_ai.training.loop import train_model, validation_equity
 
+pytestmark = pytest.mark.xdist_group("plots")  # one test process runs the module's training, once
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CONFIG = {**TINY, "LEARNING_RATE": 0.05, "BUCKET": "Scalping"}
 
@@ -180,6 +182,7 @@ def test_plot_functions_take_plain_data(tmp_path) -> None:
     assert_png(plot_equity_curve(equity, np.linspace(1, 1.1, 301), index, tmp_path / "equity.png").read_bytes())
 
 
+@pytest.mark.slow  # a fresh Python that imports the recovery floor (torch, mlflow)
 def test_plots_know_no_mlflow_and_a_training_loads_matplotlib_only_at_its_end() -> None:
     def loaded(statement: str) -> set[str]:
         code = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"

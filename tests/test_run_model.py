@@ -16,7 +16,7 @@ from btc_ai.tracking.run_model.local import LocalRunModel, open_run_model
 from btc_ai.tracking.stores import sqlite_file
 from btc_ai.tracking.tracker import Tracker
 
-pytestmark = pytest.mark.slow  # one real training
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("run_model")]  # one real training, in one test process
 
 
 @pytest.fixture(scope="module")

@@ -253,6 +253,7 @@ def foreign_folder() -> Path:
         shutil.rmtree(work, ignore_errors=True)
 
 
+@pytest.mark.slow  # `btc-ai` processes, as another user
 def test_an_unwritable_working_folder_is_one_line_and_nothing_is_created(foreign_folder: Path) -> None:
     work, elsewhere = foreign_folder / "work", foreign_folder / "store"
     work.mkdir(mode=0o555)
@@ -274,6 +275,7 @@ def test_an_unwritable_working_folder_is_one_line_and_nothing_is_created(foreign
     assert list(private.iterdir()) == []
 
 
+@pytest.mark.slow  # `btc-ai` processes, as another user
 def test_a_read_only_store_is_refused_and_still_reported(foreign_folder: Path) -> None:
     run_id = _store(foreign_folder)
     for path in [foreign_folder, *foreign_folder.rglob("*")]:
@@ -369,6 +371,7 @@ def _heavy_modules_after_refusals(folder: Path, cases: list[tuple[str, list[str]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a fresh Python: what it loads
 def test_a_refusal_loads_neither_mlflow_nor_torch(tmp_path: Path) -> None:
     """What makes a refusal take milliseconds, not the seconds mlflow and torch take to import (timed in
     benchmarks/bench_startup.py): every check runs before either loads."""
@@ -382,12 +385,14 @@ def test_a_refusal_loads_neither_mlflow_nor_torch(tmp_path: Path) -> None:
     assert _heavy_modules_after_refusals(tmp_path, cases) == [[argv[0], 2, []] for _, argv in cases]
 
 
+@pytest.mark.slow  # a fresh Python: what it loads
 @pytest.mark.parametrize("command", [["resume", RUN_ID], ["report", RUN_ID]])
 def test_an_unknown_run_id_on_a_store_is_refused_before_mlflow_loads(tmp_path: Path, command: list[str]) -> None:
     _store(tmp_path / "store")
     assert _heavy_modules_after_refusals(tmp_path, [("store", command)]) == [[command[0], 2, []]]
 
 
+@pytest.mark.slow  # a fresh Python: what it loads
 def test_importing_the_store_checks_loads_no_mlflow() -> None:
     code = "import sys, btc_ai.tracking.stores, btc_ai.cli.main; print('mlflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

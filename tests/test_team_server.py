@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT, btc_ai_cmd, tiny_flags, wait_for_line
 from team import USERS, Team, session_exactness, team_server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("team_server")]  # one server, in one test process
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 from conftest import ROOT, btc_ai_cmd, cli_env, tiny_flags
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a training, `mlflow server` and a browser
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("ui_e2e")]  # a training, `mlflow server` and a
+# browser, once: in one test process
 
 SHOTS = ROOT / "test-output" / "ui"
 NO_CHROMIUM = "Chromium not installed: apt-get install chromium (CI installs it); run make e2e"

@@ -24,7 +24,7 @@ from btc_ai.domain.errors import ResumeError
 from btc_ai.domain.fold_summary import aggregate
 from btc_ai.domain.folds import Fold
 from btc_ai.domain.search_space import Dimension
-from btc_ai.recovery.lease import claim_lease
+from btc_ai.recovery.lease import claim_lease, process_alive
 from btc_ai.tracking.run_model.search import SearchRuns
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -67,16 +67,7 @@ def owner_token() -> str:
 
 def owner_alive(owner: str) -> bool:
     """Whether the process named ``owner`` still runs (on another host: presumed so)."""
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(owner) is not False
 
 
 def orphans(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

@@ -17,17 +17,23 @@ def lease_token() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _owner_alive(owner: str, heartbeat: float) -> bool:
+def process_alive(owner: str) -> bool | None:
+    """Whether the process a lease token (``host:pid``) names still runs; None for another host's."""
     host, _, pid = owner.rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process of that number: alive
         return True
-    return time.time() - heartbeat < LEASE_TTL_S
+    return True
+
+
+def _owner_alive(owner: str, heartbeat: float) -> bool:
+    alive = process_alive(owner)
+    return time.time() - heartbeat < LEASE_TTL_S if alive is None else alive
 
 
 def session_busy(session: SessionRecord) -> str | None:

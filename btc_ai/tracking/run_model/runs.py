@@ -66,6 +66,16 @@ if TYPE_CHECKING:  # the store loads mlflow (seconds): importing the run model's
     from btc_ai.tracking.tracker import Tracker
 
 
+def run_or_none(client: Any, run_id: str) -> Any | None:
+    """MLflow's `Run` of ``run_id``, None when the store has no such run."""
+    from mlflow.exceptions import MlflowException  # mlflow: not loaded by importing the run model
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        return None
+
+
 def missing_version(ref: str, uri: str) -> ResumeError:
     """A model URI whose version is not (or no longer) in the registry: a version deleted in the UI keeps only
     a redacted row, so it is named as the version, never by the run ID MLflow left in it."""
@@ -133,12 +143,7 @@ class RunModel(RunOutputs):
 
     def _find_run(self, run_id: str) -> Any | None:
         """The run (MLflow's `Run`, or a reader's look-alike), None when the store has no such run."""
-        from mlflow.exceptions import MlflowException  # mlflow: not loaded by importing the run model
-
-        try:
-            return self._client.get_run(run_id)
-        except MlflowException:
-            return None
+        return run_or_none(self._client, run_id)
 
     def model_version(self, ref: str) -> ModelVersionRecord:
         """The version behind ``models:/<name>/<version|latest>`` or ``models:/<name>@<alias>``; ResumeError

@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from btc_ai.domain.errors import ResumeError
 from btc_ai.domain.text_fit import fit_text
@@ -47,10 +47,8 @@ from btc_ai.tracking.run_model.names import (
     TAG_TRIAL_STATE,
     TAG_TRIALS,
 )
+from btc_ai.tracking.run_model.runs import RunModel, run_or_none
 from btc_ai.tracking.run_model.walk_forward import ParentLink
-
-if TYPE_CHECKING:
-    from btc_ai.tracking.run_model.runs import RunModel
 
 
 @dataclass(frozen=True)
@@ -108,12 +106,7 @@ class SearchRuns:
         return self.runs.tracker
 
     def _get(self, run_id: str) -> Any | None:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return self.tracker.client.get_run(run_id)
-        except MlflowException:
-            return None
+        return run_or_none(self.tracker.client, run_id)
 
     def find(self, ref: str) -> SearchRecord | None:
         """The search behind ``ref``: its run ID, or the ID of a run nested in it (a trial's walk-forward, one

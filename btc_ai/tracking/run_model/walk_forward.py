@@ -50,7 +50,7 @@ from btc_ai.tracking.run_model.names import (
     fold_seed_metric,
 )
 from btc_ai.tracking.run_model.records import SessionRecord, _session
-from btc_ai.tracking.run_model.runs import RunModel
+from btc_ai.tracking.run_model.runs import RunModel, run_or_none
 
 if TYPE_CHECKING:
     from btc_ai.domain.fold_summary import Aggregate, FoldRow
@@ -135,12 +135,7 @@ class WalkForwardRuns:
     # -- reading ---------------------------------------------------------------------------------------
 
     def _get(self, run_id: str) -> Any | None:
-        from mlflow.exceptions import MlflowException  # mlflow: not loaded by importing the run model
-
-        try:
-            return self.tracker.client.get_run(run_id)
-        except MlflowException:
-            return None
+        return run_or_none(self.tracker.client, run_id)
 
     def find(self, ref: str) -> WalkForwardRecord | None:
         """The walk-forward behind ``ref``: a walk-forward run ID, or the ID of one of its fold sessions (or of an

@@ -10,6 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from btc_ai.domain.config import TrainingConfig
+from btc_ai.domain.metric_names import (
+    METRIC_FITNESS_MAX,
+    METRIC_FITNESS_MEAN,
+    METRIC_SECONDS_PER_GENERATION,
+    METRIC_VALIDATION_TOTAL_RETURN,
+)
 
 PROGRESS_EVERY_ENV = "BTC_AI_PROGRESS_EVERY"  # plain progress: a line every N generations (tests set 1)
 
@@ -82,7 +88,7 @@ class ConsoleReporter:
         counts its own measured time, not the set-up before it) times the generations left."""
         now = time.monotonic()
         if self._last_tick is None:
-            self._seconds += float(metrics.get("perf/seconds_per_generation", 0.0))
+            self._seconds += float(metrics.get(METRIC_SECONDS_PER_GENERATION, 0.0))
         else:
             self._seconds += now - self._last_tick
         self._last_tick = now
@@ -91,12 +97,12 @@ class ConsoleReporter:
 
     def generation_done(self, generation: int, metrics: Mapping[str, float]) -> None:
         self.last_generation = generation
-        if "validation/total_return" in metrics:
-            self._last_val = metrics["validation/total_return"]
+        if METRIC_VALIDATION_TOTAL_RETURN in metrics:
+            self._last_val = metrics[METRIC_VALIDATION_TOTAL_RETURN]
         eta = self._eta(generation, metrics)
         val = "-" if self._last_val != self._last_val else f"{self._last_val:+.2%}"  # NaN: no validation yet
-        info = (f"fitness {metrics['fitness/mean']:+.4f} (max {metrics['fitness/max']:+.4f}) "
-                f"val {val} {metrics['perf/seconds_per_generation']:.3f} s/gen")
+        info = (f"fitness {metrics[METRIC_FITNESS_MEAN]:+.4f} (max {metrics[METRIC_FITNESS_MAX]:+.4f}) "
+                f"val {val} {metrics[METRIC_SECONDS_PER_GENERATION]:.3f} s/gen")
         first, self._first_of_attempt = self._first_of_attempt, False
         if self._progress is not None:
             if first and generation > 1:  # a resume or retry: the bar's speed counts from here, not from 0

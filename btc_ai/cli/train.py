@@ -30,6 +30,19 @@ from btc_ai.cli.run_support import settle_journal, training_func
 from btc_ai.domain.baselines import baseline_lines
 from btc_ai.domain.collapse import collapse_line
 from btc_ai.domain.errors import UserInputError
+from btc_ai.domain.metric_names import (
+    METRIC_BEST_VALIDATION_BUY_AND_HOLD_RETURN,
+    METRIC_BEST_VALIDATION_POSITION_CHANGES,
+    METRIC_BEST_VALIDATION_TOTAL_RETURN,
+    METRIC_TEST_BUY_AND_HOLD_RETURN,
+    METRIC_TEST_GROSS_RETURN,
+    METRIC_TEST_NULL_PERCENTILE,
+    METRIC_TEST_POSITION_CHANGES,
+    METRIC_TEST_PREFIX,
+    METRIC_TEST_SHARPE,
+    METRIC_TEST_TOTAL_RETURN,
+    figures_under,
+)
 from btc_ai.domain.trade_stats import statistics_lines
 from btc_ai.tracking.credentials import display_uri
 
@@ -257,9 +270,9 @@ def _interrupted(exc: KeyboardInterrupt, session: str | None, generation: int | 
 
 
 def _print_summary(system: Any, metrics: Mapping[str, Any], best_reward: float, elapsed: float) -> None:
-    ret = metrics.get("best/validation_total_return", float("nan"))
-    hold = metrics.get("best/validation_buy_and_hold_return", float("nan"))
-    changes = metrics.get("best/validation_position_changes", float("nan"))
+    ret = metrics.get(METRIC_BEST_VALIDATION_TOTAL_RETURN, float("nan"))
+    hold = metrics.get(METRIC_BEST_VALIDATION_BUY_AND_HOLD_RETURN, float("nan"))
+    changes = metrics.get(METRIC_BEST_VALIDATION_POSITION_CHANGES, float("nan"))
     print(
         f"done: session {metrics['session_run_id']} | attempts {metrics['attempts']} | "
         f"generations {metrics['generations']} | best validation reward {best_reward:+.4f} "
@@ -268,13 +281,14 @@ def _print_summary(system: Any, metrics: Mapping[str, Any], best_reward: float, 
     print(f"stopped: {metrics['stop_reason']}")
     print(f"validation span (used for selection): return {ret:+.2%} ({changes:.0f} position changes) vs buy-and-hold "
           f"{hold:+.2%} and flat +0.00%")
-    if "test/total_return" in metrics:
+    if METRIC_TEST_TOTAL_RETURN in metrics:
         print(f"test span {metrics['test_span']} (out of sample, never used for selection): return "
-              f"{metrics['test/total_return']:+.2%} net of costs ({metrics['test/gross_return']:+.2%} before costs, "
-              f"{metrics['test/position_changes']:.0f} position changes, Sharpe {metrics['test/sharpe']:+.2f}) vs buy-and-hold "
-              f"{metrics['test/buy_and_hold_return']:+.2%} and flat +0.00%; timing null check: "
-              f"{metrics['test/null_percentile']:.0f}th percentile of time-shifted copies (50 = luck)")
-        print("\n".join(f"  {line}" for line in statistics_lines({k[5:]: v for k, v in metrics.items() if k[:5] == "test/"})))
+              f"{metrics[METRIC_TEST_TOTAL_RETURN]:+.2%} net of costs ({metrics[METRIC_TEST_GROSS_RETURN]:+.2%} before "
+              f"costs, {metrics[METRIC_TEST_POSITION_CHANGES]:.0f} position changes, Sharpe "
+              f"{metrics[METRIC_TEST_SHARPE]:+.2f}) vs buy-and-hold {metrics[METRIC_TEST_BUY_AND_HOLD_RETURN]:+.2%} and "
+              f"flat +0.00%; timing null check: {metrics[METRIC_TEST_NULL_PERCENTILE]:.0f}th percentile of "
+              "time-shifted copies (50 = luck)")
+        print("\n".join(f"  {line}" for line in statistics_lines(figures_under(metrics, METRIC_TEST_PREFIX))))
     else:
         print("no test span (TEST_FRACTION=0): there is no out-of-sample figure for this training")
     for line in filter(None, (*baseline_lines(metrics), collapse_line(metrics))):

@@ -39,6 +39,11 @@ from btc_ai.desk.search_trial import (
 )
 from btc_ai.desk.walk_forward import WalkForwardReporter
 from btc_ai.domain.errors import ResumeError, UserInputError
+from btc_ai.domain.metric_names import (
+    METRIC_TEST_BUY_AND_HOLD_RETURN,
+    METRIC_TEST_SHARPE,
+    METRIC_TEST_TOTAL_RETURN,
+)
 from btc_ai.domain.search_space import parse_space
 from btc_ai.recovery.lease import claim_lease, lease_token
 from btc_ai.recovery.system import ProgressReporter, TrainingRecoverySystem
@@ -151,8 +156,8 @@ class Search:
         if result.outcome == "failed" or not result.session_run_id:
             return None
         metrics = WalkForwardRuns(system.runs).outcome(result.session_run_id).metrics
-        return (float(metrics.get("test/sharpe", NAN)), float(metrics.get("test/total_return", NAN)),
-                float(metrics.get("test/buy_and_hold_return", NAN)))
+        return (float(metrics.get(METRIC_TEST_SHARPE, NAN)), float(metrics.get(METRIC_TEST_TOTAL_RETURN, NAN)),
+                float(metrics.get(METRIC_TEST_BUY_AND_HOLD_RETURN, NAN)))
 
     # -- the trials ----------------------------------------------------------------------------------
 

@@ -7,6 +7,13 @@ from typing import Any
 
 from btc_ai.domain.baselines import RULES, baseline_lines, timeframe_windows
 from btc_ai.domain.collapse import collapse_line
+from btc_ai.domain.metric_names import (
+    FIGURE_NULL_PERCENTILE,
+    METRIC_BEST_VALIDATION_PREFIX,
+    METRIC_TEST_PREFIX,
+    baseline_metric,
+    figures_under,
+)
 from btc_ai.domain.trade_stats import STATISTICS, legacy_figure, statistics_lines
 from btc_ai.recovery.lease import mark_stale_attempts, session_busy
 from btc_ai.tracking.run_model import (
@@ -79,13 +86,13 @@ def _figures(runs: RunModel, session_id: str, test_span: str | None, timeframe: 
     """The best policy's figures: on the validation span (used for selection) and on the test span (out of
     sample), as the session recorded them, the rule baselines' beside them, and whether it collapsed to flat."""
     metrics = runs.latest_metrics(session_id)
-    validation = _found(metrics, "best/validation_", _FIGURES)
-    test = _found(metrics, "test/", (*_FIGURES, "null_percentile"))
-    statistics = _found(metrics, "test/", STATISTICS)
+    validation = _found(metrics, METRIC_BEST_VALIDATION_PREFIX, _FIGURES)
+    test = _found(metrics, METRIC_TEST_PREFIX, (*_FIGURES, FIGURE_NULL_PERCENTILE))
+    statistics = _found(metrics, METRIC_TEST_PREFIX, STATISTICS)
     windows = timeframe_windows(timeframe).describe() if timeframe else None
     return {"validation": validation or None, "test": {"span": test_span, **test} if test else None,
             "test_statistics": statistics if len(statistics) == len(STATISTICS) else None,
-            "baselines": {rule: {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith(f"baseline/{rule}/")}
+            "baselines": {rule: figures_under(metrics, baseline_metric(rule, ""))
                           for rule in RULES} | {"windows": windows},
             "baseline_lines": baseline_lines(metrics, windows), "collapse": collapse_line(metrics)}
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from btc_ai.domain.errors import ResumeError
 from btc_ai.domain.fold_summary import FoldRow, aggregate, row_from_metrics, table_lines
+from btc_ai.domain.metric_names import METRIC_TEST_TOTAL_RETURN
 from btc_ai.tracking.run_model import RunModel, WalkForwardRuns
 
 
@@ -29,7 +30,7 @@ def walk_forward_summary(runs: RunModel, run_id: str) -> dict[str, Any] | None:
     unfinished = []
     for (fold, seed), found in sorted(wf_runs.fold_sessions(record).items()):
         out = wf_runs.outcome(found.run_id)
-        if "test/total_return" not in out.metrics:
+        if METRIC_TEST_TOTAL_RETURN not in out.metrics:
             unfinished.append({"fold": fold, "seed": seed, "session_run_id": found.run_id,
                                "status": out.status or found.session.run_status})
             continue

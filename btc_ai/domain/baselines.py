@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from btc_ai.domain.market import EpisodeStats, MarketData, episode_stats
+from btc_ai.domain.metric_names import SPAN_TEST, baseline_metric
 
 RULES = ("buy_and_hold", "flat", "sma_crossover", "momentum")
 RULE_NAMES = {"buy_and_hold": "buy-and-hold", "flat": "flat", "sma_crossover": "SMA crossover", "momentum": "momentum"}
@@ -114,13 +115,12 @@ def best_rule(sharpes: dict[str, float]) -> tuple[str, float]:
     return rule, sharpes[rule]
 
 
-def baselines_line(metrics: Mapping[str, Any], span: str = "test") -> str | None:
+def baselines_line(metrics: Mapping[str, Any], span: str = SPAN_TEST) -> str | None:
     """``buy-and-hold +27.90% (Sharpe +1.90), flat +0.00% (Sharpe +0.00), SMA crossover ...`` from the
     ``baseline/<rule>/...`` metrics of ``span`` (None when there are none)."""
-    infix = "" if span == "test" else f"{span}_"
     parts = []
     for rule in RULES:
-        ret, sharpe = metrics.get(f"baseline/{rule}/{infix}total_return"), metrics.get(f"baseline/{rule}/{infix}sharpe")
+        ret, sharpe = (metrics.get(baseline_metric(rule, figure, span)) for figure in ("total_return", "sharpe"))
         if ret is not None and sharpe is not None:
             parts.append(f"{RULE_NAMES[rule]} {ret:+.2%} (Sharpe {sharpe:+.2f})")
     return ", ".join(parts) or None

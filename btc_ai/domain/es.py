@@ -10,6 +10,13 @@ import numpy as np
 import torch
 
 from btc_ai.domain.errors import NaNError
+from btc_ai.domain.metric_names import (
+    METRIC_ES_GRAD_NORM,
+    METRIC_ES_PARAM_NORM,
+    METRIC_FITNESS_MAX,
+    METRIC_FITNESS_MEAN,
+    METRIC_FITNESS_STD,
+)
 from btc_ai.domain.noise import gather_slices, member_sign, noise_table, pair_offsets
 
 
@@ -142,10 +149,10 @@ class OpenAIES:
             raise NaNError(f"non-finite parameters after the update of generation {t}", key="LEARNING_RATE")
         new_state = dataclasses.replace(state, params=params, m=m, v=v, generation=t)
         metrics = {
-            "fitness/mean": float(fitness.mean()),
-            "fitness/max": float(fitness.max()),
-            "fitness/std": float(fitness.std()),
-            "es/grad_norm": float(np.linalg.norm(grad)),
-            "es/param_norm": float(np.linalg.norm(params)),
+            METRIC_FITNESS_MEAN: float(fitness.mean()),
+            METRIC_FITNESS_MAX: float(fitness.max()),
+            METRIC_FITNESS_STD: float(fitness.std()),
+            METRIC_ES_GRAD_NORM: float(np.linalg.norm(grad)),
+            METRIC_ES_PARAM_NORM: float(np.linalg.norm(params)),
         }
         return new_state, metrics

@@ -31,7 +31,23 @@ from btc_ai.domain.market import (
     step_rewards,
     turnover,
 )
+from btc_ai.domain.metric_names import (
+    METRIC_CENTRE_EXPOSURE,
+    METRIC_CENTRE_FITNESS,
+    METRIC_CENTRE_TURNOVER,
+    METRIC_FITNESS_NOISE_STD,
+    METRIC_POPULATION_EXPOSURE,
+    METRIC_POPULATION_NEVER_TRADE_SHARE,
+    METRIC_TEST_BARS,
+    METRIC_TEST_NULL_PERCENTILE,
+    METRIC_VALIDATION_SCORE,
+    SPAN_TEST,
+    SPAN_VALIDATION,
+    baseline_metric,
+    span_metric,
+)
 from btc_ai.domain.noise import generation_rng
+from btc_ai.domain.null_check import null_percentile
 from btc_ai.domain.policy import PolicySpec, batched_actions
 from btc_ai.domain.trade_stats import SpanTrades, span_trades
 
@@ -166,10 +182,10 @@ class BatchedEvaluator:
         fitness over sqrt(episodes)), against which ``fitness/std`` across members is the signal."""
         positions, returns = self._positions_of(torch.from_numpy(np.array(params, dtype=np.float32)[None]), generation)
         fitness = self.episode_fitness(positions, returns)[0]
-        metrics = {"centre/fitness": float(fitness.mean()), "centre/exposure": float(np.abs(positions).mean()),
-                   "centre/turnover": float(turnover(positions, close_at_end=True).sum(axis=-1).mean())}
+        metrics = {METRIC_CENTRE_FITNESS: float(fitness.mean()), METRIC_CENTRE_EXPOSURE: float(np.abs(positions).mean()),
+                   METRIC_CENTRE_TURNOVER: float(turnover(positions, close_at_end=True).sum(axis=-1).mean())}
         if len(fitness) > 1:
-            metrics["fitness/noise_std"] = float(fitness.std(ddof=1) / np.sqrt(len(fitness)))
+            metrics[METRIC_FITNESS_NOISE_STD] = float(fitness.std(ddof=1) / np.sqrt(len(fitness)))
         return metrics
 
     @property
@@ -180,8 +196,8 @@ class BatchedEvaluator:
 def activity_metrics(activity: np.ndarray) -> dict[str, float]:
     """A generation's population at a glance from its (members, 2) trades per episode and exposure: the
     share of members that never trade (a population collapsing to flat) and the mean exposure."""
-    return {"population/never_trade_share": float((activity[:, 0] == 0).mean()),
-            "population/exposure": float(activity[:, 1].mean())}
+    return {METRIC_POPULATION_NEVER_TRADE_SHARE: float((activity[:, 0] == 0).mean()),
+            METRIC_POPULATION_EXPOSURE: float(activity[:, 1].mean())}
 
 
 def episode_sharpe_fitness(rewards: np.ndarray, positions: np.ndarray, config: TrainingConfig) -> np.ndarray:
@@ -204,20 +220,20 @@ def policy_positions(spec: PolicySpec, params: np.ndarray, market: MarketData, c
 
 
 def evaluate_span(spec: PolicySpec, params: np.ndarray, market: MarketData, config: TrainingConfig,
-                  prefix: str = "validation") -> dict[str, float]:
+                  span: str = SPAN_VALIDATION) -> dict[str, float]:
     """One policy traded over a whole span from flat to flat, with buy-and-hold (and flat, 0 by definition)
-    over the same span after the same costs. Metrics are named ``<prefix>/...``; the validation span's
+    over the same span after the same costs. Metrics are named ``<span>/...``; the validation span's
     ``score`` (the mean reward of its VALIDATION_WINDOWS windows) is what selection compares."""
     positions = policy_positions(spec, params, market, config)
     stats, hold = _span_stats(positions, market, config)
-    metrics = {f"{prefix}/{k}": v for k, v in (
+    metrics = {span_metric(span, k): v for k, v in (
         ("total_return", stats.total_return), ("sharpe", stats.sharpe), ("max_drawdown", stats.max_drawdown),
         ("position_changes", float(stats.position_changes)), ("reward", stats.reward), ("gross_return", stats.gross_return),
         ("turnover", stats.turnover), ("sortino", stats.sortino), ("buy_and_hold_return", hold.total_return),
         ("buy_and_hold_sharpe", hold.sharpe), ("long_share", float((positions > 0).mean())),
         ("short_share", float((positions < 0).mean())))}
-    if prefix == "validation":
-        metrics[f"{prefix}/score"] = selection_score(positions, market, config)
+    if span == SPAN_VALIDATION:
+        metrics[METRIC_VALIDATION_SCORE] = selection_score(positions, market, config)
     return metrics
 
 
@@ -234,12 +250,11 @@ BASELINE_FIGURES = ("total_return", "gross_return", "sharpe", "sortino", "max_dr
                     "turnover")
 
 
-def baseline_metrics(market: MarketData, config: TrainingConfig, span: str = "test") -> dict[str, float]:
+def baseline_metrics(market: MarketData, config: TrainingConfig, span: str = SPAN_TEST) -> dict[str, float]:
     """The rule baselines over ``market`` with the policy's costs, as ``baseline/<rule>/<figure>`` for the test
     span and ``baseline/<rule>/<span>_<figure>`` for another (as ``best/validation_<figure>`` names the policy's)."""
     stats = baseline_stats(market, config.cost_rate, config.holding_cost_rate, config.DRAWDOWN_PENALTY)
-    infix = "" if span == "test" else f"{span}_"
-    return {f"baseline/{rule}/{infix}{figure}": float(getattr(stats[rule], figure))
+    return {baseline_metric(rule, figure, span): float(getattr(stats[rule], figure))
             for rule in RULES for figure in BASELINE_FIGURES}
 
 
@@ -304,8 +319,21 @@ def equity_curve(spec: PolicySpec, params: np.ndarray, market: MarketData, confi
 
 
 def trade_metrics(positions: np.ndarray, market: MarketData, config: TrainingConfig,
-                  prefix: str = "test") -> dict[str, float]:
-    """The round trips' and equity curve's statistics of ``positions`` over ``market`` as ``<prefix>/<figure>``
+                  span: str = SPAN_TEST) -> dict[str, float]:
+    """The round trips' and equity curve's statistics of ``positions`` over ``market`` as ``<span>/<figure>``
     (:data:`btc_ai.domain.trade_stats.STATISTICS`; Sharpe, Sortino and max drawdown equal the span's own)."""
     stats = span_trades(positions, market, config.cost_rate, config.holding_cost_rate).statistics
-    return {f"{prefix}/{k}": v for k, v in stats.items()}
+    return {span_metric(span, k): v for k, v in stats.items()}
+
+
+def score_test_span(spec: PolicySpec, params: np.ndarray, market: MarketData, config: TrainingConfig) -> dict[str, Any]:
+    """The out-of-sample figures of one policy: the test span's statistics, buy-and-hold over it, and the
+    null check (the percentile of its return among time-shifted copies of its own positions)."""
+    positions = policy_positions(spec, params, market, config)
+    metrics: dict[str, Any] = {**evaluate_span(spec, params, market, config, SPAN_TEST),
+                                **trade_metrics(positions, market, config), **baseline_metrics(market, config)}
+    metrics[METRIC_TEST_NULL_PERCENTILE] = null_percentile(positions, market.next_log_return, config.cost_rate,
+                                                      config.holding_cost_rate, tradable=market.tradable)
+    metrics[METRIC_TEST_BARS] = float(len(market))
+    metrics["test_span"] = f"{market.index[0]:%Y-%m-%d %H:%M} .. {market.index[-1]:%Y-%m-%d %H:%M} UTC" if len(market) else ""
+    return metrics

@@ -18,6 +18,18 @@ from typing import Any
 import numpy as np
 
 from btc_ai.domain.baselines import RULE_NAMES
+from btc_ai.domain.metric_names import (
+    METRIC_TEST_BARS,
+    METRIC_TEST_BUY_AND_HOLD_RETURN,
+    METRIC_TEST_GROSS_RETURN,
+    METRIC_TEST_NULL_PERCENTILE,
+    METRIC_TEST_POSITION_CHANGES,
+    METRIC_TEST_SHARPE,
+    METRIC_TEST_TOTAL_RETURN,
+    SPAN_TEST,
+    baseline_metric,
+    span_metric,
+)
 from btc_ai.domain.trade_stats import legacy_figure
 
 # the trading statistics a row carries from its session's test span (docs/trades.md), as test_<figure>
@@ -99,7 +111,7 @@ class Aggregate:
                   "sessions": float(self.sessions), "mean_sharpe": self.mean_sharpe,
                   "flat_sessions": float(self.flat_sessions)}
         for rule, (ret, sharpe) in self.baselines.items():
-            values[f"baseline/{rule}/mean_test_return"], values[f"baseline/{rule}/mean_sharpe"] = ret, sharpe
+            values[baseline_metric(rule, "mean_test_return")], values[baseline_metric(rule, "mean_sharpe")] = ret, sharpe
         return {k: float(v) for k, v in values.items() if math.isfinite(v)}
 
 
@@ -231,12 +243,13 @@ def row_from_metrics(fold: int, seed: int, session_run_id: str, train_span: str,
     """A row from a fold session's ``test/...`` metrics and its test span and stop reason."""
     nan = float("nan")
     return FoldRow(fold, seed, session_run_id, train_span, tags.get("test_span") or "",
-                   int(metrics.get("test/bars", 0)), metrics.get("test/total_return", nan),
-                   metrics.get("test/gross_return", nan), metrics.get("test/buy_and_hold_return", nan),
-                   metrics.get("test/sharpe", nan), metrics.get("test/null_percentile", nan),
-                   legacy_figure(metrics, "test/position_changes", nan), tags.get("stop_reason") or "",
+                   int(metrics.get(METRIC_TEST_BARS, 0)), metrics.get(METRIC_TEST_TOTAL_RETURN, nan),
+                   metrics.get(METRIC_TEST_GROSS_RETURN, nan), metrics.get(METRIC_TEST_BUY_AND_HOLD_RETURN, nan),
+                   metrics.get(METRIC_TEST_SHARPE, nan), metrics.get(METRIC_TEST_NULL_PERCENTILE, nan),
+                   legacy_figure(metrics, METRIC_TEST_POSITION_CHANGES, nan), tags.get("stop_reason") or "",
                    tags.get("final_params_sha256") or "",
-                   *(metrics.get(f"baseline/{rule}/{figure}", nan) for rule, figure in (
+                   *(metrics.get(baseline_metric(rule, figure), nan) for rule, figure in (
                        ("buy_and_hold", "sharpe"), ("sma_crossover", "total_return"), ("sma_crossover", "sharpe"),
                        ("momentum", "total_return"), ("momentum", "sharpe"))),
-                   statistics={k: metrics[f"test/{k}"] for k in ROW_STATISTICS if f"test/{k}" in metrics})
+                   statistics={k: metrics[span_metric(SPAN_TEST, k)] for k in ROW_STATISTICS
+                               if span_metric(SPAN_TEST, k) in metrics})

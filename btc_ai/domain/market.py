@@ -248,9 +248,6 @@ class EpisodeStats:
     turnover: float = 0.0
     sortino: float = 0.0
 
-    def as_metrics(self, prefix: str) -> dict[str, float]:
-        return {f"{prefix}/{k}": float(v) for k, v in self.__dict__.items()}
-
 
 def episode_stats(
     positions: np.ndarray, returns: np.ndarray, fee_rate: float, holding_cost: float, drawdown_penalty: float,

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from btc_ai.domain.metric_names import METRIC_FITNESS_MAX, METRIC_FITNESS_MEAN
+
 FIGSIZE = (10.0, 5.0)  # inches
 DPI = 100
 
@@ -57,7 +59,7 @@ def fitness_figure(attempts: Sequence[Mapping[str, Any]], title: str | None = No
             ax.annotate(note, xy=(start, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -3),
                         textcoords="offset points", rotation=90, va="top", ha="left", fontsize=8, color=colour)
     ax.set_xlabel("generation (global)")
-    ax.set_ylabel("fitness/mean (dashed: fitness/max)")
+    ax.set_ylabel(f"{METRIC_FITNESS_MEAN} (dashed: {METRIC_FITNESS_MAX})")
     ax.set_title(title or "fitness history of every attempt")
     ax.grid(True, alpha=0.3)
     ax.xaxis.get_major_locator().set_params(integer=True)

@@ -8,17 +8,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from btc_ai.domain.baselines import RULE_NAMES, RULES, best_rule
+from btc_ai.domain.metric_names import (
+    METRIC_TEST_BUY_AND_HOLD_SHARPE,
+    METRIC_TEST_SHARPE,
+    METRIC_TEST_TOTAL_RETURN,
+    baseline_metric,
+)
 
 
 def promotion_verdict(test: Mapping[str, float]) -> tuple[bool, str]:
     """(passes, why) from a version's out-of-sample figures (``test/...`` and ``baseline/<rule>/...`` metrics;
     a record from before the rule baselines is held to buy-and-hold's Sharpe alone)."""
-    if "test/total_return" not in test:
+    if METRIC_TEST_TOTAL_RETURN not in test:
         return False, "no out-of-sample figures (the training held out no test span: TEST_FRACTION=0)"
-    ret, sharpe = test["test/total_return"], test["test/sharpe"]
-    sharpes = {rule: test[f"baseline/{rule}/sharpe"] for rule in RULES if f"baseline/{rule}/sharpe" in test}
+    ret, sharpe = test[METRIC_TEST_TOTAL_RETURN], test[METRIC_TEST_SHARPE]
+    sharpes = {rule: test[baseline_metric(rule, "sharpe")] for rule in RULES if baseline_metric(rule, "sharpe") in test}
     if not sharpes:
-        sharpes = {"buy_and_hold": test["test/buy_and_hold_sharpe"]}
+        sharpes = {"buy_and_hold": test[METRIC_TEST_BUY_AND_HOLD_SHARPE]}
     rule, best = best_rule(sharpes)
     name = RULE_NAMES[rule]
     if ret <= 0:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from btc_ai.domain.market import MarketData, effective_positions
+from btc_ai.domain.metric_names import legacy_metric
 from btc_ai.domain.trades import equity_frame, round_trips, span_rewards
 
 # the statistics, in the order a table shows them
@@ -132,7 +133,7 @@ def legacy_figure(metrics: Mapping[str, Any], name: str, default: Any = None) ->
     bars where the position changed, now ``.../position_changes``)."""
     if name in metrics:
         return metrics[name]
-    return metrics.get(name.replace("position_changes", "trades"), default)
+    return metrics.get(legacy_metric(name), default)
 
 
 def statistics_lines(stats: dict[str, Any]) -> list[str]:

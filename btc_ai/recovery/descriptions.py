@@ -13,6 +13,20 @@ from btc_ai.domain.baselines import RULES, baseline_lines
 from btc_ai.domain.collapse import collapse_line
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.data import DataReport
+from btc_ai.domain.metric_names import (
+    FIGURE_NULL_PERCENTILE,
+    METRIC_BEST_VALIDATION_BUY_AND_HOLD_RETURN,
+    METRIC_BEST_VALIDATION_TOTAL_RETURN,
+    METRIC_TEST_BUY_AND_HOLD_RETURN,
+    METRIC_TEST_GROSS_RETURN,
+    METRIC_TEST_NULL_PERCENTILE,
+    METRIC_TEST_SHARPE,
+    METRIC_TEST_TOTAL_RETURN,
+    SPAN_TEST,
+    baseline_metric,
+    best_validation_metric,
+    span_metric,
+)
 from btc_ai.recovery.attempts import Attempt
 from btc_ai.recovery.repairs import Repair
 from btc_ai.tracking.registry import Registration
@@ -52,8 +66,8 @@ def version_tags(session_id: str, report: DataReport | None, attempt_id: str, co
         tags[VERSION_TAG_TEST_SPAN] = metrics["test_span"]
     if metrics.get("baseline_windows"):
         tags[VERSION_TAG_BASELINES] = metrics["baseline_windows"]
-    baselines = (f"baseline/{rule}/{figure}" for rule in RULES for figure in ("total_return", "sharpe"))
-    for key in (*(f"best/validation_{f}" for f in FIGURES), *(f"test/{f}" for f in (*FIGURES, "null_percentile")),
+    baselines = (baseline_metric(rule, figure) for rule in RULES for figure in ("total_return", "sharpe"))
+    for key in (*map(best_validation_metric, FIGURES), *(span_metric(SPAN_TEST, f) for f in (*FIGURES, FIGURE_NULL_PERCENTILE)),
                 *baselines):
         if key in metrics:
             tags[VERSION_TAG_METRIC_PREFIX + key] = f"{metrics[key]:.6g}"
@@ -64,15 +78,16 @@ def version_description(session_id: str, config: TrainingConfig, metrics: Mappin
     """Markdown for the registry page: what the version is and how it did, out of sample first."""
     lines = [f"Best policy of {config.BUCKET} session `{session_id}` (generation {metrics['best_generation']} "
              f"of {metrics['generations']}; {metrics['stop_reason']})."]
-    if "test/total_return" in metrics:
+    if METRIC_TEST_TOTAL_RETURN in metrics:
         lines.append(f"**Out of sample** (test span {metrics['test_span']}, never used for selection): return "
-                     f"{metrics['test/total_return']:+.2%} after costs ({metrics['test/gross_return']:+.2%} before), "
-                     f"Sharpe {metrics['test/sharpe']:+.2f}; buy-and-hold {metrics['test/buy_and_hold_return']:+.2%}, "
-                     f"flat +0.00%; timing null check {metrics['test/null_percentile']:.0f}th percentile.")
+                     f"{metrics[METRIC_TEST_TOTAL_RETURN]:+.2%} after costs ({metrics[METRIC_TEST_GROSS_RETURN]:+.2%} "
+                     f"before), Sharpe {metrics[METRIC_TEST_SHARPE]:+.2f}; buy-and-hold "
+                     f"{metrics[METRIC_TEST_BUY_AND_HOLD_RETURN]:+.2%}, flat +0.00%; timing null check "
+                     f"{metrics[METRIC_TEST_NULL_PERCENTILE]:.0f}th percentile.")
     else:
         lines.append("**No out-of-sample figures**: the training held out no test span (TEST_FRACTION=0).")
-    lines.append(f"Validation span (used for selection): return {metrics['best/validation_total_return']:+.2%}, "
-                 f"buy-and-hold {metrics['best/validation_buy_and_hold_return']:+.2%}.")
+    lines.append(f"Validation span (used for selection): return {metrics[METRIC_BEST_VALIDATION_TOTAL_RETURN]:+.2%}, "
+                 f"buy-and-hold {metrics[METRIC_BEST_VALIDATION_BUY_AND_HOLD_RETURN]:+.2%}.")
     lines += _outcome_lines(metrics)
     lines.append(f"Costs: {config.FEE_BPS:g} bps fee + {config.SLIPPAGE_BPS:g} bps slippage per unit traded.")
     return "\n\n".join(lines)
@@ -95,12 +110,12 @@ def session_description(session_id: str, attempts: Sequence[Attempt], total_atte
         lines.append(registration_note)
     if metrics:
         lines.append(f"Stopped: {metrics.get('stop_reason', '-')}.")
-        if "test/total_return" in metrics:
+        if METRIC_TEST_TOTAL_RETURN in metrics:
             lines.append(f"Out of sample (test span {metrics.get('test_span', '')}): return "
-                         f"{metrics['test/total_return']:+.2%} after costs vs buy-and-hold "
-                         f"{metrics['test/buy_and_hold_return']:+.2%}, flat +0.00%.")
-        if "best/validation_total_return" in metrics:
-            lines.append(f"Validation (used for selection): return {metrics['best/validation_total_return']:+.2%}.")
+                         f"{metrics[METRIC_TEST_TOTAL_RETURN]:+.2%} after costs vs buy-and-hold "
+                         f"{metrics[METRIC_TEST_BUY_AND_HOLD_RETURN]:+.2%}, flat +0.00%.")
+        if METRIC_BEST_VALIDATION_TOTAL_RETURN in metrics:
+            lines.append(f"Validation (used for selection): return {metrics[METRIC_BEST_VALIDATION_TOTAL_RETURN]:+.2%}.")
         lines += _outcome_lines(metrics)
     lines.append(f"Continue or extend: `btc-ai resume {session_id}`" + (" --generations N" if status == "completed" else "")
                  + f"; details: `btc-ai report {session_id}`.")

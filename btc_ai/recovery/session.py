@@ -17,6 +17,7 @@ import numpy as np
 from tenacity import RetryCallState
 
 from btc_ai.domain.config import TrainingConfig
+from btc_ai.domain.metric_names import METRIC_BASELINE_PREFIX, METRIC_TEST_PREFIX
 from btc_ai.domain.policy_files import PolicyCard
 from btc_ai.domain.promotion import promotion_verdict
 from btc_ai.recovery.attempts import Attempt, RecoveryLogger, close_failed_attempt
@@ -202,7 +203,8 @@ class Session:
         self.runs.record_outcome(self.run_id, stop_reason=metrics["stop_reason"], test_span=metrics.get("test_span"))
         card = PolicyCard.of(cfg, metrics["best_params_sha256"], session_run_id=self.run_id,
                              best_generation=metrics["best_generation"])
-        champion, verdict = promotion_verdict({k: v for k, v in metrics.items() if k.startswith(("test/", "baseline/"))})
+        out_of_sample = (METRIC_TEST_PREFIX, METRIC_BASELINE_PREFIX)
+        champion, verdict = promotion_verdict({k: v for k, v in metrics.items() if k.startswith(out_of_sample)})
         # a walk-forward fold is an evaluation of the trainer, not a candidate: it moves no alias by itself
         fold = self.parent is not None or (self.resumed_from is not None and self.resumed_from.nested)
         if champion and fold:

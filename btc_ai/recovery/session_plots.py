@@ -12,6 +12,7 @@ from typing import Any
 
 from btc_ai.domain.config import TrainingConfig
 from btc_ai.domain.evaluation import EquityCurve
+from btc_ai.domain.metric_names import METRIC_TEST_TOTAL_RETURN
 from btc_ai.tracking.run_model import (
     ARTIFACT_EQUITY_CSV,
     ARTIFACT_PLOTS,
@@ -115,7 +116,7 @@ def _test_curve(runs: RunModel, session_id: str, given: Any) -> EquityCurve | No
     """The test span's curve: given, or rebuilt (None when the session held out no test span)."""
     if given is not None:
         return given() if callable(given) else given
-    if "test/total_return" not in runs.latest_metrics(session_id):
+    if METRIC_TEST_TOTAL_RETURN not in runs.latest_metrics(session_id):
         return None
     return session_equity(runs, session_id, span="test")
 

@@ -27,8 +27,23 @@ from btc_ai.domain.evaluation import (
     baseline_metrics,
     equity_curve,
     evaluate_span,
+    score_test_span,
 )
 from btc_ai.domain.market import MarketData, MarketSplit, check_split, split_market
+from btc_ai.domain.metric_names import (
+    METRIC_BEST_VALIDATION,
+    METRIC_ENV_STEPS_PER_SECOND,
+    METRIC_ES_LEARNING_RATE,
+    METRIC_ES_SIGMA,
+    METRIC_FITNESS_NOISE_STD,
+    METRIC_FITNESS_SIGNAL_TO_NOISE,
+    METRIC_FITNESS_STD,
+    METRIC_SECONDS_PER_GENERATION,
+    METRIC_VALIDATION_PREFIX,
+    METRIC_VALIDATION_SCORE,
+    SPAN_VALIDATION,
+    best_validation_metric,
+)
 from btc_ai.domain.policy import PolicyNet, PolicySpec
 from btc_ai.training.checkpoint import TrainingState, checkpoint_name, load_checkpoint, save_checkpoint
 from btc_ai.training.watchdog import StallWatchdog
@@ -228,12 +243,12 @@ def train_model(
                 with watchdog.generation(state.generation + 1):
                     state, metrics = next(run)
                     generation = state.generation
-                    validation = {k: v for k, v in metrics.items() if k.startswith("validation/")} or validation
+                    validation = {k: v for k, v in metrics.items() if k.startswith(METRIC_VALIDATION_PREFIX)} or validation
                     history.append({"generation": generation, **metrics})
                     for event in getattr(base_evaluator, "take_events", list)():
                         callbacks.on_event(generation, event)
                     callbacks.on_generation(generation, metrics)
-                    stop_reason = early_stop_reason(state, config) if "validation/score" in metrics else None
+                    stop_reason = early_stop_reason(state, config) if METRIC_VALIDATION_SCORE in metrics else None
                     if stop_reason is not None:  # the last state says so: a resume of it trains no further
                         state = TrainingState(state.config, state.es, state.data_fingerprint, state.elapsed_time,
                                               {**state.extra, "stop_reason": stop_reason})
@@ -263,14 +278,14 @@ def train_model(
     best = es_state.best_params if es_state.best_params is not None else es_state.params
     model = PolicyNet(spec, split.feature_names).load_flat(best)
     # the returned model's own validation record (the last validation above is of the final parameters)
-    best_validation = {k.replace("validation/", "best/validation_"): v
+    best_validation = {best_validation_metric(k[len(METRIC_VALIDATION_PREFIX):]): v
                        for k, v in evaluate_span(spec, best, split.validation, config).items()}
     # the held-out span, scored once, for the selected policy only: nothing above ever looked at it
     test = score_test_span(spec, best, split.test, config) if split.test is not None else {}
     metrics: dict[str, Any] = {
         **validation,
         **best_validation,
-        **baseline_metrics(split.validation, config, "validation"),
+        **baseline_metrics(split.validation, config, SPAN_VALIDATION),
         **test,
         "baseline_windows": rule_windows(split.validation.bars_per_year).describe(),
         "stop_reason": stop_reason or f"completed {es_state.generation} generations",
@@ -299,22 +314,6 @@ def early_stop_reason(state: TrainingState, config: TrainingConfig) -> str | Non
         return None
     return (f"early stopping: no better validation score in {since} validations (EARLY_STOP_PATIENCE={patience}); "
             f"best at generation {state.es.best_generation}")
-
-
-def score_test_span(spec: PolicySpec, params: np.ndarray, market: MarketData, config: TrainingConfig) -> dict[str, Any]:
-    """The out-of-sample figures of one policy: the test span's statistics, buy-and-hold over it, and the
-    null check (the percentile of its return among time-shifted copies of its own positions)."""
-    from btc_ai.domain.evaluation import policy_positions, trade_metrics
-    from btc_ai.domain.null_check import null_percentile
-
-    positions = policy_positions(spec, params, market, config)
-    metrics: dict[str, Any] = {**evaluate_span(spec, params, market, config, prefix="test"),
-                                **trade_metrics(positions, market, config), **baseline_metrics(market, config)}
-    metrics["test/null_percentile"] = null_percentile(positions, market.next_log_return, config.cost_rate,
-                                                      config.holding_cost_rate, tradable=market.tradable)
-    metrics["test/bars"] = float(len(market))
-    metrics["test_span"] = f"{market.index[0]:%Y-%m-%d %H:%M} .. {market.index[-1]:%Y-%m-%d %H:%M} UTC" if len(market) else ""
-    return metrics
 
 
 def state_is_resumable(state: TrainingState | None) -> bool:
@@ -368,19 +367,19 @@ def _generations(
         if evaluator_metrics is not None:
             metrics.update(evaluator_metrics())
         metrics.update(centre_metrics(state.es.params, state.generation))
-        if metrics.get("fitness/noise_std"):
-            metrics["fitness/signal_to_noise"] = metrics["fitness/std"] / metrics["fitness/noise_std"]
+        if metrics.get(METRIC_FITNESS_NOISE_STD):
+            metrics[METRIC_FITNESS_SIGNAL_TO_NOISE] = metrics[METRIC_FITNESS_STD] / metrics[METRIC_FITNESS_NOISE_STD]
         generation = es_state.generation
         if generation % config.EVAL_INTERVAL == 0 or generation == config.EPISODES:
             validation = evaluate_span(spec, es_state.params, split.validation, config)
-            if validation["validation/score"] > es_state.best_reward:  # selection: the validation windows' mean
-                es_state = es_state.with_best(es_state.params, validation["validation/score"])
+            if validation[METRIC_VALIDATION_SCORE] > es_state.best_reward:  # selection: the validation windows' mean
+                es_state = es_state.with_best(es_state.params, validation[METRIC_VALIDATION_SCORE])
             metrics.update(validation)
-            metrics["validation/best_reward"] = es_state.best_reward
+            metrics[METRIC_BEST_VALIDATION] = es_state.best_reward
         if state.generation == first:  # hyperparameters change only between calls (a repair, a resume)
-            metrics.update({"es/sigma": es.sigma, "es/learning_rate": es.learning_rate})
-        metrics["perf/seconds_per_generation"] = time.perf_counter() - tick
-        metrics["perf/env_steps_per_second"] = steps / max(evaluated - tick, 1e-9)
+            metrics.update({METRIC_ES_SIGMA: es.sigma, METRIC_ES_LEARNING_RATE: es.learning_rate})
+        metrics[METRIC_SECONDS_PER_GENERATION] = time.perf_counter() - tick
+        metrics[METRIC_ENV_STEPS_PER_SECOND] = steps / max(evaluated - tick, 1e-9)
         state = TrainingState(state.config, es_state, state.data_fingerprint, prior_elapsed + time.perf_counter() - started)
         yield state, metrics
 

@@ -1,11 +1,89 @@
-"""Every tag, metric and artifact name of the run model (`docs/design.md`), and the names derived from them.
+"""Every tag, param, metric and artifact name of the run model (`docs/design.md`), and the names derived from them.
 
-No imports: the backup (which must not load mlflow) and the store below the records use these too.
+The metric names are defined in `btc_ai.domain.metric_names` (the training below this floor produces them) and
+re-exported here. No other imports: the backup (which must not load mlflow) and the store below the records use
+these too.
 """
+# the metric names are imported to be re-exported
+# ruff: noqa: F401
 
 from __future__ import annotations
 
 import re
+
+from btc_ai.domain.metric_names import (  # every metric name: defined at the domain floor, which produces them
+    FIGURE_BARS,
+    FIGURE_NULL_PERCENTILE,
+    FIGURE_POSITION_CHANGES,
+    FIGURE_SCORE,
+    LEGACY_FIGURE_POSITION_CHANGES,
+    METRIC_ATTEMPTS,
+    METRIC_BARS,
+    METRIC_BASELINE_PREFIX,
+    METRIC_BEST_GENERATION,
+    METRIC_BEST_PREFIX,
+    METRIC_BEST_REWARD,
+    METRIC_BEST_VALIDATION,
+    METRIC_BEST_VALIDATION_BUY_AND_HOLD_RETURN,
+    METRIC_BEST_VALIDATION_POSITION_CHANGES,
+    METRIC_BEST_VALIDATION_PREFIX,
+    METRIC_BEST_VALIDATION_TOTAL_RETURN,
+    METRIC_BUY_AND_HOLD_PREFIX,
+    METRIC_CENTRE_EXPOSURE,
+    METRIC_CENTRE_FITNESS,
+    METRIC_CENTRE_TURNOVER,
+    METRIC_COST_BPS,
+    METRIC_ELAPSED_TIME,
+    METRIC_ENV_STEPS_PER_SECOND,
+    METRIC_ES_GRAD_NORM,
+    METRIC_ES_LEARNING_RATE,
+    METRIC_ES_PARAM_NORM,
+    METRIC_ES_SIGMA,
+    METRIC_FAILED_ATTEMPTS,
+    METRIC_FITNESS_MAX,
+    METRIC_FITNESS_MEAN,
+    METRIC_FITNESS_NOISE_STD,
+    METRIC_FITNESS_SIGNAL_TO_NOISE,
+    METRIC_FITNESS_STD,
+    METRIC_FOLD_BUY_AND_HOLD,
+    METRIC_FOLD_PREFIX,
+    METRIC_FOLD_TEST_RETURN,
+    METRIC_LIVE_WORKERS,
+    METRIC_NULL_PERCENTILE,
+    METRIC_POLICY_PREFIX,
+    METRIC_POPULATION_EXPOSURE,
+    METRIC_POPULATION_NEVER_TRADE_SHARE,
+    METRIC_PREFIXES,
+    METRIC_REEVALUATED,
+    METRIC_REPAIRS,
+    METRIC_SEARCH_BEST_PREFIX,
+    METRIC_SEARCH_PREFIX,
+    METRIC_SEARCH_TRIAL_VALUE,
+    METRIC_SECONDS_PER_GENERATION,
+    METRIC_TEST_BARS,
+    METRIC_TEST_BUY_AND_HOLD_RETURN,
+    METRIC_TEST_BUY_AND_HOLD_SHARPE,
+    METRIC_TEST_GROSS_RETURN,
+    METRIC_TEST_NULL_PERCENTILE,
+    METRIC_TEST_POSITION_CHANGES,
+    METRIC_TEST_PREFIX,
+    METRIC_TEST_SHARPE,
+    METRIC_TEST_TOTAL_RETURN,
+    METRIC_VALIDATION_PREFIX,
+    METRIC_VALIDATION_SCORE,
+    METRIC_VALIDATION_TOTAL_RETURN,
+    METRIC_WALK_FORWARD_PREFIX,
+    SESSION_FIGURE_PREFIXES,
+    SPAN_TEST,
+    SPAN_VALIDATION,
+    baseline_metric,
+    best_validation_metric,
+    figures_under,
+    fold_rule_metric,
+    fold_seed_metric,
+    legacy_metric,
+    span_metric,
+)
 
 TAG_KIND = "btc_ai.kind"  # session | attempt | repair | walk_forward
 TAG_PARENT = "mlflow.parentRunId"
@@ -80,11 +158,6 @@ TAG_TRIALS = "btc_ai.trials"  # a search run's trial budget
 ARTIFACT_SEARCH_SPEC = "search.json"  # what a search was asked to do: data, space, budget, seeds, held-out cut
 ARTIFACT_SEARCH_SUMMARY = "search_summary.txt"  # the verdict as printed
 ARTIFACT_SEARCH_TABLE = "search_trials.csv"  # one row per trial: state, params, walk-forward figures
-METRIC_SEARCH_PREFIX = "search/"  # the study's verdict: best Sharpe, deflated Sharpe, PBO, held-out figures
-# ... search/<field> of each field of `run_model.search.SearchVerdict`; the chosen trial's walk-forward figures as
-# search/best/walk_forward/<figure>; each trial's value at step = its number (the UI draws the study's history)
-METRIC_SEARCH_BEST_PREFIX = METRIC_SEARCH_PREFIX + "best/"
-METRIC_SEARCH_TRIAL_VALUE = METRIC_SEARCH_PREFIX + "trial_value"
 # a search run's params besides its base config's (and PARAM_FOLDS, PARAM_SEEDS, PARAM_HELD_OUT_SHARE below)
 PARAM_TRIALS, PARAM_SPACE, PARAM_HELD_OUT, PARAM_STUDY_STORAGE = "trials", "space", "held_out", "study_storage"
 PARAM_SAMPLER, PARAM_SAMPLER_SEED, PARAM_PRUNER = "sampler", "sampler_seed", "pruner"
@@ -94,18 +167,6 @@ SEARCH_IMPORTANCES_PLOT_FILE = "search_param_importances.png"
 TAG_RUN_NAME = "mlflow.runName"  # what the UI lists: <bucket>-seed<N>-<start>, attempt-<n> (<outcome>)
 TAG_DESCRIPTION = "mlflow.note.content"  # the run's description in the MLflow UI (markdown)
 
-METRIC_FITNESS_MEAN, METRIC_FITNESS_MAX = "fitness/mean", "fitness/max"
-METRIC_BEST_VALIDATION = "validation/best_reward"  # the best score so far (it carries across attempts)
-METRIC_VALIDATION_SCORE = "validation/score"  # one validation's score: what selection compares
-METRIC_BEST_REWARD = "best_reward"  # session summary
-# ... with these; and the best policy's figures (the training's metrics of these prefixes) at its generation
-METRIC_ATTEMPTS, METRIC_FAILED_ATTEMPTS, METRIC_REPAIRS = "attempts", "failed_attempts", "repairs"
-METRIC_ELAPSED_TIME = "elapsed_time"
-METRIC_BEST_GENERATION = "best/generation"
-SESSION_FIGURE_PREFIXES = ("validation/", "best/", "test/", "baseline/")
-# a backtest run: policy/<figure>, buy_and_hold/<figure>, baseline/<rule>/<figure>, and three of its own
-METRIC_POLICY_PREFIX, METRIC_BUY_AND_HOLD_PREFIX, METRIC_BASELINE_PREFIX = "policy/", "buy_and_hold/", "baseline/"
-METRIC_NULL_PERCENTILE, METRIC_BARS, METRIC_COST_BPS = "null_percentile", "bars", "cost_bps"
 TAG_CLUSTER_EVENT = "btc_ai.cluster_event"  # an attempt's latest cluster event: a worker lost, or back
 # tags whose values are prose for people (secrets masked in them, `btc_ai.tracking.credentials.redact`); every
 # other tag is data and is written exactly as given
@@ -128,11 +189,6 @@ ARTIFACT_WALK_FORWARD_SPEC = "walk_forward.json"  # what a walk-forward was aske
 ARTIFACT_WALK_FORWARD_TABLE = "walk_forward_results.csv"  # one row per fold and seed: the test-span figures
 ARTIFACT_WALK_FORWARD_PLOT = "plots/walk_forward.png"
 ARTIFACT_WALK_FORWARD_DESCRIPTION = "walk_forward_description.md"  # the whole description, where the tag is cut
-METRIC_WALK_FORWARD_PREFIX = "walk_forward/"  # the aggregate over folds
-METRIC_FOLD_PREFIX = "fold/"  # per fold, step = fold number
-# fold/test_return (the mean over seeds), fold/test_return/seed_<seed>, fold/buy_and_hold_return, fold/<rule>_return
-METRIC_FOLD_TEST_RETURN = METRIC_FOLD_PREFIX + "test_return"
-METRIC_FOLD_BUY_AND_HOLD = METRIC_FOLD_PREFIX + "buy_and_hold_return"
 # a walk-forward run's params besides its config's (TEST_FRACTION says "per fold": each fold has its own test block)
 PARAM_TEST_FRACTION, PARAM_FOLDS, PARAM_SEEDS = "TEST_FRACTION", "folds", "seeds"
 PARAM_HELD_OUT_SHARE, PARAM_BLOCK_BARS = "held_out_share", "block_bars"
@@ -161,18 +217,3 @@ def model_path(params_sha256: str) -> str:
 
 def checkpoint_tag(stem: str) -> str:
     return TAG_CHECKPOINT_PREFIX + stem
-
-
-def fold_seed_metric(seed: int) -> str:
-    """A walk-forward fold's test return for one seed."""
-    return f"{METRIC_FOLD_TEST_RETURN}/seed_{seed}"
-
-
-def fold_rule_metric(rule: str) -> str:
-    """A walk-forward fold's return of one rule baseline (same spans, same costs)."""
-    return f"{METRIC_FOLD_PREFIX}{rule}_return"
-
-
-def baseline_metric(rule: str, figure: str) -> str:
-    """A backtest's figure of one rule baseline: baseline/<rule>/<figure>."""
-    return f"{METRIC_BASELINE_PREFIX}{rule}/{figure}"

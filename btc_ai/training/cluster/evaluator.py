@@ -29,6 +29,7 @@ from btc_ai.domain.errors import ClusterLostError
 from btc_ai.domain.es import OpenAIES
 from btc_ai.domain.evaluation import BatchedEvaluator, activity_metrics, evaluation_chunks
 from btc_ai.domain.market import MarketData
+from btc_ai.domain.metric_names import METRIC_LIVE_WORKERS, METRIC_REEVALUATED
 from btc_ai.domain.policy import PolicySpec
 
 IN_FLIGHT_PER_WORKER = 2  # a second chunk queued on each actor hides the round trip
@@ -310,8 +311,7 @@ class RayEvaluator:
     def generation_metrics(self) -> dict[str, float]:
         """The cluster's share of a generation's metrics: live workers now, and the members evaluated again in it
         (their worker was lost, or late: a chunk is sent again, never counted twice)."""
-        metrics = {"cluster/live_workers": float(self.live_workers),
-                   "cluster/reevaluated_members": float(self._reevaluated)}
+        metrics = {METRIC_LIVE_WORKERS: float(self.live_workers), METRIC_REEVALUATED: float(self._reevaluated)}
         if self._activity is not None:
             metrics.update(activity_metrics(self._activity))
         self._reevaluated, self._activity = 0, None

@@ -273,7 +273,12 @@ class RayEvaluator:
             self._speculate(inflight, results, chunks, params_ref, generation)
             deadline = self._chunk_deadline()
             for _ref, (_, worker, sent) in list(inflight.items()):
-                if time.monotonic() - sent > deadline:  # a node gone without Ray noticing yet, a hung actor
+                # a node gone without Ray noticing yet, a hung actor: its chunks go to another live worker. The
+                # last live worker is never given up on by the clock alone (a chunk's age counts its wait behind
+                # the chunks queued before it, long on a loaded machine; nobody else could take it anyway): Ray's
+                # own failure detection, or the stall watchdog, says when it is really gone
+                others = any(w.live and w is not worker for w in self.workers)
+                if worker.live and others and time.monotonic() - sent > deadline:
                     self._lose(worker, generation, f"no answer in {deadline:.1f} s")
                     requeue(worker)
         for ref, (_, worker, _) in inflight.items():

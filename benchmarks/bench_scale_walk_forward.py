@@ -19,6 +19,7 @@ from btc_ai.desk.walk_forward import WalkForward, prepare
 from btc_ai.domain.presets import preset_config
 from btc_ai.domain.synthetic import synthetic_candles
 from btc_ai.recovery import TrainingRecoverySystem
+from btc_ai.recovery.validation import validated_config
 from btc_ai.tracking.tracker import Tracker
 
 YEARS, FOLDS, SEEDS = 3, 6, (1, 2)
@@ -40,7 +41,7 @@ def measure(overrides: dict[str, object] | None = None, folds: int = FOLDS,
             data, index=False)
         tracker = Tracker(f"sqlite:///{tmp}/mlflow.db", experiment="bench")  # the store exists before the clock
         tick = time.perf_counter()
-        inputs = prepare(data, {**preset_config("Scalping"), **(overrides or {})}, folds, seeds)
+        inputs = prepare(data, validated_config({**preset_config("Scalping"), **(overrides or {})}), folds, seeds)
         prepared = time.perf_counter() - tick
         system = TrainingRecoverySystem(checkpoint_dir=Path(tmp) / "checkpoints", tracker=tracker)
         result = WalkForward(system).start(inputs)

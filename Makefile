@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 XDIST      := -n $(TEST_WORKERS) --dist loadgroup
 
-.PHONY: help setup train test test-fast e2e lint ui server serve bench docs clean
+.PHONY: help setup constraints train test test-fast e2e lint ui server serve bench docs clean
 
 help:
 	@echo "make train   set up, then train on the built-in default data (local MLflow store in mlruns/)"
@@ -27,12 +27,18 @@ help:
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml constraints.txt Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[dev,server,cluster]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,server,cluster]"
 	@touch $@
+
+# constraints.txt from this environment (run it after a full `make test` passed on new versions); torch is left
+# to TORCH_SPEC
+constraints: $(STAMP)
+	@{ sed -n '/^#/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|btc_ai)=='; } \
+		> constraints.txt.new && mv constraints.txt.new constraints.txt
 
 train: $(STAMP)
 	$(BIN)/btc-ai train $(TRAIN_ARGS)

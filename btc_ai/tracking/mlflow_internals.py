@@ -3,7 +3,8 @@ the store checks and the backups, because opening MLflow costs seconds and a bac
 the few private names btc_ai uses. Nothing else in btc_ai reads MLflow's tables or touches a private
 MLflow name (tests/test_floors.py checks it), so an MLflow upgrade is checked here and nowhere else.
 
-Checked against MLflow 3.17.2 (schema head ``dc11669786a5``); pyproject.toml pins ``mlflow>=3.17,<4``.
+Checked against MLflow 3.17.2 and 3.18.0 (``SCHEMA_HEADS``); pyproject.toml pins ``mlflow>=3.17,<3.19``: a
+later minor release is allowed only once it has been checked here (constraints.txt locks what CI installs).
 tests/test_mlflow_internals.py builds a store with the installed MLflow and fails, naming what moved, when
 a table, column or the migration head below no longer matches. docs/mlflow-internals.md says what to do
 then. Importing this module imports no mlflow (the store checks and reports run without it).
@@ -22,8 +23,9 @@ from typing import Any
 
 from btc_ai.tracking.run_model.names import DELETED_VERSION
 
-CHECKED_MLFLOW = "3.17.2"  # the MLflow versions this module was checked against
-SCHEMA_HEAD = "dc11669786a5"  # the alembic revision MLflow 3.17.2 builds stores at
+# the MLflow versions this module was checked against, each with the alembic revision it builds stores at
+SCHEMA_HEADS: dict[str, str] = {"3.17.2": "dc11669786a5", "3.18.0": "f4a9b2c7d1e6"}
+CHECKED_MLFLOW = ", ".join(SCHEMA_HEADS)
 
 # Every table and column the SQL below reads or writes (tests/test_mlflow_internals.py checks each).
 SCHEMA: dict[str, tuple[str, ...]] = {

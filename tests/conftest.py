@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if "BTC_AI_CACHE_DIR" not in os.environ:
     os.environ["BTC_AI_CACHE_DIR"] = tempfile.mkdtemp(prefix="btc_ai-test-cache-")
     atexit.register(shutil.rmtree, os.environ["BTC_AI_CACHE_DIR"], True)
+# a session's end draws no PNG in the tests (about 2 s a training: minutes of the suite); the tests of the
+# plots turn them on (``plots_on``, or BTC_AI_PLOTS=on in a subprocess's env) and a test checks the switch
+os.environ.setdefault("BTC_AI_PLOTS", "off")
 REAL_DATA = ROOT.parent / "shared" / "data" / "btcusdt_5m_2021-06_binance.csv"
 
 # A config small enough that a whole training takes a fraction of a second.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -64,6 +65,14 @@ class Trained:
         monkeypatch.chdir(self.root)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", self.env["MLFLOW_TRACKING_URI"])
         return run_main("report", self.session_id, *args)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def plots_on() -> Iterator[None]:
+    """The suite's trainings draw no PNG (conftest: BTC_AI_PLOTS=off); here they do."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BTC_AI_PLOTS", "on")
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +174,34 @@ def test_a_plot_that_fails_never_fails_the_training(tmp_path, candles, monkeypat
     session = tracker.client.get_run(system.session_run_id)
     assert model is not None and session.data.tags["btc_ai.status"] == "completed"
     assert session.data.tags["btc_ai.plots_warning"] == "plots skipped: RuntimeError: no canvas today"
+
+
+@pytest.mark.slow
+def test_plots_off_logs_the_trade_tables_says_how_to_draw_them_and_report_draws_them(tmp_path, candles, run_main,
+                                                                                     monkeypatch, caplog) -> None:
+    """BTC_AI_PLOTS=off: no PNG at the session's end (and no warning), the trade tables all the same, a tag
+    naming the switch and the command that draws them; that command draws both from the store."""
+    monkeypatch.setenv("BTC_AI_PLOTS", "off")
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    system = TrainingRecoverySystem(checkpoint_dir=tmp_path / "ck", tracker=tracker)
+    data = write_binance_csv(tmp_path / "candles.csv", candles)  # a file: report redraws the equity curve from it
+    with caplog.at_level("INFO", logger="btc_ai"):
+        model, metrics, _, _ = system.start_training_with_recovery(train_model, dict(CONFIG), str(data))
+    assert model is not None, metrics.get("error")
+    session_id = system.session_run_id
+    session = tracker.client.get_run(session_id)
+    assert session.data.tags["btc_ai.status"] == "completed"
+    assert session.data.tags["btc_ai.plots_warning"] == \
+        f"plots not drawn (BTC_AI_PLOTS=off); draw them with: btc-ai report {session_id} --plots"
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and "plots" in r.getMessage()]
+    assert {a.path for a in tracker.client.list_artifacts(session_id, "plots")} == \
+        {"plots/trades.csv", "plots/equity.csv"}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    code, _, stderr = run_main("report", session_id, "--plots", "--out", str(tmp_path / "drawn"))
+    assert code == 0, stderr
+    for name in ("fitness_history.png", "equity_curve.png"):
+        assert_png((tmp_path / "drawn" / name).read_bytes())
 
 
 def test_plot_functions_take_plain_data(tmp_path) -> None:

@@ -80,7 +80,7 @@ def store(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     """A real short training through the CLI with one injected recoverable error, and `mlflow server` over its
     store (started as soon as the training has created the store: the two start-ups overlap)."""
     root = tmp_path_factory.mktemp("ui")
-    env = {**cli_env(root), "BTC_AI_FAULT": FAULT}
+    env = {**cli_env(root), "BTC_AI_FAULT": FAULT, "BTC_AI_PLOTS": "on"}  # the UI shows the session's plots
     training = subprocess.Popen(btc_ai_cmd(*TRAIN), cwd=root, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
     out = []

@@ -28,7 +28,7 @@ from btc_ai.recovery.lease import claim_lease, lease_token
 from btc_ai.recovery.repairs import PresetSource, Repair
 from btc_ai.recovery.reporter import ProgressReporter
 from btc_ai.recovery.retry import Budget, Failure, Plan, Retry, Stop, next_step, retry_policy
-from btc_ai.recovery.session_plots import write_session_plots
+from btc_ai.recovery.session_plots import plots_off, write_session_plots
 from btc_ai.recovery.signals import interrupts_held
 from btc_ai.recovery.state import RecoveryState, logged_through
 from btc_ai.tracking.registry import Registration
@@ -239,17 +239,21 @@ class Session:
         """Fitness history and equity curve PNGs under ``plots/`` of the session: a picture that cannot be
         drawn is a warning (tag TAG_PLOTS_WARNING), never a failed training."""
         plan = self.attempts[-1].plan
+        asked = False  # BTC_AI_PLOTS=off: said in the record, not warned about
         try:
             if self.runs.tracker.offline:  # they are drawn from the store's records
                 raise ConnectionError(f"the tracking store is unreachable; later: btc-ai report {self.run_id} --plots")
             curves = functools.cache(lambda: span_equities(model, plan.config, plan.data))  # one split for both
-            plots = write_session_plots(
-                self.runs, self.run_id, equity=lambda: curves()[0], test_equity=lambda: curves()[1])
+            off = plots_off()
+            plots = write_session_plots(self.runs, self.run_id, equity=lambda: curves()[0],
+                                        test_equity=lambda: curves()[1], draw=off is None)
             warning = plots.equity_skipped and f"equity curve skipped: {plots.equity_skipped}"
+            if off and not warning:
+                warning, asked = f"plots not drawn ({off}); draw them with: btc-ai report {self.run_id} --plots", True
         except Exception as exc:
             warning = f"plots skipped: {type(exc).__name__}: {exc}"
         if warning:
-            _log.warning("session %s: %s", self.run_id, warning)
+            (_log.info if asked else _log.warning)("session %s: %s", self.run_id, warning)
             with contextlib.suppress(Exception):
                 self.runs.warn_plots(self.run_id, warning)
 

@@ -4,6 +4,7 @@ under ``plots/`` of the session run (at a session's end and by ``btc-ai report -
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,16 @@ from btc_ai.tracking.run_model import (
 PLOTS_DIR = ARTIFACT_PLOTS
 FITNESS_PNG = "fitness_history.png"
 EQUITY_PNG = "equity_curve.png"
+# BTC_AI_PLOTS=off: a session's end draws no PNG (matplotlib's import and the drawing cost about 2 s a session:
+# a study of 80 fold sessions spends minutes on pictures nobody opens); trades.csv and equity.csv are still
+# logged, and `btc-ai report <session> --plots` draws the PNGs later from the store
+PLOTS_VARIABLE = "BTC_AI_PLOTS"
+
+
+def plots_off() -> str | None:
+    """Why a session's end draws no PNG (``BTC_AI_PLOTS`` set to off, 0, no or false), or None."""
+    value = os.environ.get(PLOTS_VARIABLE, "").strip().lower()
+    return f"{PLOTS_VARIABLE}={value}" if value in ("off", "0", "no", "false") else None
 
 
 class PlotDataMissing(Exception):
@@ -137,17 +148,17 @@ def _trade_tables(folder: Path, curves: dict[str, EquityCurve | None]) -> list[P
 def write_session_plots(runs: RunModel, ref: str, out_dir: str | Path | None = None, *,
                         equity: EquityCurve | Callable[[], EquityCurve] | None = None,
                         test_equity: EquityCurve | Callable[[], EquityCurve | None] | None = None,
-                        log: bool = True) -> SessionPlots:
+                        log: bool = True, draw: bool = True) -> SessionPlots:
     """Draw ``fitness_history.png`` and ``equity_curve.png`` for the session ``ref`` belongs to, with the
     policy's round trips and equity (``trades.csv``, ``equity.csv``) of the spans drawn beside them.
 
     Files go to ``out_dir`` (a temporary folder when None) and, with ``log``, under ``plots/`` of the
     session run, replacing earlier ones. ``equity`` and ``test_equity`` (the validation and test spans' curves,
     or functions returning them) spare the rebuild from the store when the caller holds them. The fitness plot is always drawn; when the equity curve
-    cannot be had, ``equity_skipped`` says why.
+    cannot be had, ``equity_skipped`` says why. Without ``draw`` only the trade tables are written.
     """
-    # torch and the data readers: only when a curve is redrawn from the store
-    from btc_ai.domain.plots import plot_equity_curve, plot_fitness_history
+    if draw:  # matplotlib: only when a picture is drawn
+        from btc_ai.domain.plots import plot_equity_curve, plot_fitness_history
 
     session = runs.resolve_session(ref)
     session_id = session.run_id
@@ -155,21 +166,23 @@ def write_session_plots(runs: RunModel, ref: str, out_dir: str | Path | None = N
     bucket = session.bucket or ""
     with contextlib.ExitStack() as stack:
         folder = Path(out_dir) if out_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        attempts = fitness_attempts(runs, session_id)
-        result.paths.append(plot_fitness_history(attempts, folder / FITNESS_PNG,
-                                                 title=f"fitness of every attempt, {bucket} session {session_id[:8]}"))
+        if draw:
+            attempts = fitness_attempts(runs, session_id)
+            result.paths.append(plot_fitness_history(
+                attempts, folder / FITNESS_PNG, title=f"fitness of every attempt, {bucket} session {session_id[:8]}"))
         try:
             if equity is None:
                 curve = session_equity(runs, session_id)
             else:
                 curve = equity() if callable(equity) else equity
             test = _test_curve(runs, session_id, test_equity)
-            span = f"{curve.index[0]:%Y-%m-%d} to {(test or curve).index[-1]:%Y-%m-%d}"
-            title = f"the session's model, {span}, {bucket} session {session_id[:8]}"
-            result.paths.append(plot_equity_curve(
-                curve.equity, curve.buy_and_hold, curve.index, folder / EQUITY_PNG, title=title,
-                test=(test.equity, test.buy_and_hold, test.index) if test is not None else None,
-                rules=curve.rules, test_rules=test.rules if test is not None else None))
+            if draw:
+                span = f"{curve.index[0]:%Y-%m-%d} to {(test or curve).index[-1]:%Y-%m-%d}"
+                title = f"the session's model, {span}, {bucket} session {session_id[:8]}"
+                result.paths.append(plot_equity_curve(
+                    curve.equity, curve.buy_and_hold, curve.index, folder / EQUITY_PNG, title=title,
+                    test=(test.equity, test.buy_and_hold, test.index) if test is not None else None,
+                    rules=curve.rules, test_rules=test.rules if test is not None else None))
             result.paths.extend(_trade_tables(folder, {"validation": curve, "test": test}))
         except PlotDataMissing as exc:
             result.equity_skipped = str(exc)

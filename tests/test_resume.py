@@ -70,7 +70,7 @@ def uninterrupted_sha(tmp_path_factory) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("generation", [5, 17, 29])
+@pytest.mark.parametrize("generation", [5, 29])  # early and late; `btc-ai chaos` kills mid-training too
 def test_sigkill_then_resume_by_run_id_ends_bit_identical(tmp_path, uninterrupted_sha, generation) -> None:
     code, _out, _ = _interrupt_at(tmp_path, generation, signal.SIGKILL)
     assert code == -signal.SIGKILL

@@ -217,3 +217,41 @@ def test_two_resumes_of_one_session_from_two_processes_one_wins_the_other_is_one
     assert refused.count("\n") == 1 and f"session {session}" in refused, refused
     found = session_exactness(team.client(), session, 12)
     assert found.exact and found.status == "completed" and found.attempts == 2, found
+
+
+def test_runs_logging_one_new_dataset_at_once_each_get_it_as_an_input(team: Team) -> None:
+    """MLflow's store makes an experiment's dataset on first use by looking, then inserting: on PostgreSQL,
+    runs logging the same new dataset at once all look, all insert, and all but one break the datasets
+    table's key (seen as a failed training when two shared a journal). Each must still get its input."""
+    import threading
+    import uuid
+
+    from btc_ai.tracking.tracker import Tracker
+
+    client = team.client()
+    dataset = {"name": "builtin", "digest": "0123456789ab", "source_type": "code", "source": '{"tags": {}}',
+               "schema": None, "profile": "{}", "context": "train"}
+    for _ in range(4):  # rounds: each a new experiment, so the dataset is new to it
+        experiment = f"dataset-race-{uuid.uuid4().hex[:8]}"
+        trackers = [Tracker(team.url, experiment) for _ in range(6)]
+        experiment_id = trackers[0].experiment_id  # made by the first, found by the others
+        runs = [client.create_run(experiment_id).info.run_id for _ in trackers]
+        barrier, errors = threading.Barrier(len(trackers)), []
+
+        def log(tracker: Tracker, run_id: str, barrier: threading.Barrier = barrier, errors: list = errors) -> None:
+            barrier.wait(timeout=60)
+            try:
+                tracker.log_inputs(run_id, [dataset])
+            except Exception as exc:  # what the training would have failed with
+                errors.append(exc)
+
+        threads = [threading.Thread(target=log, args=pair) for pair in zip(trackers, runs, strict=True)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        for tracker in trackers:
+            tracker.close()
+        assert not errors, errors
+        for run_id in runs:
+            assert [d.dataset.digest for d in client.get_run(run_id).inputs.dataset_inputs] == ["0123456789ab"]

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random
 
 from btc_ai.tracking.journal import Entry
 from btc_ai.tracking.outage import is_outage, login_refused
@@ -140,12 +141,28 @@ def _delete_artifact(tracker: Tracker, args: dict[str, Any]) -> None:
             raise
 
 
+DATASET_RACE_TRIES = 4  # a lost race is settled by the next try; four losses in a row are a fault
+
+
+def _dataset_race(exc: BaseException) -> bool:
+    """MLflow's store makes an experiment's dataset on first use by looking, then inserting: two trainings
+    logging the same dataset at once on a database server both look, both insert, and the second insert
+    breaks the datasets table's key (PostgreSQL's UniqueViolation on dataset_pk, seen under load). Sent
+    again, the call finds the dataset the other made and links it."""
+    text = str(exc)
+    return isinstance(exc, MlflowException) and "dataset" in text and \
+        any(word in text for word in ("UniqueViolation", "duplicate key", "UNIQUE constraint failed", "IntegrityError"))
+
+
 def _log_inputs(tracker: Tracker, args: dict[str, Any]) -> None:
     # no check for inputs already there: MLflow's store logs an input once per dataset (name, digest) and run
     inputs = [DatasetInput(Dataset(d["name"], d["digest"], d["source_type"], d["source"], d.get("schema"),
                                    d.get("profile")), [InputTag(CONTEXT_TAG, d["context"])])
               for d in args["datasets"]]
-    tracker.client.log_inputs(args["run_id"], datasets=inputs)
+    for attempt in Retrying(retry=retry_if_exception(_dataset_race), stop=stop_after_attempt(DATASET_RACE_TRIES),
+                            wait=wait_random(0.05, 0.5), reraise=True):
+        with attempt:
+            tracker.client.log_inputs(args["run_id"], datasets=inputs)
 
 
 def _register_model(tracker: Tracker, args: dict[str, Any]) -> str:

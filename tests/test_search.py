@@ -5,9 +5,12 @@ on one SQLite study, and killed by SIGKILL and resumed, it draws the same trials
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import optuna
@@ -208,3 +211,53 @@ def test_two_workers_and_a_killed_and_resumed_study_draw_the_same_trials_and_the
     killed_m = next(r for r in _runs(killed) if r.data.tags.get("btc_ai.kind") == "search").data.metrics
     assert killed_m["search/best_trial"] == whole_m["search/best_trial"]
     assert killed_m["search/held_out_return"] != whole_m["search/held_out_return"]  # the block itself did change
+
+
+def _workers(folder: Path) -> list[int]:
+    """PIDs of the `btc-ai search --worker` processes working in ``folder``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if entry.name.isdigit() and b"--worker" in argv and Path(os.readlink(entry / "cwd")) == folder:
+                found.append(int(entry.name))
+        except OSError:  # gone, or not ours to read
+            continue
+    return sorted(found)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install -e '.[cluster]')")
+def test_workers_on_a_ray_cluster_finish_the_study_after_one_is_killed_mid_trial(tmp_path, candles) -> None:
+    """`--parallel 2 --ray-address local:2`: the two workers are Ray tasks (processes of the cluster, not of the
+    command); one SIGKILLed in its trial's training is started again, its trial is continued, not drawn again,
+    and every trial completes."""
+    _files(tmp_path, candles)
+    proc = subprocess.Popen(btc_ai_cmd(*STUDY, "--parallel", "2", "--ray-address", "local:2", "--quiet"),
+                            cwd=tmp_path, env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:  # a worker whose training has begun
+            workers = _workers(tmp_path)
+            if workers and any((tmp_path / "checkpoints").glob("*/*")):
+                os.kill(workers[0], signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"no worker training seen: rc {proc.poll()}")
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out + err
+    assert "starting it again (1/3)" in err  # the killed worker's slot
+    assert not _workers(tmp_path)  # none left behind
+    (search,) = [r for r in _runs(tmp_path) if r.data.tags.get("btc_ai.kind") == "search"]
+    assert search.info.status == "FINISHED"
+    trials = [t for t in _study(tmp_path, search.info.run_id).trials if not t.user_attrs.get("surplus")]
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert str(proc.pid) not in {t.user_attrs["owner"].rpartition(":")[2] for t in trials}
+    walk_forwards = [r for r in _runs(tmp_path) if r.data.tags.get("btc_ai.kind") == "walk_forward"]
+    assert sorted(int(r.data.tags["btc_ai.trial"]) for r in walk_forwards) == [0, 1, 2]  # the killed one continued

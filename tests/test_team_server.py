@@ -255,3 +255,32 @@ def test_runs_logging_one_new_dataset_at_once_each_get_it_as_an_input(team: Team
         assert not errors, errors
         for run_id in runs:
             assert [d.dataset.digest for d in client.get_run(run_id).inputs.dataset_inputs] == ["0123456789ab"]
+
+
+def test_a_search_by_two_workers_on_the_team_server_completes_every_trial(team: Team, tmp_path: Path, candles,
+                                                                          monkeypatch) -> None:
+    """`btc-ai search --parallel 2` with the team server as the tracking store and the study in the team's
+    PostgreSQL: both worker processes write to both; every trial is complete and nested under the search run."""
+    import json
+
+    import optuna
+    from conftest import TINY, write_binance_csv
+
+    write_binance_csv(tmp_path / "c.csv", candles)
+    (tmp_path / "space.yaml").write_text("LEARNING_RATE: {low: 0.003, high: 0.1, log: true}\n")
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    storage = team.database.url("optuna")
+    env = {**team.env(tmp_path), "PGPASSWORD": team.database.password}  # libpq's login to the study's database
+    done = _train(tmp_path, env, "search", "c.csv", "--trials", "2", "--folds", "1", "--space", "space.yaml",
+                  "--config", "tiny.json", "--parallel", "2", "--study-storage", storage, "--quiet", timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    search_id = done.stdout.splitlines()[0].split()[2].rstrip(":")
+    client = team.client()
+    search = client.get_run(search_id)
+    assert search.data.tags["btc_ai.kind"] == "search" and search.info.status == "FINISHED"
+    monkeypatch.setenv("PGPASSWORD", team.database.password)
+    trials = [t for t in optuna.load_study(study_name=search_id, storage=storage).trials
+              if not t.user_attrs.get("surplus")]
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    nested = client.search_runs([search.info.experiment_id], f"tags.mlflow.parentRunId = '{search_id}'")
+    assert sorted(int(r.data.tags["btc_ai.trial"]) for r in nested if "btc_ai.trial" in r.data.tags) == [0, 1]

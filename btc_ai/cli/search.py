@@ -5,7 +5,6 @@ chosen configuration; and `btc-ai resume <search run>`."""
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from btc_ai.cli.common import (
@@ -40,6 +39,9 @@ def add_parser(sub: Any) -> None:
     flag(s, "prune_after", type=int, default=5, metavar="N",
          help="prune a trial below the median of the complete ones after N complete trials (default 5)")
     s.add_argument("--parallel", type=int, default=1, metavar="P", help="trials at once, as P processes (default 1)")
+    flag(s, "ray_address", metavar="ADDRESS",
+         help="run the P workers as Ray tasks on this cluster (auto, ray://HOST:PORT or local:N); every node must "
+              "reach the tracking store and the study storage (docs/search.md)")
     s.add_argument("--timeout", type=float, metavar="SECONDS", help="start no new trial after this long")
     flag(s, "config", metavar="FILE", help="JSON object of config keys every trial starts from")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key (repeatable)")
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserInputError(f"--{name.replace('_', '-')} {getattr(args, name)} must be >= {low}")
     if args.timeout is not None and args.timeout <= 0:
         raise UserInputError(f"--timeout {args.timeout} must be > 0 seconds")
+    _check_ray_address(args)
     from btc_ai.domain.search_space import read_space
 
     dims = read_space(args.space)
@@ -76,6 +79,16 @@ def run(args: argparse.Namespace) -> int:
                      seeds=args.seeds, seed=args.seed, prune_after=args.prune_after, held_out_share=args.holdout,
                      storage=storage, timeout=args.timeout)
     return _drive(args, lambda s: s.start(inputs, args.parallel))
+
+
+def _check_ray_address(args: argparse.Namespace) -> None:
+    """--ray-address: Ray installed and an address it can be given, before anything is created."""
+    if getattr(args, "ray_address", None) is None:
+        return
+    from btc_ai.training.cluster.address import parse_ray_address, require_ray
+
+    require_ray("--ray-address")
+    parse_ray_address(args.ray_address)
 
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:
@@ -212,7 +225,8 @@ def _drive(args: argparse.Namespace, go: Any, tracker: Any = None, worker: bool 
                                     tracking_uri=args.tracking_uri, experiment=args.experiment)
     search = Search(system, _Console(args.quiet), training_func=training_func(),
                     session_reporter=lambda: ConsoleReporter(quiet=args.quiet),
-                    worker_command=lambda run_id: _worker_command(args, run_id))
+                    worker_arguments=lambda run_id: _worker_arguments(args, run_id),
+                    ray_address=getattr(args, "ray_address", None))
     try:
         with graceful_interrupts(system.stop_event):
             result = go(search)
@@ -234,9 +248,9 @@ def _drive(args: argparse.Namespace, go: Any, tracker: Any = None, worker: bool 
     return EXIT_OK
 
 
-def _worker_command(args: argparse.Namespace, run_id: str) -> list[str]:
-    command = [sys.executable, "-m", "btc_ai", "search", "--worker", run_id, "--experiment", args.experiment,
-               "--checkpoint-dir", args.checkpoint_dir, "--max-retries", str(args.max_retries), "--quiet"]
-    if args.tracking_uri:
-        command += ["--tracking-uri", args.tracking_uri]
-    return command
+def _worker_arguments(args: argparse.Namespace, run_id: str) -> list[str]:
+    """`btc-ai ...` of one worker: the store named outright (a Ray worker has no MLFLOW_TRACKING_URI of ours)."""
+    from btc_ai.tracking.paths import resolve_tracking_uri
+
+    return ["search", "--worker", run_id, "--experiment", args.experiment, "--checkpoint-dir", args.checkpoint_dir,
+            "--max-retries", str(args.max_retries), "--quiet", "--tracking-uri", resolve_tracking_uri(args.tracking_uri)]

@@ -13,7 +13,9 @@ trial running under a dead owner, and the next worker to look continues it.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -77,12 +79,14 @@ class Search:
     def __init__(self, system: TrainingRecoverySystem, reporter: SearchReporter | None = None, *,
                  training_func: Callable[..., Any] = train_model,
                  session_reporter: Callable[[], ProgressReporter] | None = None,
-                 worker_command: Callable[[str], list[str]] | None = None) -> None:
+                 worker_arguments: Callable[[str], list[str]] | None = None, ray_address: str | None = None) -> None:
         self.system = system
         self.reporter = reporter or SearchReporter()
         self.training_func = training_func
         self.session_reporter = session_reporter
-        self.worker_command = worker_command  # the command line of a worker process for a search run ID
+        # `btc-ai ARGUMENTS` of a worker for a search run ID: processes here, or Ray tasks at ``ray_address``
+        self.worker_arguments = worker_arguments
+        self.ray_address = ray_address
         self.run_id: str | None = None
 
     @property
@@ -121,7 +125,9 @@ class Search:
     def _run(self, run_id: str, inputs: SearchInputs, parallel: int) -> SearchResult:
         runs = self.runs
         try:
-            if parallel > 1 and self.worker_command is not None:
+            if self.ray_address is not None and self.worker_arguments is not None:
+                self._on_ray(run_id, inputs, parallel)
+            elif parallel > 1 and self.worker_arguments is not None:
                 self._supervise(run_id, inputs, parallel)
             self.work(run_id, inputs)  # alone, or after the workers: whatever a lost worker left
             study = open_study(inputs.storage, run_id, inputs.seed, inputs.prune_after, create=False)
@@ -206,18 +212,18 @@ class Search:
     def _supervise(self, run_id: str, inputs: SearchInputs, parallel: int) -> None:
         """``parallel`` worker processes on the study; one that dies is replaced while trials remain (its trial,
         left running under a dead owner, is continued by the next worker that looks)."""
-        assert self.worker_command is not None
-        procs = [subprocess.Popen(self.worker_command(run_id)) for _ in range(parallel)]
+        assert self.worker_arguments is not None
+        command = [sys.executable, "-m", "btc_ai", *self.worker_arguments(run_id)]
+        procs: list[subprocess.Popen | None] = [subprocess.Popen(command) for _ in range(parallel)]
         restarts = [0] * parallel
         study = open_study(inputs.storage, run_id, inputs.seed, inputs.prune_after, create=False)
         while procs:
             for slot, proc in enumerate(procs):
                 if proc is None or proc.poll() is None:
                     continue
-                left = len(study.get_trials(deepcopy=False)) < inputs.trials or orphans(study)
-                if proc.returncode != 0 and left and restarts[slot] < MAX_WORKER_RESTARTS:
+                if proc.returncode != 0 and _trials_left(study, inputs) and restarts[slot] < MAX_WORKER_RESTARTS:
                     restarts[slot] += 1
-                    procs[slot] = subprocess.Popen(self.worker_command(run_id))
+                    procs[slot] = subprocess.Popen(command)
                 else:
                     procs[slot] = None
             if all(p is None for p in procs):
@@ -225,6 +231,22 @@ class Search:
             live = next(p for p in procs if p is not None)
             with contextlib.suppress(subprocess.TimeoutExpired):  # a second at most: then look at every worker
                 live.wait(timeout=1.0)
+
+
+    def _on_ray(self, run_id: str, inputs: SearchInputs, parallel: int) -> None:
+        """``parallel`` workers as Ray tasks on the cluster at ``ray_address`` (`desk.search_cluster`), each
+        started again after a bad end while trials remain."""
+        from btc_ai.desk.search_cluster import run_workers_on_ray  # imports Ray: only with --ray-address
+
+        assert self.worker_arguments is not None and self.ray_address is not None
+        study = open_study(inputs.storage, run_id, inputs.seed, inputs.prune_after, create=False)
+        run_workers_on_ray(self.ray_address, self.worker_arguments(run_id), os.getcwd(), parallel,
+                           lambda: _trials_left(study, inputs), MAX_WORKER_RESTARTS)
+
+
+def _trials_left(study: optuna.Study, inputs: SearchInputs) -> bool:
+    """Whether the study still has a trial to draw, or one a dead worker left running."""
+    return len(study.get_trials(deepcopy=False)) < inputs.trials or bool(orphans(study))
 
 
 def inputs_from_spec(spec: Mapping[str, Any], run_id: str, data_path: str | Path | list[str] | None) -> SearchInputs:

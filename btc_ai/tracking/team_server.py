@@ -70,6 +70,9 @@ def postgres_missing() -> str | None:
     return None
 
 
+STUDY_DATABASE = "optuna"
+
+
 class PostgresCluster:
     """A PostgreSQL cluster in a fresh temporary folder, listening on 127.0.0.1 only (no Unix socket),
     password authentication for everyone, a superuser ``mlflow``; stopped and removed by `stop`."""
@@ -90,7 +93,9 @@ class PostgresCluster:
                               env=env, timeout=120, cwd=self.folder, **kwargs)  # type: ignore[call-overload]
 
     def start(self) -> None:
-        """initdb, start, and create the databases ``mlflow`` (runs) and ``mlflow_auth`` (logins)."""
+        """initdb, start, and create the databases ``mlflow`` (runs), ``mlflow_auth`` (logins) and ``optuna``
+        (the studies of `btc-ai search --study-storage`: a database of their own, as both keep an
+        ``alembic_version`` table)."""
         reason = postgres_missing()
         if reason:
             raise RuntimeError(reason)
@@ -107,7 +112,7 @@ class PostgresCluster:
         finally:
             pwfile.unlink()
         self.serve()
-        for database in ("mlflow", "mlflow_auth"):
+        for database in ("mlflow", "mlflow_auth", STUDY_DATABASE):
             self._run(str(postgres_bin("createdb")), "-h", "127.0.0.1", "-p", str(self.port), "-U", DATABASE_USER,
                       database)
 

@@ -233,6 +233,7 @@ def outage_mid_training(scratch: Scratch, name: str, url: str, fail: Callable[[]
     tick = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "btc_ai", "train", *CLI_FLAGS, "--generations", str(episodes)],
                             cwd=scratch.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    broken = False
     try:
         assert proc.stdout is not None
         session_id = ""
@@ -241,11 +242,16 @@ def outage_mid_training(scratch: Scratch, name: str, url: str, fail: Callable[[]
                 session_id = line.split()[2]
             elif line.startswith("gen 4/"):
                 fail()
+                broken = True
             elif line.startswith("gen 12/"):
                 proc.send_signal(signal.SIGSTOP)  # held while the server restarts, then it replays mid-training
                 heal()
+                broken = False
                 proc.send_signal(signal.SIGCONT)
                 break
+        if broken:  # the training ended before generation 12: the store comes back all the same (the reads
+            heal()  # below, and the scenarios after this one, need it)
+            broken = False
         _, err = proc.communicate(timeout=300)
         with logged_in(env):
             runs = RunModel(Tracker(url))
@@ -260,16 +266,23 @@ def outage_mid_training(scratch: Scratch, name: str, url: str, fail: Callable[[]
     finally:
         if proc.poll() is None:
             proc.kill()
+        if broken:
+            heal()
     exact = steps == list(range(1, episodes + 1))
     journaled = "journal" in err
     passed = proc.returncode == 0 and exact and closed and not missing and journaled
     problems = [text for text, bad in (("a run was not closed", not closed),
                                        (f"{len(missing)} checkpoint(s) missing", missing),
                                        ("the outage was not journaled", not journaled),
-                                       (f"exit {proc.returncode}", proc.returncode != 0)) if bad]
+                                       (f"exit {proc.returncode}: {_last_line(err)}", proc.returncode != 0)) if bad]
     return Outcome(name, "outage (journaled)", len(attempts), "-",
                    "all metrics, once" if exact else f"{len(steps)} of {episodes} metrics", time.perf_counter() - tick,
                    passed, "; ".join(problems))
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
 
 
 @contextlib.contextmanager

@@ -100,7 +100,8 @@ def test_mlflow_only_in_tracking_and_tenacity_only_in_recovery() -> None:
     assert not wrong, "\n".join(wrong)
 
 
-RAY_MODULES = {"btc_ai.training.cluster.connection", "btc_ai.training.cluster.evaluator"}
+RAY_MODULES = {"btc_ai.training.cluster.connection", "btc_ai.training.cluster.evaluator",
+               "btc_ai.training.cluster.tasks"}
 # Optuna is a library like mlflow: the study lives in the desk (the search), its numbers go through the run model
 OPTUNA_MODULES = {"btc_ai.desk.search", "btc_ai.desk.search_trial", "btc_ai.desk.search_report"}
 

@@ -234,13 +234,13 @@ class Search:
 
 
     def _on_ray(self, run_id: str, inputs: SearchInputs, parallel: int) -> None:
-        """``parallel`` workers as Ray tasks on the cluster at ``ray_address`` (`desk.search_cluster`), each
+        """``parallel`` workers as Ray tasks on the cluster at ``ray_address`` (`training.cluster.tasks`), each
         started again after a bad end while trials remain."""
-        from btc_ai.desk.search_cluster import run_workers_on_ray  # imports Ray: only with --ray-address
+        from btc_ai.training.cluster.tasks import run_commands_on_ray  # imports Ray: only with --ray-address
 
         assert self.worker_arguments is not None and self.ray_address is not None
         study = open_study(inputs.storage, run_id, inputs.seed, inputs.prune_after, create=False)
-        run_workers_on_ray(self.ray_address, self.worker_arguments(run_id), os.getcwd(), parallel,
+        run_commands_on_ray(self.ray_address, self.worker_arguments(run_id), os.getcwd(), parallel,
                            lambda: _trials_left(study, inputs), MAX_WORKER_RESTARTS)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
+import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -12,7 +14,6 @@ from typing import Any, Protocol
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random
 
 from btc_ai.tracking.journal import Entry
 from btc_ai.tracking.outage import is_outage, login_refused
@@ -159,10 +160,14 @@ def _log_inputs(tracker: Tracker, args: dict[str, Any]) -> None:
     inputs = [DatasetInput(Dataset(d["name"], d["digest"], d["source_type"], d["source"], d.get("schema"),
                                    d.get("profile")), [InputTag(CONTEXT_TAG, d["context"])])
               for d in args["datasets"]]
-    for attempt in Retrying(retry=retry_if_exception(_dataset_race), stop=stop_after_attempt(DATASET_RACE_TRIES),
-                            wait=wait_random(0.05, 0.5), reraise=True):
-        with attempt:
+    for attempt in range(1, DATASET_RACE_TRIES + 1):  # an idempotent call sent again, not a retry policy (recovery's)
+        try:
             tracker.client.log_inputs(args["run_id"], datasets=inputs)
+            return
+        except MlflowException as exc:
+            if attempt == DATASET_RACE_TRIES or not _dataset_race(exc):
+                raise
+            time.sleep(random.uniform(0.05, 0.5))  # apart from the one it raced
 
 
 def _register_model(tracker: Tracker, args: dict[str, Any]) -> str:

@@ -100,18 +100,21 @@ def _system_metrics(folder: Path) -> list[Record]:
             time.sleep(IDLE_S)  # the process does nothing else: its CPU is the monitor's
             idle_share = (time.process_time() - cpu) / (time.perf_counter() - tick)
         for k in range(PAIRS):
-            os.environ.pop("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING")
-            tick = time.perf_counter()
-            train_model(config, data)
-            bare.append(time.perf_counter() - tick)
-            os.environ["MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"] = "true"
-            run = tracker.create_run("attempt", name=f"monitored-{k}")
-            tick = time.perf_counter()
-            with system_metrics(tracker, run):
-                train_model(config, data)
-            monitored.append(time.perf_counter() - tick)  # the monitor's stop and last flush count
-            tracker.end_run(run, "FINISHED")
-            samples.append(len(tracker.client.get_metric_history(run, "system/cpu_utilization_percentage")))
+            for monitor in ((False, True) if k % 2 == 0 else (True, False)):  # alternating: no order bias
+                if not monitor:
+                    os.environ.pop("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", None)
+                    tick = time.perf_counter()
+                    train_model(config, data)
+                    bare.append(time.perf_counter() - tick)
+                    continue
+                os.environ["MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"] = "true"
+                run = tracker.create_run("attempt", name=f"monitored-{k}")
+                tick = time.perf_counter()
+                with system_metrics(tracker, run):
+                    train_model(config, data)
+                monitored.append(time.perf_counter() - tick)  # the monitor's stop and last flush count
+                tracker.end_run(run, "FINISHED")
+                samples.append(len(tracker.client.get_metric_history(run, "system/cpu_utilization_percentage")))
     finally:
         tracker.close()
         for key, value in before.items():
@@ -124,7 +127,7 @@ def _system_metrics(folder: Path) -> list[Record]:
         Record("system_metrics_slowdown_pct", 100 * (statistics.median(ratios) - 1), "%",
                f"train_model, default config ({GENERATIONS} generations, median {statistics.median(bare):.1f} s bare), "
                f"with MLflow's system-metrics monitor sampling every {SAMPLING_S} s ({statistics.median(samples):.0f} "
-               f"samples a training) vs bare; median over {PAIRS} back-to-back pairs "
+               f"samples a training) vs bare; median over {PAIRS} back-to-back pairs, in alternating order "
                f"(per pair: {', '.join(f'{100 * (r - 1):+.1f}' for r in ratios)} %; "
                f"median extra {statistics.median(m - b for m, b in zip(monitored, bare, strict=True)):+.2f} s a training)"),
         Record("system_metrics_idle_cpu_pct", 100 * idle_share, "%",

@@ -262,3 +262,23 @@ def test_workers_on_a_ray_cluster_finish_the_study_after_one_is_killed_mid_trial
     assert str(proc.pid) not in {t.user_attrs["owner"].rpartition(":")[2] for t in trials}
     walk_forwards = [r for r in _runs(tmp_path) if r.data.tags.get("btc_ai.kind") == "walk_forward"]
     assert sorted(int(r.data.tags["btc_ai.trial"]) for r in walk_forwards) == [0, 1]  # the killed one continued
+
+
+@pytest.mark.slow
+def test_the_held_out_session_is_the_candidate_the_promotion_gate_judges_and_no_trial_fold_is(
+        here, run_main, candles, monkeypatch) -> None:
+    """Every session that passes the gate here (it is made to pass): the trial's fold session registers a
+    version but moves no alias (an evaluation of the trainer), the held-out session is the candidate and
+    becomes @champion, like a plain training."""
+    import btc_ai.recovery.session
+
+    monkeypatch.setattr(btc_ai.recovery.session, "promotion_verdict", lambda figures: (True, "passes (made to)"))
+    _files(here, candles)
+    code, _, err = run_main("search", "c.csv", "--trials", "1", "--folds", "1", "--space", "space.yaml",
+                              "--config", "tiny.json", "--quiet")
+    assert code == 0, err
+    client = MlflowClient(store_uri(here))
+    versions = client.search_model_versions("name = 'btc-ai-scalping'")
+    held = {v.version for v in versions if "btc_ai.held_out_trial" in client.get_run(v.run_id).data.tags}
+    assert len(versions) == 2 and len(held) == 1  # the fold's and the held-out session's
+    assert client.get_registered_model("btc-ai-scalping").aliases == {"champion": held.pop()}

@@ -206,7 +206,9 @@ class Session:
         out_of_sample = (METRIC_TEST_PREFIX, METRIC_BASELINE_PREFIX)
         champion, verdict = promotion_verdict({k: v for k, v in metrics.items() if k.startswith(out_of_sample)})
         # a walk-forward fold is an evaluation of the trainer, not a candidate: it moves no alias by itself
-        fold = self.parent is not None or (self.resumed_from is not None and self.resumed_from.nested)
+        # (a search's held-out session is nested too, but it is the candidate the gate judges)
+        fold = (self.parent is not None and not self.parent.candidate) or \
+            (self.resumed_from is not None and self.resumed_from.nested)
         if champion and fold:
             verdict += " (a walk-forward fold: @champion not moved; btc-ai promote moves it)"
         rs = self.resumed_from

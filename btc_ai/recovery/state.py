@@ -33,7 +33,7 @@ class RecoveryState:
     stale: list[str] = field(default_factory=list)
     model_version: str | None = None  # the session's newest registered version, and the parameters it holds
     model_params_sha256: str | None = None
-    nested: bool = False  # a session under another run (a walk-forward fold)
+    nested: bool = False  # a fold: a session under another run that is no candidate for @champion
     data_files: list[dict[str, Any]] = field(default_factory=list)  # the files it read (path, sha256), if any
 
     @property
@@ -81,7 +81,7 @@ class RecoveryState:
             stale=stale,
             model_version=session.model_version,
             model_params_sha256=session.model_params_sha256,
-            nested=session.parent_id is not None,
+            nested=session.parent_id is not None and not session.candidate,
             data_files=recorded_files(runs, session.run_id),
         )
 

@@ -19,6 +19,7 @@ from btc_ai.tracking.run_model.names import (
     TAG_DATA_SOURCE,
     TAG_ERROR_TYPE,
     TAG_FINAL_SHA,
+    TAG_HELD_OUT,
     TAG_LEASE_HEARTBEAT,
     TAG_LEASE_OWNER,
     TAG_MODEL_PARAMS,
@@ -61,6 +62,7 @@ class SessionRecord:
     model_path: str | None = None  # the newest logged model's folder on the run
     model_params_sha256: str | None = None
     parent_id: str | None = None  # the run a nested session belongs to (a walk-forward)
+    candidate: bool = False  # nested, yet a candidate for @champion (a search's held-out session), not a fold
 
     @property
     def completed(self) -> bool:
@@ -130,7 +132,7 @@ def _session(run: Any) -> SessionRecord:
                          t.get(TAG_MODEL_VERSION), t.get(TAG_LEASE_OWNER, ""),
                          float(t.get(TAG_LEASE_HEARTBEAT, 0) or 0), dict(run.data.params),
                          run.data.metrics.get(METRIC_BEST_REWARD), t.get(TAG_STOP_REASON), t.get(TAG_TEST_SPAN),
-                         t.get(TAG_MODEL_PATH), t.get(TAG_MODEL_PARAMS), t.get(TAG_PARENT))
+                         t.get(TAG_MODEL_PATH), t.get(TAG_MODEL_PARAMS), t.get(TAG_PARENT), TAG_HELD_OUT in t)
 
 
 def _attempt(run: Any) -> AttemptRecord:

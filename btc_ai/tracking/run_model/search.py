@@ -92,7 +92,7 @@ class SearchVerdict:
 def held_out_link(search_id: str, trial: int) -> ParentLink:
     """The link of the session that trains the chosen configuration (trial ``trial``'s) and scores it on the
     held-out block."""
-    return ParentLink(search_id, f"held-out-trial-{trial}", {TAG_HELD_OUT: str(trial)})
+    return ParentLink(search_id, f"held-out-trial-{trial}", {TAG_HELD_OUT: str(trial)}, candidate=True)
 
 
 class SearchRuns:

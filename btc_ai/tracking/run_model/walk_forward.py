@@ -58,11 +58,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ParentLink:
-    """Where a new session run goes: nested under ``run_id``, named ``name``, with ``tags`` added."""
+    """Where a new session run goes: nested under ``run_id``, named ``name``, with ``tags`` added. A nested
+    session is a fold (an evaluation of the trainer: it moves no alias) unless it is a ``candidate`` (a
+    search's held-out session, judged by the promotion gate like any other)."""
 
     run_id: str
     name: str
     tags: Mapping[str, str]
+    candidate: bool = False
 
 
 def fold_link(walk_forward_id: str, fold: int, seed: int) -> ParentLink:

@@ -232,7 +232,6 @@ class Search:
             with contextlib.suppress(subprocess.TimeoutExpired):  # a second at most: then look at every worker
                 live.wait(timeout=1.0)
 
-
     def _on_ray(self, run_id: str, inputs: SearchInputs, parallel: int) -> None:
         """``parallel`` workers as Ray tasks on the cluster at ``ray_address`` (`training.cluster.tasks`), each
         started again after a bad end while trials remain."""
@@ -241,7 +240,7 @@ class Search:
         assert self.worker_arguments is not None and self.ray_address is not None
         study = open_study(inputs.storage, run_id, inputs.seed, inputs.prune_after, create=False)
         run_commands_on_ray(self.ray_address, self.worker_arguments(run_id), os.getcwd(), parallel,
-                           lambda: _trials_left(study, inputs), MAX_WORKER_RESTARTS)
+                            lambda: _trials_left(study, inputs), MAX_WORKER_RESTARTS)
 
 
 def _trials_left(study: optuna.Study, inputs: SearchInputs) -> bool:

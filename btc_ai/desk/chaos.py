@@ -233,25 +233,25 @@ def outage_mid_training(scratch: Scratch, name: str, url: str, fail: Callable[[]
     tick = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "btc_ai", "train", *CLI_FLAGS, "--generations", str(episodes)],
                             cwd=scratch.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    broken = False
     try:
         assert proc.stdout is not None
-        session_id = ""
-        for line in proc.stdout:
-            if line.startswith("session run "):
-                session_id = line.split()[2]
-            elif line.startswith("gen 4/"):
-                fail()
-                broken = True
-            elif line.startswith("gen 12/"):
-                proc.send_signal(signal.SIGSTOP)  # held while the server restarts, then it replays mid-training
-                heal()
-                broken = False
-                proc.send_signal(signal.SIGCONT)
-                break
-        if broken:  # the training ended before generation 12: the store comes back all the same (the reads
-            heal()  # below, and the scenarios after this one, need it)
-            broken = False
+        session_id, broken = "", False
+        try:
+            for line in proc.stdout:
+                if line.startswith("session run "):
+                    session_id = line.split()[2]
+                elif line.startswith("gen 4/"):
+                    fail()
+                    broken = True
+                elif line.startswith("gen 12/"):
+                    proc.send_signal(signal.SIGSTOP)  # held while the server restarts, then it replays mid-training
+                    heal()
+                    broken = False
+                    proc.send_signal(signal.SIGCONT)
+                    break
+        finally:
+            if broken:  # the training ended (or this failed) before generation 12: the store comes back all the
+                heal()  # same, for the reads below and the scenarios after this one
         _, err = proc.communicate(timeout=300)
         with logged_in(env):
             runs = RunModel(Tracker(url))
@@ -266,8 +266,6 @@ def outage_mid_training(scratch: Scratch, name: str, url: str, fail: Callable[[]
     finally:
         if proc.poll() is None:
             proc.kill()
-        if broken:
-            heal()
     exact = steps == list(range(1, episodes + 1))
     journaled = "journal" in err
     passed = proc.returncode == 0 and exact and closed and not missing and journaled

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
 
 from btc_ai.tracking.journal import Entry, Journal, is_placeholder, journal_dir, new_placeholder, substitute
+from btc_ai.tracking.outage import outage_reason
 from btc_ai.tracking.tracker import Tracker, is_outage
 
 
@@ -101,7 +105,6 @@ def test_journal_folders_are_per_tracking_uri(tmp_path: Path) -> None:
 
 def test_outages_are_told_apart_from_refusals() -> None:
     import requests
-    from mlflow.exceptions import MlflowException
 
     try:
         try:
@@ -112,6 +115,42 @@ def test_outages_are_told_apart_from_refusals() -> None:
         assert is_outage(exc)
     assert not is_outage(MlflowException("Changing param values is not allowed", error_code="INVALID_PARAMETER_VALUE"))
     assert not is_outage(ValueError("bad"))
+
+
+@pytest.mark.parametrize(("body", "outage"), [
+    # Flask's own page: MLflow crashed on the request (3.18 does when its database drops a connection
+    # mid-transaction and the rollback raises too); the write is journaled and replayed, not failed
+    ("<!doctype html>\n<title>500 Internal Server Error</title>\n<h1>Internal Server Error</h1>", True),
+    # MLflow's own error answer: it handled the request and refused it; not an outage
+    ('{"error_code": "INTERNAL_ERROR", "message": "a bug in the request"}', False)])
+def test_a_500_is_an_outage_only_when_mlflow_did_not_answer_it(body: str, outage: bool, monkeypatch) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Broken(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(500)
+            self.send_header("Content-Type", "text/html" if outage else "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # as the tracker sets it for a server
+    client = MlflowClient(f"http://127.0.0.1:{server.server_port}")
+    try:
+        with pytest.raises(MlflowException) as raised:
+            client.log_batch("0123456789abcdef", metrics=[Metric("fitness", 1.0, 0, 1)])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert is_outage(raised.value) is outage
+    if outage:
+        assert outage_reason(raised.value) == "it answered HTTP 500"
 
 
 def test_tracker_goes_offline_journals_and_replays_when_the_store_is_back(tmp_path: Path, monkeypatch) -> None:

@@ -234,6 +234,14 @@ def _open(page: Any, url: str) -> None:
     page.get_by_role("link", name="btc-ai", exact=True).first.wait_for()  # the experiment's name: the app is up
 
 
+def _in_view(header: Any) -> bool:
+    """A column header inside the grid's visible part (rendered is not enough: the grid renders columns
+    beyond its right edge too)."""
+    return bool(header.count()) and header.first.evaluate(
+        "h => { const r = h.getBoundingClientRect(), v = h.closest('.ag-header-viewport').getBoundingClientRect();"
+        " return r.width > 0 && r.left >= v.left - 1 && r.right <= v.right + 1; }")
+
+
 def _name_cell(page: Any, link: Any) -> Any:
     return page.get_by_role("row").filter(has=link).get_by_role("gridcell").filter(has=link)
 
@@ -352,8 +360,25 @@ def test_models_tab_lists_the_best_policy_with_its_test_figures(page, server, st
     figures = {m.key: m.value for m in model.metrics}
     assert {"test/total_return", "test/sharpe", "best/validation_sharpe"} <= set(figures)
     _open(page, f"{server}/#/experiments/{store.experiment_id}/models")
+    listed = page.get_by_role("link", name=model.name, exact=True).first
     with shot(page, "08-models-tab"):
-        expect(page.get_by_role("link", name=model.name, exact=True).first).to_be_visible()
+        expect(listed).to_be_visible()
+    with shot(page, "08b-models-tab-test-figures"):
+        # the figures are columns of the list, right of the model's attributes: walked to with the arrow keys
+        # from the model's Status cell, as a user does (the grid scrolls its header and rows together)
+        page.locator('[role="gridcell"][col-id="status"]').first.click()
+        headers = {key: page.get_by_role("columnheader", name=key, exact=True) for key in ("test/sharpe",
+                                                                                         "test/total_return")}
+        for _ in range(200):
+            if all(_in_view(header) for header in headers.values()):
+                break
+            page.keyboard.press("ArrowRight")
+        for key, header in headers.items():
+            assert _in_view(header), f"{key} is not a column of the Models tab's list"
+            column = header.get_attribute("aria-colindex")
+            cell = page.get_by_role("row").filter(has=page.locator(f'[role="gridcell"][aria-colindex="{column}"]'))
+            shown = cell.locator(f'[role="gridcell"][aria-colindex="{column}"]').first.inner_text()
+            assert float(shown) == pytest.approx(figures[key], rel=1e-12), (key, shown)
     page.get_by_role("link", name=model.name, exact=True).first.click()
     with shot(page, "09-logged-model"):
         expect(page.get_by_text(model_id).first).to_be_visible()

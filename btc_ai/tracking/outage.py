@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
-from mlflow.exceptions import MlflowException
+from mlflow.exceptions import MlflowException, RestException
 
 HTTP_TIMEOUT_S = "5"  # one call to an unresponsive server (MLflow's default: 120 s, then 7 retries)
 
@@ -21,9 +21,10 @@ def outage_reason(exc: BaseException) -> str:
     errno_text = re.search(r"\[Errno -?\d+\] [^'\")\]]+", text)
     if errno_text:
         return errno_text.group(0).strip()
-    answered = re.search(r"too many (5\d\d) error responses", text)
+    answered = re.search(r"too many (5\d\d) error responses|failed with error code (5\d\d)", text)
     if answered:  # the server is up but cannot serve (its database down, a proxy without a backend)
-        return f"it answered HTTP {answered.group(1)}, retried"
+        retried = answered.group(1)
+        return f"it answered HTTP {retried}, retried" if retried else f"it answered HTTP {answered.group(2)}"
     for pattern, reason in (("timed out", "timed out"), ("RemoteDisconnected", "connection closed by the server"),
                             ("Connection aborted", "connection aborted"), ("Connection reset", "connection reset")):
         if pattern.lower() in text.lower():
@@ -33,7 +34,9 @@ def outage_reason(exc: BaseException) -> str:
 
 def is_outage(exc: BaseException) -> bool:
     """True for errors that mean "the tracking store cannot be reached now", not "the request is wrong":
-    connection refused or reset, timeouts, 502/503/504 answers, a locked or unopenable SQLite file."""
+    connection refused or reset, timeouts, 502/503/504 answers, a 5xx answer that is not MLflow's own error
+    (the server crashed on the request: MLflow 3.18 answers a bare Flask 500 page when its database drops a
+    connection mid-transaction, because the rollback raises too), a locked or unopenable SQLite file."""
     import requests
 
     seen: set[int] = set()
@@ -52,6 +55,8 @@ def is_outage(exc: BaseException) -> bool:
                 return True
             status = getattr(current, "get_http_status_code", lambda: None)()
             if status in (502, 503, 504) or "TEMPORARILY_UNAVAILABLE" in text:
+                return True
+            if not isinstance(current, RestException) and re.search(r"failed with error code 5\d\d != 200", text):
                 return True
         current = current.__cause__ or current.__context__
     return False

@@ -19,6 +19,7 @@ import mlflow.artifacts
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
+from btc_ai.domain.metric_names import METRIC_BASELINE_PREFIX, METRIC_TEST_PREFIX
 from btc_ai.domain.policy_files import save_policy
 from btc_ai.domain.text_fit import fit_text
 from btc_ai.tracking.candle_model import POLICY_ARTIFACT
@@ -91,13 +92,20 @@ def log_model_version(tracker: Tracker, run_id: str, net: Any, card: Any, *, nam
             "model_tags": {**text, TAG_DESCRIPTION: redact(fit_text(description, whole_at=f"the model of run {run_id}")),
                            TAG_CLIENT_KEY: uuid.uuid4().hex},
             "model_params": {k: _param(v) for k, v in {**(params or {}), "params_sha256": card.params_sha256}.items()},
-            # the run's own metrics again, now with the model's ID: the store keeps one row of each on the run
-            "metrics": [[m.key, m.value, m.timestamp, m.step] for m in figures], "step": step,
+            # the run's own metrics again, now with the model's ID: the store keeps one row of each on the run;
+            # the test span's first, the columns the Models tab shows first
+            "metrics": [[m.key, m.value, m.timestamp, m.step] for m in sorted(figures, key=_shown_first)],
+            "step": step,
         }, policy)
     moved = champion if move_champion is None else move_champion
     if done is None:  # journaled: known once replayed
         return Registration(None, True, moved, promotion, "")
     return Registration(done["version"], True, moved, promotion, model_uri(done["model_id"]), done["model_id"])
+
+
+def _shown_first(metric: Metric) -> int:
+    """The test span's figures, then the baselines', then the rest (validation, best), each in the order given."""
+    return 0 if metric.key.startswith(METRIC_TEST_PREFIX) else 1 if metric.key.startswith(METRIC_BASELINE_PREFIX) else 2
 
 
 def _param(value: Any) -> str:

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from btc_ai.domain.config import KNOWN_KEYS, STRUCTURAL_KEYS, TrainingConfig
+from btc_ai.domain.config_file import read_config_file
 from btc_ai.domain.errors import ConfigValidationError
 from btc_ai.domain.presets import BUCKETS, preset_config
 
@@ -75,7 +76,7 @@ def test_unknown_bucket_lists_the_known_ones() -> None:
 def test_json_file_and_overrides(tmp_path) -> None:
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"BUCKET": "Intraday", "SEED": 7, "SIGMA": 0.1}))
-    config = TrainingConfig.from_json(path, SIGMA=0.2)
+    config = TrainingConfig.from_dict(read_config_file(path), SIGMA=0.2)
     assert (config.BUCKET, config.SEED, config.SIGMA) == ("Intraday", 7, 0.2)
 
 
@@ -83,16 +84,33 @@ def test_invalid_json_raises_json_decode_error(tmp_path) -> None:
     path = tmp_path / "config.json"
     path.write_text('{"SIGMA": 0.1,')
     with pytest.raises(json.JSONDecodeError):
-        TrainingConfig.from_json(path)
+        read_config_file(path)
 
 
 def test_config_is_immutable_and_replace_validates() -> None:
     config = TrainingConfig.from_dict({})
     with pytest.raises(ValidationError):
         config.SIGMA = 0.5  # type: ignore[misc]
-    assert config.replace(SIGMA=0.5).SIGMA == 0.5
-    with pytest.raises(ConfigValidationError):
+    assert config.replace(SIGMA=0.5).SIGMA == 0.5 and config.SIGMA != 0.5
+    with pytest.raises(ConfigValidationError, match=r"SIGMA=5\.0"):
         config.replace(SIGMA=5.0)
+    # the changed keys are checked one by one, each as from_dict checks it; the cross-key noise table check too
+    with pytest.raises(ConfigValidationError, match="must be even"):
+        config.replace(es_population=7)
+    with pytest.raises(ConfigValidationError, match="did you mean SIGMA"):
+        config.replace(SIGAM=0.1)
+    with pytest.raises(ConfigValidationError, match="noise table is smaller than the policy"):
+        config.replace(HIDDEN_SIZE=512, NOISE_TABLE_SIZE=65536)
+    assert config.replace(generations=9).EPISODES == 9 and config.replace(LOOKBACK="12").LOOKBACK == 12
+
+
+def test_a_checkpoint_s_config_is_restored_as_it_was_and_an_incomplete_one_is_validated() -> None:
+    config = TrainingConfig.from_dict({"SIGMA": 0.07, "BUCKET": "Swing"})
+    assert TrainingConfig.restored(config.to_dict()) == config
+    older = {k: v for k, v in config.to_dict().items() if k != "FITNESS"}  # written before the key existed
+    assert TrainingConfig.restored(older).FITNESS == TrainingConfig.from_dict({"BUCKET": "Swing"}).FITNESS
+    with pytest.raises(ConfigValidationError):
+        TrainingConfig.restored({**older, "SIGMA": -1})
 
 
 def test_structural_keys_are_config_keys() -> None:
@@ -149,7 +167,7 @@ def test_the_noise_table_must_hold_the_policy() -> None:
 
 
 def test_config_files_are_read_like_data_files(tmp_path) -> None:
-    from btc_ai.domain.config import read_config_file
+    from btc_ai.domain.config_file import read_config_file
 
     text = '{"SIGMA": 0.05, "bucket": "Swing"}'
     for name, raw in [("plain", text.encode()), ("bom", b"\xef\xbb\xbf" + text.encode()),
@@ -166,7 +184,7 @@ def test_config_files_are_read_like_data_files(tmp_path) -> None:
     (b'{"BUCKET": "Scalping\xe9"}', "not UTF-8 text"),
 ])
 def test_config_files_that_cannot_mean_one_thing_are_refused(tmp_path, raw, says) -> None:
-    from btc_ai.domain.config import read_config_file
+    from btc_ai.domain.config_file import read_config_file
     from btc_ai.domain.errors import UserInputError
 
     path = tmp_path / "c.json"
@@ -179,7 +197,7 @@ def test_config_files_that_cannot_mean_one_thing_are_refused(tmp_path, raw, says
 def test_a_config_path_that_is_no_file_is_one_line(tmp_path) -> None:
     import os
 
-    from btc_ai.domain.config import read_config_file
+    from btc_ai.domain.config_file import read_config_file
     from btc_ai.domain.errors import UserInputError
 
     os.mkfifo(tmp_path / "pipe.json")

@@ -41,6 +41,27 @@ def test_a_training_command_validates_its_config_once(run_main, validations) -> 
     assert sum(validations.values()) == 1, dict(validations)
 
 
+@pytest.mark.slow  # a tiny training, resumed with more generations, and a two-fold walk-forward, in process
+def test_a_resume_and_a_walk_forward_validate_their_config_once(here, run_main, validations, candles) -> None:
+    from conftest import session_runs, store_uri, write_binance_csv
+
+    code, _, err = run_main("train", "--quiet", *tiny_flags(EPISODES=2))
+    assert code == 0, err
+    (session,) = session_runs(store_uri(here))
+    validations.clear()
+    # the checkpoint's config is restored as it was validated; the override is checked key by key
+    code, _, err = run_main("resume", session.info.run_id, "--episodes", "4", "--quiet")
+    assert code == 0, err
+    assert sum(validations.values()) == 0, dict(validations)
+    code, _, err = run_main("resume", session.info.run_id, "--episodes", "0")  # still checked, one line
+    assert code == 2 and "GENERATIONS=0" in err, err
+    validations.clear()
+    path = write_binance_csv(here / "c.csv", candles)
+    code, _, err = run_main("walk-forward", str(path), "--folds", "2", "--quiet", *tiny_flags(EPISODES=2))
+    assert code == 0, err
+    assert sum(validations.values()) == 1, dict(validations)  # the folds' SEED and TEST_FRACTION: key by key
+
+
 def test_the_layers_below_the_edge_take_a_validated_config_and_refuse_a_dict(tmp_path) -> None:
     from btc_ai.desk.walk_forward import prepare
 

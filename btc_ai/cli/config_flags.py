@@ -8,7 +8,8 @@ import json
 from typing import Any
 
 from btc_ai.cli.common import flag
-from btc_ai.domain.config import allowed_range, normalize_key, read_config_file, shown_key
+from btc_ai.domain.config import allowed_range, normalize_key, shown_key
+from btc_ai.domain.config_file import read_config_file
 from btc_ai.domain.errors import ConfigValidationError, UserInputError
 from btc_ai.domain.presets import BUCKETS, DEFAULT_BUCKET, find_bucket
 

@@ -93,7 +93,8 @@ def _check_ray_address(args: argparse.Namespace) -> None:
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     from btc_ai.cli.config_flags import _parse_assignment
-    from btc_ai.domain.config import normalize_key, read_config_file
+    from btc_ai.domain.config import normalize_key
+    from btc_ai.domain.config_file import read_config_file
 
     values: dict[str, Any] = {}
     if args.config:

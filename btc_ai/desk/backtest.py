@@ -72,7 +72,7 @@ def _from_checkpoint(path: Path) -> tuple[PolicyNet, PolicyCard]:
     from btc_ai.training.loop import params_sha256
 
     state = load_checkpoint(path)
-    config = TrainingConfig.from_dict(state.config)
+    config = TrainingConfig.restored(state.config)  # the checkpoint's sha256 was checked
     card = PolicyCard.of(config)
     params = state.es.best_params if state.es.best_params is not None else state.es.params
     net = PolicyNet(card.spec, card.feature_names).load_flat(np.asarray(params))

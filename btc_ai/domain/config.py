@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from btc_ai.domain.errors import ConfigValidationError, UserInputError
-from btc_ai.domain.files import read_regular_file
+from btc_ai.domain.errors import ConfigValidationError
 from btc_ai.domain.key_names import FLAG_NAMES, SYNONYMS
 from btc_ai.domain.presets import BUCKETS, DEFAULT_BUCKET, find_bucket
 from btc_ai.domain.shapes import FEATURE_SETS, policy_param_count
@@ -161,14 +158,6 @@ class TrainingConfig(BaseModel):
             raise ConfigValidationError(problems + ([noise] if noise else []))
         return config
 
-    @classmethod
-    def from_json(cls, path: str | Path, **overrides: Any) -> TrainingConfig:
-        """Read a JSON object of config keys; ``overrides`` win over the file.
-
-        A malformed file raises json.JSONDecodeError (recoverable: the backup config is used).
-        """
-        return cls.from_dict(read_config_file(path), **overrides)
-
     # -- use ----------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,8 +165,33 @@ class TrainingConfig(BaseModel):
         return self.model_dump()
 
     def replace(self, **changes: Any) -> TrainingConfig:
-        """A validated copy with ``changes`` applied (the bucket preset is not re-applied)."""
-        return TrainingConfig.from_dict({**self.to_dict(), **changes})
+        """A copy with ``changes`` applied (the bucket preset is not re-applied): the config was validated
+        once, so only the changed keys are, each against its field's rules, and the noise table against the
+        policy where a key of it changed. ConfigValidationError as `from_dict` raises it."""
+        normalized = {normalize_key(k): v for k, v in changes.items()}
+        unknown = [_unknown_key_problem(str(k), v) for k, v in changes.items() if normalize_key(k) not in KNOWN_KEYS]
+        if unknown:
+            raise ConfigValidationError(unknown)
+        copy, merged = self.model_copy(), {**self.to_dict(), **normalized}
+        problems: list[ConfigProblem] = []
+        for key, value in normalized.items():
+            try:  # pydantic's check of one field's assignment; the copy is not shared yet
+                TrainingConfig.__pydantic_validator__.validate_assignment(copy, key, value)
+            except ValidationError as exc:
+                problems.extend(_problems_from(exc, merged))
+        noise = noise_table_problem(copy.to_dict()) if not problems and NOISE_KEYS & set(normalized) else None
+        if problems or noise:
+            raise ConfigValidationError(problems + ([noise] if noise else []))
+        return copy
+
+    @classmethod
+    def restored(cls, values: Mapping[str, Any]) -> TrainingConfig:
+        """The config a checkpoint holds, as it was validated when its training started (the checkpoint's
+        sha256 is checked before): taken as it is when it names every key and only known ones, else (written
+        by another version) validated as `from_dict` does."""
+        if set(values) == set(KNOWN_KEYS):
+            return cls.model_construct(**dict(values))
+        return cls.from_dict(values)
 
     def overrides(self) -> dict[str, Any]:
         """Keys whose value differs from the bucket preset."""
@@ -210,46 +224,7 @@ class TrainingConfig(BaseModel):
 KNOWN_KEYS: tuple[str, ...] = tuple(TrainingConfig.model_fields)
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The JSON object of config keys in ``path`` (the one reader of config files).
-
-    Text as the data reader takes it: UTF-8 with or without a BOM, or UTF-16/32 (JSON's own detection).
-    A malformed file raises json.JSONDecodeError (recoverable in a training: the backup config is used),
-    a missing one FileNotFoundError, one that holds no object ConfigValidationError; everything else is a
-    one-line UserInputError naming the file: a folder, a pipe, an unreadable file, text
-    in another encoding, a key given twice.
-    """
-    raw = read_regular_file(path, "config file")
-    try:
-        data = json.loads(raw, object_pairs_hook=_reject_repeated_keys)
-    except UnicodeDecodeError:
-        raise UserInputError(f"config file {path} is not UTF-8 text (nor UTF-16 with a byte-order mark); save "
-                             "it as UTF-8") from None
-    except _RepeatedKey as exc:
-        raise UserInputError(f"config file {path}: {exc.key} is given {len(exc.values)} times ("
-                             f"{', '.join(map(repr, exc.values))}; keys are case-insensitive); keep one") from None
-    if not isinstance(data, dict):
-        raise ConfigValidationError(
-            [ConfigProblem("", type(data).__name__, f"{path} must hold a JSON object of config keys", "{...}")]
-        )
-    return data
-
-
-class _RepeatedKey(ValueError):
-    def __init__(self, key: str, values: list[Any]) -> None:
-        super().__init__(key)
-        self.key, self.values = key, values
-
-
-def _reject_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose keys (as config keys: any case, dashes) are each given once."""
-    seen: dict[str, list[Any]] = {}
-    for key, value in pairs:
-        seen.setdefault(normalize_key(key), []).append(value)
-    for key, values in seen.items():
-        if len(values) > 1:
-            raise _RepeatedKey(key, values)
-    return dict(pairs)
+NOISE_KEYS = frozenset({"NOISE_TABLE_SIZE", "HIDDEN_SIZE", "HIDDEN_LAYERS", "LOOKBACK", "FEATURES"})
 
 
 def noise_table_problem(values: Mapping[str, Any], skip: frozenset[str] | set[str] = frozenset()) -> ConfigProblem | None:
@@ -257,7 +232,7 @@ def noise_table_problem(values: Mapping[str, Any], skip: frozenset[str] | set[st
     perturbation is a slice of the table as long as the parameter vector); None when it fits or when one
     of those keys is itself at fault (``skip``) or not a number yet."""
     keys = ("NOISE_TABLE_SIZE", "HIDDEN_SIZE", "HIDDEN_LAYERS", "LOOKBACK")
-    if skip & {*keys, "FEATURES"}:
+    if skip & NOISE_KEYS:
         return None
     try:
         table, hidden, layers, lookback = (int(values[k]) for k in keys)

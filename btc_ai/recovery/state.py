@@ -60,9 +60,9 @@ class RecoveryState:
         stale = mark_stale_attempts(runs, session, attempts) if mark_stale else []
         state, ref_used, skipped = newest_good_checkpoint(runs, attempts)
         recorded = next((a.params for a in reversed(attempts) if a.params), None) or session.params
-        if state is not None:
-            config = TrainingConfig.from_dict(state.config)
-        elif recorded:
+        if state is not None:  # validated when the training started; the checkpoint's sha256 was checked
+            config = TrainingConfig.restored(state.config)
+        elif recorded:  # run params are text: validated (and typed) again
             config = TrainingConfig.from_dict(dict(recorded))
         else:  # never a preset in its place: that would train something nobody asked for
             raise ResumeError(f"session {session.run_id} has no recorded config (it was stopped while it was being "

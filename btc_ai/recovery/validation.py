@@ -22,8 +22,8 @@ from btc_ai.domain.config import (
     bounds,
     noise_table_size_for,
     normalize_key,
-    read_config_file,
 )
+from btc_ai.domain.config_file import read_config_file
 from btc_ai.domain.errors import ConfigValidationError
 from btc_ai.domain.presets import DEFAULT_BUCKET, find_bucket, preset_config
 from btc_ai.domain.shapes import policy_param_count

@@ -4,11 +4,9 @@ tracking store under tmp_path, `btc-ai` in a subprocess or in-process through ``
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
 import shutil
-import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -59,45 +57,6 @@ def real_candles() -> pd.DataFrame:
     from btc_ai.domain.data import load_candles
 
     return load_candles(REAL_DATA)[0]
-
-
-# -- new stores: copied from one MLflow built ------------------------------------------------------------
-# MLflow builds a new SQLite store by running every migration (seconds, on few cores), and most tests make
-# one. So a test process has MLflow build one store, the template, and every store a test's code builds in
-# this process (`btc_ai.tracking.stores` builds them all, aside then moved into place) is a copy of it with
-# its artifact root moved where MLflow would have put it, the way a restore moves one. The locking, the
-# build aside and the move stay the product's; tests/test_mlflow_internals.py checks a copy is what MLflow
-# builds in place. `btc-ai` subprocesses build theirs for real.
-_TEMPLATE_ROOT = "file:///btc-ai-test-template/artifacts"
-_template: list[Path] = []
-
-
-def template_store() -> Path:
-    """The store MLflow built for this test process (built on first use); read it, never write it."""
-    if not _template:
-        from btc_ai.tracking.mlflow_internals import initialise_store
-
-        folder = Path(tempfile.mkdtemp(prefix="btc_ai-test-template-"))
-        atexit.register(shutil.rmtree, folder, True)
-        initialise_store(folder / "mlflow.db", _TEMPLATE_ROOT)
-        _template.append(folder / "mlflow.db")
-    return _template[0]
-
-
-def copy_template_store(database: Path, artifacts: str | None) -> None:
-    """What ``initialise_store(database, artifacts)`` builds, from the template."""
-    from btc_ai.tracking.mlflow_internals import relocate_prefix
-
-    shutil.copyfile(template_store(), database)
-    with contextlib.closing(sqlite3.connect(database)) as db, db:
-        relocate_prefix(db, _TEMPLATE_ROOT, artifacts or database.parent.resolve().as_uri())
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _stores_from_the_template() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as patch:  # for the session: module fixtures build stores too
-        patch.setattr("btc_ai.tracking.stores.initialise_store", copy_template_store)
-        yield
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ import pytest
 from conftest import write_binance_csv
 from test_data_files import binance_zip, three_months
 
+from btc_ai.domain.cache_dir import DIR_VARIABLE
 from btc_ai.domain.data import cache, data_fingerprint, load_candles, loading
-from btc_ai.domain.data.cache import DIR_VARIABLE, SWITCH_VARIABLE
+from btc_ai.domain.data.cache import SWITCH_VARIABLE
 from btc_ai.domain.data.quality import OUTLIER_VARIABLE
 
 

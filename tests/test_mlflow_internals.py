@@ -5,7 +5,6 @@ private names the module uses. Each failure names what MLflow changed (docs/mlfl
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import re
 import shutil
@@ -14,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import copy_template_store, template_store
 
 from btc_ai.tracking import mlflow_internals as internals
 
@@ -33,10 +31,12 @@ NOT_LOCATIONS = {("model_versions", "run_link"), ("workspaces", "default_artifac
 _LOCATION_LIKE = re.compile(r"location|uri$|artifact|path$|root$|link$|source$")
 
 
-@pytest.fixture
-def fresh() -> Iterator[Path]:
-    """A store built by the installed MLflow's own initialisation, in this process: the tests' template."""
-    yield template_store()
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A store built by the installed MLflow's own initialisation, in this process."""
+    database = tmp_path_factory.mktemp("fresh") / "mlflow.db"
+    internals.initialise_store(database, None)
+    yield database
 
 
 def _schema(database: Path) -> dict[str, list[str]]:
@@ -124,24 +124,3 @@ def test_the_private_names_the_module_uses_are_still_there(fresh: Path) -> None:
         assert hasattr(requirements_utils, name), (
             f"MLflow {INSTALLED} has no requirements_utils.{name}: saving a model builds the full package map "
             f"again (seconds); {WHAT_NOW}")
-
-
-def test_a_store_the_tests_copy_from_their_template_is_what_mlflow_builds_in_place(tmp_path: Path) -> None:
-    """The stores the tests' own code builds are copies of one MLflow built (tests/conftest.py): the same
-    tables, rows and artifact root as MLflow builds where the copy goes, but the default experiment's time."""
-    built, copied = tmp_path / "built" / "mlflow.db", tmp_path / "copied" / "mlflow.db"
-    for database in (built, copied):
-        database.parent.mkdir()
-    internals.initialise_store(built, None)
-    copy_template_store(copied, None)
-
-    def dump(database: Path) -> list[list[str]]:
-        """Each statement as its sorted lines, all sorted: MLflow's own builds order some indexes and a
-        table's constraints differently from one build to the next."""
-        with contextlib.closing(sqlite3.connect(database)) as db:
-            db.execute("UPDATE experiments SET creation_time = 0, last_update_time = 0")  # never committed
-            root = database.parent.resolve().as_uri()
-            return sorted(sorted(part.strip().rstrip(",") for part in statement.replace(root, "ROOT").splitlines())
-                          for statement in db.iterdump())
-
-    assert dump(copied) == dump(built) and any("'ROOT/0'" in line for lines in dump(built) for line in lines)

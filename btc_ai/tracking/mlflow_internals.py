@@ -16,6 +16,7 @@ import contextlib
 import functools
 import importlib.metadata
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,7 +31,8 @@ CHECKED_MLFLOW = ", ".join(SCHEMA_HEADS)
 # Every table and column the SQL below reads or writes (tests/test_mlflow_internals.py checks each).
 SCHEMA: dict[str, tuple[str, ...]] = {
     "alembic_version": ("version_num",),
-    "experiments": ("experiment_id", "lifecycle_stage", "artifact_location"),
+    "experiments": ("experiment_id", "name", "lifecycle_stage", "artifact_location", "creation_time",
+                    "last_update_time"),
     "runs": ("run_uuid", "name", "experiment_id", "status", "start_time", "artifact_uri", "lifecycle_stage"),
     "tags": ("run_uuid", "key", "value"),
     "params": ("run_uuid", "key", "value"),
@@ -101,6 +103,35 @@ def initialise_store(database: Path, artifacts: str | None) -> None:
     store = SqlAlchemyStore(db_uri, artifacts or database.parent.resolve().as_uri())
     store.engine.dispose()
     SqlAlchemyStore._engine_map.pop(db_uri, None)  # the cache would keep the temporary file's engine
+
+
+def default_experiment_location(artifacts: str) -> str:
+    """The artifact location MLflow's initialisation gives a new store's default experiment (ID 0) for
+    ``artifacts``, the store's artifact root (`SqlAlchemyStore._get_artifact_location`)."""
+    from mlflow.utils.uri import append_to_uri_path, resolve_uri_if_local
+
+    return append_to_uri_path(resolve_uri_if_local(artifacts), "0")
+
+
+def adopt_new_store(database: Path, artifacts: str) -> bool:
+    """Make ``database``, a copy of a store MLflow initialised elsewhere (a template), this store's: its default
+    experiment's artifact location and times set as `initialise_store` would set them here. False (nothing
+    changed) unless it is a whole new store, at the installed MLflow's head, holding nothing else."""
+    db = sqlite3.connect(database)
+    try:
+        whole, revision, holds = store_state(db)
+        if not whole or holds or revision != head_revision():
+            return False
+        now = int(time.time() * 1000)
+        with db:
+            done = db.execute("UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? "
+                              "WHERE experiment_id = 0 AND name = 'Default'",
+                              (default_experiment_location(artifacts), now, now)).rowcount
+        return done == 1
+    except sqlite3.DatabaseError:  # not a database at all (a damaged template)
+        return False
+    finally:
+        db.close()
 
 
 def artifact_repository(artifact_uri: str, tracking_uri: str) -> Any:

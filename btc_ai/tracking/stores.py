@@ -26,8 +26,9 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from btc_ai.domain.errors import StoreError
-from btc_ai.tracking.mlflow_internals import head_revision, initialise_store, store_state
+from btc_ai.tracking.mlflow_internals import head_revision, store_state
 from btc_ai.tracking.paths import artifact_root, resolve_tracking_uri
+from btc_ai.tracking.store_template import build_store
 
 _DATABASES = ("postgresql", "mysql", "mssql")
 _SCHEMES = ("sqlite", "http", "https", *_DATABASES, "databricks", "databricks-uc", "uc")
@@ -288,14 +289,14 @@ def ensure_store(uri: str) -> None:
 
 
 def _build_into_place(database: Path, artifacts: str | None, folder_fd: int) -> None:
-    """MLflow's own initialisation of a new store in a temporary file beside ``database``, then one
+    """A new store (`store_template.build_store`) in a temporary file beside ``database``, then one
     ``os.replace``: a process killed at any moment leaves the old state (nothing, or the half-built file)
     and at most a temporary file, which the next build removes. Called under the folder lock."""
     for stale in database.parent.glob(f".{database.name}.building-*"):  # left by a killed builder
         _remove(stale)
     tmp = database.with_name(f".{database.name}.building-{os.getpid()}")
     try:
-        initialise_store(tmp, artifacts)
+        build_store(tmp, artifacts)  # from the template of this MLflow's stores, else by MLflow itself
         db = sqlite3.connect(tmp)
         try:  # one self-contained file: fold a write-ahead log in before it moves
             db.execute("PRAGMA journal_mode=DELETE").fetchall()

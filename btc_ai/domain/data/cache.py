@@ -33,11 +33,11 @@ from typing import Any
 
 import pandas as pd
 
+from btc_ai.domain.cache_dir import cache_root
 from btc_ai.domain.data.report import DataReport
 from btc_ai.domain.data.schema import COLUMNS, _frame, data_fingerprint
 from btc_ai.domain.data.sources import DataFile
 
-DIR_VARIABLE = "BTC_AI_CACHE_DIR"
 SWITCH_VARIABLE = "BTC_AI_CANDLE_CACHE"  # off / 0 / no / false turns the cache off
 MIN_BYTES = 4 << 20  # smaller sources (under ~3 months of 5-minute CSV) parse about as fast as a hit reads
 MAX_BYTES = 2 << 30  # the folder's bound: least recently used entries go first
@@ -47,12 +47,10 @@ _log = logging.getLogger(__name__)
 
 
 def cache_folder() -> Path | None:
-    """The cache's folder, or None when it is turned off."""
+    """The candle cache's folder, or None when it is turned off."""
     if os.environ.get(SWITCH_VARIABLE, "").strip().lower() in ("0", "off", "no", "false"):
         return None
-    root = os.environ.get(DIR_VARIABLE) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "btc_ai")
-    return Path(root) / "candles"
+    return cache_root() / "candles"
 
 
 @cache

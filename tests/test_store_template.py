@@ -1,0 +1,90 @@
+"""A new local store from the template of this MLflow's stores: the same store MLflow's own initialisation
+builds (schema, default experiment, usable through MLflow), and a template that is missing, damaged or of
+another schema is never used but built again. Real SQLite files and MLflow."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from btc_ai.tracking.mlflow_internals import head_revision
+from btc_ai.tracking.store_template import template_path
+from btc_ai.tracking.stores import ensure_store, probe
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("BTC_AI_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("BTC_AI_STORE_TEMPLATE", raising=False)
+    return tmp_path / "cache"
+
+
+def _store(folder: Path) -> Path:
+    ensure_store(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
+    return folder / "mlruns" / "mlflow.db"
+
+
+def _dump(database: Path) -> list[list[str]]:
+    """Every statement of the store as its sorted lines, all sorted (MLflow's own builds order some indexes and
+    a table's constraints differently from one build to the next), its folder as ROOT, the default
+    experiment's times aside."""
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        db.execute("UPDATE experiments SET creation_time = 0, last_update_time = 0")  # never committed
+        root = database.parent.resolve().as_uri()
+        return sorted(sorted(part.strip().rstrip(",") for part in statement.replace(root, "ROOT").splitlines())
+                      for statement in db.iterdump())
+
+
+def test_a_store_from_the_template_is_the_store_mlflow_builds(cache: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow import MlflowClient
+
+    _store(tmp_path / "first")  # built by MLflow: kept as the template
+    template = template_path()
+    assert template is not None and template.is_file() and template.parent == cache / "stores"
+    copied = _store(tmp_path / "copied")  # a copy of the template, made this folder's
+    monkeypatch.setenv("BTC_AI_STORE_TEMPLATE", "off")
+    built = _store(tmp_path / "built")  # MLflow's own build, for comparison
+    assert _dump(copied) == _dump(built)
+    assert any("'ROOT/artifacts/0'" in line for lines in _dump(copied) for line in lines)
+    client = MlflowClient(f"sqlite:///{copied}")
+    default = client.get_experiment("0")
+    assert default.artifact_location == (tmp_path / "copied" / "mlruns" / "artifacts" / "0").as_uri()
+    assert default.creation_time > 0
+    run = client.create_run(client.create_experiment("x"))
+    client.log_metric(run.info.run_id, "m", 1.0)
+    assert client.get_run(run.info.run_id).data.metrics == {"m": 1.0}
+
+
+@pytest.mark.parametrize("damage", ["garbage", "another schema", "holds a run"])
+def test_a_template_that_is_not_a_new_store_at_this_head_is_built_again(cache: Path, tmp_path: Path,
+                                                                       damage: str) -> None:
+    _store(tmp_path / "first")
+    template = template_path()
+    assert template is not None
+    if damage == "garbage":
+        template.write_bytes(b"not a database" * 100)
+    else:
+        db = sqlite3.connect(template)
+        with db:
+            if damage == "another schema":
+                db.execute("UPDATE alembic_version SET version_num = 'an0ther0head'")
+            else:
+                db.execute("INSERT INTO experiments (experiment_id, name, lifecycle_stage) VALUES (7, 'x', 'active')")
+        db.close()
+    store = _store(tmp_path / "second")
+    found = probe(store)
+    assert found.state == "whole" and found.revision == head_revision() and not found.holds_data
+    assert not list(store.parent.glob(".mlflow.db.building-*"))
+    fixed = probe(template)  # written again by the build that could not use it
+    assert fixed.state == "whole" and fixed.revision == head_revision() and not fixed.holds_data
+
+
+def test_templates_turned_off_leave_no_template(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BTC_AI_STORE_TEMPLATE", "off")
+    assert template_path() is None
+    assert probe(_store(tmp_path / "a")).revision == head_revision()
+    assert not cache.exists()

@@ -83,11 +83,19 @@ def _synthetic_candles() -> float:
     return time.perf_counter() - tick
 
 
-def _to_first_generation(folder: Path) -> float:
+def _in_a_new_folder(scratch: Path, template: bool) -> float:
+    """`_to_first_generation` in a folder without a store: the store built from the template of this MLflow's
+    stores (as every new store is after the first), or by MLflow's own migrations (``BTC_AI_STORE_TEMPLATE=off``)."""
+    folder = Path(tempfile.mkdtemp(dir=scratch))
+    return _to_first_generation(folder, {} if template else {"BTC_AI_STORE_TEMPLATE": "off"})
+
+
+def _to_first_generation(folder: Path, extra: dict[str, str] | None = None) -> float:
     """Seconds from starting `btc-ai train` to its `gen 1/` line on stdout; the training is then killed."""
     tick = time.perf_counter()
-    proc = subprocess.Popen([*btc_ai(), "train", "--episodes", "1000", *TINY_FLAGS], cwd=folder, env=_env(folder),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*btc_ai(), "train", "--episodes", "1000", *TINY_FLAGS], cwd=folder,
+                            env={**_env(folder), **(extra or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -115,6 +123,12 @@ def measure(store: Path, session: str, scratch: Path) -> list[Record]:
         "startup_train_first_generation_seconds": (
             "`btc-ai train` (tiny config, built-in data, existing local store) until `gen 1/` on stdout",
             lambda: _to_first_generation(scratch)),
+        "startup_train_new_store_seconds": (
+            "`btc-ai train` as above in a folder without a store: a new store from the template of this MLflow's "
+            "stores", lambda: _in_a_new_folder(scratch, template=True)),
+        "startup_train_new_store_mlflow_build_seconds": (
+            "the same with BTC_AI_STORE_TEMPLATE=off: the new store built by MLflow's migrations",
+            lambda: _in_a_new_folder(scratch, template=False)),
         "startup_refused_uri_seconds": ("`btc-ai train --tracking-uri file:./mlruns` refused (exit 2)",
                                         lambda: _refused([*btc_ai(), "train", "--tracking-uri", "file:./mlruns"],
                                                          store)),

@@ -7,6 +7,7 @@ import atexit
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -119,6 +120,47 @@ def wait_for_line(proc: Any, lines: list[str], prefix: str) -> None:
 
 def btc_ai_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "btc_ai", *args]
+
+
+def run_cli(folder: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`btc-ai ARGS` run as a subprocess would run it (working folder ``folder``, exactly the environment
+    ``env``, default `cli_env`; its exit code, stdout and stderr) but in this process, through ``main(argv)``:
+    the seconds a fresh interpreter spends importing MLflow and torch are paid once per test process. For
+    the commands a test does not signal, kill or run beside another; those stay real processes
+    (`btc_ai_cmd`). The working folder, environment, logging and signal handlers are put back afterwards."""
+    import io
+    import signal
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from btc_ai.cli import main
+
+    env = cli_env(folder) if env is None else env
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    loggers = [logging.getLogger(name) for name in ("btc_ai", "mlflow", "alembic")]
+    saved = [(lg, lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(folder)
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # `--help`, argparse's usage errors
+                code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        for lg, level, propagate, kept in saved:
+            for handler in [h for h in lg.handlers if h not in kept]:
+                lg.removeHandler(handler)
+            lg.setLevel(level)
+            lg.propagate = propagate
+    return subprocess.CompletedProcess([*btc_ai_cmd(*args)], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import btc_ai_cmd, cli_env, session_runs, store_uri, tiny_flags
+from conftest import btc_ai_cmd, cli_env, run_cli, session_runs, store_uri, tiny_flags
 from mlflow import MlflowClient
 
 # A validation every generation: 21 metrics a generation, so a commit every 50 generations sends 1,050
@@ -38,7 +38,10 @@ def _env(store: Path, kill_at: str | None = None) -> dict[str, str]:
 
 
 def _run(store: Path, folder: Path, *args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
-    """`btc-ai ARGS` in ``folder`` (its checkpoints/) on the store of ``store``, killed at ``kill_at``."""
+    """`btc-ai ARGS` in ``folder`` (its checkpoints/) on the store of ``store``, killed at ``kill_at`` (a process
+    of its own); without a kill point in this process."""
+    if kill_at is None:
+        return run_cli(folder, *args, env=_env(store))
     return subprocess.run(btc_ai_cmd(*args), cwd=folder, env=_env(store, kill_at), capture_output=True, text=True,
                           timeout=300)
 

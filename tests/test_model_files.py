@@ -4,12 +4,11 @@ registered earlier reuses that version instead of logging its policy as another 
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
-from conftest import btc_ai_cmd, cli_env, session_runs, store_uri, tiny_flags
+from conftest import run_cli, session_runs, store_uri, tiny_flags
 from mlflow import MlflowClient
 
 # validation only every 4 generations (and at the last): the extension to 12 finds a better policy at 8 or 12,
@@ -18,8 +17,7 @@ CONFIG = {"EPISODES": 6, "EVAL_INTERVAL": 4, "MIN_CHECKPOINT_INTERVAL": 2, "SEED
 
 
 def _cli(folder: Path, *args: str) -> None:
-    result = subprocess.run(btc_ai_cmd(*args), cwd=folder, env=cli_env(folder), capture_output=True, text=True,
-                            timeout=300)
+    result = run_cli(folder, *args)
     assert result.returncode == 0, (args, result.stderr)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import btc_ai_cmd, cli_env, session_runs, store_uri, tiny_flags
+from conftest import btc_ai_cmd, cli_env, run_cli, session_runs, store_uri, tiny_flags
 from mlflow import MlflowClient
 
 from btc_ai.domain.errors import CheckpointError
@@ -36,9 +36,8 @@ def _attempts(tmp_path: Path, session_id: str) -> list:
     return sorted(runs, key=lambda r: int(r.data.tags["btc_ai.attempt"]))
 
 
-def _run_cli(tmp_path: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(btc_ai_cmd(*args), cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True,
-                          timeout=timeout)
+def _run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return run_cli(tmp_path, *args)  # in this process: only the trainings a test signals need their own
 
 
 def _interrupt_at(tmp_path: Path, generation: int, sig: int, *extra: str) -> tuple[int, str, str]:
@@ -140,9 +139,7 @@ def test_resume_by_model_uri_extends_a_finished_training_and_a_plain_resume_is_a
 
 def _crash_run(tmp_path, generation: int = 11):
     """A training that died of an unrecoverable error in ``generation`` (checkpoints every 3 before it)."""
-    env = {**cli_env(tmp_path), "BTC_AI_FAULT": f"PermissionError@{generation}"}
-    result = subprocess.run(btc_ai_cmd("train", *FLAGS), cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = run_cli(tmp_path, "train", *FLAGS, env={**cli_env(tmp_path), "BTC_AI_FAULT": f"PermissionError@{generation}"})
     assert result.returncode == 1, result.stderr
     (session,) = session_runs(store_uri(tmp_path))
     return session.info.run_id

@@ -88,3 +88,20 @@ def test_templates_turned_off_leave_no_template(cache: Path, tmp_path: Path, mon
     assert template_path() is None
     assert probe(_store(tmp_path / "a")).revision == head_revision()
     assert not cache.exists()
+
+
+@pytest.mark.slow  # a real `mlflow server`
+def test_a_local_server_s_store_is_built_as_the_server_would_build_it(cache: Path, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+    from mlflow.utils.server_cli_utils import resolve_default_artifact_root
+
+    from btc_ai.tracking.server import LocalMlflowServer
+
+    with LocalMlflowServer(tmp_path / "server") as server:  # the store built before the server starts
+        client = MlflowClient(server.url)
+        expected = resolve_default_artifact_root(True, None, server.backend_store_uri()).rstrip("/") + "/0"
+        assert client.get_experiment("0").artifact_location == expected == "mlflow-artifacts:/0"
+        run = client.create_run("0")
+        (tmp_path / "a.txt").write_text("x")
+        client.log_artifact(run.info.run_id, str(tmp_path / "a.txt"))  # through the server's proxy
+    assert (tmp_path / "server" / "artifacts" / "0" / run.info.run_id / "artifacts" / "a.txt").read_text() == "x"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TINY, btc_ai_cmd, cli_env, store_uri, tiny_flags, write_binance_csv
+from conftest import TINY, btc_ai_cmd, cli_env, run_cli, store_uri, tiny_flags, write_binance_csv
 from mlflow import MlflowClient
 
 from btc_ai.domain.config import TrainingConfig
@@ -204,8 +204,7 @@ KILL_CONFIG = {"EPISODES": 40, "HIDDEN_SIZE": 48, "ES_POPULATION": 16, "MAX_STEP
 
 
 def _cli(folder: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(btc_ai_cmd(*args), cwd=folder, env=cli_env(folder), capture_output=True, text=True,
-                          timeout=600)
+    return run_cli(folder, *args)  # in this process: only the walk-forward the test kills needs its own
 
 
 def _outcome(folder: Path) -> tuple[dict, dict]:

@@ -13,6 +13,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from btc_ai.tracking.stores import ensure_store
+
+PROXIED_ARTIFACTS = "mlflow-artifacts:/"  # `mlflow server`'s artifact root with --artifacts-destination
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -40,6 +44,9 @@ class LocalMlflowServer:
     def start(self, timeout: float = 120.0) -> None:
         """Start and wait until ``/health`` answers."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        if self.backend_store_uri().startswith("sqlite:"):  # built as btc-ai builds one (the template), as the
+            # server would (its default experiment's artifacts behind the server's proxy), not by its migrations
+            ensure_store(self.backend_store_uri(), artifacts=PROXIED_ARTIFACTS)
         command, env = self.command(), self.environment()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,

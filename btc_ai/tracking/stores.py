@@ -258,9 +258,10 @@ def _companions(database: Path) -> list[Path]:
     return [database.with_name(database.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
 
 
-def ensure_store(uri: str) -> None:
+def ensure_store(uri: str, artifacts: str | None = None) -> None:
     """A local SQLite store at ``uri`` that MLflow opens without error: created if missing, rebuilt if
-    half-built and empty, always whole or absent; anything else a `StoreError` (no-op for other URIs)."""
+    half-built and empty, always whole or absent; anything else a `StoreError` (no-op for other URIs).
+    ``artifacts``: a new store's artifact root, where it is not ``mlruns/artifacts`` beside the database."""
     database = sqlite_file(uri)
     if database is None:
         return
@@ -285,7 +286,7 @@ def ensure_store(uri: str) -> None:
             raise StoreError(f"the tracking store {database} has schema version {found.revision}, not this MLflow's "
                              f"{head_revision()}; back it up (btc-ai backup), then `mlflow db upgrade "
                              f"sqlite:///{database}`, or use the MLflow version that wrote it")
-        _build_into_place(database, artifact_root(uri), folder_fd)
+        _build_into_place(database, artifacts or artifact_root(uri), folder_fd)
 
 
 def _build_into_place(database: Path, artifacts: str | None, folder_fd: int) -> None:

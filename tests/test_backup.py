@@ -17,7 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import btc_ai_cmd, cli_env, session_runs, tiny_flags
+from conftest import btc_ai_cmd, cli_env, run_cli, session_runs, tiny_flags
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
@@ -29,9 +29,8 @@ pytestmark = pytest.mark.xdist_group("backup")
 TINY_FLAGS = tiny_flags(EPISODES=8)
 
 
-def _run_cli(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 240):
-    return subprocess.run(btc_ai_cmd(*args), cwd=cwd, env=env or cli_env(cwd), capture_output=True, text=True,
-                          timeout=timeout)
+def _run_cli(cwd: Path, *args: str, env: dict[str, str] | None = None):
+    return run_cli(cwd, *args, env=env)  # in this process: the trainings run beside a backup are processes
 
 
 def _sha(path: Path) -> str:

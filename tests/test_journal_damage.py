@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import btc_ai_cmd, cli_env, session_runs, store_uri, tiny_flags
+from conftest import cli_env, run_cli, session_runs, store_uri, tiny_flags
 from mlflow import MlflowClient
 
 from btc_ai.tracking import journal_records as records
@@ -178,8 +178,7 @@ def test_train_sync_and_report_work_on_a_journal_with_garbage_and_torn_lines(tmp
     line torn by a kill, one more append after it) are sent by the next command; the damage is reported once
     and kept in damaged.jsonl."""
     env = cli_env(tmp_path)
-    first = subprocess.run(btc_ai_cmd("train", *tiny_flags(EPISODES=2)), cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=300)
+    first = run_cli(tmp_path, "train", *tiny_flags(EPISODES=2), env=env)
     assert first.returncode == 0, first.stderr
     session = session_runs(store_uri(tmp_path))[0].info.run_id
     journal = Journal(journal_dir(store_uri(tmp_path), tmp_path / "mlruns" / "journal"))
@@ -191,13 +190,11 @@ def test_train_sync_and_report_work_on_a_journal_with_garbage_and_torn_lines(tmp
         fh.write(b'J 0badc0de 3 80 {"op":"log_batch","ar')  # torn
     journal.append("log_batch", {"run_id": session, "tags": [["journal.third", "3"]]})
 
-    train = subprocess.run(btc_ai_cmd("train", *tiny_flags(EPISODES=2)), cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=300)
+    train = run_cli(tmp_path, "train", *tiny_flags(EPISODES=2), env=env)
     assert train.returncode == 0, train.stderr
     assert train.stderr.count("damaged entry") == 2, train.stderr  # the garbage and the torn line
-    sync = subprocess.run(btc_ai_cmd("sync"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    report = subprocess.run(btc_ai_cmd("report", session), cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=120)
+    sync = run_cli(tmp_path, "sync", env=env)
+    report = run_cli(tmp_path, "report", session, env=env)
     assert sync.returncode == 0 and "nothing to send" in sync.stdout, sync.stderr
     assert report.returncode == 0, report.stderr
     assert "damaged" not in sync.stderr + report.stderr  # reported once, by the first command

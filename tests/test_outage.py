@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import btc_ai_cmd, cli_env, tiny_flags, wait_for_line
+from conftest import btc_ai_cmd, cli_env, run_cli, tiny_flags, wait_for_line
 from mlflow import MlflowClient
 
 from btc_ai.tracking.journal import Journal, journal_dir
@@ -137,7 +137,7 @@ def test_writes_of_a_training_that_ended_offline_are_sent_by_the_next_command(tm
     waiting = journal.pending_count()
     assert waiting > 0
 
-    sync = subprocess.run(btc_ai_cmd("sync"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    sync = run_cli(tmp_path, "sync", env=env)  # the commands after the training: in this process
     assert sync.returncode == 1 and "cannot reach the tracking server" in sync.stderr
     assert len(sync.stderr.strip().splitlines()) == 1 and journal.pending_count() == waiting  # nothing lost
 
@@ -145,12 +145,11 @@ def test_writes_of_a_training_that_ended_offline_are_sent_by_the_next_command(tm
     session = MlflowClient(server.url).search_runs(
         [MlflowClient(server.url).get_experiment_by_name("btc-ai").experiment_id],
         "tags.`btc_ai.kind` = 'session'")[0].info.run_id
-    report = subprocess.run(btc_ai_cmd("report", session), cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=120)
+    report = run_cli(tmp_path, "report", session, env=env)
     assert report.returncode == 0, report.stderr  # opening the store sent the journal first
     assert journal.pending_count() == 0
     assert _check_store(server.url, episodes, tmp_path / "checkpoints") == session
-    again = subprocess.run(btc_ai_cmd("sync"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    again = run_cli(tmp_path, "sync", env=env)
     assert again.returncode == 0 and "nothing to send" in again.stdout
 
 

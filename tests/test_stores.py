@@ -314,7 +314,6 @@ def test_an_interrupt_at_any_moment_of_start_up_leaves_a_store_the_next_command_
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}  # the default store, ./mlruns
     # MLflow's own build, the slow one an interrupt can land in (a copy of the template is too quick to hit)
     env.update(PYTHONUNBUFFERED="1", BTC_AI_PROGRESS_EVERY="1", BTC_AI_STORE_TEMPLATE="off")
-    monkeypatch.setenv("BTC_AI_STORE_TEMPLATE", "off")
     struck_mid_build = 0
     for number, (signum, moment, after) in enumerate(KILL_POINTS):
         folder = here / f"point-{number}"

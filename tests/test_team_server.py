@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, btc_ai_cmd, tiny_flags, wait_for_line
+from conftest import ROOT, btc_ai_cmd, run_cli, tiny_flags, wait_for_line
 from team import USERS, Team, session_exactness, team_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("team_server")]  # one server, in one test process
@@ -24,8 +24,10 @@ def team(tmp_path_factory: pytest.TempPathFactory):
     yield from team_server(tmp_path_factory.mktemp("team-server"))
 
 
-def _train(folder: Path, env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(btc_ai_cmd(*args), cwd=folder, env=env, capture_output=True, text=True, timeout=timeout)
+def _train(folder: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`btc-ai ARGS` with ``env``'s login, in this process (`run_cli`); trainings run beside another are real
+    processes (`_popen`)."""
+    return run_cli(folder, *args, env=env)
 
 
 def _session_of(out: str) -> str:
@@ -272,7 +274,7 @@ def test_a_search_by_two_workers_on_the_team_server_completes_every_trial(team: 
     storage = team.database.url("optuna")
     env = {**team.env(tmp_path), "PGPASSWORD": team.database.password}  # libpq's login to the study's database
     done = _train(tmp_path, env, "search", "c.csv", "--trials", "2", "--folds", "1", "--space", "space.yaml",
-                  "--config", "tiny.json", "--parallel", "2", "--study-storage", storage, "--quiet", timeout=600)
+                  "--config", "tiny.json", "--parallel", "2", "--study-storage", storage, "--quiet")
     assert done.returncode == 0, done.stdout + done.stderr
     search_id = done.stdout.splitlines()[0].split()[2].rstrip(":")
     client = team.client()

@@ -6,7 +6,7 @@ import re
 import subprocess
 
 import pytest
-from conftest import btc_ai_cmd, cli_env
+from conftest import btc_ai_cmd, cli_env, run_cli
 
 from btc_ai.recovery.classify import RECOVERABLE, UNRECOVERABLE
 from btc_ai.tracking.team_server import postgres_missing
@@ -31,31 +31,46 @@ TEAM = [("team server lost", "outage (journaled)", 1, "-", "all metrics, once"),
         ("team login refused", "bad input", 0, "-", "exit 2")]
 
 
+def _expected(folder) -> list[tuple[str, re.Pattern[str], bool]]:
+    """Every scenario `btc-ai chaos --list` names, in its order, with the row it must print and whether it is
+    skipped here: each classification row (a recoverable error: repaired once, retried, completed; an
+    unrecoverable one: one attempt, no repair, failed), then NaN, stall, signals, corruption, the servers."""
+    names = run_cli(folder, "chaos", "--list").stdout.split()
+    rows = [_row(cls.__name__, "recoverable", 2, ONE_RULE, "completed") for cls in RECOVERABLE]
+    rows += [_row(cls.__name__, "unrecoverable", 1, "-", "failed") for cls in UNRECOVERABLE
+             if cls is not KeyboardInterrupt]
+    rows += [_row("NaN", "recoverable", 2, "halve_learning_rate_and_sigma_on_nan", "completed"),
+             _row("stall", "recoverable", 2, "retry_from_last_good_state", "completed")]
+    rows += [_row(*row) for row in END_TO_END]
+    missing_postgres = postgres_missing()
+    if missing_postgres:  # skipped with the reason, never counted as passed
+        rows += [re.compile(re.escape(f"{name:<26} {kind:<26} {0:>8} {'-':<38} {'not run':<22} {0.0:>6.1f}s  "
+                                      f"SKIP  ({missing_postgres})") + "$") for name, kind, *_ in TEAM]
+    else:
+        rows += [_row(*row) for row in TEAM]
+    assert len(names) == len(rows), names  # a scenario added to the command is added here
+    return [(name, row, bool(missing_postgres) and name.startswith("team-")) for name, row in zip(names, rows, strict=True)]
+
+
+# the scenarios in two runs of about 80 s each (the test processes take one each), together every one
+FIRST_HALF = 25  # the in-process rows, SIGTERM, SIGKILL + resume, SIGKILL mid-commit + resume
+
+
 @pytest.mark.slow
-def test_every_chaos_scenario_passes(tmp_path) -> None:
-    result = subprocess.run(btc_ai_cmd("chaos"), cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True,
-                            timeout=600)
+@pytest.mark.parametrize("half", ["first", "second"])
+def test_every_chaos_scenario_passes(tmp_path, half: str) -> None:
+    expected = _expected(tmp_path)
+    expected = expected[:FIRST_HALF] if half == "first" else expected[FIRST_HALF:]
+    names = [arg for name, _, _ in expected for arg in ("--scenario", name)]
+    result = subprocess.run(btc_ai_cmd("chaos", *names), cwd=tmp_path, env=cli_env(tmp_path), capture_output=True,
+                            text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     rows = [line for line in lines[1:-1] if line.strip()]
-    # every classification row (a recoverable error: repaired once, retried, completed; an unrecoverable one:
-    # one attempt, no repair, failed), then NaN, stall, signals, corruption, the servers, in that order
-    expected = [_row(cls.__name__, "recoverable", 2, ONE_RULE, "completed") for cls in RECOVERABLE]
-    expected += [_row(cls.__name__, "unrecoverable", 1, "-", "failed") for cls in UNRECOVERABLE
-                 if cls is not KeyboardInterrupt]
-    expected += [_row("NaN", "recoverable", 2, "halve_learning_rate_and_sigma_on_nan", "completed"),
-                 _row("stall", "recoverable", 2, "retry_from_last_good_state", "completed")]
-    expected += [_row(*row) for row in END_TO_END]
-    missing_postgres = postgres_missing()
-    if missing_postgres:  # skipped with the reason, never counted as passed
-        expected += [re.compile(re.escape(f"{name:<26} {kind:<26} {0:>8} {'-':<38} {'not run':<22} {0.0:>6.1f}s  "
-                                          f"SKIP  ({missing_postgres})") + "$") for name, kind, *_ in TEAM]
-    else:
-        expected += [_row(*row) for row in TEAM]
-    wrong = [f"{pattern.pattern}\n  got {row!r}" for pattern, row in zip(expected, rows, strict=False)
+    wrong = [f"{pattern.pattern}\n  got {row!r}" for (_, pattern, _), row in zip(expected, rows, strict=False)
              if not pattern.match(row)]
     assert len(rows) == len(expected) and not wrong, "\n".join(wrong) + "\n" + result.stdout
-    skipped = len(TEAM) if missing_postgres else 0
+    skipped = sum(skip for _, _, skip in expected)
     assert lines[-1] == f"{len(rows) - skipped} passed, 0 failed" + (f", {skipped} skipped" if skipped else "")
     assert not (tmp_path / "mlruns").exists()  # scratch stores only
 

@@ -5,21 +5,15 @@ another schema is never used but built again. Real SQLite files and MLflow."""
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from btc_ai.tracking.mlflow_internals import head_revision
+from btc_ai.tracking.mlflow_internals import adopt_new_store, head_revision
 from btc_ai.tracking.store_template import template_path
 from btc_ai.tracking.stores import ensure_store, probe
-
-
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("BTC_AI_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("BTC_AI_STORE_TEMPLATE", raising=False)
-    return tmp_path / "cache"
 
 
 def _store(folder: Path) -> Path:
@@ -38,16 +32,25 @@ def _dump(database: Path) -> list[list[str]]:
                       for statement in db.iterdump())
 
 
-def test_a_store_from_the_template_is_the_store_mlflow_builds(cache: Path, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def _suite_template(folder: Path) -> Path:
+    """The template of the suite's cache (`tests/conftest.py` gives the suite one), built by its first store."""
+    _store(folder)
+    template = template_path()
+    assert template is not None and template.is_file()
+    return template
+
+
+def test_a_store_from_the_template_is_the_store_mlflow_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow import MlflowClient
 
-    _store(tmp_path / "first")  # built by MLflow: kept as the template
-    template = template_path()
-    assert template is not None and template.is_file() and template.parent == cache / "stores"
+    monkeypatch.delenv("BTC_AI_STORE_TEMPLATE", raising=False)
+    _suite_template(tmp_path / "first")
     copied = _store(tmp_path / "copied")  # a copy of the template, made this folder's
     monkeypatch.setenv("BTC_AI_STORE_TEMPLATE", "off")
-    built = _store(tmp_path / "built")  # MLflow's own build, for comparison
+    monkeypatch.setenv("BTC_AI_CACHE_DIR", str(tmp_path / "cache"))
+    assert template_path() is None
+    built = _store(tmp_path / "built")  # MLflow's own build, for comparison; no template written
+    assert not (tmp_path / "cache").exists()
     assert _dump(copied) == _dump(built)
     assert any("'ROOT/artifacts/0'" in line for lines in _dump(copied) for line in lines)
     client = MlflowClient(f"sqlite:///{copied}")
@@ -60,11 +63,11 @@ def test_a_store_from_the_template_is_the_store_mlflow_builds(cache: Path, tmp_p
 
 
 @pytest.mark.parametrize("damage", ["garbage", "another schema", "holds a run"])
-def test_a_template_that_is_not_a_new_store_at_this_head_is_built_again(cache: Path, tmp_path: Path,
-                                                                       damage: str) -> None:
-    _store(tmp_path / "first")
-    template = template_path()
-    assert template is not None
+def test_a_template_that_is_not_a_new_store_at_this_head_is_never_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      damage: str) -> None:
+    monkeypatch.delenv("BTC_AI_STORE_TEMPLATE", raising=False)
+    template = tmp_path / "template.db"
+    shutil.copyfile(_suite_template(tmp_path / "first"), template)
     if damage == "garbage":
         template.write_bytes(b"not a database" * 100)
     else:
@@ -75,23 +78,23 @@ def test_a_template_that_is_not_a_new_store_at_this_head_is_built_again(cache: P
             else:
                 db.execute("INSERT INTO experiments (experiment_id, name, lifecycle_stage) VALUES (7, 'x', 'active')")
         db.close()
-    store = _store(tmp_path / "second")
-    found = probe(store)
-    assert found.state == "whole" and found.revision == head_revision() and not found.holds_data
-    assert not list(store.parent.glob(".mlflow.db.building-*"))
-    fixed = probe(template)  # written again by the build that could not use it
-    assert fixed.state == "whole" and fixed.revision == head_revision() and not fixed.holds_data
-
-
-def test_templates_turned_off_leave_no_template(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BTC_AI_STORE_TEMPLATE", "off")
-    assert template_path() is None
-    assert probe(_store(tmp_path / "a")).revision == head_revision()
-    assert not cache.exists()
+    assert not adopt_new_store(template, (tmp_path / "artifacts").as_uri())
+    if damage == "garbage":  # the whole way once: built by MLflow instead, and the template written again
+        monkeypatch.setenv("BTC_AI_CACHE_DIR", str(tmp_path / "cache"))
+        cached = template_path()
+        assert cached is not None
+        cached.parent.mkdir(parents=True)
+        shutil.copyfile(template, cached)
+        store = _store(tmp_path / "second")
+        found = probe(store)
+        assert found.state == "whole" and found.revision == head_revision() and not found.holds_data
+        assert not list(store.parent.glob(".mlflow.db.building-*"))
+        fixed = probe(cached)
+        assert fixed.state == "whole" and fixed.revision == head_revision() and not fixed.holds_data
 
 
 @pytest.mark.slow  # a real `mlflow server`
-def test_a_local_server_s_store_is_built_as_the_server_would_build_it(cache: Path, tmp_path: Path) -> None:
+def test_a_local_server_s_store_is_built_as_the_server_would_build_it(tmp_path: Path) -> None:
     from mlflow import MlflowClient
     from mlflow.utils.server_cli_utils import resolve_default_artifact_root
 

@@ -399,3 +399,13 @@ def test_importing_the_store_checks_loads_no_mlflow() -> None:
     code = "import sys, btc_ai.tracking.stores, btc_ai.cli.main; print('mlflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr
+
+
+@pytest.mark.slow  # a fresh Python: what it loads
+def test_the_parser_loads_neither_pandas_torch_nor_mlflow() -> None:
+    """`btc-ai --help` (and every command's parser) builds without the data and training stack: what keeps it
+    under half a second (benchmarks/bench_startup.py times it)."""
+    code = ("import sys\nfrom btc_ai.cli import build_parser\nbuild_parser()\n"
+            "print(sorted({'pandas', 'torch', 'mlflow', 'scipy', 'sqlalchemy'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -16,8 +16,6 @@ from btc_ai.cli.common import (
     data_source,
     flag,
 )
-from btc_ai.domain.baselines import RULE_NAMES
-from btc_ai.domain.trade_stats import statistics_table
 
 
 def add_parser(sub: Any) -> None:
@@ -48,8 +46,10 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     check_tracking_uri(args.tracking_uri)
     apply_outlier_flag(args)
-    # loaded when the command runs, so `btc-ai --help` stays fast
+    # loaded when the command runs, so `btc-ai --help` stays fast (these load pandas and torch)
     from btc_ai.desk.backtest import backtest
+    from btc_ai.domain.baselines import RULE_NAMES
+    from btc_ai.domain.trade_stats import statistics_table
 
     done = backtest(args.ref, data_source(args.data, "DATA"), start=args.start, end=args.end, fee_bps=args.fee_bps,
                     slippage_bps=args.slippage_bps, tracking_uri=args.tracking_uri, track=not args.no_track,

@@ -19,11 +19,10 @@ from btc_ai.cli.common import (
 )
 from btc_ai.cli.run_support import names_a_run
 from btc_ai.domain.errors import UserInputError
+from btc_ai.domain.presets import SEARCH_HELD_OUT_SHARE
 
 
 def add_parser(sub: Any) -> None:
-    from btc_ai.domain.held_out import HELD_OUT_SHARE
-
     s = sub.add_parser("search", help="a hyperparameter study (Optuna TPE), each trial a walk-forward, the best "
                                       "scored once on a held-out block, with the deflated Sharpe and PBO")
     s.add_argument("data", nargs="*", metavar="DATA", help=f"{DATA_HELP}; default: built-in synthetic data")
@@ -34,8 +33,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--seeds", type=int, nargs="+", metavar="S", help="a session per fold and seed (default: SEED)")
     s.add_argument("--seed", type=int, default=0, metavar="S", help="the sampler's seed (default 0): same seed, "
                                                                     "same sequence of trials")
-    flag(s, "holdout", type=float, default=HELD_OUT_SHARE, metavar="SHARE",
-         help=f"newest share of the bars held out from every trial (default {HELD_OUT_SHARE})")
+    flag(s, "holdout", type=float, default=SEARCH_HELD_OUT_SHARE, metavar="SHARE",
+         help=f"newest share of the bars held out from every trial (default {SEARCH_HELD_OUT_SHARE})")
     flag(s, "prune_after", type=int, default=5, metavar="N",
          help="prune a trial below the median of the complete ones after N complete trials (default 5)")
     s.add_argument("--parallel", type=int, default=1, metavar="P", help="trials at once, as P processes (default 1)")

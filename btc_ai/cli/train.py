@@ -27,8 +27,6 @@ from btc_ai.cli.common import (
 )
 from btc_ai.cli.config_flags import add_config_flag, add_config_flags, config_from_args, given_flags, tilde
 from btc_ai.cli.run_support import settle_journal, training_func
-from btc_ai.domain.baselines import baseline_lines
-from btc_ai.domain.collapse import collapse_line
 from btc_ai.domain.errors import UserInputError
 from btc_ai.domain.metric_names import (
     METRIC_BEST_VALIDATION_BUY_AND_HOLD_RETURN,
@@ -43,7 +41,6 @@ from btc_ai.domain.metric_names import (
     METRIC_TEST_TOTAL_RETURN,
     figures_under,
 )
-from btc_ai.domain.trade_stats import statistics_lines
 from btc_ai.tracking.credentials import display_uri
 
 # how to read a data file's text dates (btc_ai.domain.data.dates, not imported here: the parser stays fast)
@@ -270,6 +267,11 @@ def _interrupted(exc: KeyboardInterrupt, session: str | None, generation: int | 
 
 
 def _print_summary(system: Any, metrics: Mapping[str, Any], best_reward: float, elapsed: float) -> None:
+    # loaded when a summary is printed, so `btc-ai --help` stays fast (they load pandas)
+    from btc_ai.domain.baselines import baseline_lines
+    from btc_ai.domain.collapse import collapse_line
+    from btc_ai.domain.trade_stats import statistics_lines
+
     ret = metrics.get(METRIC_BEST_VALIDATION_TOTAL_RETURN, float("nan"))
     hold = metrics.get(METRIC_BEST_VALIDATION_BUY_AND_HOLD_RETURN, float("nan"))
     changes = metrics.get(METRIC_BEST_VALIDATION_POSITION_CHANGES, float("nan"))

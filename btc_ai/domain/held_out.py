@@ -14,8 +14,6 @@ from btc_ai.domain.errors import DataValidationError, UserInputError
 from btc_ai.domain.folds import MAX_TEST_FRACTION, MIN_SPAN_BARS
 from btc_ai.domain.market import split_market
 
-HELD_OUT_SHARE = 0.2  # default: the newest fifth of the bars
-
 
 @dataclass(frozen=True)
 class HeldOut:

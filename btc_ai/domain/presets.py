@@ -141,3 +141,5 @@ def preset_config(name: str) -> dict[str, Any]:
     if bucket is None:
         raise KeyError(f"unknown bucket {name!r}; known buckets: {', '.join(BUCKETS)}")
     return bucket.config()
+
+SEARCH_HELD_OUT_SHARE = 0.2  # a search's held-out block by default: the newest fifth of the bars (domain/held_out.py)

@@ -159,6 +159,20 @@ def test_client_created_runs_carry_mlflows_context_tags(tmp_path: Path, monkeypa
     assert tracker.client.get_run(named).data.tags["mlflow.runName"] == "Scalping-seed1"
 
 
+def test_a_login_of_an_earlier_run_in_this_process_is_not_the_user_of_a_later_one(tmp_path: Path, monkeypatch) -> None:
+    """The context tags are resolved once a process; the user is not (a notebook that logs in, then out)."""
+    import getpass
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="context")
+    for login in ("alice", None, "bob"):
+        if login:
+            monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", login)
+        else:
+            monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+        run = tracker.create_run("session", name=f"as-{login}")
+        assert tracker.client.get_run(run).data.tags["mlflow.user"] == (login or getpass.getuser())
+
+
 @pytest.mark.slow  # a fresh process
 def test_a_run_started_from_a_git_checkout_carries_its_commit(tmp_path: Path) -> None:
     import os

@@ -6,6 +6,7 @@ own context providers decide them, so the UI's User and Source columns read as f
 from __future__ import annotations
 
 import functools
+import getpass
 
 from mlflow.tracking.context.registry import resolve_tags
 
@@ -16,13 +17,19 @@ def _process_tags() -> dict[str, str]:
 
 
 def context_tags() -> dict[str, str]:
-    """The tags of this process (resolved once: the git look-up is not repeated for each run); the login is
-    read each time, since a command may set it after the first run."""
+    """The tags of this process (resolved once: the git look-up is not repeated for each run); the user is
+    read each time: the login, which a command may set (or unset) after the first run, else the OS user (what
+    MLflow's own context gives without a login) — never a login cached from an earlier run."""
     from mlflow.utils.credentials import read_mlflow_creds
     from mlflow.utils.mlflow_tags import MLFLOW_USER
 
     tags = dict(_process_tags())
-    user = read_mlflow_creds().username
-    if user:
-        tags[MLFLOW_USER] = user
+    tags[MLFLOW_USER] = read_mlflow_creds().username or _os_user()
     return tags
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container's): as MLflow's context says then
+        return "unknown"

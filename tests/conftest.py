@@ -4,6 +4,7 @@ tracking store under tmp_path, `btc-ai` in a subprocess or in-process through ``
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
@@ -122,6 +123,21 @@ def btc_ai_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "btc_ai", *args]
 
 
+@contextlib.contextmanager
+def logging_put_back() -> Iterator[None]:
+    """The level, propagation and handlers of the loggers ``main()`` configures, as they were before the block."""
+    loggers = [logging.getLogger(name) for name in ("btc_ai", "mlflow", "alembic")]
+    saved = [(lg, lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
+    try:
+        yield
+    finally:
+        for lg, level, propagate, kept in saved:
+            for handler in [h for h in lg.handlers if h not in kept]:
+                lg.removeHandler(handler)
+            lg.setLevel(level)
+            lg.propagate = propagate
+
+
 def run_cli(folder: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`btc-ai ARGS` run as a subprocess would run it (working folder ``folder``, exactly the environment
     ``env``, default `cli_env`; its exit code, stdout and stderr) but in this process, through ``main(argv)``:
@@ -137,14 +153,12 @@ def run_cli(folder: Path, *args: str, env: dict[str, str] | None = None) -> subp
     env = cli_env(folder) if env is None else env
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    loggers = [logging.getLogger(name) for name in ("btc_ai", "mlflow", "alembic")]
-    saved = [(lg, lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
     out, err = io.StringIO(), io.StringIO()
     try:
         os.environ.clear()
         os.environ.update(env)
         os.chdir(folder)
-        with redirect_stdout(out), redirect_stderr(err):
+        with logging_put_back(), redirect_stdout(out), redirect_stderr(err):
             try:
                 code = main(list(args))
             except SystemExit as exc:  # `--help`, argparse's usage errors
@@ -155,11 +169,6 @@ def run_cli(folder: Path, *args: str, env: dict[str, str] | None = None) -> subp
         os.environ.update(saved_env)
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-        for lg, level, propagate, kept in saved:
-            for handler in [h for h in lg.handlers if h not in kept]:
-                lg.removeHandler(handler)
-            lg.setLevel(level)
-            lg.propagate = propagate
     return subprocess.CompletedProcess([*btc_ai_cmd(*args)], code, out.getvalue(), err.getvalue())
 
 
@@ -175,17 +184,8 @@ def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("BTC_AI_PROGRESS_EVERY", "1")
     monkeypatch.delenv("BTC_AI_FAULT", raising=False)
     monkeypatch.delenv("BTC_AI_KILL_AT", raising=False)
-    loggers = [logging.getLogger(name) for name in ("btc_ai", "mlflow", "alembic")]
-    saved = [(lg, lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
-    try:
+    with logging_put_back():
         yield tmp_path
-    finally:
-        for lg, level, propagate, handlers in saved:
-            for handler in lg.handlers:
-                if handler not in handlers:
-                    lg.removeHandler(handler)
-            lg.setLevel(level)
-            lg.propagate = propagate
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from btc_ai.domain.cache_dir import cache_root
+from btc_ai.domain.cache_dir import cache_root, switched_off
 from btc_ai.tracking.mlflow_internals import adopt_new_store, head_revision, initialise_store
 
 SWITCH_VARIABLE = "BTC_AI_STORE_TEMPLATE"  # off / 0 / no / false: every new store built by MLflow
@@ -23,7 +23,7 @@ SWITCH_VARIABLE = "BTC_AI_STORE_TEMPLATE"  # off / 0 / no / false: every new sto
 
 def template_path() -> Path | None:
     """The template of the installed MLflow's stores, or None when templates are turned off."""
-    if os.environ.get(SWITCH_VARIABLE, "").strip().lower() in ("0", "off", "no", "false"):
+    if switched_off(SWITCH_VARIABLE):
         return None
     return cache_root() / "stores" / f"mlflow-{importlib.metadata.version('mlflow')}-{head_revision()}.db"
 
@@ -39,7 +39,7 @@ def build_store(database: Path, artifacts: str | None) -> None:
             if adopt_new_store(database, root):
                 return
         database.unlink(missing_ok=True)  # a damaged or stale template: built afresh below, and replaced
-    initialise_store(database, artifacts)
+    initialise_store(database, root)
     if template is not None:
         _keep(database, template)
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import pandas as pd
 
-from btc_ai.domain.cache_dir import cache_root
+from btc_ai.domain.cache_dir import cache_root, switched_off
 from btc_ai.domain.data.report import DataReport
 from btc_ai.domain.data.schema import COLUMNS, _frame, data_fingerprint
 from btc_ai.domain.data.sources import DataFile
@@ -48,7 +48,7 @@ _log = logging.getLogger(__name__)
 
 def cache_folder() -> Path | None:
     """The candle cache's folder, or None when it is turned off."""
-    if os.environ.get(SWITCH_VARIABLE, "").strip().lower() in ("0", "off", "no", "false"):
+    if switched_off(SWITCH_VARIABLE):
         return None
     return cache_root() / "candles"
 
